@@ -1,0 +1,199 @@
+"""Eligibility of positions for cross-margining, from a rulebook that is data.
+
+A rulebook (``rulebooks/*.json``) carries its effective date, the clearing-member and customer
+requirements, the eligible and excluded FICC kinds, the remaining-maturity rule and the CME
+contract list. A rule change is a new rulebook file, not a code change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import CaseValidationError
+from .model import Book, Ccp, ClearingMember, Customer, Instrument, InstrumentKind
+
+__all__ = [
+    "Eligibility",
+    "Reason",
+    "Rulebook",
+    "default_rulebook",
+    "evaluate_eligibility",
+    "instrument_eligibility",
+    "load_rulebook",
+]
+
+
+class Reason(enum.StrEnum):
+    """Reason codes of eligibility.md; a position can fail several checks."""
+
+    CLEARING_MEMBER_NOT_ELIGIBLE = "CLEARING_MEMBER_NOT_ELIGIBLE"
+    CUSTOMER_NOT_ENROLLED = "CUSTOMER_NOT_ENROLLED"
+    PRODUCT_NOT_ELIGIBLE = "PRODUCT_NOT_ELIGIBLE"
+    PRODUCT_EXCLUDED = "PRODUCT_EXCLUDED"
+    MATURITY_WITHIN_ONE_YEAR = "MATURITY_WITHIN_ONE_YEAR"
+    CONTRACT_NOT_ELIGIBLE = "CONTRACT_NOT_ELIGIBLE"
+    OPTION_NOT_ELIGIBLE = "OPTION_NOT_ELIGIBLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """A position's eligibility on a business date and every reason it fails."""
+
+    eligible: bool
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rulebook:
+    name: str
+    effective_date: dt.date
+    require_bd_fcm: bool
+    require_cme_clearing_member: bool
+    require_ficc_netting_member: bool
+    customer_ficc_account_types: frozenset[str]
+    ficc_eligible_kinds: frozenset[str]
+    ficc_repo_kinds: frozenset[str]
+    ficc_excluded_kinds: frozenset[str]
+    ficc_min_remaining_maturity_years: int
+    cme_eligible_contracts: frozenset[str]
+    cme_eligible_kinds: frozenset[str]
+    cme_option_kinds: frozenset[str]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Rulebook:
+        member = data["clearing_member"]
+        assert isinstance(member, dict)
+
+        def names(key: str) -> frozenset[str]:
+            value = data[key]
+            if not isinstance(value, list):
+                raise CaseValidationError(f"rulebook.{key}", value, "must be a list of names")
+            return frozenset(str(v) for v in value)
+
+        return cls(
+            name=str(data["name"]),
+            effective_date=dt.date.fromisoformat(str(data["effective_date"])),
+            require_bd_fcm=bool(member["bd_fcm"]),
+            require_cme_clearing_member=bool(member["cme_clearing_member"]),
+            require_ficc_netting_member=bool(member["ficc_netting_member"]),
+            customer_ficc_account_types=names("customer_ficc_account_types"),
+            ficc_eligible_kinds=names("ficc_eligible_kinds"),
+            ficc_repo_kinds=names("ficc_repo_kinds"),
+            ficc_excluded_kinds=names("ficc_excluded_kinds"),
+            ficc_min_remaining_maturity_years=int(str(data["ficc_min_remaining_maturity_years"])),
+            cme_eligible_contracts=names("cme_eligible_contracts"),
+            cme_eligible_kinds=names("cme_eligible_kinds"),
+            cme_option_kinds=names("cme_option_kinds"),
+        )
+
+
+def load_rulebook(path: str | Path) -> Rulebook:
+    """Read a rulebook JSON file."""
+    return Rulebook.from_dict(json.loads(Path(path).read_text()))
+
+
+def _bundled_rulebooks() -> list[Rulebook]:
+    folder = resources.files("xmargin.optimiser") / "rulebooks"
+    books = [
+        Rulebook.from_dict(json.loads(entry.read_text()))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".json")
+    ]
+    return sorted(books, key=lambda book: book.effective_date)
+
+
+def default_rulebook(business_date: dt.date | None = None) -> Rulebook:
+    """The latest bundled rulebook in effect on ``business_date`` (the latest one if None)."""
+    books = _bundled_rulebooks()
+    if business_date is None:
+        return books[-1]
+    in_effect = [book for book in books if book.effective_date <= business_date]
+    if not in_effect:
+        raise CaseValidationError(
+            "business_date", business_date.isoformat(), "precedes every bundled rulebook"
+        )
+    return in_effect[-1]
+
+
+def _add_years(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+def _firm_reasons(
+    rulebook: Rulebook, member: ClearingMember, customer: Customer
+) -> list[Reason]:
+    reasons = []
+    if (
+        (rulebook.require_bd_fcm and not member.bd_fcm)
+        or (rulebook.require_cme_clearing_member and not member.cme_clearing_member)
+        or (rulebook.require_ficc_netting_member and not member.ficc_netting_member)
+    ):
+        reasons.append(Reason.CLEARING_MEMBER_NOT_ELIGIBLE)
+    if (
+        not customer.xm_enrolled
+        or customer.ficc_account_type not in rulebook.customer_ficc_account_types
+    ):
+        reasons.append(Reason.CUSTOMER_NOT_ENROLLED)
+    return reasons
+
+
+def _product_reasons(
+    rulebook: Rulebook, instrument: Instrument, business_date: dt.date
+) -> list[Reason]:
+    reasons: list[Reason] = []
+    if instrument.ccp is Ccp.CME:
+        if instrument.kind in rulebook.cme_option_kinds:
+            reasons.append(Reason.OPTION_NOT_ELIGIBLE)
+        elif (
+            instrument.kind not in rulebook.cme_eligible_kinds
+            or instrument.contract not in rulebook.cme_eligible_contracts
+        ):
+            reasons.append(Reason.CONTRACT_NOT_ELIGIBLE)
+        return reasons
+    is_repo = instrument.kind in rulebook.ficc_repo_kinds
+    security_kind = instrument.collateral_kind if is_repo else instrument.kind
+    maturity = instrument.collateral_maturity if is_repo else instrument.maturity
+    if security_kind in rulebook.ficc_excluded_kinds:
+        reasons.append(Reason.PRODUCT_EXCLUDED)
+    elif security_kind not in rulebook.ficc_eligible_kinds:
+        reasons.append(Reason.PRODUCT_NOT_ELIGIBLE)
+    horizon = _add_years(business_date, rulebook.ficc_min_remaining_maturity_years)
+    if maturity is None or maturity <= horizon:
+        reasons.append(Reason.MATURITY_WITHIN_ONE_YEAR)
+    return reasons
+
+
+def instrument_eligibility(
+    rulebook: Rulebook,
+    member: ClearingMember,
+    customer: Customer,
+    instrument: Instrument,
+    business_date: dt.date,
+) -> Eligibility:
+    """Eligibility of one instrument held by ``customer`` at ``member`` on ``business_date``."""
+    reasons = _firm_reasons(rulebook, member, customer)
+    reasons += _product_reasons(rulebook, instrument, business_date)
+    return Eligibility(eligible=not reasons, reasons=tuple(reasons))
+
+
+def evaluate_eligibility(book: Book, rulebook: Rulebook | None = None) -> list[Eligibility]:
+    """Eligibility of each of ``book.positions``, in order."""
+    rulebook = rulebook or default_rulebook(book.business_date)
+    return [
+        instrument_eligibility(
+            rulebook,
+            book.clearing_member,
+            book.customer,
+            book.instruments[position.instrument],
+            book.business_date,
+        )
+        for position in book.positions
+    ]

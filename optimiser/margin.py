@@ -1,0 +1,271 @@
+"""The margin maths of margin-model.md, in one place, and the exact evaluator.
+
+For a model with window of N scenario losses L sorted largest first, L(1) >= L(2) >= ...:
+
+    n_tail = (1 - alpha) * N                         (snapped to a whole number within 1e-9)
+    ES     = (1/n_tail) * [L(1) + ... + L(f) + (n_tail - f) * L(f+1)],    f = floor(n_tail)
+    VaR    = L(f + 1)
+    stress = max over the stress scenarios of L[s]   (0 without any)
+    addons = sum_k rate_k * max(0, |E_k| - thr_k),   E = net factor exposure
+    M      = max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons),   risk = ES or VaR
+
+and for the XM account, with S = S_F + S_C:
+
+    r_F = 1 - C_F / S,  r_C = 1 - C_C / S,  r = clip(min(r_F, r_C), 0, cap)
+    XM margin = (1 - r) * S   (0 when S = 0);  FICC collects (1 - r) S_F, CME (1 - r) S_C.
+
+The evaluator never calls a solver: every reported figure comes from here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .model import Ccp, Measure
+from .problem import ModelWindow, PositionVector, Problem
+
+__all__ = [
+    "Attribution",
+    "ModelFigures",
+    "State",
+    "attribute",
+    "evaluate",
+    "expected_shortfall",
+    "model_margin",
+    "tail_weights",
+    "value_at_risk",
+    "xm_margin",
+]
+
+
+def tail_weights(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.float64]:
+    """Weights w >= 0 with sum 1 such that ES = w @ losses: 1/n_tail on the floor(n_tail)
+    largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere."""
+    whole = math.floor(n_tail)
+    order = np.argsort(-losses, kind="stable")
+    weights = np.zeros_like(losses)
+    weights[order[:whole]] = 1.0 / n_tail
+    if whole < losses.size and n_tail > whole:
+        weights[order[whole]] = (n_tail - whole) / n_tail
+    return weights
+
+
+def expected_shortfall(losses: npt.NDArray[np.float64], n_tail: float) -> float:
+    """ES of ``losses``: the weighted mean of the n_tail largest (see module docstring)."""
+    return float(tail_weights(losses, n_tail) @ losses)
+
+
+def value_at_risk(losses: npt.NDArray[np.float64], n_tail: float) -> float:
+    """VaR = L(floor(n_tail) + 1), the largest loss left once the n_tail worst are dropped."""
+    whole = math.floor(n_tail)
+    return float(-np.partition(-losses, whole)[whole])
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFigures:
+    """One model on one portfolio: its parts and the margin M."""
+
+    es: float
+    var: float
+    stress: float
+    addons: float
+    margin: float
+
+
+def model_margin(
+    window: ModelWindow, losses: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64]
+) -> ModelFigures:
+    """M = max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons) of a portfolio whose
+    scenario losses over the whole scenario set are ``losses`` and factor exposure ``exposure``."""
+    model = window.model
+    in_window = losses[window.window]
+    es = expected_shortfall(in_window, window.n_tail)
+    var = value_at_risk(in_window, window.n_tail)
+    stress = float(losses[window.stress_rows].max()) if window.stress_rows.size else 0.0
+    addons = 0.0
+    if model.addon_rate is not None and model.addon_threshold is not None:
+        excess = np.maximum(0.0, np.abs(exposure) - model.addon_threshold)
+        addons = float(model.addon_rate @ excess)
+    risk = es if model.measure is Measure.ES else var
+    weight = model.stress_weight
+    margin = max(0.0, window.scale * ((1.0 - weight) * risk + weight * stress) + addons)
+    return ModelFigures(es=es, var=var, stress=stress, addons=addons, margin=margin)
+
+
+@dataclass(frozen=True, slots=True)
+class XmFigures:
+    S_F: float
+    S_C: float
+    C_F: float
+    C_C: float
+    r_F: float
+    r_C: float
+    r: float
+    cap_binding: bool
+    margin: float
+    ficc_collects: float
+    cme_collects: float
+
+
+def xm_margin(S_F: float, S_C: float, C_F: float, C_C: float, cap: float) -> XmFigures:
+    """The XM rule: r = clip(min(r_F, r_C), 0, cap), XM margin = (1 - r) * (S_F + S_C)."""
+    standalone_sum = S_F + S_C
+    if standalone_sum <= 0.0:
+        return XmFigures(S_F, S_C, C_F, C_C, 0.0, 0.0, 0.0, False, 0.0, 0.0, 0.0)
+    r_F = 1.0 - C_F / standalone_sum
+    r_C = 1.0 - C_C / standalone_sum
+    conservative = min(r_F, r_C)
+    r = min(max(conservative, 0.0), cap)
+    return XmFigures(
+        S_F=S_F,
+        S_C=S_C,
+        C_F=C_F,
+        C_C=C_C,
+        r_F=r_F,
+        r_C=r_C,
+        r=r,
+        cap_binding=conservative >= cap,
+        margin=(1.0 - r) * standalone_sum,
+        ficc_collects=(1.0 - r) * S_F,
+        cme_collects=(1.0 - r) * S_C,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The exact margin of one allocation: every figure of margin-model.md."""
+
+    xm_quantity: PositionVector
+    ficc_standalone: float
+    cme_standalone: float
+    xm: XmFigures
+    models: dict[str, ModelFigures]
+
+    @property
+    def total(self) -> float:
+        return self.ficc_standalone + self.cme_standalone + self.xm.margin
+
+    @property
+    def ficc_collects(self) -> float:
+        return self.ficc_standalone + self.xm.ficc_collects
+
+    @property
+    def cme_collects(self) -> float:
+        return self.cme_standalone + self.xm.cme_collects
+
+    def summary(self) -> dict[str, float | bool]:
+        """The figures under the names of the case format's ``expected`` block."""
+        xm = self.xm
+        return {
+            "total": self.total,
+            "ficc_standalone": self.ficc_standalone,
+            "cme_standalone": self.cme_standalone,
+            "xm": xm.margin,
+            "S_F": xm.S_F,
+            "S_C": xm.S_C,
+            "C_F": xm.C_F,
+            "C_C": xm.C_C,
+            "r_F": xm.r_F,
+            "r_C": xm.r_C,
+            "r": xm.r,
+            "cap_binding": xm.cap_binding,
+            "ficc_collects": self.ficc_collects,
+            "cme_collects": self.cme_collects,
+        }
+
+
+ACCOUNTS = ("ficc_standalone", "cme_standalone", "xm_ficc_only", "xm_cme_only", "xm")
+
+
+def account_quantities(problem: Problem, xm_quantity: PositionVector) -> dict[str, PositionVector]:
+    """Quantities held in each account (and each XM leg) under an allocation."""
+    standalone = problem.quantity - xm_quantity
+    ficc = problem.is_ficc
+    return {
+        "ficc_standalone": np.where(ficc, standalone, 0.0),
+        "cme_standalone": np.where(ficc, 0.0, standalone),
+        "xm_ficc_only": np.where(ficc, xm_quantity, 0.0),
+        "xm_cme_only": np.where(ficc, 0.0, xm_quantity),
+        "xm": xm_quantity,
+    }
+
+
+def evaluate(
+    problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
+) -> State:
+    """Exact margin of the allocation ``xm_quantity`` (n,), per margin-model.md.
+
+    With ``es_for_var`` every VaR model is evaluated with ES instead: the convex stand-in the
+    solvers optimise, used only to report the gap it leaves.
+    """
+    xm_quantity = np.asarray(xm_quantity, dtype=float)
+    windows = {
+        ccp: (w.as_es() if es_for_var else w) for ccp, w in problem.models.items()
+    }
+
+    def margin_of(ccp: Ccp, quantities: PositionVector) -> ModelFigures:
+        return model_margin(
+            windows[ccp], problem.losses(quantities), problem.exposure.T @ quantities
+        )
+
+    held = account_quantities(problem, xm_quantity)
+    figures = {
+        "ficc_standalone": margin_of(Ccp.FICC, held["ficc_standalone"]),
+        "cme_standalone": margin_of(Ccp.CME, held["cme_standalone"]),
+        "S_F": margin_of(Ccp.FICC, held["xm_ficc_only"]),
+        "S_C": margin_of(Ccp.CME, held["xm_cme_only"]),
+        "C_F": margin_of(Ccp.FICC, held["xm"]),
+        "C_C": margin_of(Ccp.CME, held["xm"]),
+    }
+    xm = xm_margin(
+        figures["S_F"].margin,
+        figures["S_C"].margin,
+        figures["C_F"].margin,
+        figures["C_C"].margin,
+        problem.savings_cap,
+    )
+    return State(
+        xm_quantity=xm_quantity,
+        ficc_standalone=figures["ficc_standalone"].margin,
+        cme_standalone=figures["cme_standalone"].margin,
+        xm=xm,
+        models=figures,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Each position's share of each account's horizon-scaled ES, sqrt(h) * ES.
+
+    ``shares[account][i]`` is position i's part of the tail-scenario loss of ``account``
+    (``ficc_standalone`` and ``xm_ficc_model`` under the FICC model, ``cme_standalone`` and
+    ``xm_cme_model`` under the CME model); each account's shares add up to its sqrt(h) * ES.
+    """
+
+    shares: dict[str, PositionVector]
+    totals: dict[str, float]
+
+
+def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
+    """Euler attribution of ES: share_i = sqrt(h) * sum_s w_s * (-y_i p_i[s]), w = tail weights."""
+    held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
+    unit_pnl = problem.unit_pnl()
+    accounts = {
+        "ficc_standalone": (Ccp.FICC, held["ficc_standalone"]),
+        "cme_standalone": (Ccp.CME, held["cme_standalone"]),
+        "xm_ficc_model": (Ccp.FICC, held["xm"]),
+        "xm_cme_model": (Ccp.CME, held["xm"]),
+    }
+    shares: dict[str, PositionVector] = {}
+    totals: dict[str, float] = {}
+    for account, (ccp, quantities) in accounts.items():
+        window = problem.models[ccp]
+        losses = -(unit_pnl[window.window] @ quantities)
+        weights = tail_weights(losses, window.n_tail)
+        shares[account] = window.scale * -(weights @ unit_pnl[window.window]) * quantities
+        totals[account] = window.scale * float(weights @ losses)
+    return Attribution(shares=shares, totals=totals)

@@ -1,0 +1,202 @@
+"""Typed domain objects of one customer's book on one business date.
+
+Quantities follow the case format: FICC positions in USD par, CME positions in contracts.
+Arrays are numpy float64; shapes are given by the aliases below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Book",
+    "Ccp",
+    "ClearingMember",
+    "Customer",
+    "Cycle",
+    "FactorVector",
+    "Instrument",
+    "InstrumentKind",
+    "MarginModel",
+    "Measure",
+    "Mode",
+    "Position",
+    "ProgramRules",
+    "ScenarioMatrix",
+    "ScenarioSet",
+    "ScenarioVector",
+    "SolveOptions",
+]
+
+FactorVector = npt.NDArray[np.float64]
+"""Shape (K,): one value per risk factor."""
+ScenarioVector = npt.NDArray[np.float64]
+"""Shape (S,): one value per scenario."""
+ScenarioMatrix = npt.NDArray[np.float64]
+"""Shape (S, K): factor moves per scenario, oldest scenario first."""
+
+
+class Ccp(enum.StrEnum):
+    """Clearing house."""
+
+    FICC = "FICC"
+    CME = "CME"
+
+
+class InstrumentKind(enum.StrEnum):
+    NOTE = "NOTE"
+    BOND = "BOND"
+    BILL = "BILL"
+    TIPS = "TIPS"
+    STRIPS = "STRIPS"
+    FRN = "FRN"
+    AGENCY = "AGENCY"
+    MBS = "MBS"
+    REPO = "REPO"
+    FUTURE = "FUTURE"
+    OPTION = "OPTION"
+
+
+FICC_KINDS = frozenset(
+    {
+        InstrumentKind.NOTE,
+        InstrumentKind.BOND,
+        InstrumentKind.BILL,
+        InstrumentKind.TIPS,
+        InstrumentKind.STRIPS,
+        InstrumentKind.FRN,
+        InstrumentKind.AGENCY,
+        InstrumentKind.MBS,
+        InstrumentKind.REPO,
+    }
+)
+CME_KINDS = frozenset({InstrumentKind.FUTURE, InstrumentKind.OPTION})
+
+
+class Cycle(enum.StrEnum):
+    ITD = "ITD"
+    EOD = "EOD"
+
+
+class Measure(enum.StrEnum):
+    ES = "ES"
+    VAR = "VaR"
+
+
+class Mode(enum.StrEnum):
+    """JOINT moves every eligible position; FICC_FIXED keeps FICC allocations as given."""
+
+    JOINT = "JOINT"
+    FICC_FIXED = "FICC_FIXED"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingMember:
+    id: str
+    bd_fcm: bool
+    cme_clearing_member: bool
+    ficc_netting_member: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    xm_enrolled: bool
+    ficc_account_type: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Instrument:
+    """A tradable instrument with per-unit risk: ``sensitivities`` (K,) or ``pnl`` (S,)."""
+
+    id: str
+    ccp: Ccp
+    kind: InstrumentKind
+    contract: str | None = None
+    maturity: dt.date | None = None
+    coupon: float | None = None
+    collateral_maturity: dt.date | None = None
+    collateral_kind: InstrumentKind | None = None
+    sensitivities: FactorVector | None = None
+    pnl: ScenarioVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A holding of ``quantity`` units, ``xm_quantity`` of them currently in XM."""
+
+    instrument: str
+    quantity: float
+    xm_quantity: float = 0.0
+    lot: float = 1.0
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScenarioSet:
+    """S scenarios of 1-day factor moves, oldest first, each with an id (usually a date)."""
+
+    ids: tuple[str, ...]
+    shocks: ScenarioMatrix
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MarginModel:
+    """One clearing house's historical-simulation model (margin-model.md)."""
+
+    lookback: int
+    confidence: float
+    horizon_days: float
+    measure: Measure = Measure.ES
+    stress_ids: tuple[str, ...] = ()
+    stress_weight: float = 0.0
+    addon_rate: FactorVector | None = None
+    addon_threshold: FactorVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRules:
+    savings_cap: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class SolveOptions:
+    """How to allocate.
+
+    ``transfer_cost`` is USD per lot moved; ``max_transfers`` bounds the number of positions
+    whose XM quantity changes; ``time_limit`` is in seconds.
+    """
+
+    integral: bool = False
+    transfer_cost: float = 0.0
+    max_transfers: int | None = None
+    mode: Mode = Mode.JOINT
+    time_limit: float | None = None
+    backend: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Book:
+    """One customer's positions, scenarios, models and rules on one business date."""
+
+    name: str
+    business_date: dt.date
+    cycle: Cycle
+    clearing_member: ClearingMember
+    customer: Customer
+    factors: tuple[str, ...]
+    scenarios: ScenarioSet
+    instruments: dict[str, Instrument]
+    positions: tuple[Position, ...]
+    models: dict[Ccp, MarginModel]
+    program: ProgramRules = field(default_factory=ProgramRules)
+    options: SolveOptions = field(default_factory=SolveOptions)

@@ -1,0 +1,185 @@
+"""The numeric form of a book that the evaluator and the solvers share.
+
+A :class:`Problem` holds, for the n positions of a book, their quantities, current XM
+quantities, lots, clearing house, eligibility and whether they may move, and their per-unit risk
+in two parts: factor sensitivities ``exposure`` (n, K), zero for instruments given only as P&L
+vectors, and ``pnl_vectors`` (S, m), the P&L vectors of the m positions ``pnl_columns`` given
+that way. The per-unit scenario P&L of position i is ``shocks @ exposure[i]`` plus its vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .eligibility import Eligibility, Rulebook, evaluate_eligibility
+from .model import Book, Ccp, MarginModel, Measure, Mode, ScenarioMatrix, SolveOptions
+
+__all__ = ["ModelWindow", "Problem", "build_problem", "tail_count"]
+
+PositionVector = npt.NDArray[np.float64]
+"""Shape (n,): one value per position."""
+
+TAIL_SNAP = 1e-9
+
+
+def tail_count(confidence: float, n_scenarios: int) -> float:
+    """n_tail = (1 - alpha) * N, snapped to a whole number when within 1e-9 of one."""
+    n_tail = (1.0 - confidence) * n_scenarios
+    nearest = round(n_tail)
+    return float(nearest) if abs(n_tail - nearest) <= TAIL_SNAP else n_tail
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ModelWindow:
+    """A margin model bound to a scenario set: which scenarios it reads, and its parameters."""
+
+    ccp: Ccp
+    model: MarginModel
+    window: slice
+    stress_rows: npt.NDArray[np.intp]
+
+    @property
+    def n_scenarios(self) -> int:
+        return self.window.stop - self.window.start
+
+    @property
+    def n_tail(self) -> float:
+        return tail_count(self.model.confidence, self.n_scenarios)
+
+    @property
+    def scale(self) -> float:
+        """sqrt(h): losses over h days from 1-day scenarios."""
+        return float(np.sqrt(self.model.horizon_days))
+
+    @property
+    def has_stress(self) -> bool:
+        return self.model.stress_weight > 0 and self.stress_rows.size > 0
+
+    @property
+    def has_addons(self) -> bool:
+        return self.model.addon_rate is not None and bool(np.any(self.model.addon_rate > 0))
+
+    def as_es(self) -> ModelWindow:
+        """The same model measuring ES (the convex stand-in for a VaR model)."""
+        if self.model.measure is Measure.ES:
+            return self
+        model = self.model
+        es_model = MarginModel(
+            lookback=model.lookback,
+            confidence=model.confidence,
+            horizon_days=model.horizon_days,
+            measure=Measure.ES,
+            stress_ids=model.stress_ids,
+            stress_weight=model.stress_weight,
+            addon_rate=model.addon_rate,
+            addon_threshold=model.addon_threshold,
+        )
+        return ModelWindow(self.ccp, es_model, self.window, self.stress_rows)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Problem:
+    """Everything numeric about one book; built once, shared by evaluator and solvers."""
+
+    book: Book
+    position_ids: tuple[str, ...]
+    quantity: PositionVector
+    current_xm: PositionVector
+    lot: PositionVector
+    is_ficc: npt.NDArray[np.bool_]
+    eligibility: tuple[Eligibility, ...]
+    eligible: npt.NDArray[np.bool_]
+    pinned: npt.NDArray[np.bool_]
+    movable: npt.NDArray[np.bool_]
+    shocks: ScenarioMatrix
+    exposure: npt.NDArray[np.float64]
+    pnl_columns: npt.NDArray[np.intp]
+    pnl_vectors: npt.NDArray[np.float64]
+    models: dict[Ccp, ModelWindow]
+    options: SolveOptions
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.position_ids)
+
+    @property
+    def savings_cap(self) -> float:
+        return self.book.program.savings_cap
+
+    def unit_pnl(self) -> npt.NDArray[np.float64]:
+        """Per-unit scenario P&L, shape (S, n): p[s] = sum_k d[k] shock[s][k], or the vector."""
+        pnl = self.shocks @ self.exposure.T
+        pnl[:, self.pnl_columns] += self.pnl_vectors
+        return pnl
+
+    def losses(self, quantities: PositionVector) -> npt.NDArray[np.float64]:
+        """Scenario losses L[s] = -sum_i y_i p_i[s] of a portfolio holding ``quantities``."""
+        loss = -(self.shocks @ (self.exposure.T @ quantities))
+        if self.pnl_columns.size:
+            loss -= self.pnl_vectors @ quantities[self.pnl_columns]
+        return loss
+
+    def with_options(self, options: SolveOptions) -> Problem:
+        """The same problem under other solve options (mode decides what may move)."""
+        return build_problem(self.book, options=options, eligibility=self.eligibility)
+
+
+def build_problem(
+    book: Book,
+    rulebook: Rulebook | None = None,
+    options: SolveOptions | None = None,
+    eligibility: tuple[Eligibility, ...] | None = None,
+) -> Problem:
+    """Turn a validated :class:`Book` into arrays."""
+    options = options or book.options
+    eligibility = eligibility or tuple(evaluate_eligibility(book, rulebook))
+    positions = book.positions
+    instruments = [book.instruments[p.instrument] for p in positions]
+    n_scenarios, n_factors = book.scenarios.shocks.shape
+    exposure = np.zeros((len(positions), n_factors))
+    pnl_columns: list[int] = []
+    for i, instrument in enumerate(instruments):
+        if instrument.sensitivities is not None:
+            exposure[i] = instrument.sensitivities
+        else:
+            pnl_columns.append(i)
+    pnl_vectors = np.zeros((n_scenarios, len(pnl_columns)))
+    for j, i in enumerate(pnl_columns):
+        pnl_vectors[:, j] = instruments[i].pnl
+    is_ficc = np.array([inst.ccp is Ccp.FICC for inst in instruments], dtype=bool)
+    eligible = np.array([e.eligible for e in eligibility], dtype=bool)
+    pinned = np.array([p.pinned for p in positions], dtype=bool)
+    movable = eligible & ~pinned
+    if options.mode is Mode.FICC_FIXED:
+        movable &= ~is_ficc
+    row_of = {scenario_id: row for row, scenario_id in enumerate(book.scenarios.ids)}
+    models = {
+        ccp: ModelWindow(
+            ccp=ccp,
+            model=model,
+            window=slice(n_scenarios - model.lookback, n_scenarios),
+            stress_rows=np.array([row_of[s] for s in model.stress_ids], dtype=np.intp),
+        )
+        for ccp, model in book.models.items()
+    }
+    return Problem(
+        book=book,
+        position_ids=tuple(p.instrument for p in positions),
+        quantity=np.array([p.quantity for p in positions], dtype=float),
+        current_xm=np.array([p.xm_quantity for p in positions], dtype=float),
+        lot=np.array([p.lot for p in positions], dtype=float),
+        is_ficc=is_ficc,
+        eligibility=eligibility,
+        eligible=eligible,
+        pinned=pinned,
+        movable=movable,
+        shocks=book.scenarios.shocks,
+        exposure=exposure,
+        pnl_columns=np.array(pnl_columns, dtype=np.intp),
+        pnl_vectors=pnl_vectors,
+        models=models,
+        options=options,
+    )
