@@ -1,0 +1,196 @@
+"""What an optimisation returns: status, the three states, allocation, transfers, marginals.
+
+Every margin figure here comes from :func:`xmargin.optimiser.margin.evaluate`, never from a
+solver's own objective.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .margin import Attribution, State
+from .problem import PositionVector, Problem
+
+__all__ = [
+    "Account",
+    "MarginalMargin",
+    "OptimisationResult",
+    "SolverStats",
+    "Status",
+    "Transfer",
+    "transfers_between",
+]
+
+
+class Status(enum.StrEnum):
+    OPTIMAL = "OPTIMAL"
+    TIME_LIMIT = "TIME_LIMIT"  # the best allocation found within the time limit
+    INFEASIBLE = "INFEASIBLE"
+    ERROR = "ERROR"
+
+
+class Account(enum.StrEnum):
+    FICC_STANDALONE = "FICC_STANDALONE"
+    CME_STANDALONE = "CME_STANDALONE"
+    XM = "XM"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Move ``quantity`` (> 0, a whole number of lots) of ``instrument`` between accounts."""
+
+    instrument: str
+    from_account: Account
+    to_account: Account
+    quantity: float
+    lots: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instrument": self.instrument,
+            "from_account": self.from_account.value,
+            "to_account": self.to_account.value,
+            "quantity": self.quantity,
+            "lots": self.lots,
+        }
+
+
+def transfers_between(
+    problem: Problem, before: PositionVector, after: PositionVector
+) -> list[Transfer]:
+    """The transfers that take XM quantities ``before`` to ``after``.
+
+    A position whose XM quantity grows in size moves from its standalone account to XM; one
+    that shrinks moves back. Quantities are reported unsigned, as the amount moved.
+    """
+    transfers = []
+    for i, instrument in enumerate(problem.position_ids):
+        change = after[i] - before[i]
+        if abs(change) <= 1e-9 * max(1.0, abs(problem.quantity[i])):
+            continue
+        standalone = Account.FICC_STANDALONE if problem.is_ficc[i] else Account.CME_STANDALONE
+        into_xm = change * problem.quantity[i] > 0
+        transfers.append(
+            Transfer(
+                instrument=instrument,
+                from_account=standalone if into_xm else Account.XM,
+                to_account=Account.XM if into_xm else standalone,
+                quantity=abs(float(change)),
+                lots=abs(float(change)) / float(problem.lot[i]),
+            )
+        )
+    return transfers
+
+
+@dataclass(frozen=True, slots=True)
+class MarginalMargin:
+    """What one more unit of each position would add to the total margin, held in XM or in its
+    standalone account, at the optimised allocation (USD per unit; negative means it saves)."""
+
+    in_xm: PositionVector
+    in_standalone: PositionVector
+
+
+@dataclass(slots=True)
+class SolverStats:
+    backend: str
+    status: Status
+    objective: float  # the solver's objective (convex stand-in, USD)
+    bound: float  # best proven lower bound on that objective
+    build_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    iterations: int = 0
+    cuts: int = 0
+    message: str = ""
+    fallback_from: str | None = None
+
+    @property
+    def gap(self) -> float:
+        """Relative gap between objective and bound."""
+        return max(0.0, self.objective - self.bound) / max(1.0, abs(self.objective))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "status": self.status.value,
+            "objective": self.objective,
+            "bound": self.bound,
+            "gap": self.gap,
+            "build_seconds": self.build_seconds,
+            "solve_seconds": self.solve_seconds,
+            "iterations": self.iterations,
+            "cuts": self.cuts,
+            "message": self.message,
+            "fallback_from": self.fallback_from,
+        }
+
+
+@dataclass(slots=True)
+class OptimisationResult:
+    """The answer for one account."""
+
+    problem: Problem
+    status: Status
+    allocation: PositionVector
+    baseline: State
+    current: State
+    optimised: State
+    all_eligible: State
+    transfers: list[Transfer]
+    marginal: MarginalMargin
+    attribution: Attribution
+    stats: SolverStats
+    transfer_cost: float = 0.0
+    var_gap: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def savings(self) -> float:
+        return self.baseline.total - self.optimised.total
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the keys of the case format's ``expected`` block."""
+        problem = self.problem
+        eligibility = {
+            pid: e.eligible for pid, e in zip(problem.position_ids, problem.eligibility, strict=True)
+        }
+        optimised = self.optimised.summary()
+        optimised["allocation"] = dict(
+            zip(problem.position_ids, (float(v) for v in self.allocation), strict=True)
+        )
+        optimised["transfers"] = [t.to_dict() for t in self.transfers]
+        optimised["transfer_cost"] = self.transfer_cost
+        return {
+            "name": problem.book.name,
+            "status": self.status.value,
+            "eligible": eligibility,
+            "baseline": self.baseline.summary(),
+            "current": self.current.summary(),
+            "optimised": optimised,
+            "all_eligible_in_xm": self.all_eligible.summary(),
+            "savings": self.savings,
+            "var_gap": self.var_gap,
+            "marginal_margin": {
+                pid: {"in_xm": float(x), "in_standalone": float(s)}
+                for pid, x, s in zip(
+                    problem.position_ids,
+                    self.marginal.in_xm,
+                    self.marginal.in_standalone,
+                    strict=True,
+                )
+            },
+            "attribution": {
+                account: dict(zip(problem.position_ids, (float(v) for v in shares), strict=True))
+                for account, shares in self.attribution.shares.items()
+            },
+            "solver": self.stats.to_dict(),
+            "notes": list(self.notes),
+        }
+
+
+def as_float_array(values: object) -> PositionVector:
+    return np.asarray(values, dtype=float)
