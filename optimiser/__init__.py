@@ -35,7 +35,9 @@ from .model import (
     ScenarioSet,
     SolveOptions,
 )
+from .optimise import optimise
 from .problem import Problem, build_problem
+from .results import OptimisationResult, Status, Transfer
 
 __all__ = [
     "CASE_FORMAT",
@@ -53,6 +55,7 @@ __all__ = [
     "MarginModel",
     "Measure",
     "Mode",
+    "OptimisationResult",
     "Position",
     "Problem",
     "ProgramRules",
@@ -62,6 +65,8 @@ __all__ = [
     "SolveOptions",
     "SolverError",
     "State",
+    "Status",
+    "Transfer",
     "XmarginError",
     "attribute",
     "book_to_dict",
@@ -71,5 +76,6 @@ __all__ = [
     "evaluate_eligibility",
     "load_case",
     "load_rulebook",
+    "optimise",
     "parse_case",
 ]

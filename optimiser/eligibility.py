@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CaseValidationError
-from .model import Book, Ccp, ClearingMember, Customer, Instrument, InstrumentKind
+from .model import Book, Ccp, ClearingMember, Customer, Instrument
 
 __all__ = [
     "Eligibility",

@@ -194,18 +194,14 @@ def account_quantities(problem: Problem, xm_quantity: PositionVector) -> dict[st
     }
 
 
-def evaluate(
-    problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
-) -> State:
+def evaluate(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False) -> State:
     """Exact margin of the allocation ``xm_quantity`` (n,), per margin-model.md.
 
     With ``es_for_var`` every VaR model is evaluated with ES instead: the convex stand-in the
     solvers optimise, used only to report the gap it leaves.
     """
     xm_quantity = np.asarray(xm_quantity, dtype=float)
-    windows = {
-        ccp: (w.as_es() if es_for_var else w) for ccp, w in problem.models.items()
-    }
+    windows = {ccp: (w.as_es() if es_for_var else w) for ccp, w in problem.models.items()}
 
     def margin_of(ccp: Ccp, quantities: PositionVector) -> ModelFigures:
         return model_margin(
@@ -269,3 +265,67 @@ def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
         shares[account] = window.scale * -(weights @ unit_pnl[window.window]) * quantities
         totals[account] = window.scale * float(weights @ losses)
     return Attribution(shares=shares, totals=totals)
+
+
+def model_gradient(
+    problem: Problem, window: ModelWindow, quantities: PositionVector
+) -> PositionVector:
+    """A subgradient of M with respect to each position's quantity, dM/dv_i (n,).
+
+    dL_s/dv_i = -p_i[s], so d risk/dv_i = -sum_s w_s p_i[s] with w the tail weights (ES) or the
+    indicator of the VaR scenario; the stress term takes its worst scenario; the add-ons
+    rate_k * sign(E_k) * d_i[k] where |E_k| > thr_k; 0 where the floor at zero binds.
+    """
+    model = window.model
+    losses = problem.losses(quantities)
+    exposure = problem.exposure.T @ quantities
+    if model_margin(window, losses, exposure).margin <= 0.0:
+        return np.zeros(problem.n_positions)
+    in_window = losses[window.window]
+    if model.measure is Measure.ES:
+        weights = tail_weights(in_window, window.n_tail)
+    else:
+        weights = np.zeros_like(in_window)
+        whole = math.floor(window.n_tail)
+        weights[np.argsort(-in_window, kind="stable")[whole]] = 1.0
+    scenario_weights = np.zeros_like(losses)
+    scenario_weights[window.window] = (1.0 - model.stress_weight) * weights
+    if window.stress_rows.size:
+        worst = window.stress_rows[int(np.argmax(losses[window.stress_rows]))]
+        scenario_weights[worst] += model.stress_weight
+    gradient = -window.scale * (problem.exposure @ (scenario_weights @ problem.shocks))
+    if problem.pnl_columns.size:
+        gradient[problem.pnl_columns] -= window.scale * (scenario_weights @ problem.pnl_vectors)
+    if model.addon_rate is not None and model.addon_threshold is not None:
+        active = np.abs(exposure) > model.addon_threshold
+        gradient += problem.exposure @ (model.addon_rate * np.sign(exposure) * active)
+    return gradient
+
+
+def marginal_margins(problem: Problem, state: State) -> tuple[PositionVector, PositionVector]:
+    """What one more unit of each position adds to the total margin at ``state``'s allocation:
+    held in XM (NaN where ineligible) and held standalone. Subgradients of the exact rule."""
+    held = account_quantities(problem, state.xm_quantity)
+    ficc, cme = problem.models[Ccp.FICC], problem.models[Ccp.CME]
+    is_ficc = problem.is_ficc
+    in_standalone = np.where(
+        is_ficc,
+        model_gradient(problem, ficc, held["ficc_standalone"]),
+        model_gradient(problem, cme, held["cme_standalone"]),
+    )
+    leg_sum = np.where(
+        is_ficc,
+        model_gradient(problem, ficc, held["xm_ficc_only"]),
+        model_gradient(problem, cme, held["xm_cme_only"]),
+    )
+    xm = state.xm
+    conservative = min(xm.r_F, xm.r_C)
+    if xm.S_F + xm.S_C <= 0.0 or conservative <= 0.0:
+        in_xm = leg_sum
+    elif conservative >= problem.savings_cap:
+        in_xm = (1.0 - problem.savings_cap) * leg_sum
+    elif xm.C_F >= xm.C_C:
+        in_xm = model_gradient(problem, ficc, held["xm"])
+    else:
+        in_xm = model_gradient(problem, cme, held["xm"])
+    return np.where(problem.eligible, in_xm, np.nan), in_standalone

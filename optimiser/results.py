@@ -156,7 +156,8 @@ class OptimisationResult:
         """JSON-ready, with the keys of the case format's ``expected`` block."""
         problem = self.problem
         eligibility = {
-            pid: e.eligible for pid, e in zip(problem.position_ids, problem.eligibility, strict=True)
+            pid: e.eligible
+            for pid, e in zip(problem.position_ids, problem.eligibility, strict=True)
         }
         optimised = self.optimised.summary()
         optimised["allocation"] = dict(
@@ -175,7 +176,7 @@ class OptimisationResult:
             "savings": self.savings,
             "var_gap": self.var_gap,
             "marginal_margin": {
-                pid: {"in_xm": float(x), "in_standalone": float(s)}
+                pid: {"in_xm": _finite_or_none(x), "in_standalone": float(s)}
                 for pid, x, s in zip(
                     problem.position_ids,
                     self.marginal.in_xm,
@@ -192,5 +193,6 @@ class OptimisationResult:
         }
 
 
-def as_float_array(values: object) -> PositionVector:
-    return np.asarray(values, dtype=float)
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a figure that does not exist (XM for an ineligible position) is null."""
+    return float(value) if np.isfinite(value) else None
