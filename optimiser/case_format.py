@@ -120,8 +120,14 @@ def _matrix(value: Any, rows: int, columns: int, where: str) -> np.ndarray:
     items = _list(value, where)
     if len(items) != rows:
         raise CaseValidationError(where, f"<{len(items)} rows>", f"must have {rows} rows")
+    # numpy would turn "0.5" and true into numbers: only JSON numbers take the fast path
+    numeric = all(
+        isinstance(row, list)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row)
+        for row in items
+    )
     try:
-        matrix = np.array(items, dtype=float)
+        matrix = np.array(items, dtype=float) if numeric else None
     except (TypeError, ValueError):
         matrix = None
     if matrix is None or matrix.shape != (rows, columns):
