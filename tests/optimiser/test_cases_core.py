@@ -87,9 +87,7 @@ def test_ineligible_positions_give_reasons(case_path: Path) -> None:
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_figures_match_expected(
-    case_path: Path, case_data: dict[str, Any], state: str
-) -> None:
+def test_figures_match_expected(case_path: Path, case_data: dict[str, Any], state: str) -> None:
     expected = _expected(case_data)
     if state not in expected:
         pytest.skip(f"the case states no {state} figures")
