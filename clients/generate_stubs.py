@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +32,7 @@ GENERATED_PACKAGE = "xmargin.clients.v1"
 # ``from xmargin.v1 import book_pb2`` and ``xmargin.v1.book_pb2.Instrument``.
 _MODULE_PATH = re.compile(r"\bxmargin\.v1(?=\.\w+_pb2\b| import )")
 
-INIT = '''"""Generated stubs of the xmargin.v1 gRPC contract (do not edit; see generate_stubs.py)."""
-'''
+INIT = '"""Generated stubs of the xmargin.v1 gRPC contract (see generate_stubs.py)."""\n'
 
 
 def _plugin(name: str) -> str:
@@ -56,7 +54,8 @@ def generate(out_dir: Path) -> list[Path]:
     """Generate every module of proto/xmargin/v1 into ``out_dir``; return the files written."""
     from grpc_tools import protoc  # dev dependency only
 
-    protos = sorted(p.relative_to(PROTO_ROOT) for p in (PROTO_ROOT / PROTO_PACKAGE_DIR).glob("*.proto"))
+    package_dir = PROTO_ROOT / PROTO_PACKAGE_DIR
+    protos = sorted(p.relative_to(PROTO_ROOT) for p in package_dir.glob("*.proto"))
     if not protos:
         raise RuntimeError(f"no .proto files under {PROTO_ROOT / PROTO_PACKAGE_DIR}")
     well_known = Path(protoc.__file__).parent / "_proto"

@@ -1,1 +1,1 @@
-"""Generated stubs of the xmargin.v1 gRPC contract (do not edit; see generate_stubs.py)."""
+"""Generated stubs of the xmargin.v1 gRPC contract (see generate_stubs.py)."""

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from xmargin.clients import generate_stubs
 
 # Lines that stamp the generator's version, not the contract: a patch release of grpcio-tools
@@ -29,16 +28,22 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
         for p in generate_stubs.STUBS_DIR.iterdir()
         if p.suffix in (".py", ".pyi") and p.name != "__pycache__"
     }
-    assert sorted(fresh) == sorted(committed), "files differ: run python -m xmargin.clients.generate_stubs"
+    assert sorted(fresh) == sorted(committed), (
+        "files differ: run python -m xmargin.clients.generate_stubs"
+    )
     drifted = [name for name in fresh if _normalised(fresh[name]) != _normalised(committed[name])]
     assert not drifted, f"stubs drifted from proto/ in {drifted}: rerun generate_stubs"
 
 
-def test_drift_check_notices_a_changed_proto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drift_check_notices_a_changed_proto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proto_root = tmp_path / "proto"
     shutil.copytree(generate_stubs.PROTO_ROOT, proto_root)
     book = proto_root / "xmargin" / "v1" / "book.proto"
-    book.write_text(book.read_text().replace("bool pinned = 5;", "bool pinned = 5;\n  string note = 6;"))
+    book.write_text(
+        book.read_text().replace("bool pinned = 5;", "bool pinned = 5;\n  string note = 6;")
+    )
     monkeypatch.setattr(generate_stubs, "PROTO_ROOT", proto_root)
     fresh = generate_stubs.generate(tmp_path / "out")
     changed = next(p for p in fresh if p.name == "book_pb2.py")
@@ -52,7 +57,9 @@ def _buf() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(_buf() is None, reason="buf CLI not on PATH (.ci/run lints proto/ with npx buf)")
+@pytest.mark.skipif(
+    _buf() is None, reason="buf CLI not on PATH (.ci/run lints proto/ with npx buf)"
+)
 def test_proto_is_buf_lint_clean() -> None:
     command = _buf()
     assert command is not None
