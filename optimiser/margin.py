@@ -46,7 +46,8 @@ def tail_weights(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[
     """Weights w >= 0 with sum 1 such that ES = w @ losses: 1/n_tail on the floor(n_tail)
     largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere."""
     whole = math.floor(n_tail)
-    order = np.argsort(-losses, kind="stable")
+    # order[whole] is the (whole+1)-th largest loss, order[:whole] the larger ones (any order).
+    order = np.argpartition(-losses, whole)
     weights = np.zeros_like(losses)
     weights[order[:whole]] = 1.0 / n_tail
     if whole < losses.size and n_tail > whole:
@@ -65,15 +66,17 @@ def value_at_risk(losses: npt.NDArray[np.float64], n_tail: float) -> float:
     return float(-np.partition(-losses, whole)[whole])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ModelFigures:
-    """One model on one portfolio: its parts and the margin M."""
+    """One model on one portfolio: its parts, the margin M, and the ES tail weights over the
+    model's window (ES = tail_weights @ window losses)."""
 
     es: float
     var: float
     stress: float
     addons: float
     margin: float
+    tail_weights: npt.NDArray[np.float64]
 
 
 def model_margin(
@@ -83,7 +86,8 @@ def model_margin(
     scenario losses over the whole scenario set are ``losses`` and factor exposure ``exposure``."""
     model = window.model
     in_window = losses[window.window]
-    es = expected_shortfall(in_window, window.n_tail)
+    weights = tail_weights(in_window, window.n_tail)
+    es = float(weights @ in_window)
     var = value_at_risk(in_window, window.n_tail)
     stress = float(losses[window.stress_rows].max()) if window.stress_rows.size else 0.0
     addons = 0.0
@@ -93,7 +97,9 @@ def model_margin(
     risk = es if model.measure is Measure.ES else var
     weight = model.stress_weight
     margin = max(0.0, window.scale * ((1.0 - weight) * risk + weight * stress) + addons)
-    return ModelFigures(es=es, var=var, stress=stress, addons=addons, margin=margin)
+    return ModelFigures(
+        es=es, var=var, stress=stress, addons=addons, margin=margin, tail_weights=weights
+    )
 
 
 @dataclass(frozen=True, slots=True)

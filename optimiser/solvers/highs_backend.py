@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,7 +27,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 
-from ..margin import evaluate, tail_weights
+from ..margin import ModelFigures, model_margin, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
@@ -181,38 +182,39 @@ class _CuttingPlaneModel:
         }
         self.portfolios = portfolios
         has_sensitivities = np.any(problem.exposure != 0.0, axis=1)
-        exposure_of: dict[str, npt.NDArray[np.int64]] = {}
-        for name, portfolio in portfolios.items():
-            exposure = columns(n_factors, -INF, INF)
-            exposure_of[name] = exposure
-            if name == "xm":  # E_xm = E_xm_ficc_only + E_xm_cme_only
-                for k in range(n_factors):
-                    rows.add(
-                        [
-                            exposure[k],
-                            exposure_of["xm_ficc_only"][k],
-                            exposure_of["xm_cme_only"][k],
-                        ],
-                        [1.0, -1.0, -1.0],
-                        0.0,
-                        0.0,
-                    )
-                continue
-            members = np.flatnonzero(portfolio.members & has_sensitivities)
-            constant_exposure = problem.exposure[members].T @ portfolio.constant[members]
+        # Exposure columns E_P (K each). Only the XM legs carry the positions' columns:
+        #   E_leg,k   = sum_{i in leg} d_ik * lot_i * k_i
+        #   E_sa,k    = sum_{i in leg} d_ik * q_i - E_leg,k   (standalone = held - XM)
+        #   E_xm,k    = E_xm_ficc_only,k + E_xm_cme_only,k
+        exposure_of = {name: columns(n_factors, -INF, INF) for name in portfolios}
+        legs = {"xm_ficc_only": "ficc_standalone", "xm_cme_only": "cme_standalone"}
+        for leg, standalone in legs.items():
+            members = np.flatnonzero(portfolios[leg].members & has_sensitivities)
+            held_exposure = problem.exposure[members].T @ quantity[members]
             for k in range(n_factors):
-                # E_k - sum_i sign * lot_i * d_ik * k_i = sum_i d_ik * c_i
                 rows.add(
-                    np.concatenate(([exposure[k]], self.lots[members])),
-                    np.concatenate(
-                        (
-                            [1.0],
-                            -portfolio.sign * problem.lot[members] * problem.exposure[members, k],
-                        )
-                    ),
-                    constant_exposure[k],
-                    constant_exposure[k],
+                    np.concatenate(([exposure_of[leg][k]], self.lots[members])),
+                    np.concatenate(([1.0], -problem.lot[members] * problem.exposure[members, k])),
+                    0.0,
+                    0.0,
                 )
+                rows.add(
+                    [exposure_of[standalone][k], exposure_of[leg][k]],
+                    [1.0, 1.0],
+                    held_exposure[k],
+                    held_exposure[k],
+                )
+        for k in range(n_factors):
+            rows.add(
+                [
+                    exposure_of["xm"][k],
+                    exposure_of["xm_ficc_only"][k],
+                    exposure_of["xm_cme_only"][k],
+                ],
+                [1.0, -1.0, -1.0],
+                0.0,
+                0.0,
+            )
 
         term_specs = [
             (Ccp.FICC, "ficc_standalone"),
@@ -289,8 +291,11 @@ class _CuttingPlaneModel:
         rows.push(self.highs)
         self.integer_columns = np.concatenate((self.lots[movable], self.binaries))
         self.needs_mip = bool(options.integral and movable.size) or self.binaries.size > 0
+        rows = _Rows()
+        self._directional_cuts(rows)
         for point in self._starting_points():
-            self._add_violated_cuts(point, force=True)
+            self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
+        rows.push(self.highs)
 
     # --- cuts ------------------------------------------------------------------------------
 
@@ -323,56 +328,66 @@ class _CuttingPlaneModel:
     def _held(self, portfolio: _Portfolio, xm_quantity: PositionVector) -> PositionVector:
         return np.where(portfolio.members, portfolio.constant + portfolio.sign * xm_quantity, 0.0)
 
-    def _add_violated_cuts(
-        self,
-        xm_quantity: PositionVector,
-        force: bool = False,
-        theta_values: npt.NDArray[np.float64] | None = None,
-    ) -> int:
-        """Add theta >= w . L for every term whose ES at ``xm_quantity`` exceeds its theta."""
+    def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
+        """Each term's model figures at an allocation, from the exact evaluator's maths."""
         problem = self.problem
-        rows = _Rows()
-        added = 0
-        for position, term in enumerate(self.terms):
+        figures = []
+        for term in self.terms:
             held = self._held(term.portfolio, xm_quantity)
-            losses = problem.losses(held)[term.window.window]
-            weights = tail_weights(losses, term.window.n_tail)
-            es = float(weights @ losses)
-            if not force:
-                assert theta_values is not None
-                if es <= theta_values[position] + 1e-9 * max(1.0, abs(es)):
-                    continue
-            tail = np.flatnonzero(weights)
-            shocks = problem.shocks[term.window.window][tail]
-            shock = weights[tail] @ shocks
-            pnl = self._pnl_row(0)
-            if problem.pnl_columns.size:
-                pnl = weights[tail] @ problem.pnl_vectors[term.window.window][tail]
-            self._loss_cut(rows, term.theta, term.portfolio, term.exposure_columns, shock, pnl)
-            added += 1
-        rows.push(self.highs)
+            exposure = problem.exposure.T @ held
+            figures.append(model_margin(term.window, problem.losses(held), exposure))
+        return figures
+
+    def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
+        """The convex objective: standalone margins + max(C_F, C_C, (1 - cap)(S_F + S_C)) +
+        transfer cost."""
+        problem = self.problem
+        ficc, cme, s_f, s_c, c_f, c_c = (figure.margin for figure in figures)
+        xm_margin = max(c_f, c_c, (1.0 - problem.savings_cap) * (s_f + s_c))
+        moved = np.abs(xm_quantity - problem.current_xm) / problem.lot
+        return ficc + cme + xm_margin + problem.options.transfer_cost * float(moved.sum())
+
+    def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:
+        """For each of ``terms``, the cut theta >= w . L(v) with w its tail weights in
+        ``figures``; w is a valid ES weighting for every term of the same model, so the cut is
+        added to all of them."""
+        added = 0
+        for j in terms:
+            added += self._add_shared_cut(rows, self.terms[j].window.ccp, figures[j].tail_weights)
         return added
+
+    def _add_shared_cut(self, rows: _Rows, ccp: Ccp, weights: npt.NDArray[np.float64]) -> int:
+        problem = self.problem
+        tail = np.flatnonzero(weights)
+        window = problem.models[ccp].window
+        window_rows = np.arange(problem.shocks.shape[0])[window][tail]
+        shock = weights[tail] @ problem.shocks[window_rows]
+        pnl = self._pnl_row(0)
+        if problem.pnl_columns.size:
+            pnl = weights[tail] @ problem.pnl_vectors[window_rows]
+        added = 0
+        for term in self.terms:
+            if term.window.ccp is ccp:
+                self._loss_cut(rows, term.theta, term.portfolio, term.exposure_columns, shock, pnl)
+                added += 1
+        return added
+
+    def _directional_cuts(self, rows: _Rows) -> None:
+        """ES weights depend only on the direction of the exposure E: seed every term with the
+        tail weights of the pure factor directions +-e_k."""
+        problem = self.problem
+        for ccp in Ccp:
+            window = problem.models[ccp]
+            shocks = problem.shocks[window.window]
+            for k in range(self.n_factors):
+                for sign in (1.0, -1.0):
+                    weights = tail_weights(-sign * shocks[:, k], window.n_tail)
+                    self._add_shared_cut(rows, ccp, weights)
 
     def _starting_points(self) -> list[PositionVector]:
         problem = self.problem
         everything = np.where(problem.movable, problem.quantity, problem.current_xm)
         return [problem.current_xm, np.where(problem.movable, 0.0, problem.current_xm), everything]
-
-    # --- the loop ----------------------------------------------------------------------------
-
-    def _convex_objective(self, xm_quantity: PositionVector) -> float:
-        """The convex objective at an allocation, from the exact evaluator's model figures."""
-        problem = self.problem
-        state = evaluate(problem, xm_quantity, es_for_var=True)
-        figures = state.models
-        xm_margin = max(
-            figures["C_F"].margin,
-            figures["C_C"].margin,
-            (1.0 - problem.savings_cap) * (figures["S_F"].margin + figures["S_C"].margin),
-        )
-        moved = np.abs(xm_quantity - problem.current_xm) / problem.lot
-        cost = problem.options.transfer_cost * float(moved.sum())
-        return state.ficc_standalone + state.cme_standalone + xm_margin + cost
 
     def _set_integral(self) -> None:
         count = self.integer_columns.size
@@ -382,17 +397,24 @@ class _CuttingPlaneModel:
             np.array([highspy.HighsVarType.kInteger] * count),
         )
 
+    # --- the loop ----------------------------------------------------------------------------
+
     def run(self, time_limit: float | None, started: float) -> RawSolution:
+        """Kelley's cutting-plane loop, continuous first, then (if needed) integral.
+
+        Each round solves the LP (MIP), evaluates every term exactly at its solution, keeps the
+        best allocation as incumbent, and adds the cut of each term whose ES exceeds its theta.
+        In the continuous phase it also cuts at the midpoint of incumbent and LP solution
+        (in-out separation), which damps Kelley's zig-zag.
+        """
         highs, problem = self.highs, self.problem
         best_x: PositionVector | None = None
         best_upper = np.inf
         lower_bound = -np.inf
         cuts = rounds = iterations = 0
         phases = [False, True] if self.needs_mip else [False]
-        if self.needs_mip and self.binaries.size and not problem.options.integral:
-            phases = [True]  # the transfer limit makes even a continuous allocation a MIP
-        status = Status.OPTIMAL
-        message = "converged"
+        status, message = Status.OPTIMAL, "converged"
+        theta_columns = [term.theta for term in self.terms]
         for integral in phases:
             if integral:
                 self._set_integral()
@@ -411,46 +433,62 @@ class _CuttingPlaneModel:
                 iterations += int(info.simplex_iteration_count)
                 if model_status == highspy.HighsModelStatus.kInfeasible:
                     return RawSolution(Status.INFEASIBLE, None, message="infeasible")
-                if model_status == highspy.HighsModelStatus.kTimeLimit:
-                    status, message = Status.TIME_LIMIT, "time limit reached"
-                    if integral and info.primal_solution_status == 2:
-                        solution = np.asarray(highs.getSolution().col_value)
-                        x = solution[self.lots] * self.lot
-                        value = self._convex_objective(x)
-                        if value < best_upper:
-                            best_x, best_upper = x, value
-                    break
-                if model_status != highspy.HighsModelStatus.kOptimal:
+                timed_out = model_status == highspy.HighsModelStatus.kTimeLimit
+                has_point = model_status == highspy.HighsModelStatus.kOptimal or (
+                    timed_out and integral and info.primal_solution_status == 2
+                )
+                if not has_point:
+                    if timed_out:
+                        status, message = Status.TIME_LIMIT, "time limit reached"
+                        break
                     return RawSolution(
                         Status.ERROR, None, message=highs.modelStatusToString(model_status)
                     )
                 solution = np.asarray(highs.getSolution().col_value)
+                lots = solution[self.lots]
+                if integral:
+                    lots = np.where(problem.movable, np.round(lots), lots)
+                x = lots * self.lot
+                figures = self._term_figures(x)
+                value = self._convex_objective(figures, x)
+                previous_best = best_x
+                if value < best_upper:
+                    best_x, best_upper = x, value
+                if timed_out:
+                    status, message = Status.TIME_LIMIT, "time limit reached"
+                    break
                 lower_bound = float(
                     info.mip_dual_bound if integral else info.objective_function_value
                 )
-                x = solution[self.lots] * self.lot
-                if integral:
-                    x = np.where(problem.movable, np.round(solution[self.lots]) * self.lot, x)
-                value = self._convex_objective(x)
-                if value < best_upper:
-                    best_x, best_upper = x, value
                 if best_upper - lower_bound <= GAP_TOLERANCE * max(1.0, abs(best_upper)):
                     break
-                thetas = solution[[term.theta for term in self.terms]]
-                added = self._add_violated_cuts(x, theta_values=thetas)
-                cuts += added
-                if added == 0 or rounds >= MAX_ROUNDS:
-                    if added == 0 and best_upper - lower_bound > 1e-6 * max(1.0, abs(best_upper)):
-                        message = "no violated cut but gap remains"
-                    if rounds >= MAX_ROUNDS:
-                        status, message = Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds"
+                thetas = solution[theta_columns]
+                violated = [
+                    j
+                    for j, figure in enumerate(figures)
+                    if figure.es > thetas[j] + 1e-9 * max(1.0, abs(figure.es))
+                ]
+                rows = _Rows()
+                cuts += self._add_cuts(rows, figures, violated)
+                if not integral and previous_best is not None and violated:
+                    middle = 0.5 * (previous_best + x)
+                    middle_figures = self._term_figures(middle)
+                    middle_value = self._convex_objective(middle_figures, middle)
+                    if middle_value < best_upper:
+                        best_x, best_upper = middle, middle_value
+                    cuts += self._add_cuts(rows, middle_figures, violated)
+                rows.push(highs)
+                if not violated:
+                    message = "no violated cut left"
+                    break
+                if rounds >= MAX_ROUNDS:
+                    status, message = Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds"
                     break
             if status is not Status.OPTIMAL:
                 break
         if best_x is None:
-            return RawSolution(
-                Status.ERROR if status is Status.OPTIMAL else status, None, message=message
-            )
+            failed = Status.ERROR if status is Status.OPTIMAL else status
+            return RawSolution(failed, None, message=message)
         return RawSolution(
             status=status,
             xm_quantity=best_x,
