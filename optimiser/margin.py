@@ -273,65 +273,127 @@ def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
     return Attribution(shares=shares, totals=totals)
 
 
-def model_gradient(
+def _unit_loss_slopes(problem: Problem, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+    """dL_s/dv_i = -p_i[s] for the scenarios ``rows``, shape (len(rows), n)."""
+    slopes = -(problem.shocks[rows] @ problem.exposure.T)
+    if problem.pnl_columns.size:
+        slopes[:, problem.pnl_columns] -= problem.pnl_vectors[rows]
+    return slopes
+
+
+def _order_statistic_slopes(
+    problem: Problem,
+    losses: npt.NDArray[np.float64],
+    rows: npt.NDArray[np.intp],
+    sorted_weights: npt.NDArray[np.float64],
+) -> PositionVector:
+    """Forward derivative, per position, of sum_r sorted_weights[r] * L_(r) (losses ``losses``
+    of scenarios ``rows``, sorted largest first; weights non-increasing, as for ES, or one rank,
+    as for VaR). Within a group of tied losses the weights go to the scenarios whose loss grows
+    fastest, the ordering one more unit would produce."""
+    order = np.argsort(-losses, kind="stable")
+    ordered = losses[order]
+    tolerance = 1e-9 * max(1.0, float(np.abs(ordered).max()))
+    slopes = np.zeros(problem.n_positions)
+    start = 0
+    while start < ordered.size:
+        stop = start + 1
+        while stop < ordered.size and ordered[start] - ordered[stop] <= tolerance:
+            stop += 1
+        weights = sorted_weights[start:stop]
+        if np.any(weights):
+            group = _unit_loss_slopes(problem, rows[order[start:stop]])
+            slopes += weights @ -np.sort(-group, axis=0)
+        start = stop
+    return slopes
+
+
+def model_slopes(
     problem: Problem, window: ModelWindow, quantities: PositionVector
 ) -> PositionVector:
-    """A subgradient of M with respect to each position's quantity, dM/dv_i (n,).
+    """Forward derivative of M in each position's quantity: (M(v + t e_i) - M(v)) / t, t -> 0+.
 
-    dL_s/dv_i = -p_i[s], so d risk/dv_i = -sum_s w_s p_i[s] with w the tail weights (ES) or the
-    indicator of the VaR scenario; the stress term takes its worst scenario; the add-ons
-    rate_k * sign(E_k) * d_i[k] where |E_k| > thr_k; 0 where the floor at zero binds.
+    dL_s/dv_i = -p_i[s]; one-sided derivatives add over sums, take the largest active piece of
+    a max and the smallest of a min. Risk: the tail (ES) or VaR weights on the sorted losses;
+    stress: the worst stress scenario; add-ons: rate_k * sign(E_k) * d_i[k] where |E_k| > thr_k;
+    0 where the floor at zero binds.
     """
     model = window.model
     losses = problem.losses(quantities)
     exposure = problem.exposure.T @ quantities
-    if model_margin(window, losses, exposure).margin <= 0.0:
-        return np.zeros(problem.n_positions)
-    in_window = losses[window.window]
+    figures = model_margin(window, losses, exposure)
+    rows = np.arange(losses.size)[window.window]
+    whole = math.floor(window.n_tail)
+    sorted_weights = np.zeros(rows.size)
     if model.measure is Measure.ES:
-        weights = tail_weights(in_window, window.n_tail)
+        sorted_weights[:whole] = 1.0 / window.n_tail
+        if window.n_tail > whole:
+            sorted_weights[whole] = (window.n_tail - whole) / window.n_tail
     else:
-        weights = np.zeros_like(in_window)
-        whole = math.floor(window.n_tail)
-        weights[np.argsort(-in_window, kind="stable")[whole]] = 1.0
-    scenario_weights = np.zeros_like(losses)
-    scenario_weights[window.window] = (1.0 - model.stress_weight) * weights
-    if window.stress_rows.size:
-        worst = window.stress_rows[int(np.argmax(losses[window.stress_rows]))]
-        scenario_weights[worst] += model.stress_weight
-    gradient = -window.scale * (problem.exposure @ (scenario_weights @ problem.shocks))
-    if problem.pnl_columns.size:
-        gradient[problem.pnl_columns] -= window.scale * (scenario_weights @ problem.pnl_vectors)
+        sorted_weights[whole] = 1.0
+    slope = (1.0 - model.stress_weight) * _order_statistic_slopes(
+        problem, losses[rows], rows, sorted_weights
+    )
+    if window.has_stress:
+        stress_rows = window.stress_rows
+        worst = losses[stress_rows] >= figures.stress - 1e-9 * max(1.0, abs(figures.stress))
+        stress_slopes = _unit_loss_slopes(problem, stress_rows[worst]).max(axis=0)
+        slope += model.stress_weight * stress_slopes
+    slope *= window.scale
     if model.addon_rate is not None and model.addon_threshold is not None:
-        active = np.abs(exposure) > model.addon_threshold
-        gradient += problem.exposure @ (model.addon_rate * np.sign(exposure) * active)
-    return gradient
+        excess = np.abs(exposure) - model.addon_threshold
+        tolerance = 1e-9 * np.maximum(1.0, model.addon_threshold)
+        d = problem.exposure * model.addon_rate  # (n, K)
+        direction = np.where(exposure > 0, d, np.where(exposure < 0, -d, np.abs(d)))
+        over = excess > tolerance
+        at = np.abs(excess) <= tolerance
+        slope += (direction * over).sum(axis=1) + (np.maximum(direction, 0.0) * at).sum(axis=1)
+    risk = figures.es if model.measure is Measure.ES else figures.var
+    weight = model.stress_weight
+    inner = window.scale * ((1.0 - weight) * risk + weight * figures.stress) + figures.addons
+    tolerance = 1e-9 * max(1.0, abs(inner))
+    if inner > tolerance:
+        return slope
+    if inner < -tolerance:
+        return np.zeros(problem.n_positions)
+    return np.maximum(slope, 0.0)  # at the floor: max(0, inner) grows only if inner does
 
 
 def marginal_margins(problem: Problem, state: State) -> tuple[PositionVector, PositionVector]:
-    """What one more unit of each position adds to the total margin at ``state``'s allocation:
-    held in XM (NaN where ineligible) and held standalone. Subgradients of the exact rule."""
+    """What one more unit of each position adds to the total margin at ``state``'s allocation,
+    held in XM (NaN where ineligible) and held standalone: forward directional derivatives.
+
+    XM = min(S, max(C_F, C_C, (1 - cap) S)) with S = S_F + S_C; at a kink the forward derivative
+    of a max is the largest of its active pieces' and of a min the smallest.
+    """
     held = account_quantities(problem, state.xm_quantity)
     ficc, cme = problem.models[Ccp.FICC], problem.models[Ccp.CME]
     is_ficc = problem.is_ficc
     in_standalone = np.where(
         is_ficc,
-        model_gradient(problem, ficc, held["ficc_standalone"]),
-        model_gradient(problem, cme, held["cme_standalone"]),
+        model_slopes(problem, ficc, held["ficc_standalone"]),
+        model_slopes(problem, cme, held["cme_standalone"]),
     )
     leg_sum = np.where(
         is_ficc,
-        model_gradient(problem, ficc, held["xm_ficc_only"]),
-        model_gradient(problem, cme, held["xm_cme_only"]),
+        model_slopes(problem, ficc, held["xm_ficc_only"]),
+        model_slopes(problem, cme, held["xm_cme_only"]),
     )
     xm = state.xm
-    conservative = min(xm.r_F, xm.r_C)
-    if xm.S_F + xm.S_C <= 0.0 or conservative <= 0.0:
+    cap = problem.savings_cap
+    standalone_sum = xm.S_F + xm.S_C
+    pieces = [
+        (xm.C_F, lambda: model_slopes(problem, ficc, held["xm"])),
+        (xm.C_C, lambda: model_slopes(problem, cme, held["xm"])),
+        ((1.0 - cap) * standalone_sum, lambda: (1.0 - cap) * leg_sum),
+    ]
+    largest = max(value for value, _ in pieces)
+    tolerance = 1e-9 * max(1.0, largest)
+    max_slope = np.max([slope() for value, slope in pieces if value >= largest - tolerance], axis=0)
+    if standalone_sum < largest - tolerance:
         in_xm = leg_sum
-    elif conservative >= problem.savings_cap:
-        in_xm = (1.0 - problem.savings_cap) * leg_sum
-    elif xm.C_F >= xm.C_C:
-        in_xm = model_gradient(problem, ficc, held["xm"])
+    elif standalone_sum > largest + tolerance:
+        in_xm = max_slope
     else:
-        in_xm = model_gradient(problem, cme, held["xm"])
+        in_xm = np.minimum(leg_sum, max_slope)
     return np.where(problem.eligible, in_xm, np.nan), in_standalone

@@ -1,0 +1,259 @@
+"""The allocation solver: worked cases, backend agreement, invariants, options."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import CASE_FILES, close
+from tests.optimiser.books import random_book
+from xmargin.optimiser import (
+    InfeasibleError,
+    Mode,
+    OptimisationResult,
+    Position,
+    Problem,
+    SolverError,
+    Status,
+    build_problem,
+    evaluate,
+    load_case,
+    optimise,
+)
+
+BACKENDS = ("highs", "cvxpy")
+AGREEMENT = 1e-6
+
+
+def _relative_difference(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1.0)
+
+
+def assert_invariants(result: OptimisationResult) -> None:
+    """What must hold of every optimisation result."""
+    problem = result.problem
+    allocation = result.allocation
+    tolerance = 1e-7 * max(1.0, result.baseline.total)
+    # Optimal means no worse than the reference allocations that the constraints admit.
+    fixed = ~problem.movable
+    assert result.optimised.total <= result.current.total + tolerance
+    if not problem.current_xm[fixed].any():
+        assert result.optimised.total <= result.baseline.total + tolerance
+    if np.array_equal(
+        problem.current_xm[fixed], np.where(problem.eligible, problem.quantity, 0)[fixed]
+    ):
+        assert result.optimised.total <= result.all_eligible.total + tolerance
+    # Ineligible and pinned positions never move; nothing leaves [0, q].
+    assert np.array_equal(allocation[fixed], problem.current_xm[fixed])
+    assert np.all(allocation * np.sign(problem.quantity) >= 0)
+    assert np.all(np.abs(allocation) <= np.abs(problem.quantity))
+    assert np.all(allocation[~problem.eligible] == 0)
+    # Integral answers are whole lots.
+    if problem.options.integral:
+        lots = allocation[problem.movable] / problem.lot[problem.movable]
+        assert np.allclose(lots, np.round(lots), rtol=0, atol=1e-9)
+    # The reported total is the exact evaluator's, independent of the solver.
+    assert result.optimised.total == evaluate(problem, allocation).total
+    # Transfers take current to optimised.
+    moved = problem.current_xm.copy()
+    index = {pid: i for i, pid in enumerate(problem.position_ids)}
+    for transfer in result.transfers:
+        i = index[transfer.instrument]
+        direction = np.sign(problem.quantity[i]) * (1 if transfer.to_account == "XM" else -1)
+        moved[i] += direction * transfer.quantity
+        assert transfer.lots == pytest.approx(transfer.quantity / problem.lot[i])
+    assert np.allclose(moved, allocation, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_case_optimised_total(case_path: Path, backend: str) -> None:
+    expected = json.loads(case_path.read_text())["expected"]["optimised"]["total"]
+    result = optimise(load_case(case_path), backend=backend)
+    assert result.status is Status.OPTIMAL
+    assert result.stats.backend == backend
+    assert close(result.optimised.total, expected), (result.optimised.total, expected)
+    assert_invariants(result)
+
+
+def test_backends_agree_on_cases(case_path: Path) -> None:
+    problem = build_problem(load_case(case_path))
+    totals = [optimise(problem, backend=backend).optimised.total for backend in BACKENDS]
+    assert _relative_difference(*totals) <= AGREEMENT
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), integral=st.booleans(), ficc_fixed=st.booleans())
+def test_backends_agree_on_generated_books(seed: int, integral: bool, ficc_fixed: bool) -> None:
+    mode = Mode.FICC_FIXED if ficc_fixed else Mode.JOINT
+    book = random_book(seed, n_positions=6, n_scenarios=80, integral=integral, mode=mode)
+    problem = build_problem(book)
+    results = [optimise(problem, backend=backend) for backend in BACKENDS]
+    for result in results:
+        assert result.status is Status.OPTIMAL
+        assert_invariants(result)
+    totals = [result.optimised.total for result in results]
+    assert _relative_difference(*totals) <= AGREEMENT, totals
+
+
+def _with_options(problem: Problem, **changes: object) -> Problem:
+    return problem.with_options(dataclasses.replace(problem.options, **changes))
+
+
+def test_pinned_positions_never_move() -> None:
+    book = random_book(7, n_positions=8)
+    pinned = tuple(
+        dataclasses.replace(p, pinned=True) if i % 2 else p for i, p in enumerate(book.positions)
+    )
+    problem = build_problem(dataclasses.replace(book, positions=pinned))
+    result = optimise(problem)
+    assert problem.pinned.any()
+    assert np.array_equal(result.allocation[problem.pinned], problem.current_xm[problem.pinned])
+    assert_invariants(result)
+
+
+def test_ficc_fixed_mode_moves_only_cme() -> None:
+    problem = build_problem(random_book(11, n_positions=8, mode=Mode.FICC_FIXED))
+    result = optimise(problem)
+    ficc = problem.is_ficc
+    assert np.array_equal(result.allocation[ficc], problem.current_xm[ficc])
+    joint = optimise(_with_options(problem, mode=Mode.JOINT))
+    # Fixing part of the allocation can only cost margin.
+    assert joint.optimised.total <= result.optimised.total * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transfer_limit_is_respected(backend: str) -> None:
+    problem = build_problem(random_book(3, n_positions=8))
+    free = optimise(problem, backend=backend)
+    assert len(free.transfers) >= 2, "the test needs an optimum that moves several positions"
+    limited = optimise(_with_options(problem, max_transfers=1), backend=backend)
+    assert len(limited.transfers) <= 1
+    assert limited.optimised.total >= free.optimised.total * (1 - 1e-9)
+    assert limited.optimised.total <= limited.current.total * (1 + 1e-9)
+
+
+def test_transfer_cost_discourages_moves() -> None:
+    problem = build_problem(random_book(3, n_positions=8))
+    free = optimise(problem)
+    savings = free.current.total - free.optimised.total
+    moved_lots = sum(t.lots for t in free.transfers)
+    assert savings > 0 and moved_lots > 0
+    # A cost per lot above the whole saving makes staying put optimal.
+    costly = optimise(_with_options(problem, transfer_cost=2 * savings / moved_lots + 1))
+    assert costly.transfers == []
+    assert costly.transfer_cost == 0.0
+
+
+def test_backends_agree_with_transfer_cost() -> None:
+    problem = build_problem(random_book(5, n_positions=8))
+    savings = optimise(problem).current.total - optimise(problem).optimised.total
+    costly = _with_options(problem, transfer_cost=savings / 2000)
+    totals = [
+        optimise(costly, backend=b).optimised.total + optimise(costly, backend=b).transfer_cost
+        for b in BACKENDS
+    ]
+    assert _relative_difference(*totals) <= AGREEMENT
+
+
+def test_infeasible_transfer_limit_raises_with_advice() -> None:
+    book = random_book(2, n_positions=6, integral=True)
+    # A current allocation that is not a whole number of lots can only be left by a transfer.
+    positions = list(book.positions)
+    note = next(i for i, p in enumerate(positions) if p.instrument.startswith("NOTE"))
+    quantity = positions[note].quantity
+    half_a_lot = float(np.sign(quantity)) * 0.5e6
+    positions[note] = Position(positions[note].instrument, quantity, half_a_lot, lot=1e6)
+    problem = build_problem(dataclasses.replace(book, positions=tuple(positions)))
+    problem = _with_options(problem, max_transfers=0)
+    # Any movable position off the lot grid must move, which the limit forbids.
+    with pytest.raises(InfeasibleError) as error:
+        optimise(problem)
+    assert "max_transfers" in str(error.value)
+
+
+def test_var_model_reports_exact_var_and_gap() -> None:
+    case = next(
+        path
+        for path in CASE_FILES
+        if json.loads(path.read_text())["models"]["FICC"].get("measure") == "VaR"
+    )
+    result = optimise(load_case(case))
+    stand_in = evaluate(result.problem, result.allocation, es_for_var=True)
+    assert result.var_gap == pytest.approx(result.optimised.total - stand_in.total)
+    assert any("VaR" in note for note in result.notes)
+
+
+def test_time_limit_reports_best_found_or_fails_clearly() -> None:
+    problem = _with_options(
+        build_problem(random_book(9, n_positions=10, integral=True)), time_limit=1e-6
+    )
+    try:
+        result = optimise(problem)
+    except SolverError as error:
+        assert error.advice
+    else:
+        assert result.status in (Status.TIME_LIMIT, Status.OPTIMAL)
+        assert_invariants(result)
+
+
+def test_marginal_margins_match_finite_differences() -> None:
+    book = random_book(21, n_positions=6, n_scenarios=150)
+    problem = build_problem(book)
+    result = optimise(problem)
+    base = result.optimised.total
+    for i in range(problem.n_positions):
+        step = 1e-6 * max(1.0, abs(problem.quantity[i]))
+        quantity = problem.quantity.copy()
+        quantity[i] += step
+        bumped = dataclasses.replace(problem, quantity=quantity)
+        standalone = (evaluate(bumped, result.allocation).total - base) / step
+        assert result.marginal.in_standalone[i] == pytest.approx(standalone, rel=1e-3, abs=1e-6)
+        if problem.eligible[i]:
+            allocation = result.allocation.copy()
+            allocation[i] += step
+            in_xm = (evaluate(bumped, allocation).total - base) / step
+            assert result.marginal.in_xm[i] == pytest.approx(in_xm, rel=1e-3, abs=1e-6)
+        else:
+            assert np.isnan(result.marginal.in_xm[i])
+
+
+def test_optimum_keeps_eligible_note_standalone_against_its_ineligible_hedge() -> None:
+    """A note (eligible) is hedged half by a TIPS (ineligible, stays in FICC standalone) and half
+    by a future. Moving the whole note into XM would leave the TIPS naked in the standalone
+    account; the optimum moves only the futures-hedged half, so it beats "all eligible in XM"."""
+    book = random_book(0, n_positions=6, n_scenarios=200, n_factors=1)
+    sensitivity = np.array([-1e-4])  # USD per 1 USD par per bp, a long note
+    note, tips, future = (
+        dataclasses.replace(book.instruments["NOTE0"], sensitivities=sensitivity),
+        dataclasses.replace(book.instruments["TIPS4"], sensitivities=sensitivity),
+        dataclasses.replace(book.instruments["FUTURE1"], sensitivities=sensitivity * 1e5),
+    )
+    instruments = {i.id: i for i in (note, tips, future)}
+    positions = (
+        Position(note.id, 100e6, 0.0, lot=1e6),
+        Position(tips.id, -50e6, 0.0, lot=1e6),
+        Position(future.id, -500.0, 0.0, lot=1.0),  # hedges 50mm of the note
+    )
+    book = dataclasses.replace(book, instruments=instruments, positions=positions)
+    result = optimise(book)
+    index = {pid: i for i, pid in enumerate(result.problem.position_ids)}
+    note_in_xm = result.allocation[index[note.id]]
+    assert result.problem.eligible[index[note.id]] and not result.problem.eligible[index[tips.id]]
+    # Half the note stays standalone against the TIPS; the other half joins the future in XM.
+    assert note_in_xm == pytest.approx(50e6, rel=1e-6)
+    assert result.allocation[index[future.id]] == pytest.approx(-500.0, rel=1e-6)
+    assert result.optimised.ficc_standalone == pytest.approx(0.0, abs=1e-2)
+    # All eligible in XM leaves the TIPS naked: its standalone margin is what makes it worse.
+    assert result.all_eligible.ficc_standalone > 0
+    assert (
+        result.all_eligible.total > result.optimised.total + result.all_eligible.ficc_standalone / 2
+    )
+    assert result.optimised.total < result.baseline.total
+    for backend in BACKENDS:
+        assert_invariants(optimise(book, backend=backend))
