@@ -1,0 +1,25 @@
+"""xmargin.server: the gRPC service over the optimiser library (needs the ``solver`` extra).
+
+Run it with ``xmargin serve --port 50051`` (or ``python -m xmargin.server``); embed it with::
+
+    from xmargin.server import ServerConfig, build_server
+    running = build_server(ServerConfig(port=0))   # started; running.port is the bound port
+    ...
+    running.stop()
+"""
+
+from .app import SERVICE_NAME, RunningServer, ServerConfig, build_server, serve
+from .convert import Limits
+from .service import ScenarioRegistry, SolverPool, XmarginServicer
+
+__all__ = [
+    "SERVICE_NAME",
+    "Limits",
+    "RunningServer",
+    "ScenarioRegistry",
+    "ServerConfig",
+    "SolverPool",
+    "XmarginServicer",
+    "build_server",
+    "serve",
+]

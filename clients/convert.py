@@ -1,0 +1,516 @@
+"""Case files and dicts -> request messages; response messages -> plain dataclasses.
+
+Pure Python over the generated stubs: no numpy, no solver. A case dict is the case file format
+v1 (../shared/cases/README.md); extra keys (``expected``) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from .v1 import book_pb2, common_pb2, result_pb2, service_pb2
+
+__all__ = [
+    "AccountFailure",
+    "BatchItem",
+    "CaseLike",
+    "EligibilityAnswer",
+    "MarginAnswer",
+    "MarginFigures",
+    "OptimiseAnswer",
+    "TradeImpact",
+    "TransferLine",
+    "WhatIfAnswer",
+    "account_book",
+    "load_case_dict",
+    "margin_figures",
+    "models_message",
+    "optimise_answer",
+    "options_message",
+    "run_context",
+    "scenario_set_message",
+]
+
+CaseLike = Mapping[str, Any] | str | Path
+"""A case: its dict, or the path of a case file."""
+
+
+def load_case_dict(case: CaseLike) -> Mapping[str, Any]:
+    if isinstance(case, str | Path):
+        loaded: Mapping[str, Any] = json.loads(Path(case).read_text())
+        return loaded
+    return case
+
+
+# --- case -> request --------------------------------------------------------------------------
+
+
+def run_context(
+    case: Mapping[str, Any] | None = None,
+    *,
+    business_date: str | None = None,
+    cycle: str | None = None,
+    run_number: int = 1,
+    request_id: str | None = None,
+) -> common_pb2.RunContext:
+    """The run stamp: from the case's business date and cycle unless given; a fresh request
+    id (uuid4) unless given."""
+    case = case or {}
+    cycle_name = (cycle or case.get("cycle") or "EOD").upper()
+    return common_pb2.RunContext(
+        business_date=business_date or str(case.get("business_date", "")),
+        cycle=common_pb2.Cycle.Value(f"CYCLE_{cycle_name}")
+        if f"CYCLE_{cycle_name}" in common_pb2.Cycle.keys()
+        else common_pb2.CYCLE_UNSPECIFIED,
+        run_number=run_number,
+        request_id=request_id or uuid.uuid4().hex,
+    )
+
+
+def _enum(enum: Any, prefix: str, name: str | None) -> int:
+    if not name:
+        return 0
+    key = f"{prefix}{name.upper()}"
+    return int(enum.Value(key)) if key in enum.keys() else 0
+
+
+def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
+    message = book_pb2.Instrument(
+        id=str(data.get("id", "")),
+        ccp=_enum(common_pb2.Ccp, "CCP_", data.get("ccp")),
+        kind=_enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("kind")),
+        contract=str(data.get("contract") or ""),
+        maturity=str(data.get("maturity") or ""),
+        collateral_maturity=str(data.get("collateral_maturity") or ""),
+        collateral_kind=_enum(
+            book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("collateral_kind")
+        ),
+    )
+    if data.get("coupon") is not None:
+        message.coupon = float(data["coupon"])
+    if "sensitivities" in data:
+        message.sensitivities.values.extend(float(v) for v in data["sensitivities"])
+    elif "pnl" in data:
+        message.pnl.values.extend(float(v) for v in data["pnl"])
+    return message
+
+
+def position_message(data: Mapping[str, Any]) -> book_pb2.Position:
+    message = book_pb2.Position(
+        instrument=str(data.get("instrument", "")),
+        quantity=float(data.get("quantity", 0.0)),
+        xm_quantity=float(data.get("xm_quantity", 0.0)),
+        pinned=bool(data.get("pinned", False)),
+    )
+    if data.get("lot") is not None:
+        message.lot = float(data["lot"])
+    return message
+
+
+def account_book(case: Mapping[str, Any]) -> book_pb2.AccountBook:
+    """The account part of a case: member, customer, instruments, positions."""
+    member = case.get("clearing_member", {})
+    customer = case.get("customer", {})
+    return book_pb2.AccountBook(
+        name=str(case.get("name", "")),
+        clearing_member=book_pb2.ClearingMember(
+            id=str(member.get("id", "")),
+            bd_fcm=bool(member.get("bd_fcm", False)),
+            cme_clearing_member=bool(member.get("cme_clearing_member", False)),
+            ficc_netting_member=bool(member.get("ficc_netting_member", False)),
+        ),
+        customer=book_pb2.Customer(
+            id=str(customer.get("id", "")),
+            xm_enrolled=bool(customer.get("xm_enrolled", False)),
+            ficc_account_type=str(customer.get("ficc_account_type", "")),
+        ),
+        instruments=[instrument_message(i) for i in case.get("instruments", [])],
+        positions=[position_message(p) for p in case.get("positions", [])],
+    )
+
+
+def scenario_set_message(
+    factors: Sequence[str], ids: Sequence[str], shocks: Sequence[Sequence[float]]
+) -> book_pb2.ScenarioSet:
+    """A scenario set; ``shocks`` as S rows of K factor moves (flattened row-major)."""
+    return book_pb2.ScenarioSet(
+        factors=list(factors), ids=list(ids), shocks=[float(v) for row in shocks for v in row]
+    )
+
+
+def case_scenario_set(case: Mapping[str, Any]) -> book_pb2.ScenarioSet:
+    scenarios = case.get("scenarios", {})
+    return scenario_set_message(
+        case.get("factors", []), scenarios.get("ids", []), scenarios.get("shocks", [])
+    )
+
+
+def _model(data: Mapping[str, Any]) -> book_pb2.MarginModel:
+    measure = str(data.get("measure", "ES")).upper()
+    message = book_pb2.MarginModel(
+        confidence=float(data.get("confidence", 0.0)),
+        horizon_days=float(data.get("horizon_days", 0.0)),
+        measure=book_pb2.MEASURE_VAR if measure == "VAR" else book_pb2.MEASURE_ES,
+        stress_ids=[str(s) for s in data.get("stress_ids", [])],
+        stress_weight=float(data.get("stress_weight", 0.0)),
+        addon_rate=[float(v) for v in data.get("addon_rate", [])],
+        addon_threshold=[float(v) for v in data.get("addon_threshold", [])],
+    )
+    if data.get("lookback") is not None:
+        message.lookback = int(data["lookback"])
+    return message
+
+
+def models_message(case: Mapping[str, Any]) -> book_pb2.Models:
+    models = case.get("models", {})
+    message = book_pb2.Models()
+    if "FICC" in models:
+        message.ficc.CopyFrom(_model(models["FICC"]))
+    if "CME" in models:
+        message.cme.CopyFrom(_model(models["CME"]))
+    return message
+
+
+def program_message(case: Mapping[str, Any]) -> book_pb2.ProgramRules:
+    message = book_pb2.ProgramRules()
+    cap = case.get("program", {}).get("savings_cap")
+    if cap is not None:
+        message.savings_cap = float(cap)
+    return message
+
+
+def options_message(options: Mapping[str, Any]) -> book_pb2.SolveOptions:
+    message = book_pb2.SolveOptions(
+        integral=bool(options.get("integral", False)),
+        transfer_cost=float(options.get("transfer_cost", 0.0)),
+        mode=_enum(book_pb2.AllocationMode, "ALLOCATION_MODE_", options.get("mode")),
+        backend=str(options.get("backend") or ""),
+    )
+    if options.get("max_transfers") is not None:
+        message.max_transfers = int(options["max_transfers"])
+    if options.get("time_limit") is not None:
+        message.time_limit.FromNanoseconds(int(float(options["time_limit"]) * 1e9))
+    return message
+
+
+def optimise_request(
+    case: Mapping[str, Any], run: common_pb2.RunContext, **option_overrides: Any
+) -> service_pb2.OptimiseRequest:
+    options = {**case.get("options", {}), **option_overrides}
+    return service_pb2.OptimiseRequest(
+        run=run,
+        account=account_book(case),
+        scenario_set=case_scenario_set(case),
+        models=models_message(case),
+        program=program_message(case),
+        options=options_message(options),
+    )
+
+
+# --- response -> plain data -------------------------------------------------------------------
+
+
+def _seconds(value: duration_pb2.Duration) -> float:
+    return value.seconds + value.nanos / 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class MarginFigures:
+    """One allocation's margin (USD): the figures of margin-model.md under the case format's
+    names (``S_F`` etc.), plus each model's parts per portfolio."""
+
+    total: float
+    ficc_standalone: float
+    cme_standalone: float
+    xm: float
+    S_F: float
+    S_C: float
+    C_F: float
+    C_C: float
+    r_F: float
+    r_C: float
+    r: float
+    cap_binding: bool
+    ficc_collects: float
+    cme_collects: float
+    xm_quantities: tuple[float, ...] = ()
+    model_figures: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def margin_figures(message: result_pb2.MarginState) -> MarginFigures:
+    return MarginFigures(
+        total=message.total,
+        ficc_standalone=message.ficc_standalone,
+        cme_standalone=message.cme_standalone,
+        xm=message.xm,
+        S_F=message.s_f,
+        S_C=message.s_c,
+        C_F=message.c_f,
+        C_C=message.c_c,
+        r_F=message.r_f,
+        r_C=message.r_c,
+        r=message.r,
+        cap_binding=message.cap_binding,
+        ficc_collects=message.ficc_collects,
+        cme_collects=message.cme_collects,
+        xm_quantities=tuple(message.xm_quantities),
+        model_figures={
+            name: {
+                "es": f.es,
+                "var": f.var,
+                "stress": f.stress,
+                "addons": f.addons,
+                "margin": f.margin,
+            }
+            for name, f in sorted(message.model_figures.items())
+        },
+    )
+
+
+def _reasons(values: Sequence[int]) -> tuple[str, ...]:
+    return tuple(
+        common_pb2.EligibilityReason.Name(v).removeprefix("ELIGIBILITY_REASON_") for v in values
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLine:
+    instrument: str
+    from_account: str
+    to_account: str
+    quantity: float
+    lots: float
+
+
+@dataclass(frozen=True, slots=True)
+class OptimiseAnswer:
+    """One account's optimisation, as plain data."""
+
+    name: str
+    status: str
+    baseline: MarginFigures
+    current: MarginFigures
+    optimised: MarginFigures
+    all_eligible: MarginFigures
+    allocation: dict[str, float]
+    current_allocation: dict[str, float]
+    eligible: dict[str, bool]
+    reasons: dict[str, tuple[str, ...]]
+    transfers: list[TransferLine]
+    marginal_margin: dict[str, dict[str, float]]
+    attribution: dict[str, dict[str, float]]
+    solver: dict[str, Any]
+    savings: float
+    transfer_cost: float
+    var_gap: float | None
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _account_name(value: int) -> str:
+    return common_pb2.MarginAccount.Name(value).removeprefix("MARGIN_ACCOUNT_")
+
+
+def _status_name(value: int) -> str:
+    return result_pb2.SolveStatus.Name(value).removeprefix("SOLVE_STATUS_")
+
+
+def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
+    ids = [a.instrument for a in message.allocation]
+    stats = message.solver_stats
+    return OptimiseAnswer(
+        name=message.name,
+        status=_status_name(message.status),
+        baseline=margin_figures(message.baseline),
+        current=margin_figures(message.current),
+        optimised=margin_figures(message.optimised),
+        all_eligible=margin_figures(message.all_eligible),
+        allocation={a.instrument: a.xm_quantity for a in message.allocation},
+        current_allocation={a.instrument: a.current_xm_quantity for a in message.allocation},
+        eligible={e.instrument: e.eligible for e in message.eligibility},
+        reasons={e.instrument: _reasons(e.reasons) for e in message.eligibility},
+        transfers=[
+            TransferLine(
+                t.instrument,
+                _account_name(t.from_account),
+                _account_name(t.to_account),
+                t.quantity,
+                t.lots,
+            )
+            for t in message.transfers
+        ],
+        marginal_margin={
+            m.instrument: {"in_xm": m.in_xm, "in_standalone": m.in_standalone}
+            for m in message.marginal_margin
+        },
+        attribution={
+            a.account: dict(zip(ids, a.shares, strict=False)) for a in message.attribution
+        },
+        solver={
+            "backend": stats.backend,
+            "status": _status_name(stats.status),
+            "objective": stats.objective,
+            "bound": stats.bound,
+            "gap": stats.gap,
+            "build_seconds": _seconds(stats.build_time),
+            "solve_seconds": _seconds(stats.solve_time),
+            "iterations": stats.iterations,
+            "cuts": stats.cuts,
+            "message": stats.message,
+            "fallback_from": stats.fallback_from or None,
+        },
+        savings=message.savings,
+        transfer_cost=message.transfer_cost,
+        var_gap=message.var_gap if message.HasField("var_gap") else None,
+        notes=list(message.notes),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFailure:
+    """Why one account of a batch failed: the status it would have had alone."""
+
+    code: str
+    message: str
+    reason: str
+    field_violations: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One streamed account outcome of optimise_batch, with the batch's progress."""
+
+    index: int
+    name: str
+    answer: OptimiseAnswer | None
+    failure: AccountFailure | None
+    completed: int
+    failed: int
+    total: int
+
+    @property
+    def ok(self) -> bool:
+        return self.answer is not None
+
+
+def batch_item(message: service_pb2.OptimiseBatchResponse) -> BatchItem:
+    failure = None
+    if message.WhichOneof("outcome") == "error":
+        error = message.error
+        failure = AccountFailure(
+            error.code,
+            error.message,
+            error.reason,
+            [(v.field, v.description) for v in error.field_violations],
+        )
+    return BatchItem(
+        index=message.account_index,
+        name=message.account_name,
+        answer=optimise_answer(message.result) if message.HasField("result") else None,
+        failure=failure,
+        completed=message.progress.completed,
+        failed=message.progress.failed,
+        total=message.progress.total,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MarginAnswer:
+    """compute_margin: the given allocation's figures, the baseline, ES attribution."""
+
+    state: MarginFigures
+    baseline: MarginFigures
+    attribution: dict[str, dict[str, float]]
+    eligible: dict[str, bool]
+
+
+def margin_answer(message: service_pb2.ComputeMarginResponse) -> MarginAnswer:
+    ids = [e.instrument for e in message.eligibility]
+    return MarginAnswer(
+        state=margin_figures(message.state),
+        baseline=margin_figures(message.baseline),
+        attribution={
+            a.account: dict(zip(ids, a.shares, strict=False)) for a in message.attribution
+        },
+        eligible={e.instrument: e.eligible for e in message.eligibility},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TradeImpact:
+    instrument: str
+    quantity: float
+    eligible: bool
+    reasons: tuple[str, ...]
+    margin_change_standalone: float
+    margin_change_xm: float | None
+    best_placement: str
+    best_margin_change: float
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIfAnswer:
+    before: MarginFigures
+    after_standalone: MarginFigures
+    after_best: MarginFigures
+    margin_change: float
+    trades: list[TradeImpact]
+
+
+def what_if_answer(message: service_pb2.WhatIfResponse) -> WhatIfAnswer:
+    return WhatIfAnswer(
+        before=margin_figures(message.before),
+        after_standalone=margin_figures(message.after_standalone),
+        after_best=margin_figures(message.after_best),
+        margin_change=message.margin_change,
+        trades=[
+            TradeImpact(
+                instrument=t.instrument,
+                quantity=t.quantity,
+                eligible=t.eligible,
+                reasons=_reasons(t.reasons),
+                margin_change_standalone=t.margin_change_standalone,
+                margin_change_xm=t.margin_change_xm if t.HasField("margin_change_xm") else None,
+                best_placement=service_pb2.Placement.Name(t.best_placement).removeprefix(
+                    "PLACEMENT_"
+                ),
+                best_margin_change=t.best_margin_change,
+            )
+            for t in message.trades
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EligibilityAnswer:
+    eligible: dict[str, bool]
+    reasons: dict[str, tuple[str, ...]]
+    rulebook: str
+
+
+def eligibility_answer(message: service_pb2.CheckEligibilityResponse) -> EligibilityAnswer:
+    return EligibilityAnswer(
+        eligible={r.instrument: r.eligible for r in message.results},
+        reasons={r.instrument: _reasons(r.reasons) for r in message.results},
+        rulebook=message.rulebook,
+    )
+
+
+def is_close(a: float, b: float, rel: float = 1e-9, abs_tol: float = 1e-9) -> bool:
+    """NaN-aware closeness (marginal margins are NaN in XM for ineligible positions)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)

@@ -1,0 +1,94 @@
+"""``xmargin serve``: run the gRPC server (``main(argv)`` takes the arguments after ``serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .app import ServerConfig, serve
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmargin serve", description="Serve the xmargin.v1 gRPC API."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="solver threads (default: one per core)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="calls that may wait for a solver thread; beyond: RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=64,
+        help="largest request or response message, MiB (default 64)",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument(
+        "--client-ca",
+        type=Path,
+        help="CA bundle (PEM) for client certificates: turns on mutual TLS",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("XMARGIN_TOKEN"),
+        help="require 'authorization: Bearer TOKEN' (default $XMARGIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--scenario-set",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="preload a scenario set (repeatable)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight calls get to finish on SIGTERM (default 30)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` (without the ``serve`` word), serve until SIGTERM; the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_queue=args.max_queue,
+        max_message_mb=args.max_message_mb,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_ca=args.client_ca,
+        token=args.token or None,
+        scenario_sets=list(args.scenario_set),
+        grace=args.grace,
+    )
+    try:
+        return serve(config)
+    except (OSError, ValueError) as error:
+        print(f"xmargin serve: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

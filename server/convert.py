@@ -1,0 +1,502 @@
+"""Proto <-> domain conversion.
+
+Requests become case-format dicts (../shared/cases/README.md) and go through
+:func:`xmargin.optimiser.parse_case`, so validation lives in one place; a
+:class:`CaseValidationError` comes back with its case-format field path (``positions[2].lot``)
+translated into the request's proto field path (``account.positions[2].lot``) by a
+:class:`FieldPaths`. Results go the other way: domain objects -> proto messages.
+
+Conversion-only checks (enum values the case format cannot express, limits on sizes) raise
+:class:`RequestError` directly, already holding proto paths.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2
+from xmargin.optimiser import CaseValidationError, State
+from xmargin.optimiser.margin import Attribution
+from xmargin.optimiser.results import OptimisationResult
+
+__all__ = [
+    "FieldPaths",
+    "Limits",
+    "RequestError",
+    "ResolvedScenarios",
+    "attribution_to_proto",
+    "book_case",
+    "duration",
+    "eligibility_to_proto",
+    "options_case",
+    "result_to_proto",
+    "scenario_set_case",
+    "state_to_proto",
+]
+
+
+class RequestError(ValueError):
+    """A request is invalid: ``violations`` lists (proto field path, description) pairs."""
+
+    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{path}: {why}" for path, why in self.violations))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes beyond which a request is refused with INVALID_ARGUMENT (before any work)."""
+
+    max_scenarios: int = 20_000
+    max_factors: int = 500
+    max_positions: int = 20_000
+    max_accounts: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedScenarios:
+    """A scenario set in case-format form, and the proto path it came from (for errors)."""
+
+    factors: list[str]
+    ids: list[str]
+    shocks: list[list[float]]
+    path: str
+
+
+# --- field paths ------------------------------------------------------------------------------
+
+_INDEX = re.compile(r"^(\w+)\[(\d+)\](.*)$")
+
+
+@dataclass(slots=True)
+class FieldPaths:
+    """Translate case-format field paths into proto field paths of one request.
+
+    ``account`` is the proto path of the AccountBook (``account`` or ``accounts[3]``);
+    ``positions``/``instruments`` map case indices to proto paths when the case was assembled
+    from several request fields (WhatIf); ``scenarios`` is the scenario set's proto path.
+    """
+
+    account: str = "account"
+    scenarios: str = "scenario_set"
+    positions: list[str] = field(default_factory=list)
+    instruments: list[str] = field(default_factory=list)
+    factor_count: int = 0
+
+    def translate(self, case_path: str) -> str:
+        head, _, rest = case_path.partition(".")
+        match = _INDEX.match(case_path)
+        if match is not None and match.group(1) in ("positions", "instruments"):
+            name, index, tail = match.group(1), int(match.group(2)), match.group(3)
+            table = self.positions if name == "positions" else self.instruments
+            base = table[index] if index < len(table) else self._in_account(f"{name}[{index}]")
+            return base + self._instrument_tail(tail) if name == "instruments" else base + tail
+        if head in ("business_date", "cycle"):
+            return f"run.{case_path}"
+        if head in ("clearing_member", "customer"):
+            return self._in_account(case_path)
+        if case_path.startswith("factors"):
+            return f"{self.scenarios}.{case_path}"
+        if head == "scenarios":
+            return self._scenario_path(rest)
+        if head == "models":
+            model, _, tail = rest.partition(".")
+            return f"models.{model.lower()}" + (f".{tail}" if tail else "")
+        return case_path.strip("<>")
+
+    def _in_account(self, path: str) -> str:
+        return f"{self.account}.{path}" if self.account else path
+
+    @staticmethod
+    def _instrument_tail(tail: str) -> str:
+        # sensitivities[k] -> sensitivities.values[k]: the vectors are wrapper messages.
+        for vector in (".sensitivities", ".pnl"):
+            if tail.startswith(vector):
+                return vector + ".values" + tail[len(vector) :]
+        return tail
+
+    def _scenario_path(self, rest: str) -> str:
+        cell = re.match(r"^shocks\[(\d+)\]\[(\d+)\]$", rest)
+        if cell is not None and self.factor_count:
+            flat = int(cell.group(1)) * self.factor_count + int(cell.group(2))
+            return f"{self.scenarios}.shocks[{flat}]"
+        row = re.match(r"^shocks\[(\d+)\]$", rest)
+        if row is not None:
+            return f"{self.scenarios}.shocks"
+        return f"{self.scenarios}.{rest}" if rest else self.scenarios
+
+    def error(self, error: CaseValidationError) -> RequestError:
+        return RequestError([(self.translate(error.field), _describe(error))])
+
+
+def _describe(error: CaseValidationError) -> str:
+    value = error.value
+    shown = repr(value) if not isinstance(value, str | int | float) else str(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{error.reason} (got {shown})" if value is not None else error.reason
+
+
+# --- enums ------------------------------------------------------------------------------------
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    """The case-format name of a proto enum value (CCP_FICC -> FICC); unknown values keep
+    their proto spelling so that the case format's own check names them."""
+    try:
+        name = str(enum.Name(value))
+    except ValueError:
+        return f"<{value}>"
+    return name.removeprefix(prefix)
+
+
+def cycle_name(cycle: int) -> str:
+    return _enum_name(common_pb2.Cycle, cycle, "CYCLE_")
+
+
+# --- request -> case dict ---------------------------------------------------------------------
+
+
+def scenario_set_case(
+    message: book_pb2.ScenarioSet, path: str, limits: Limits
+) -> ResolvedScenarios:
+    """Reshape a proto scenario set (flat shocks) into case-format rows, checking sizes."""
+    factors, ids, shocks = list(message.factors), list(message.ids), list(message.shocks)
+    violations = []
+    if len(ids) > limits.max_scenarios:
+        violations.append((f"{path}.ids", f"at most {limits.max_scenarios} scenarios"))
+    if len(factors) > limits.max_factors:
+        violations.append((f"{path}.factors", f"at most {limits.max_factors} factors"))
+    if not violations and len(shocks) != len(ids) * len(factors):
+        violations.append(
+            (
+                f"{path}.shocks",
+                f"must hold {len(ids)} x {len(factors)} = {len(ids) * len(factors)} values "
+                f"(scenarios x factors, row-major), got {len(shocks)}",
+            )
+        )
+    if violations:
+        raise RequestError(violations)
+    width = len(factors)
+    rows = [shocks[i * width : (i + 1) * width] for i in range(len(ids))]
+    return ResolvedScenarios(factors=factors, ids=ids, shocks=rows, path=path)
+
+
+def member_case(message: book_pb2.ClearingMember) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "bd_fcm": message.bd_fcm,
+        "cme_clearing_member": message.cme_clearing_member,
+        "ficc_netting_member": message.ficc_netting_member,
+    }
+
+
+def customer_case(message: book_pb2.Customer) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "xm_enrolled": message.xm_enrolled,
+        "ficc_account_type": message.ficc_account_type,
+    }
+
+
+def instrument_case(message: book_pb2.Instrument, risk: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": message.id,
+        "ccp": _enum_name(common_pb2.Ccp, message.ccp, "CCP_"),
+        "kind": _enum_name(book_pb2.InstrumentKind, message.kind, "INSTRUMENT_KIND_"),
+    }
+    if message.contract:
+        out["contract"] = message.contract
+    if message.maturity:
+        out["maturity"] = message.maturity
+    if message.HasField("coupon"):
+        out["coupon"] = message.coupon
+    if message.collateral_maturity:
+        out["collateral_maturity"] = message.collateral_maturity
+    if message.collateral_kind:
+        out["collateral_kind"] = _enum_name(
+            book_pb2.InstrumentKind, message.collateral_kind, "INSTRUMENT_KIND_"
+        )
+    if risk:
+        which = message.WhichOneof("risk")
+        if which == "sensitivities":
+            out["sensitivities"] = list(message.sensitivities.values)
+        elif which == "pnl":
+            out["pnl"] = list(message.pnl.values)
+    return out
+
+
+def position_case(message: book_pb2.Position) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "instrument": message.instrument,
+        "quantity": message.quantity,
+        "xm_quantity": message.xm_quantity,
+        "pinned": message.pinned,
+    }
+    if message.HasField("lot"):
+        out["lot"] = message.lot
+    return out
+
+
+def model_case(message: book_pb2.MarginModel) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "confidence": message.confidence,
+        "horizon_days": message.horizon_days,
+        "measure": "VaR" if message.measure == book_pb2.MEASURE_VAR else "ES",
+    }
+    if message.measure not in (
+        book_pb2.MEASURE_UNSPECIFIED,
+        book_pb2.MEASURE_ES,
+        book_pb2.MEASURE_VAR,
+    ):
+        out["measure"] = f"<{message.measure}>"
+    if message.HasField("lookback"):
+        out["lookback"] = message.lookback
+    if message.stress_ids:
+        out["stress_ids"] = list(message.stress_ids)
+    if message.stress_weight:
+        out["stress_weight"] = message.stress_weight
+    if message.addon_rate or message.addon_threshold:
+        out["addon_rate"] = list(message.addon_rate)
+        out["addon_threshold"] = list(message.addon_threshold)
+    return out
+
+
+def options_case(message: book_pb2.SolveOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "integral": message.integral,
+        "transfer_cost": message.transfer_cost,
+        "mode": _enum_name(book_pb2.AllocationMode, message.mode, "ALLOCATION_MODE_"),
+    }
+    if message.mode == book_pb2.ALLOCATION_MODE_UNSPECIFIED:
+        out["mode"] = "JOINT"
+    if message.HasField("max_transfers"):
+        out["max_transfers"] = message.max_transfers
+    if message.HasField("time_limit"):
+        limit = message.time_limit
+        if limit.seconds < 0 or limit.nanos < 0 or limit.nanos >= 1_000_000_000:
+            raise RequestError([("options.time_limit", "must be a valid positive duration")])
+        out["time_limit"] = limit.seconds + limit.nanos / 1e9
+    if message.backend:
+        out["backend"] = message.backend
+    return out
+
+
+def book_case(
+    run: common_pb2.RunContext,
+    account: book_pb2.AccountBook,
+    scenarios: ResolvedScenarios,
+    models: book_pb2.Models | None,
+    program: book_pb2.ProgramRules | None,
+    options: book_pb2.SolveOptions | None,
+    paths: FieldPaths,
+    limits: Limits,
+) -> dict[str, Any]:
+    """The case-format dict of one account's request."""
+    check_run(run)
+    if len(account.positions) > limits.max_positions:
+        raise RequestError(
+            [(f"{paths.account}.positions", f"at most {limits.max_positions} positions")]
+        )
+    if len(account.instruments) > limits.max_positions:
+        raise RequestError(
+            [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
+        )
+    case: dict[str, Any] = {
+        "name": account.name or account.customer.id,
+        "business_date": run.business_date,
+        "cycle": cycle_name(run.cycle),
+        "clearing_member": member_case(account.clearing_member),
+        "customer": customer_case(account.customer),
+        "factors": scenarios.factors,
+        "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
+        "instruments": [instrument_case(i) for i in account.instruments],
+        "positions": [position_case(p) for p in account.positions],
+        "models": {},
+    }
+    paths.scenarios = scenarios.path
+    paths.factor_count = len(scenarios.factors)
+    if models is not None:
+        if models.HasField("ficc"):
+            case["models"]["FICC"] = model_case(models.ficc)
+        if models.HasField("cme"):
+            case["models"]["CME"] = model_case(models.cme)
+    if program is not None and program.HasField("savings_cap"):
+        case["program"] = {"savings_cap": program.savings_cap}
+    if options is not None:
+        case["options"] = options_case(options)
+    return case
+
+
+def check_run(run: common_pb2.RunContext) -> None:
+    """The run stamp every request carries: a business date and a cycle."""
+    violations = []
+    if not run.business_date:
+        violations.append(("run.business_date", "is required (YYYY-MM-DD)"))
+    if run.cycle not in (common_pb2.CYCLE_ITD, common_pb2.CYCLE_EOD):
+        violations.append(("run.cycle", "must be CYCLE_ITD or CYCLE_EOD"))
+    if len(run.request_id) > 200:
+        violations.append(("run.request_id", "at most 200 characters"))
+    if violations:
+        raise RequestError(violations)
+
+
+def parse(case: dict[str, Any], paths: FieldPaths, parser: Callable[[Any], Any]) -> Any:
+    """Run ``parser`` (parse_case) on ``case``, translating its error into proto paths."""
+    try:
+        return parser(case)
+    except CaseValidationError as error:
+        raise paths.error(error) from error
+
+
+# --- domain -> proto --------------------------------------------------------------------------
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    if math.isfinite(seconds) and seconds >= 0:
+        out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def state_to_proto(state: State) -> result_pb2.MarginState:
+    xm = state.xm
+    out = result_pb2.MarginState(
+        total=state.total,
+        ficc_standalone=state.ficc_standalone,
+        cme_standalone=state.cme_standalone,
+        xm=xm.margin,
+        s_f=xm.S_F,
+        s_c=xm.S_C,
+        c_f=xm.C_F,
+        c_c=xm.C_C,
+        r_f=xm.r_F,
+        r_c=xm.r_C,
+        r=xm.r,
+        cap_binding=xm.cap_binding,
+        ficc_collects=state.ficc_collects,
+        cme_collects=state.cme_collects,
+        xm_quantities=[float(v) for v in state.xm_quantity],
+    )
+    for name, figures in state.models.items():
+        out.model_figures[name].CopyFrom(
+            result_pb2.ModelFigures(
+                es=figures.es,
+                var=figures.var,
+                stress=figures.stress,
+                addons=figures.addons,
+                margin=figures.margin,
+            )
+        )
+    return out
+
+
+def attribution_to_proto(attribution: Attribution) -> list[result_pb2.AccountAttribution]:
+    return [
+        result_pb2.AccountAttribution(
+            account=account,
+            shares=[float(v) for v in shares],
+            total=attribution.totals.get(account, math.fsum(float(v) for v in shares)),
+        )
+        for account, shares in attribution.shares.items()
+    ]
+
+
+def _reason(code: str) -> int:
+    try:
+        return int(common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{code}"))
+    except ValueError:
+        return common_pb2.ELIGIBILITY_REASON_UNSPECIFIED
+
+
+def eligibility_to_proto(
+    ids: Iterable[str], eligibility: Iterable[Any]
+) -> list[result_pb2.PositionEligibility]:
+    return [
+        result_pb2.PositionEligibility(
+            instrument=pid, eligible=e.eligible, reasons=[_reason(str(r)) for r in e.reasons]
+        )
+        for pid, e in zip(ids, eligibility, strict=True)
+    ]
+
+
+_STATUS = {
+    "OPTIMAL": result_pb2.SOLVE_STATUS_OPTIMAL,
+    "TIME_LIMIT": result_pb2.SOLVE_STATUS_TIME_LIMIT,
+    "INFEASIBLE": result_pb2.SOLVE_STATUS_INFEASIBLE,
+    "ERROR": result_pb2.SOLVE_STATUS_ERROR,
+}
+_ACCOUNT = {
+    "FICC_STANDALONE": common_pb2.MARGIN_ACCOUNT_FICC_STANDALONE,
+    "CME_STANDALONE": common_pb2.MARGIN_ACCOUNT_CME_STANDALONE,
+    "XM": common_pb2.MARGIN_ACCOUNT_XM,
+}
+
+
+def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
+    problem = result.problem
+    stats = result.stats
+    out = result_pb2.OptimiseResult(
+        name=problem.book.name,
+        status=_STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR),
+        baseline=state_to_proto(result.baseline),
+        current=state_to_proto(result.current),
+        optimised=state_to_proto(result.optimised),
+        all_eligible=state_to_proto(result.all_eligible),
+        allocation=[
+            result_pb2.PositionAllocation(
+                instrument=pid,
+                quantity=float(problem.quantity[i]),
+                current_xm_quantity=float(problem.current_xm[i]),
+                xm_quantity=float(result.allocation[i]),
+                eligible=bool(problem.eligible[i]),
+                movable=bool(problem.movable[i]),
+            )
+            for i, pid in enumerate(problem.position_ids)
+        ],
+        transfers=[
+            result_pb2.Transfer(
+                instrument=t.instrument,
+                from_account=_ACCOUNT[str(t.from_account)],
+                to_account=_ACCOUNT[str(t.to_account)],
+                quantity=t.quantity,
+                lots=t.lots,
+            )
+            for t in result.transfers
+        ],
+        marginal_margin=[
+            result_pb2.MarginalMargin(
+                instrument=pid,
+                in_xm=float(result.marginal.in_xm[i]),
+                in_standalone=float(result.marginal.in_standalone[i]),
+            )
+            for i, pid in enumerate(problem.position_ids)
+        ],
+        attribution=attribution_to_proto(result.attribution),
+        solver_stats=result_pb2.SolverStats(
+            backend=stats.backend,
+            status=_STATUS.get(str(stats.status), result_pb2.SOLVE_STATUS_ERROR),
+            objective=stats.objective,
+            bound=stats.bound,
+            gap=stats.gap,
+            build_time=duration(stats.build_seconds),
+            solve_time=duration(stats.solve_seconds),
+            iterations=max(0, int(stats.iterations)),
+            cuts=max(0, int(stats.cuts)),
+            message=stats.message,
+            fallback_from=stats.fallback_from or "",
+        ),
+        savings=result.savings,
+        transfer_cost=result.transfer_cost,
+        notes=list(result.notes),
+        eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
+    )
+    if result.var_gap is not None:
+        out.var_gap = result.var_gap
+    return out

@@ -1,0 +1,143 @@
+"""How the service reports failures: exceptions -> gRPC status with google.rpc details.
+
+The server's own exceptions (all internal to the server, never seen by a client)::
+
+    ServiceError                  base: carries the status code it maps to
+    ├── OverloadedError           no free solver slot -> RESOURCE_EXHAUSTED + RetryInfo
+    ├── ScenarioSetNotFoundError  unknown scenario set id/version -> NOT_FOUND + ResourceInfo
+    ├── DeadlineError             the deadline leaves no time to solve -> DEADLINE_EXCEEDED
+    └── UnauthenticatedError      missing or wrong bearer token -> UNAUTHENTICATED
+
+and from elsewhere: :class:`~xmargin.server.convert.RequestError` and the library's
+``CaseValidationError`` -> INVALID_ARGUMENT + BadRequest (field paths of the request);
+``InfeasibleError`` -> FAILED_PRECONDITION + ErrorInfo(reason INFEASIBLE); ``SolverError`` ->
+FAILED_PRECONDITION + ErrorInfo(reason SOLVER_FAILED); anything else -> INTERNAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from xmargin.optimiser import CaseValidationError, InfeasibleError, SolverError
+
+from .convert import RequestError
+
+__all__ = [
+    "DOMAIN",
+    "DeadlineError",
+    "ErrorReport",
+    "OverloadedError",
+    "ScenarioSetNotFoundError",
+    "ServiceError",
+    "UnauthenticatedError",
+    "abort",
+    "report",
+]
+
+DOMAIN = "xmargin.v1"
+
+
+class ServiceError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class OverloadedError(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ScenarioSetNotFoundError(ServiceError):
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, set_id: str, version: int) -> None:
+        self.set_id, self.version = set_id, version
+        super().__init__(
+            f"scenario set {set_id!r} version {version} is not registered on this server"
+        )
+
+
+class DeadlineError(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class UnauthenticatedError(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass(slots=True)
+class ErrorReport:
+    """A failure as the client sees it: code, message, google.rpc detail messages."""
+
+    code: grpc.StatusCode
+    message: str
+    details: list[Message] = field(default_factory=list)
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+    def status(self) -> grpc.Status:
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message)
+        for detail in self.details:
+            proto.details.add().Pack(detail)
+        return rpc_status.to_status(proto)
+
+
+def _bad_request(violations: list[tuple[str, str]]) -> ErrorReport:
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=path, description=why)
+            for path, why in violations
+        ]
+    )
+    summary = "; ".join(f"{path}: {why}" for path, why in violations[:5])
+    return ErrorReport(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"invalid request: {summary}",
+        [detail],
+        violations=violations,
+        reason="INVALID_ARGUMENT",
+    )
+
+
+def report(error: BaseException, retry_after: float = 0.2) -> ErrorReport:
+    """The status a failure maps to (see the module docstring)."""
+    if isinstance(error, RequestError):
+        return _bad_request(error.violations)
+    if isinstance(error, CaseValidationError):  # a path the converter did not translate
+        return _bad_request([(error.field, error.reason)])
+    if isinstance(error, InfeasibleError | SolverError):
+        reason = "INFEASIBLE" if isinstance(error, InfeasibleError) else "SOLVER_FAILED"
+        info = error_details_pb2.ErrorInfo(
+            reason=reason, domain=DOMAIN, metadata={"advice": error.advice}
+        )
+        return ErrorReport(grpc.StatusCode.FAILED_PRECONDITION, str(error), [info], reason=reason)
+    if isinstance(error, OverloadedError):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after * 1e9))
+        return ErrorReport(
+            error.code,
+            str(error) or "server at capacity; retry with backoff",
+            [error_details_pb2.RetryInfo(retry_delay=delay)],
+            reason="OVERLOADED",
+        )
+    if isinstance(error, ScenarioSetNotFoundError):
+        info = error_details_pb2.ResourceInfo(
+            resource_type=f"type.googleapis.com/{DOMAIN}.ScenarioSet",
+            resource_name=f"{error.set_id}@{error.version}",
+            description="register it with RegisterScenarioSet first",
+        )
+        return ErrorReport(error.code, str(error), [info], reason="SCENARIO_SET_NOT_FOUND")
+    if isinstance(error, ServiceError):
+        return ErrorReport(error.code, str(error), reason=error.code.name)
+    return ErrorReport(
+        grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})", reason="INTERNAL"
+    )
+
+
+def abort(context: grpc.ServicerContext, error_report: ErrorReport) -> None:
+    """End the call with ``error_report`` (raises, as grpc's abort does)."""
+    context.abort_with_status(error_report.status())

@@ -1,0 +1,634 @@
+"""The XmarginService implementation: thin adapters over the optimiser library.
+
+Each compute RPC (Optimise, OptimiseBatch, ComputeMargin, WhatIf) runs in a bounded
+:class:`SolverPool` of threads: highspy releases the GIL while it solves (see the README's
+measurement), so threads give parallel solves without pickling books across processes. A call
+that finds every slot taken gets RESOURCE_EXHAUSTED at once. The call's deadline bounds the
+solver's time limit.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2, service_pb2_grpc
+from xmargin.optimiser import (
+    Book,
+    attribute,
+    build_problem,
+    default_rulebook,
+    evaluate,
+    evaluate_eligibility,
+    optimise,
+    parse_case,
+)
+from xmargin.optimiser.optimise import make_backend
+
+from .convert import (
+    FieldPaths,
+    Limits,
+    RequestError,
+    ResolvedScenarios,
+    attribution_to_proto,
+    book_case,
+    check_run,
+    customer_case,
+    cycle_name,
+    eligibility_to_proto,
+    instrument_case,
+    member_case,
+    parse,
+    position_case,
+    result_to_proto,
+    scenario_set_case,
+    state_to_proto,
+)
+from .errors import (
+    DeadlineError,
+    OverloadedError,
+    ScenarioSetNotFoundError,
+    abort,
+    report,
+)
+
+__all__ = ["ScenarioRegistry", "SolverPool", "XmarginServicer"]
+
+log = logging.getLogger("xmargin.server")
+T = TypeVar("T")
+
+# Share of the time left before the deadline kept back for evaluation and the reply.
+DEADLINE_RESERVE = 0.2
+MIN_SOLVE_SECONDS = 0.005
+
+
+class SolverPool:
+    """``workers`` solver threads and ``max_queue`` waiting places; no more, ever."""
+
+    def __init__(self, workers: int, max_queue: int) -> None:
+        if workers < 1 or max_queue < 0:
+            raise ValueError("workers must be >= 1 and max_queue >= 0")
+        self.workers = workers
+        self.capacity = workers + max_queue
+        self._slots = threading.BoundedSemaphore(self.capacity)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="xmargin-solve")
+
+    def try_submit(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Run ``fn`` if a slot is free (the slot is held until it finishes), else None."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        try:
+            future = self._executor.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self.try_submit(fn, *args)
+        if future is None:
+            raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
+        return future
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSet:
+    set_id: str
+    version: int
+    fingerprint: str
+    scenarios: ResolvedScenarios
+
+
+class ScenarioRegistry:
+    """Scenario sets by id and version, in memory; the oldest is dropped beyond ``max_sets``."""
+
+    def __init__(self, max_sets: int = 64) -> None:
+        self._sets: OrderedDict[tuple[str, int], RegisteredSet] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_sets = max_sets
+
+    @staticmethod
+    def fingerprint(scenarios: ResolvedScenarios) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([scenarios.factors, scenarios.ids]).encode())
+        for row in scenarios.shocks:
+            digest.update(array.array("d", row).tobytes())
+        return digest.hexdigest()
+
+    def register(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
+        fingerprint = self.fingerprint(scenarios)
+        with self._lock:
+            versions = [v for (i, v) in self._sets if i == set_id]
+            for version in versions:
+                existing = self._sets[(set_id, version)]
+                if existing.fingerprint == fingerprint:
+                    return existing
+            entry = RegisteredSet(
+                set_id,
+                max(versions, default=0) + 1,
+                fingerprint,
+                dataclasses.replace(scenarios, path="scenario_set_ref"),
+            )
+            self._sets[(set_id, entry.version)] = entry
+            while len(self._sets) > self.max_sets:
+                self._sets.popitem(last=False)
+            return entry
+
+    def get(self, set_id: str, version: int) -> RegisteredSet:
+        with self._lock:
+            entry = self._sets.get((set_id, version))
+        if entry is None:
+            raise ScenarioSetNotFoundError(set_id, version)
+        return entry
+
+
+def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> dict[str, Any]:
+    """A case with no positions: parse_case then validates only the shared parts."""
+    model = {"confidence": 0.99, "horizon_days": 1.0}
+    return {
+        "business_date": run.business_date,
+        "cycle": "EOD",
+        "clearing_member": {"id": "-"},
+        "customer": {"id": "-"},
+        "factors": scenarios.factors,
+        "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
+        "instruments": [],
+        "positions": [],
+        "models": {"FICC": model, "CME": model},
+    }
+
+
+class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
+    """The service; every handler is wrapped by :meth:`_call` (errors, deadline, log line)."""
+
+    def __init__(
+        self,
+        pool: SolverPool,
+        registry: ScenarioRegistry | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry or ScenarioRegistry()
+        self.limits = limits or Limits()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _log(self, method: str, request: Any, code: grpc.StatusCode, started: float) -> None:
+        run = getattr(request, "run", None)
+        log.info(
+            json.dumps(
+                {
+                    "method": method,
+                    "request_id": run.request_id if run is not None else "",
+                    "business_date": run.business_date if run is not None else "",
+                    "status": code.name,
+                    "duration_ms": round((time.perf_counter() - started) * 1e3, 3),
+                }
+            )
+        )
+
+    def _unary(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        handler: Callable[[], T],
+    ) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return handler()
+        except Exception as error:
+            error_report = report(error)
+            code = error_report.code
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unexpected error in %s", method)
+            abort(context, error_report)
+            raise AssertionError("unreachable") from error  # abort raises
+        finally:
+            if code is grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.DEADLINE_EXCEEDED  # or cancelled: the reply was lost
+            self._log(method, request, code, started)
+
+    def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
+        """The solver's time limit: the request's, bounded by what the deadline leaves."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return requested
+        budget = remaining * (1.0 - DEADLINE_RESERVE)
+        if budget < MIN_SOLVE_SECONDS:
+            raise DeadlineError(f"deadline leaves {remaining * 1e3:.1f} ms: too short to solve")
+        return budget if requested is None else min(requested, budget)
+
+    def _await(self, future: Future[T], context: grpc.ServicerContext) -> T:
+        remaining = context.time_remaining()
+        try:
+            return future.result(timeout=remaining)
+        except FutureTimeout as error:
+            future.cancel()
+            raise DeadlineError("deadline exceeded while solving") from error
+
+    def _scenarios(self, request: Any) -> ResolvedScenarios:
+        which = request.WhichOneof("scenarios")
+        if which == "scenario_set":
+            return scenario_set_case(request.scenario_set, "scenario_set", self.limits)
+        if which == "scenario_set_ref":
+            ref = request.scenario_set_ref
+            return self.registry.get(ref.id, ref.version).scenarios
+        raise RequestError([("scenario_set", "give scenario_set or scenario_set_ref")])
+
+    @staticmethod
+    def _field(request: Any, name: str) -> Any:
+        return getattr(request, name) if request.HasField(name) else None
+
+    def _book(
+        self,
+        request: Any,
+        account: book_pb2.AccountBook,
+        paths: FieldPaths,
+        scenarios: ResolvedScenarios,
+        with_options: bool = True,
+    ) -> Book:
+        case = book_case(
+            request.run,
+            account,
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            self._field(request, "options") if with_options else None,
+            paths,
+            self.limits,
+        )
+        book: Book = parse(case, paths, parse_case)
+        if book.options.backend is not None:
+            try:
+                make_backend(book.options.backend)
+            except ValueError as error:
+                raise RequestError([("options.backend", str(error))]) from error
+        return book
+
+    def _solve(self, book: Book, time_limit: float | None) -> result_pb2.OptimiseResult:
+        options = book.options
+        if time_limit is not None:
+            options = dataclasses.replace(options, time_limit=time_limit)
+        return result_to_proto(optimise(book, options=options))
+
+    # --- RPCs -----------------------------------------------------------------------------
+
+    def Optimise(  # noqa: N802 (gRPC method names)
+        self, request: service_pb2.OptimiseRequest, context: grpc.ServicerContext
+    ) -> service_pb2.OptimiseResponse:
+        def handle() -> service_pb2.OptimiseResponse:
+            book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
+            limit = self._time_limit(context, book.options.time_limit)
+            result = self._await(self.pool.submit(self._solve, book, limit), context)
+            return service_pb2.OptimiseResponse(run=request.run, result=result)
+
+        return self._unary("Optimise", request, context, handle)
+
+    def ComputeMargin(  # noqa: N802
+        self, request: service_pb2.ComputeMarginRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ComputeMarginResponse:
+        def compute(book: Book) -> service_pb2.ComputeMarginResponse:
+            problem = build_problem(book)
+            return service_pb2.ComputeMarginResponse(
+                run=request.run,
+                state=state_to_proto(evaluate(problem, problem.current_xm)),
+                baseline=state_to_proto(evaluate(problem, np.zeros(problem.n_positions))),
+                attribution=attribution_to_proto(attribute(problem, problem.current_xm)),
+                eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
+            )
+
+        def handle() -> service_pb2.ComputeMarginResponse:
+            book = self._book(
+                request, request.account, FieldPaths(), self._scenarios(request), False
+            )
+            return self._await(self.pool.submit(compute, book), context)
+
+        return self._unary("ComputeMargin", request, context, handle)
+
+    def WhatIf(  # noqa: N802
+        self, request: service_pb2.WhatIfRequest, context: grpc.ServicerContext
+    ) -> service_pb2.WhatIfResponse:
+        def handle() -> service_pb2.WhatIfResponse:
+            scenarios = self._scenarios(request)
+            base = self._book(request, request.account, FieldPaths(), scenarios, False)
+            after, trade_rows = self._what_if_book(request, scenarios)
+            return self._await(
+                self.pool.submit(_what_if, request.run, base, after, trade_rows), context
+            )
+
+        return self._unary("WhatIf", request, context, handle)
+
+    def _what_if_book(
+        self, request: service_pb2.WhatIfRequest, scenarios: ResolvedScenarios
+    ) -> tuple[Book, list[tuple[int, float]]]:
+        account = request.account
+        held = {p.instrument: k for k, p in enumerate(account.positions)}
+        violations = []
+        excluded = set()
+        for i, pid in enumerate(request.exclude_positions):
+            if pid not in held:
+                violations.append((f"exclude_positions[{i}]", f"no position in {pid!r}"))
+            excluded.add(pid)
+        known = {i.id for i in account.instruments} | {i.id for i in request.add_instruments}
+        traded: set[str] = set()
+        for m, trade in enumerate(request.add_trades):
+            where = f"add_trades[{m}]"
+            if trade.instrument not in known:
+                violations.append((f"{where}.instrument", "unknown instrument"))
+            if trade.instrument in traded:
+                violations.append((f"{where}.instrument", "one trade per instrument"))
+            if trade.quantity == 0 or trade.quantity != trade.quantity:
+                violations.append((f"{where}.quantity", "must be a non-zero number"))
+            traded.add(trade.instrument)
+        if violations:
+            raise RequestError(violations)
+        case = book_case(
+            request.run,
+            account,
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            None,
+            FieldPaths(),
+            self.limits,
+        )
+        paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
+        paths.instruments = [f"account.instruments[{k}]" for k in range(len(account.instruments))]
+        paths.instruments += [f"add_instruments[{k}]" for k in range(len(request.add_instruments))]
+        case["instruments"] += [instrument_case(i) for i in request.add_instruments]
+        positions: list[dict[str, Any]] = []
+        index_of: dict[str, int] = {}
+        for k, position in enumerate(account.positions):
+            if position.instrument in excluded:
+                continue
+            index_of[position.instrument] = len(positions)
+            positions.append(position_case(position))
+            paths.positions.append(f"account.positions[{k}]")
+        trade_rows: list[tuple[int, float]] = []
+        for m, trade in enumerate(request.add_trades):
+            row = index_of.get(trade.instrument)
+            if row is None:
+                entry = position_case(trade)
+                entry.update(xm_quantity=0.0, pinned=False)
+                row = len(positions)
+                positions.append(entry)
+                paths.positions.append(f"add_trades[{m}]")
+            else:
+                positions[row]["quantity"] += trade.quantity
+                paths.positions[row] = f"add_trades[{m}]"
+            trade_rows.append((row, trade.quantity))
+        case["positions"] = positions
+        return parse(case, paths, parse_case), trade_rows
+
+    def CheckEligibility(  # noqa: N802
+        self, request: service_pb2.CheckEligibilityRequest, context: grpc.ServicerContext
+    ) -> service_pb2.CheckEligibilityResponse:
+        def handle() -> service_pb2.CheckEligibilityResponse:
+            check_run(request.run)
+            if len(request.instruments) > self.limits.max_positions:
+                raise RequestError(
+                    [("instruments", f"at most {self.limits.max_positions} instruments")]
+                )
+            # Eligibility needs no risk: a one-factor dummy scenario set stands in for it.
+            case = _minimal_case(request.run, ResolvedScenarios(["-"], ["-"], [[0.0]], "-"))
+            case["cycle"] = cycle_name(request.run.cycle)
+            case["clearing_member"] = member_case(request.clearing_member)
+            case["customer"] = customer_case(request.customer)
+            case["instruments"] = [
+                instrument_case(i, risk=False) | {"sensitivities": [0.0]}
+                for i in request.instruments
+            ]
+            case["positions"] = [{"instrument": i.id, "quantity": 1.0} for i in request.instruments]
+            count = len(request.instruments)
+            paths = FieldPaths(account="")
+            paths.instruments = [f"instruments[{k}]" for k in range(count)]
+            paths.positions = [f"instruments[{k}].id" for k in range(count)]
+            book = parse(case, paths, parse_case)
+            rulebook = default_rulebook(book.business_date)
+            ids = [p.instrument for p in book.positions]
+            return service_pb2.CheckEligibilityResponse(
+                run=request.run,
+                results=eligibility_to_proto(ids, evaluate_eligibility(book, rulebook)),
+                rulebook=f"{rulebook.name} (effective {rulebook.effective_date.isoformat()})",
+            )
+
+        return self._unary("CheckEligibility", request, context, handle)
+
+    def RegisterScenarioSet(  # noqa: N802
+        self, request: service_pb2.RegisterScenarioSetRequest, context: grpc.ServicerContext
+    ) -> service_pb2.RegisterScenarioSetResponse:
+        def handle() -> service_pb2.RegisterScenarioSetResponse:
+            check_run(request.run)
+            if not request.id:
+                raise RequestError([("id", "is required")])
+            if not request.HasField("scenario_set"):
+                raise RequestError([("scenario_set", "is required")])
+            scenarios = scenario_set_case(request.scenario_set, "scenario_set", self.limits)
+            paths = FieldPaths(scenarios="scenario_set", factor_count=len(scenarios.factors))
+            parse(_minimal_case(request.run, scenarios), paths, parse_case)
+            entry = self.registry.register(request.id, scenarios)
+            return service_pb2.RegisterScenarioSetResponse(
+                run=request.run,
+                ref=book_pb2.ScenarioSetRef(id=entry.set_id, version=entry.version),
+                scenario_count=len(scenarios.ids),
+                factor_count=len(scenarios.factors),
+                fingerprint=entry.fingerprint,
+            )
+
+        return self._unary("RegisterScenarioSet", request, context, handle)
+
+    def preload(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
+        """Register a scenario set at start-up (``--scenario-set``)."""
+        return self.registry.register(set_id, scenarios)
+
+    def OptimiseBatch(  # noqa: N802
+        self, request: service_pb2.OptimiseBatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[service_pb2.OptimiseBatchResponse]:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield from self._batch(request, context, started)
+        except Exception as error:
+            error_report = report(error)
+            code = error_report.code
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unexpected error in OptimiseBatch")
+            abort(context, error_report)
+        finally:
+            if code is grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.CANCELLED
+            self._log("OptimiseBatch", request, code, started)
+
+    def _batch(
+        self,
+        request: service_pb2.OptimiseBatchRequest,
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> Iterator[service_pb2.OptimiseBatchResponse]:
+        total = len(request.accounts)
+        if total > self.limits.max_accounts:
+            raise RequestError([("accounts", f"at most {self.limits.max_accounts} accounts")])
+        scenarios = self._scenarios(request)
+        shared = book_case(
+            request.run,
+            book_pb2.AccountBook(customer={"id": "-"}, clearing_member={"id": "-"}),
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            self._field(request, "options"),
+            FieldPaths(),
+            self.limits,
+        )
+        paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
+        shared_book = parse(shared, paths, parse_case)
+        if shared_book.options.backend is not None:
+            try:
+                make_backend(shared_book.options.backend)
+            except ValueError as error:
+                raise RequestError([("options.backend", str(error))]) from error
+        if total == 0:
+            return
+        # The first slot admits the batch (else RESOURCE_EXHAUSTED); spare slots add parallelism.
+        pending = list(range(total))
+        running: dict[Future[result_pb2.OptimiseResult], int] = {}
+        completed = failed = 0
+
+        def account_task(index: int) -> result_pb2.OptimiseResult:
+            book = self._book(
+                request,
+                request.accounts[index],
+                FieldPaths(account=f"accounts[{index}]"),
+                scenarios,
+            )
+            return self._solve(book, self._time_limit(context, book.options.time_limit))
+
+        first = pending.pop(0)
+        running[self.pool.submit(account_task, first)] = first
+        try:
+            while running:
+                while pending and len(running) < self.pool.workers:
+                    future = self.pool.try_submit(account_task, pending[0])
+                    if future is None:
+                        break
+                    running[future] = pending.pop(0)
+                if not context.is_active():
+                    return
+                done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    message = service_pb2.OptimiseBatchResponse(
+                        run=request.run,
+                        account_index=index,
+                        account_name=request.accounts[index].name
+                        or request.accounts[index].customer.id,
+                    )
+                    try:
+                        message.result.CopyFrom(future.result())
+                    except Exception as error:
+                        failed += 1
+                        error_report = report(error)
+                        if error_report.code is grpc.StatusCode.INTERNAL:
+                            log.exception("unexpected error in batch account %d", index)
+                        message.error.CopyFrom(
+                            service_pb2.AccountError(
+                                code=error_report.code.name,
+                                message=error_report.message,
+                                reason=error_report.reason,
+                                field_violations=[
+                                    service_pb2.FieldViolation(field=f, description=d)
+                                    for f, d in error_report.violations
+                                ],
+                            )
+                        )
+                    completed += 1
+                    message.progress.CopyFrom(
+                        service_pb2.BatchProgress(completed=completed, failed=failed, total=total)
+                    )
+                    message.progress.elapsed.FromNanoseconds(
+                        int((time.perf_counter() - started) * 1e9)
+                    )
+                    yield message
+                if not running and pending:  # every slot taken by others: wait for one
+                    future = None
+                    while future is None and context.is_active():
+                        future = self.pool.try_submit(account_task, pending[0])
+                        if future is None:
+                            time.sleep(0.01)
+                    if future is not None:
+                        running[future] = pending.pop(0)
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def _what_if(
+    run: common_pb2.RunContext, base: Book, after: Book, trade_rows: list[tuple[int, float]]
+) -> service_pb2.WhatIfResponse:
+    """Margin change of the trades and exclusions at the current allocation, and each trade's
+    best placement (XM only where eligible), everything else held at the current allocation."""
+    base_problem = build_problem(base)
+    before = evaluate(base_problem, base_problem.current_xm)
+    problem = build_problem(after)
+    current = problem.current_xm
+    without_trades = problem.quantity.copy()
+    for row, quantity in trade_rows:
+        without_trades[row] -= quantity
+
+    def total(quantity: np.ndarray, xm_quantity: np.ndarray) -> float:
+        return evaluate(dataclasses.replace(problem, quantity=quantity), xm_quantity).total
+
+    reference = total(without_trades, current)
+    best_xm = current.copy()
+    impacts = []
+    for row, quantity in trade_rows:
+        with_trade = without_trades.copy()
+        with_trade[row] += quantity
+        standalone = total(with_trade, current) - reference
+        impact = service_pb2.TradeImpact(
+            instrument=problem.position_ids[row],
+            quantity=quantity,
+            eligible=bool(problem.eligible[row]),
+            margin_change_standalone=standalone,
+            best_placement=service_pb2.PLACEMENT_STANDALONE,
+            best_margin_change=standalone,
+        )
+        impact.reasons.extend(eligibility_to_proto([""], [problem.eligibility[row]])[0].reasons)
+        if problem.eligible[row]:
+            in_xm = current.copy()
+            in_xm[row] += quantity
+            impact.margin_change_xm = total(with_trade, in_xm) - reference
+            if impact.margin_change_xm < standalone:
+                impact.best_placement = service_pb2.PLACEMENT_XM
+                impact.best_margin_change = impact.margin_change_xm
+                best_xm[row] += quantity
+        impacts.append(impact)
+    after_standalone = evaluate(problem, current)
+    after_best = evaluate(problem, best_xm)
+    return service_pb2.WhatIfResponse(
+        run=run,
+        before=state_to_proto(before),
+        after_standalone=state_to_proto(after_standalone),
+        after_best=state_to_proto(after_best),
+        margin_change=after_best.total - before.total,
+        trades=impacts,
+    )
