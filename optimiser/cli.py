@@ -42,6 +42,7 @@ from .margin import State, evaluate
 from .model import Book, Mode, Position
 from .problem import Problem, build_problem
 from .results import OptimisationResult, Status
+from .sample import SAMPLE_SEED
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INFEASIBLE", "EXIT_OK", "EXIT_SOLVER_FAILURE", "main"]
 
@@ -742,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample_parser = commands.add_parser("sample", help="generate a synthetic case file")
     sample_parser.add_argument("--positions", type=int, default=40)
     sample_parser.add_argument("--scenarios", type=int, default=1260)
-    sample_parser.add_argument("--seed", type=int, default=0)
+    sample_parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
     sample_parser.add_argument("--business-date", default="2026-11-24", metavar="YYYY-MM-DD")
     sample_parser.add_argument("--integral", action="store_true", help="options.integral true")
     sample_parser.add_argument("-o", "--output", metavar="CASE.json", help="default: stdout")

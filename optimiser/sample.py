@@ -729,10 +729,7 @@ def mixed_with_ineligible_hedges(catalogue: Catalogue, rng: np.random.Generator)
     par = _par(rng, 100, 400)
     contract = "TY" if years < 8.5 else "TN"
     future = catalogue.bond_future(contract)
-    legs = [
-        Leg(note, par, _ficc_xm_share(rng) if rng.random() < 0.5 else 0.0),
-        Leg(future, _hedge_contracts(note, 0.6 * par, future, 0.0)),
-    ]
+    legs = [Leg(note, par, _ficc_xm_share(rng) if rng.random() < 0.5 else 0.0)]
     choice = int(rng.integers(4))
     if choice == 0:
         tips = catalogue.security(InstrumentKind.TIPS, years * rng.uniform(0.9, 1.1))
@@ -751,6 +748,8 @@ def mixed_with_ineligible_hedges(catalogue: Catalogue, rng: np.random.Generator)
         call = bool(rng.random() < 0.5)
         option = catalogue.future_option(contract, call, float(rng.choice([-2.0, 0.0, 2.0])))
         legs.append(Leg(option, float(rng.integers(200, 2000)) * (-1.0 if call else 1.0)))
+    # The eligible future comes last, so even a small book keeps an ineligible hedge.
+    legs.append(Leg(future, _hedge_contracts(note, 0.6 * par, future, 0.0)))
     return legs
 
 
