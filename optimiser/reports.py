@@ -123,8 +123,8 @@ def transfer_legs(result: OptimisationResult) -> list[TransferLeg]:
 
 
 def _number(value: float) -> str:
-    """A quantity as text: whole numbers without a decimal point."""
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.10g}"
+    """A quantity as text: whole numbers without a decimal point, others exactly (repr)."""
+    return f"{value:.0f}" if float(value).is_integer() else repr(float(value))
 
 
 def transfers_csv(result: OptimisationResult) -> str:
@@ -341,6 +341,7 @@ tr.ineligible td { color: #7b8794; }
 svg .grid { stroke: #e3e8ee; } svg .axis { font-size: 11px; fill: #5a6878; }
 svg .label { font-size: 12px; fill: #1d2733; } svg .value { font-size: 12px; font-weight: 600; }
 .notes { color: #5a6878; font-size: 0.85rem; }
+.wide { overflow-x: auto; }
 """
 
 
@@ -492,7 +493,7 @@ def savings_report_html(result: OptimisationResult) -> str:
 <p class="notes">Each position's share of each account's horizon-scaled expected shortfall
 (Euler attribution, USD; negative shares offset risk). The XM account is shown under both
 clearing houses' models.</p>
-{attribution_table}
+<div class="wide">{attribution_table}</div>
 {f'<h2>Notes</h2><ul class="notes">{notes}</ul>' if notes else ""}
 </body>
 </html>
