@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from xmargin.clients import generate_stubs
 
 # Lines that stamp the generator's version, not the contract: a patch release of grpcio-tools
