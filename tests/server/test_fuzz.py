@@ -1,0 +1,270 @@
+"""Hypothesis fuzzing of request messages: the server answers OK or a client-error status with
+details, never UNKNOWN or INTERNAL, and keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.server.harness import start
+from xmargin.clients import convert
+from xmargin.clients.v1 import book_pb2, service_pb2
+from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+from xmargin.server import RunningServer
+
+# A client's fault, reported with details; INFEASIBLE is a valid answer to a valid request.
+ACCEPTED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+FLOATS = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6),
+    st.floats(),  # any double, huge and tiny included
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, float("nan"), float("inf"), -float("inf")]),
+)
+SCALARS: dict[int, st.SearchStrategy[Any]] = {
+    FieldDescriptor.TYPE_DOUBLE: FLOATS,
+    FieldDescriptor.TYPE_STRING: st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["", "2026-11-24", "2020-01-01", "TY", "N1", "F1", "s0", "SPONSORED"]),
+    ),
+    FieldDescriptor.TYPE_BOOL: st.booleans(),
+    FieldDescriptor.TYPE_UINT32: st.one_of(st.integers(0, 6), st.integers(0, 2**32 - 1)),
+    FieldDescriptor.TYPE_UINT64: st.integers(0, 2**64 - 1),
+    FieldDescriptor.TYPE_INT64: st.integers(-(2**40), 2**40),
+    FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_ENUM: st.integers(0, 14),
+}
+
+
+def tiny_case() -> dict[str, Any]:
+    """A small valid case (3 factors, 40 scenarios): fast to solve, every field present."""
+    factors = ["F1", "F2", "F3"]
+    ids = [f"s{i}" for i in range(40)]
+    shocks = [[((i * 7 + k * 3) % 11 - 5) * 0.8 for k in range(3)] for i in range(40)]
+    return {
+        "business_date": "2026-11-24",
+        "cycle": "EOD",
+        "clearing_member": {
+            "id": "FCM",
+            "bd_fcm": True,
+            "cme_clearing_member": True,
+            "ficc_netting_member": True,
+        },
+        "customer": {"id": "C1", "xm_enrolled": True, "ficc_account_type": "SPONSORED"},
+        "factors": factors,
+        "scenarios": {"ids": ids, "shocks": shocks},
+        "instruments": [
+            {
+                "id": "N1",
+                "ccp": "FICC",
+                "kind": "NOTE",
+                "maturity": "2034-05-15",
+                "coupon": 4.0,
+                "sensitivities": [0.0, -0.0004, -0.0006],
+            },
+            {
+                "id": "F1",
+                "ccp": "CME",
+                "kind": "FUTURE",
+                "contract": "TY",
+                "sensitivities": [0.0, -40.0, -55.0],
+            },
+            {
+                "id": "O1",
+                "ccp": "CME",
+                "kind": "OPTION",
+                "contract": "TY",
+                "pnl": [((i * 5) % 9 - 4) * 10.0 for i in range(40)],
+            },
+        ],
+        "positions": [
+            {"instrument": "N1", "quantity": 1e8, "xm_quantity": 1e8, "lot": 1e6},
+            {"instrument": "F1", "quantity": -900, "xm_quantity": 0, "lot": 1},
+            {"instrument": "O1", "quantity": 50},
+        ],
+        "models": {
+            "FICC": {"lookback": 40, "confidence": 0.95, "horizon_days": 3, "measure": "ES"},
+            "CME": {
+                "confidence": 0.95,
+                "horizon_days": 2,
+                "stress_ids": ["s3"],
+                "stress_weight": 0.2,
+                "addon_rate": [0.1, 0.1, 0.1],
+                "addon_threshold": [1e4, 1e4, 1e4],
+            },
+        },
+        "program": {"savings_cap": 0.8},
+        "options": {"integral": False, "time_limit": 5.0},
+    }
+
+
+def _mutate(data: st.DataObject, message: Message, depth: int = 0) -> None:
+    """Change one field somewhere below ``message``: a scalar value, a list's length or
+    element, a sub-message cleared or mutated further."""
+    fields = list(message.DESCRIPTOR.fields)
+    field = data.draw(st.sampled_from(fields), label="field")
+    value = getattr(message, field.name)
+    repeated = field.is_repeated
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return
+    if field.message_type is not None:
+        if repeated:
+            action = data.draw(st.sampled_from(["add", "delete", "mutate", "clear"]))
+            if action == "add" or not value:
+                _mutate(data, value.add(), depth + 1) if depth < 4 else value.add()
+            elif action == "delete":
+                del value[data.draw(st.integers(0, len(value) - 1))]
+            elif action == "clear":
+                del value[:]
+            else:
+                _mutate(data, value[data.draw(st.integers(0, len(value) - 1))], depth + 1)
+        elif depth >= 4 or data.draw(st.booleans(), label="clear"):
+            message.ClearField(field.name)
+        else:
+            _mutate(data, value, depth + 1)
+        return
+    strategy = SCALARS[field.type]
+    if repeated:
+        action = data.draw(st.sampled_from(["append", "delete", "set", "clear"]))
+        if action == "append" or not value:
+            value.append(data.draw(strategy))
+        elif action == "delete":
+            del value[data.draw(st.integers(0, len(value) - 1))]
+        elif action == "clear":
+            del value[:]
+        else:
+            value[data.draw(st.integers(0, len(value) - 1))] = data.draw(strategy)
+    else:
+        setattr(message, field.name, data.draw(strategy))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[RunningServer]:
+    running = start(workers=2, max_queue=16)
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def fuzz_channel(fuzz_server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{fuzz_server.port}") as channel:
+        yield channel
+
+
+def _requests() -> dict[str, tuple[str, Message]]:
+    case = tiny_case()
+    run = convert.run_context(case, request_id="fuzz")
+    full = convert.optimise_request(case, run)
+    common = {
+        "run": full.run,
+        "account": full.account,
+        "scenario_set": full.scenario_set,
+        "models": full.models,
+        "program": full.program,
+    }
+    return {
+        "Optimise": ("Optimise", full),
+        "ComputeMargin": ("ComputeMargin", service_pb2.ComputeMarginRequest(**common)),
+        "WhatIf": (
+            "WhatIf",
+            service_pb2.WhatIfRequest(
+                **common,
+                add_trades=[book_pb2.Position(instrument="F1", quantity=100)],
+                exclude_positions=["O1"],
+            ),
+        ),
+        "CheckEligibility": (
+            "CheckEligibility",
+            service_pb2.CheckEligibilityRequest(
+                run=run,
+                clearing_member=full.account.clearing_member,
+                customer=full.account.customer,
+                instruments=full.account.instruments,
+            ),
+        ),
+        "RegisterScenarioSet": (
+            "RegisterScenarioSet",
+            service_pb2.RegisterScenarioSetRequest(
+                run=run,
+                id="fuzz",
+                scenario_set=full.scenario_set,
+            ),
+        ),
+        "OptimiseBatch": (
+            "OptimiseBatch",
+            service_pb2.OptimiseBatchRequest(
+                run=run,
+                accounts=[full.account, full.account],
+                scenario_set=full.scenario_set,
+                models=full.models,
+                program=full.program,
+                options=full.options,
+            ),
+        ),
+    }
+
+
+REQUESTS = _requests()
+
+
+def _check(stub: XmarginServiceStub, method: str, request: Message) -> grpc.StatusCode:
+    try:
+        if method == "OptimiseBatch":
+            for item in stub.OptimiseBatch(request, timeout=30):
+                if item.WhichOneof("outcome") == "error":
+                    assert item.error.code in {c.name for c in ACCEPTED}, item.error
+            return grpc.StatusCode.OK
+        getattr(stub, method)(request, timeout=30)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        code = error.code()
+        assert code in ACCEPTED, f"{code}: {error.details()}"
+        if code is not grpc.StatusCode.OK:
+            assert rpc_status.from_call(error) is not None, "error without google.rpc details"
+        return code
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_mutated_requests_get_ok_or_a_client_error(
+    fuzz_channel: grpc.Channel, name: str, data: st.DataObject
+) -> None:
+    method, template = REQUESTS[name]
+    request = type(template)()
+    request.CopyFrom(template)
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        _mutate(data, request)
+    _check(XmarginServiceStub(fuzz_channel), method, request)
+
+
+def test_the_unmutated_requests_are_answered_ok(fuzz_channel: grpc.Channel) -> None:
+    stub = XmarginServiceStub(fuzz_channel)
+    for method, request in REQUESTS.values():
+        assert _check(stub, method, request) is grpc.StatusCode.OK, method
+
+
+def test_server_keeps_serving_after_the_fuzzing(fuzz_channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(fuzz_channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    _, request = REQUESTS["Optimise"]
+    response = XmarginServiceStub(fuzz_channel).Optimise(request, timeout=30)
+    assert response.result.optimised.total >= 0
