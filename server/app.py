@@ -163,6 +163,11 @@ def _read(path: Path | None) -> bytes | None:
 
 def build_server(config: ServerConfig) -> RunningServer:
     """Create, bind and start a server (health NOT_SERVING until scenario sets are loaded)."""
+    tls = config.tls_cert is not None or config.tls_key is not None
+    if tls and (config.tls_cert is None or config.tls_key is None):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    if config.client_ca is not None and not tls:
+        raise ValueError("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
     pool = SolverPool(config.workers, config.max_queue)
     servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits)
     max_bytes = config.max_message_mb * MB
@@ -186,9 +191,8 @@ def build_server(config: ServerConfig) -> RunningServer:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{config.host}:{config.port}"
-    if config.tls_cert is not None or config.tls_key is not None:
-        if config.tls_cert is None or config.tls_key is None:
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
+    if tls:
+        assert config.tls_cert is not None and config.tls_key is not None
         credentials = grpc.ssl_server_credentials(
             [(_read(config.tls_key), _read(config.tls_cert))],
             root_certificates=_read(config.client_ca),
@@ -196,8 +200,6 @@ def build_server(config: ServerConfig) -> RunningServer:
         )
         port = server.add_secure_port(address, credentials)
     else:
-        if config.client_ca is not None:
-            raise ValueError("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")

@@ -1,0 +1,163 @@
+"""``xmargin serve`` as a real process: preloaded scenario set, JSON log lines, and a SIGTERM
+that lets the calls in flight finish (health turns NOT_SERVING first)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import CASE_FILES
+from tests.server.harness import optimise_request
+from xmargin.clients import convert
+from xmargin.clients.v1 import service_pb2
+from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+from xmargin.server.cli import build_parser
+
+
+class ServerProcess:
+    """``python -m xmargin.server`` with its stderr read line by line in the background."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xmargin.server", "--port", "0", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._serving = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._serving.wait(60):
+            self.process.kill()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            event = self.event(line)
+            if event.get("event") == "serving":
+                self.port = int(event["port"])
+                self._serving.set()
+
+    @staticmethod
+    def event(line: str) -> dict[str, Any]:
+        try:
+            parsed = json.loads(line)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+
+    def events(self) -> list[dict[str, Any]]:
+        return [e for e in map(self.event, list(self.lines)) if e]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[ServerProcess]:
+    process = ServerProcess("--workers", "2", "--grace", "20", "--scenario-set", str(CASE_FILES[0]))
+    yield process
+    if process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
+
+
+def test_preloaded_scenario_set_is_usable_by_reference(served: ServerProcess) -> None:
+    loaded = [e for e in served.events() if e.get("event") == "scenario_set_loaded"]
+    case = json.loads(CASE_FILES[0].read_text())
+    assert loaded == [
+        {
+            "event": "scenario_set_loaded",
+            "id": case["name"],
+            "version": 1,
+            "scenarios": len(case["scenarios"]["ids"]),
+        }
+    ]
+    request = optimise_request(case)
+    request.scenario_set_ref.id, request.scenario_set_ref.version = case["name"], 1
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        response = XmarginServiceStub(channel).Optimise(request, timeout=60)
+    assert response.result.optimised.total > 0
+    time.sleep(0.1)
+    logged = [e for e in served.events() if e.get("request_id") == request.run.request_id]
+    assert [(e["method"], e["status"]) for e in logged] == [("Optimise", "OK")]
+
+
+def test_sigterm_finishes_the_calls_in_flight(served: ServerProcess) -> None:
+    cases = [json.loads(path.read_text()) for path in CASE_FILES]
+    shared = optimise_request(cases[0])
+    accounts = [convert.account_book(case) for case in cases] * 5
+    batch = service_pb2.OptimiseBatchRequest(
+        run=shared.run,
+        accounts=accounts,
+        scenario_set=shared.scenario_set,
+        models=shared.models,
+        program=shared.program,
+        options=shared.options,
+    )
+    statuses: list[int] = []
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+
+        def follow_health() -> None:
+            try:
+                for reply in watch:
+                    statuses.append(reply.status)
+                    if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        watch.cancel()
+            except grpc.RpcError:
+                pass
+
+        follower = threading.Thread(target=follow_health, daemon=True)
+        follower.start()
+        received = []
+        for message in XmarginServiceStub(channel).OptimiseBatch(batch, timeout=120):
+            if not received:
+                served.process.send_signal(signal.SIGTERM)
+            received.append(message)
+        follower.join(10)
+    assert len(received) == len(accounts)
+    assert all(m.WhichOneof("outcome") == "result" for m in received)
+    assert served.process.wait(30) == 0
+    assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
+    assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+    events = [e.get("event") for e in served.events()]
+    assert events.index("draining") < events.index("stopped")
+    batch_lines = [e for e in served.events() if e.get("method") == "OptimiseBatch"]
+    assert [e["status"] for e in batch_lines] == ["OK"]
+
+
+def test_cli_flags_are_documented() -> None:
+    help_text = build_parser().format_help()
+    for flag in (
+        "--port",
+        "--host",
+        "--workers",
+        "--max-queue",
+        "--tls-cert",
+        "--tls-key",
+        "--client-ca",
+        "--token",
+        "--max-message-mb",
+        "--scenario-set",
+    ):
+        assert flag in help_text
+
+
+def test_cli_rejects_mutual_tls_without_a_server_certificate(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used")
+    from xmargin.server.cli import main
+
+    assert main(["--port", "0", "--client-ca", str(ca)]) == 2
