@@ -39,7 +39,7 @@ from .case_format import book_to_dict, parse_case
 from .eligibility import default_rulebook, evaluate_eligibility, instrument_eligibility
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, evaluate
-from .model import Book, Mode, Position
+from .model import Book, Mode, Position, SolveOptions
 from .problem import Problem, build_problem
 from .results import OptimisationResult, Status
 from .sample import SAMPLE_SEED
@@ -339,7 +339,7 @@ def cmd_eligibility(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _solve_options(book: Book, args: argparse.Namespace) -> Any:
+def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
     options = book.options
     changes: dict[str, Any] = {}
     if getattr(args, "integral", False):
@@ -598,8 +598,12 @@ def cmd_what_if(args: argparse.Namespace) -> int:
                 )
             )
         for key, label in (
-            ("after_all_trades_standalone", "all trades standalone"),
-            ("after_all_trades_best_placement", "all trades at their best placement"),
+            ()
+            if not report["trades"]
+            else (
+                ("after_all_trades_standalone", "all trades standalone"),
+                ("after_all_trades_best_placement", "all trades at their best placement"),
+            )
         ):
             total, change = report[key]["total"], report[key]["change"]
             print(f"\n{label}: total {total:,.0f} USD, change {change:+,.0f} USD")

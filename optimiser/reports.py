@@ -277,13 +277,15 @@ def margin_chart_svg(
         f'viewBox="0 0 {width} {height}" role="img" aria-label="Margin by account and state">',
         f'<text x="{left - 60}" y="{top - 12}" class="axis">{unit_label}</text>',
     ]
+    step_in_units = step / unit
+    decimals = next(d for d in (0, 1, 2, 3) if abs(round(step_in_units, d) - step_in_units) < 1e-9)
     tick = 0.0
     while tick <= axis_top + 1e-9:
         parts.append(
             f'<line x1="{left}" x2="{left + plot_width}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
             f'class="grid"/>'
             f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" class="axis" text-anchor="end">'
-            f"{tick / unit:,.{0 if step / unit >= 1 else 1}f}</text>"
+            f"{tick / unit:,.{decimals}f}</text>"
         )
         tick += step
     slot = plot_width / len(states)

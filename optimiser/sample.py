@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .case_format import book_to_dict, parse_case
-from .eligibility import default_rulebook, instrument_eligibility
+from .eligibility import Rulebook, default_rulebook, instrument_eligibility
 from .model import (
     Book,
     Ccp,
@@ -903,7 +903,7 @@ def _add_leg(
     held: dict[str, list[float]],
     leg: Leg,
     limit: int,
-    rulebook: Any,
+    rulebook: Rulebook,
     member: ClearingMember,
     customer: Customer,
     business_date: dt.date,
