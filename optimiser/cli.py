@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import sys
 import threading
 import time
@@ -113,6 +114,9 @@ def _load_book(path: str, quiet: bool) -> Book:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinity as null."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
