@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xmargin.optimiser import CaseValidationError, Reason, load_case, parse_case
 
 from tests.conftest import CASES_DIR
+from xmargin.optimiser import CaseValidationError, Reason, load_case, parse_case
 
 CASE_01 = "01-basis-trade-10y"
 CASE_07 = "07-cme-stress-addons"

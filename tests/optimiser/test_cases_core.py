@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import close
 from xmargin.optimiser import (
     CaseValidationError,
     book_to_dict,
@@ -21,8 +23,6 @@ from xmargin.optimiser import (
     parse_case,
 )
 from xmargin.optimiser.problem import Problem
-
-from tests.conftest import close
 
 STATES = ("baseline", "current")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import CASES_DIR
 from xmargin.optimiser import (
     CaseValidationError,
     Ccp,
@@ -27,8 +29,6 @@ from xmargin.optimiser import (
 )
 from xmargin.optimiser import eligibility as eligibility_module
 from xmargin.optimiser.eligibility import Eligibility, instrument_eligibility
-
-from tests.conftest import CASES_DIR
 
 BUSINESS_DATE = dt.date(2026, 11, 24)
 FAR = dt.date(2034, 5, 15)
