@@ -75,7 +75,8 @@ def run_context(
     )
 
 
-def _enum(enum: Any, prefix: str, name: str | None) -> int:
+def _enum(enum: Any, prefix: str, name: str | None) -> Any:
+    """The proto enum value named ``prefix + name`` (0, unspecified, when there is none)."""
     if not name:
         return 0
     key = f"{prefix}{name.upper()}"
@@ -278,7 +279,7 @@ def margin_figures(message: result_pb2.MarginState) -> MarginFigures:
     )
 
 
-def _reasons(values: Sequence[int]) -> tuple[str, ...]:
+def _reasons(values: Sequence[common_pb2.EligibilityReason.ValueType]) -> tuple[str, ...]:
     return tuple(
         common_pb2.EligibilityReason.Name(v).removeprefix("ELIGIBILITY_REASON_") for v in values
     )
@@ -320,11 +321,11 @@ class OptimiseAnswer:
         return asdict(self)
 
 
-def _account_name(value: int) -> str:
+def _account_name(value: common_pb2.MarginAccount.ValueType) -> str:
     return common_pb2.MarginAccount.Name(value).removeprefix("MARGIN_ACCOUNT_")
 
 
-def _status_name(value: int) -> str:
+def _status_name(value: result_pb2.SolveStatus.ValueType) -> str:
     return result_pb2.SolveStatus.Name(value).removeprefix("SOLVE_STATUS_")
 
 

@@ -121,7 +121,7 @@ def from_rpc_error(error: grpc.RpcError, request_id: str = "") -> XmarginClientE
     message = (error.details() if hasattr(error, "details") else None) or str(error)
     details: dict[str, object] = {}
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except ValueError:
         status = None
     for any_detail in status.details if status is not None else ():

@@ -408,9 +408,9 @@ def attribution_to_proto(attribution: Attribution) -> list[result_pb2.AccountAtt
     ]
 
 
-def _reason(code: str) -> int:
+def _reason(code: str) -> common_pb2.EligibilityReason.ValueType:
     try:
-        return int(common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{code}"))
+        return common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{code}")
     except ValueError:
         return common_pb2.ELIGIBILITY_REASON_UNSPECIFIED
 

@@ -230,7 +230,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
         """The solver's time limit: the request's, bounded by what the deadline leaves."""
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         if remaining is None:
             return requested
         budget = remaining * (1.0 - DEADLINE_RESERVE)
@@ -491,7 +491,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         scenarios = self._scenarios(request)
         shared = book_case(
             request.run,
-            book_pb2.AccountBook(customer={"id": "-"}, clearing_member={"id": "-"}),
+            book_pb2.AccountBook(
+                customer=book_pb2.Customer(id="-"),
+                clearing_member=book_pb2.ClearingMember(id="-"),
+            ),
             scenarios,
             self._field(request, "models"),
             self._field(request, "program"),
