@@ -76,6 +76,18 @@ DEADLINE_RESERVE = 0.2
 MIN_SOLVE_SECONDS = 0.005
 
 
+# grpc reports a call without a deadline as one that far away (or more).
+NO_DEADLINE_SECONDS = 1e7
+
+
+def _remaining(context: grpc.ServicerContext) -> float | None:
+    """Seconds left before the call's deadline; None when it has none."""
+    remaining: float | None = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_SECONDS:
+        return None
+    return max(0.0, float(remaining))
+
+
 class SolverPool:
     """``workers`` solver threads and ``max_queue`` waiting places; no more, ever."""
 
@@ -230,7 +242,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
         """The solver's time limit: the request's, bounded by what the deadline leaves."""
-        remaining: float | None = context.time_remaining()
+        remaining = _remaining(context)
         if remaining is None:
             return requested
         budget = remaining * (1.0 - DEADLINE_RESERVE)
@@ -239,7 +251,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         return budget if requested is None else min(requested, budget)
 
     def _await(self, future: Future[T], context: grpc.ServicerContext) -> T:
-        remaining = context.time_remaining()
+        remaining = _remaining(context)
         try:
             return future.result(timeout=remaining)
         except FutureTimeout as error:

@@ -303,3 +303,51 @@ def test_tls_without_client_certificates(
             assert error.code() is grpc.StatusCode.UNAVAILABLE
     finally:
         running.stop(0)
+
+
+class FakeContext:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+@pytest.mark.parametrize(
+    "remaining, requested, expected",
+    [(None, None, None), (None, 7.0, 7.0), (10.0, None, 8.0), (10.0, 3.0, 3.0), (1.0, 5.0, 0.8)],
+)
+def test_the_deadline_bounds_the_solver_time_limit(
+    server: RunningServer, remaining: float | None, requested: float | None, expected: float | None
+) -> None:
+    limit = server.servicer._time_limit(FakeContext(remaining), requested)  # type: ignore[arg-type]
+    assert limit == (None if expected is None else pytest.approx(expected))
+
+
+def test_a_deadline_with_no_time_to_solve_is_refused(server: RunningServer) -> None:
+    from xmargin.server.errors import DeadlineError
+
+    with pytest.raises(DeadlineError):
+        server.servicer._time_limit(FakeContext(0.001), None)  # type: ignore[arg-type]
+
+
+def test_the_call_deadline_reaches_the_solver(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xmargin.server import service
+
+    seen: list[float | None] = []
+    real_optimise = service.optimise
+
+    def spy(book: Any, options: Any = None, backend: Any = None) -> Any:
+        seen.append(options.time_limit)
+        return real_optimise(book, options=options, backend=backend)
+
+    monkeypatch.setattr(service, "optimise", spy)
+    request = optimise_request(cases["01-basis-trade-10y"])
+    stub.Optimise(request, timeout=5.0)
+    request.options.time_limit.FromMilliseconds(1500)
+    stub.Optimise(request, timeout=30.0)
+    stub.Optimise(request)  # no deadline: the request's own limit
+    assert seen[0] is not None and 5.0 * 0.6 < seen[0] < 5.0  # 80% of what is left
+    assert seen[1:] == [pytest.approx(1.5), pytest.approx(1.5)]
