@@ -28,6 +28,9 @@ class _InstrumentKind:
 class _InstrumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InstrumentKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     INSTRUMENT_KIND_UNSPECIFIED: _InstrumentKind.ValueType  # 0
+    """Rejected (INVALID_ARGUMENT), as for every enum of a request whose value is unspecified
+    and has no default.
+    """
     INSTRUMENT_KIND_NOTE: _InstrumentKind.ValueType  # 1
     INSTRUMENT_KIND_BOND: _InstrumentKind.ValueType  # 2
     INSTRUMENT_KIND_BILL: _InstrumentKind.ValueType  # 3
@@ -44,6 +47,9 @@ class InstrumentKind(_InstrumentKind, metaclass=_InstrumentKindEnumTypeWrapper):
     """Kind of an instrument: FICC kinds NOTE ... REPO, CME kinds FUTURE and OPTION."""
 
 INSTRUMENT_KIND_UNSPECIFIED: InstrumentKind.ValueType  # 0
+"""Rejected (INVALID_ARGUMENT), as for every enum of a request whose value is unspecified
+and has no default.
+"""
 INSTRUMENT_KIND_NOTE: InstrumentKind.ValueType  # 1
 INSTRUMENT_KIND_BOND: InstrumentKind.ValueType  # 2
 INSTRUMENT_KIND_BILL: InstrumentKind.ValueType  # 3
@@ -64,6 +70,7 @@ class _Measure:
 class _MeasureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Measure.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MEASURE_UNSPECIFIED: _Measure.ValueType  # 0
+    """Treated as MEASURE_ES."""
     MEASURE_ES: _Measure.ValueType  # 1
     """Expected shortfall (the default)."""
     MEASURE_VAR: _Measure.ValueType  # 2
@@ -73,6 +80,7 @@ class Measure(_Measure, metaclass=_MeasureEnumTypeWrapper):
     """Risk measure of a margin model."""
 
 MEASURE_UNSPECIFIED: Measure.ValueType  # 0
+"""Treated as MEASURE_ES."""
 MEASURE_ES: Measure.ValueType  # 1
 """Expected shortfall (the default)."""
 MEASURE_VAR: Measure.ValueType  # 2
@@ -86,6 +94,7 @@ class _AllocationMode:
 class _AllocationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AllocationMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ALLOCATION_MODE_UNSPECIFIED: _AllocationMode.ValueType  # 0
+    """Treated as ALLOCATION_MODE_JOINT."""
     ALLOCATION_MODE_JOINT: _AllocationMode.ValueType  # 1
     """Every eligible position may move (the default)."""
     ALLOCATION_MODE_FICC_FIXED: _AllocationMode.ValueType  # 2
@@ -95,6 +104,7 @@ class AllocationMode(_AllocationMode, metaclass=_AllocationModeEnumTypeWrapper):
     """What may move in an optimisation."""
 
 ALLOCATION_MODE_UNSPECIFIED: AllocationMode.ValueType  # 0
+"""Treated as ALLOCATION_MODE_JOINT."""
 ALLOCATION_MODE_JOINT: AllocationMode.ValueType  # 1
 """Every eligible position may move (the default)."""
 ALLOCATION_MODE_FICC_FIXED: AllocationMode.ValueType  # 2

@@ -24,6 +24,7 @@ class _Cycle:
 class _CycleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cycle.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CYCLE_UNSPECIFIED: _Cycle.ValueType  # 0
+    """Rejected (INVALID_ARGUMENT): every request names its cycle."""
     CYCLE_ITD: _Cycle.ValueType  # 1
     """Intraday."""
     CYCLE_EOD: _Cycle.ValueType  # 2
@@ -33,6 +34,7 @@ class Cycle(_Cycle, metaclass=_CycleEnumTypeWrapper):
     """Cycle code of a run."""
 
 CYCLE_UNSPECIFIED: Cycle.ValueType  # 0
+"""Rejected (INVALID_ARGUMENT): every request names its cycle."""
 CYCLE_ITD: Cycle.ValueType  # 1
 """Intraday."""
 CYCLE_EOD: Cycle.ValueType  # 2
