@@ -98,9 +98,9 @@ def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
     if data.get("coupon") is not None:
         message.coupon = float(data["coupon"])
     if "sensitivities" in data:
-        message.sensitivities.values.extend(float(v) for v in data["sensitivities"])
+        message.sensitivities.values.extend(data["sensitivities"])
     elif "pnl" in data:
-        message.pnl.values.extend(float(v) for v in data["pnl"])
+        message.pnl.values.extend(data["pnl"])
     return message
 
 
@@ -142,9 +142,10 @@ def scenario_set_message(
     factors: Sequence[str], ids: Sequence[str], shocks: Sequence[Sequence[float]]
 ) -> book_pb2.ScenarioSet:
     """A scenario set; ``shocks`` as S rows of K factor moves (flattened row-major)."""
-    return book_pb2.ScenarioSet(
-        factors=list(factors), ids=list(ids), shocks=[float(v) for row in shocks for v in row]
-    )
+    message = book_pb2.ScenarioSet(factors=list(factors), ids=list(ids))
+    for row in shocks:
+        message.shocks.extend(row)
+    return message
 
 
 def case_scenario_set(case: Mapping[str, Any]) -> book_pb2.ScenarioSet:
