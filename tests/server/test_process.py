@@ -161,3 +161,45 @@ def test_cli_rejects_mutual_tls_without_a_server_certificate(tmp_path: Path) -> 
     from xmargin.server.cli import main
 
     assert main(["--port", "0", "--client-ca", str(ca)]) == 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_health_is_not_serving_while_scenario_sets_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xmargin.server import ServerConfig, app, build_server
+
+    loading, release = threading.Event(), threading.Event()
+    real_load = app.load_scenario_file
+
+    def slow_load(path: Path, limits: Any) -> Any:
+        loading.set()
+        release.wait(30)
+        return real_load(path, limits)
+
+    monkeypatch.setattr(app, "load_scenario_file", slow_load)
+    port = _free_port()
+    config = ServerConfig(port=port, workers=1, max_queue=0, scenario_sets=[CASE_FILES[0]])
+    built: list[Any] = []
+    builder = threading.Thread(target=lambda: built.append(build_server(config)))
+    builder.start()
+    try:
+        assert loading.wait(30)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            during = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            release.set()
+            builder.join(30)
+            after = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        assert during == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert after == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        release.set()
+        builder.join(30)
+        for running in built:
+            running.stop(0)
