@@ -327,3 +327,12 @@ def test_readme_client_example_runs_as_written(
     expected = json.loads(CASE_FILES[0].read_text())["expected"]["optimised"]["total"]
     assert "OPTIMAL" in printed
     assert f"{expected:,.2f}" in printed
+
+
+def test_batch_on_a_full_server_is_retried_then_raised(
+    small_server: RunningServer, held_slot: threading.Event
+) -> None:
+    with XmarginClient(f"127.0.0.1:{small_server.port}", retry=FAST_RETRY) as overloaded:
+        with pytest.raises(OverloadedError):
+            list(overloaded.optimise_batch(CASE_FILES[:2]))
+        assert overloaded.attempts == FAST_RETRY.max_attempts

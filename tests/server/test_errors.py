@@ -351,3 +351,17 @@ def test_the_call_deadline_reaches_the_solver(
     stub.Optimise(request)  # no deadline: the request's own limit
     assert seen[0] is not None and 5.0 * 0.6 < seen[0] < 5.0  # 80% of what is left
     assert seen[1:] == [pytest.approx(1.5), pytest.approx(1.5)]
+
+
+def test_batch_on_a_full_server_is_resource_exhausted(
+    small_stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], busy_pool: threading.Event
+) -> None:
+    single = optimise_request(cases["01-basis-trade-10y"])
+    request = service_pb2.OptimiseBatchRequest(
+        run=single.run,
+        accounts=[single.account],
+        scenario_set=single.scenario_set,
+        models=single.models,
+    )
+    error = call_error(lambda: list(small_stub.OptimiseBatch(request, timeout=30)))
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
