@@ -189,7 +189,9 @@ def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> d
 
 
 class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
-    """The service; every handler is wrapped by :meth:`_call` (errors, deadline, log line)."""
+    """The service. Unary handlers go through :meth:`_unary` (errors -> status, log line); the
+    compute RPCs do all their work, conversion and validation included, in the solver pool, so
+    a full server refuses a call before spending anything on it."""
 
     def __init__(
         self,
@@ -250,10 +252,11 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             raise DeadlineError(f"deadline leaves {remaining * 1e3:.1f} ms: too short to solve")
         return budget if requested is None else min(requested, budget)
 
-    def _await(self, future: Future[T], context: grpc.ServicerContext) -> T:
-        remaining = _remaining(context)
+    def _in_pool(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+        """Run ``work`` in the solver pool (RESOURCE_EXHAUSTED if full) within the deadline."""
+        future = self.pool.submit(work)
         try:
-            return future.result(timeout=remaining)
+            return future.result(timeout=_remaining(context))
         except FutureTimeout as error:
             future.cancel()
             raise DeadlineError("deadline exceeded while solving") from error
@@ -297,8 +300,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 raise RequestError([("options.backend", str(error))]) from error
         return book
 
-    def _solve(self, book: Book, time_limit: float | None) -> result_pb2.OptimiseResult:
+    def _solve(self, book: Book, context: grpc.ServicerContext) -> result_pb2.OptimiseResult:
+        """Optimise ``book`` within what the deadline leaves now (the call may have queued)."""
         options = book.options
+        time_limit = self._time_limit(context, options.time_limit)
         if time_limit is not None:
             options = dataclasses.replace(options, time_limit=time_limit)
         return result_to_proto(optimise(book, options=options))
@@ -308,18 +313,19 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     def Optimise(  # noqa: N802 (gRPC method names)
         self, request: service_pb2.OptimiseRequest, context: grpc.ServicerContext
     ) -> service_pb2.OptimiseResponse:
-        def handle() -> service_pb2.OptimiseResponse:
+        def work() -> service_pb2.OptimiseResponse:
             book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
-            limit = self._time_limit(context, book.options.time_limit)
-            result = self._await(self.pool.submit(self._solve, book, limit), context)
-            return service_pb2.OptimiseResponse(run=request.run, result=result)
+            return service_pb2.OptimiseResponse(run=request.run, result=self._solve(book, context))
 
-        return self._unary("Optimise", request, context, handle)
+        return self._unary("Optimise", request, context, lambda: self._in_pool(context, work))
 
     def ComputeMargin(  # noqa: N802
         self, request: service_pb2.ComputeMarginRequest, context: grpc.ServicerContext
     ) -> service_pb2.ComputeMarginResponse:
-        def compute(book: Book) -> service_pb2.ComputeMarginResponse:
+        def work() -> service_pb2.ComputeMarginResponse:
+            book = self._book(
+                request, request.account, FieldPaths(), self._scenarios(request), False
+            )
             problem = build_problem(book)
             return service_pb2.ComputeMarginResponse(
                 run=request.run,
@@ -329,26 +335,18 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
             )
 
-        def handle() -> service_pb2.ComputeMarginResponse:
-            book = self._book(
-                request, request.account, FieldPaths(), self._scenarios(request), False
-            )
-            return self._await(self.pool.submit(compute, book), context)
-
-        return self._unary("ComputeMargin", request, context, handle)
+        return self._unary("ComputeMargin", request, context, lambda: self._in_pool(context, work))
 
     def WhatIf(  # noqa: N802
         self, request: service_pb2.WhatIfRequest, context: grpc.ServicerContext
     ) -> service_pb2.WhatIfResponse:
-        def handle() -> service_pb2.WhatIfResponse:
+        def work() -> service_pb2.WhatIfResponse:
             scenarios = self._scenarios(request)
             base = self._book(request, request.account, FieldPaths(), scenarios, False)
             after, trade_rows = self._what_if_book(request, scenarios)
-            return self._await(
-                self.pool.submit(_what_if, request.run, base, after, trade_rows), context
-            )
+            return _what_if(request.run, base, after, trade_rows)
 
-        return self._unary("WhatIf", request, context, handle)
+        return self._unary("WhatIf", request, context, lambda: self._in_pool(context, work))
 
     def _what_if_book(
         self, request: service_pb2.WhatIfRequest, scenarios: ResolvedScenarios
@@ -535,7 +533,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 FieldPaths(account=f"accounts[{index}]"),
                 scenarios,
             )
-            return self._solve(book, self._time_limit(context, book.options.time_limit))
+            return self._solve(book, context)
 
         first = pending.pop(0)
         running[self.pool.submit(account_task, first)] = first
