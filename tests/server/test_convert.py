@@ -1,0 +1,62 @@
+"""Case-format field paths -> proto field paths, and proto enums -> case-format names."""
+
+from __future__ import annotations
+
+import pytest
+
+from xmargin.clients.v1 import book_pb2
+from xmargin.server.convert import FieldPaths, Limits, RequestError, scenario_set_case
+
+TRANSLATIONS = [
+    ("business_date", "run.business_date"),
+    ("cycle", "run.cycle"),
+    ("clearing_member.id", "account.clearing_member.id"),
+    ("customer.xm_enrolled", "account.customer.xm_enrolled"),
+    ("factors", "scenario_set.factors"),
+    ("factors[2]", "scenario_set.factors[2]"),
+    ("scenarios.ids[7]", "scenario_set.ids[7]"),
+    ("scenarios.shocks", "scenario_set.shocks"),
+    ("scenarios.shocks[3]", "scenario_set.shocks"),
+    ("scenarios.shocks[2][1]", "scenario_set.shocks[21]"),
+    ("instruments[4].kind", "account.instruments[4].kind"),
+    ("instruments[0].sensitivities", "account.instruments[0].sensitivities.values"),
+    ("instruments[0].sensitivities[9]", "account.instruments[0].sensitivities.values[9]"),
+    ("instruments[1].pnl[3]", "account.instruments[1].pnl.values[3]"),
+    ("positions[5].lot", "account.positions[5].lot"),
+    ("models.FICC", "models.ficc"),
+    ("models.CME.stress_ids[1]", "models.cme.stress_ids[1]"),
+    ("models.FICC.addon_rate[0]", "models.ficc.addon_rate[0]"),
+    ("program.savings_cap", "program.savings_cap"),
+    ("options.max_transfers", "options.max_transfers"),
+]
+
+
+@pytest.mark.parametrize("case_path, proto_path", TRANSLATIONS)
+def test_single_account_paths(case_path: str, proto_path: str) -> None:
+    assert FieldPaths(factor_count=10).translate(case_path) == proto_path
+
+
+def test_batch_and_assembled_paths() -> None:
+    paths = FieldPaths(account="accounts[3]", scenarios="scenario_set_ref")
+    assert paths.translate("positions[1].quantity") == "accounts[3].positions[1].quantity"
+    assert paths.translate("customer.id") == "accounts[3].customer.id"
+    assert paths.translate("scenarios.ids") == "scenario_set_ref.ids"
+    assembled = FieldPaths(
+        positions=["account.positions[0]", "add_trades[0]"],
+        instruments=["account.instruments[0]", "add_instruments[0]"],
+    )
+    assert assembled.translate("positions[1].quantity") == "add_trades[0].quantity"
+    assert assembled.translate("instruments[1].pnl[2]") == "add_instruments[0].pnl.values[2]"
+    bare = FieldPaths(account="")
+    assert bare.translate("clearing_member.bd_fcm") == "clearing_member.bd_fcm"
+
+
+def test_scenario_set_shape_is_checked_before_reshaping() -> None:
+    message = book_pb2.ScenarioSet(factors=["a", "b"], ids=["s1", "s2"], shocks=[1.0, 2.0, 3.0])
+    with pytest.raises(RequestError) as caught:
+        scenario_set_case(message, "scenario_set", Limits())
+    ((path, why),) = caught.value.violations
+    assert path == "scenario_set.shocks" and "2 x 2 = 4" in why
+    message.shocks.append(4.0)
+    resolved = scenario_set_case(message, "scenario_set", Limits())
+    assert resolved.shocks == [[1.0, 2.0], [3.0, 4.0]]
