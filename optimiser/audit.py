@@ -1,0 +1,505 @@
+"""The audit store: every account's request and result, keyed by (business date, cycle, run
+number, account), with the versions that produced it.
+
+One schema on two databases:
+
+- SQLite (default; stdlib ``sqlite3``, a file, WAL journal, ``synchronous=FULL``): ``sqlite:///
+  relative.db``, ``sqlite:////absolute.db`` or a plain path.
+- PostgreSQL by DSN (``postgresql://user:pass@host/db``; psycopg 3) for several servers.
+
+Tables::
+
+    xm_payloads  sha256 PRIMARY KEY, body        the shared inputs (scenarios, models, ...) once
+    xm_runs      PRIMARY KEY (business_date, cycle, run_number, account)
+                 status OK | FAILED, request_shared -> xm_payloads, request_account (JSON),
+                 result (JSON), error_type / error_message / error_field, the totals,
+                 xmargin_version, rulebook_name, rulebook_effective_date, models_sha256,
+                 scenarios_sha256, seconds, engine, recorded_at
+
+The request of an account is ``merge_case(payload, request_account)``: the case that was solved.
+Each outcome is one transaction. A stored OK row is never overwritten (a rerun skips it); a
+FAILED row is replaced when the account is retried and succeeds or fails again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .batch import (
+    AccountOutcome,
+    BatchAccount,
+    SharedInputs,
+    canonical_json,
+    jsonable,
+    merge_case,
+    sha256_of,
+    solve_account,
+    strip_volatile,
+)
+from .eligibility import default_rulebook
+
+__all__ = [
+    "SCHEMA",
+    "AuditRecord",
+    "AuditStore",
+    "Versions",
+    "compare_results",
+    "open_store",
+    "reproduce",
+    "versions_for",
+]
+
+SCHEMA_VERSION = 1
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS xm_schema (version INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS xm_payloads (
+        sha256 TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS xm_runs (
+        business_date TEXT NOT NULL,
+        cycle TEXT NOT NULL,
+        run_number INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        label TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('OK', 'FAILED')),
+        request_shared TEXT NOT NULL REFERENCES xm_payloads (sha256),
+        request_account TEXT NOT NULL,
+        result TEXT,
+        error_type TEXT,
+        error_message TEXT,
+        error_field TEXT,
+        baseline_total DOUBLE PRECISION,
+        before_total DOUBLE PRECISION,
+        after_total DOUBLE PRECISION,
+        xmargin_version TEXT NOT NULL,
+        rulebook_name TEXT NOT NULL,
+        rulebook_effective_date TEXT NOT NULL,
+        models_sha256 TEXT NOT NULL,
+        scenarios_sha256 TEXT NOT NULL,
+        seconds DOUBLE PRECISION NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (business_date, cycle, run_number, account)
+    )""",
+)
+RUN_COLUMNS = (
+    "business_date",
+    "cycle",
+    "run_number",
+    "account",
+    "label",
+    "status",
+    "request_shared",
+    "request_account",
+    "result",
+    "error_type",
+    "error_message",
+    "error_field",
+    "baseline_total",
+    "before_total",
+    "after_total",
+    "xmargin_version",
+    "rulebook_name",
+    "rulebook_effective_date",
+    "models_sha256",
+    "scenarios_sha256",
+    "seconds",
+    "recorded_at",
+)
+KEY_COLUMNS = ("business_date", "cycle", "run_number", "account")
+
+
+def xmargin_version() -> str:
+    try:
+        return metadata.version("xmargin")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """What produced an answer: the code, the rulebook in effect, the model parameters."""
+
+    xmargin: str
+    rulebook_name: str
+    rulebook_effective_date: str
+    models_sha256: str
+    scenarios_sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "xmargin": self.xmargin,
+            "rulebook": self.rulebook_name,
+            "rulebook_effective_date": self.rulebook_effective_date,
+            "models_sha256": self.models_sha256,
+            "scenarios_sha256": self.scenarios_sha256,
+        }
+
+
+def versions_for(shared: SharedInputs) -> Versions:
+    """The versions of a group: the rulebook in effect on its business date, the hashes of its
+    models (and program rules) and of its scenario set."""
+    try:
+        rulebook = default_rulebook(dt.date.fromisoformat(shared.business_date))
+        name, effective = rulebook.name, rulebook.effective_date.isoformat()
+    except ValueError:  # an invalid date (or none in effect) fails every account anyway
+        name, effective = "unknown", ""
+    models = {"models": shared.data.get("models"), "program": shared.data.get("program")}
+    scenarios = {"factors": shared.data.get("factors"), "scenarios": shared.data.get("scenarios")}
+    return Versions(xmargin_version(), name, effective, sha256_of(models), sha256_of(scenarios))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One stored account: its key, outcome, request parts and versions."""
+
+    business_date: str
+    cycle: str
+    run_number: int
+    account: str
+    label: str
+    status: str
+    request_shared: str
+    request_account: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    versions: Versions
+    seconds: float
+    recorded_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": {
+                "business_date": self.business_date,
+                "cycle": self.cycle,
+                "run_number": self.run_number,
+                "account": self.account,
+            },
+            "source": self.label,
+            "status": self.status,
+            "versions": self.versions.to_dict(),
+            "request_shared_sha256": self.request_shared,
+            "seconds": self.seconds,
+            "recorded_at": self.recorded_at,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class AuditStore:
+    """A DB-API connection with the schema above. Open with :func:`open_store`.
+
+    Thread-safe for one process (one connection behind a lock); several processes or servers
+    may write the same database: the primary key keeps every account once.
+    """
+
+    def __init__(self, connection: Any, dialect: str, where: str) -> None:
+        self._connection = connection
+        self.dialect = dialect
+        self.where = where
+        self._lock = threading.Lock()
+        self._prepared: dict[str, Versions] = {}
+        with self._transaction() as cursor:
+            for statement in SCHEMA:
+                cursor.execute(statement)
+            cursor.execute(self._sql("SELECT version FROM xm_schema"))
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(self._sql("INSERT INTO xm_schema (version) VALUES (?)"), (1,))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"{where}: audit schema {row[0]}, this code needs 1")
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            try:
+                yield cursor
+                self._connection.commit()
+            except BaseException:
+                self._connection.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def prepare(self, shared: SharedInputs) -> Versions:
+        """Store a group's shared inputs once (by content hash); its versions."""
+        if shared.sha256 not in self._prepared:
+            with self._transaction() as cursor:
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO xm_payloads (sha256, body) VALUES (?, ?) "
+                        "ON CONFLICT (sha256) DO NOTHING"
+                    ),
+                    (shared.sha256, canonical_json(shared.data)),
+                )
+            self._prepared[shared.sha256] = versions_for(shared)
+        return self._prepared[shared.sha256]
+
+    def record(
+        self,
+        shared: SharedInputs,
+        account: BatchAccount,
+        outcome: AccountOutcome,
+        run_number: int,
+    ) -> bool:
+        """Commit one outcome. False when an OK row was already there (left as it was)."""
+        versions = self.prepare(shared)
+        result = outcome.result
+        totals: tuple[float | None, ...] = (None, None, None)
+        if result is not None:
+            totals = (
+                result["baseline"]["total"],
+                result["current"]["total"],
+                result["optimised"]["total"],
+            )
+        error = outcome.error
+        row = (
+            shared.business_date,
+            shared.cycle,
+            run_number,
+            account.account,
+            account.label,
+            "OK" if result is not None else "FAILED",
+            shared.sha256,
+            canonical_json(jsonable(account.data)),
+            canonical_json(result) if result is not None else None,
+            error.type if error else None,
+            error.message if error else None,
+            error.field if error else None,
+            *totals,
+            versions.xmargin,
+            versions.rulebook_name,
+            versions.rulebook_effective_date,
+            versions.models_sha256,
+            versions.scenarios_sha256,
+            float(outcome.seconds),
+            dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in KEY_COLUMNS)
+        statement = (
+            f"INSERT INTO xm_runs ({', '.join(RUN_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in RUN_COLUMNS)}) "
+            f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {updates} "
+            "WHERE xm_runs.status <> 'OK'"
+        )
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(statement), row)
+            return bool(cursor.rowcount)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def completed_totals(
+        self, business_date: str, cycle: str, run_number: int
+    ) -> dict[str, tuple[float, float, float]]:
+        """Accounts stored OK for a run, with their baseline, before and after totals."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT account, baseline_total, before_total, after_total FROM xm_runs "
+                    "WHERE business_date = ? AND cycle = ? AND run_number = ? AND status = 'OK'"
+                ),
+                (business_date, cycle, run_number),
+            )
+            return {str(r[0]): (float(r[1]), float(r[2]), float(r[3])) for r in cursor.fetchall()}
+
+    def accounts(
+        self, business_date: str, cycle: str, run_number: int
+    ) -> list[tuple[str, str, float | None, float | None]]:
+        """(account, status, before, after) of every account stored for a run, by account."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT account, status, before_total, after_total FROM xm_runs "
+                    "WHERE business_date = ? AND cycle = ? AND run_number = ? ORDER BY account"
+                ),
+                (business_date, cycle, run_number),
+            )
+            return [(str(a), str(s), b, f) for a, s, b, f in cursor.fetchall()]
+
+    def count(self) -> int:
+        with self._transaction() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM xm_runs")
+            return int(cursor.fetchone()[0])
+
+    def get(
+        self, business_date: str, cycle: str, run_number: int, account: str
+    ) -> AuditRecord | None:
+        """The stored account, or None."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {', '.join(RUN_COLUMNS)} FROM xm_runs WHERE business_date = ? "
+                    "AND cycle = ? AND run_number = ? AND account = ?"
+                ),
+                (business_date, cycle, run_number, account),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        data = dict(zip(RUN_COLUMNS, row, strict=True))
+        error = None
+        if data["error_type"] is not None:
+            error = {
+                "type": data["error_type"],
+                "message": data["error_message"],
+                "field": data["error_field"],
+            }
+        return AuditRecord(
+            business_date=str(data["business_date"]),
+            cycle=str(data["cycle"]),
+            run_number=int(data["run_number"]),
+            account=str(data["account"]),
+            label=str(data["label"]),
+            status=str(data["status"]),
+            request_shared=str(data["request_shared"]),
+            request_account=json.loads(data["request_account"]),
+            result=json.loads(data["result"]) if data["result"] is not None else None,
+            error=error,
+            versions=Versions(
+                str(data["xmargin_version"]),
+                str(data["rulebook_name"]),
+                str(data["rulebook_effective_date"]),
+                str(data["models_sha256"]),
+                str(data["scenarios_sha256"]),
+            ),
+            seconds=float(data["seconds"]),
+            recorded_at=str(data["recorded_at"]),
+        )
+
+    def shared(self, sha256: str) -> dict[str, Any]:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT body FROM xm_payloads WHERE sha256 = ?"), (sha256,))
+            row = cursor.fetchone()
+        if row is None:
+            raise KeyError(f"shared inputs {sha256} are not in the store")
+        body: dict[str, Any] = json.loads(row[0])
+        return body
+
+    def request(self, record: AuditRecord) -> dict[str, Any]:
+        """The case that was solved for ``record``."""
+        return merge_case(self.shared(record.request_shared), record.request_account)
+
+
+def open_store(url: str | Path) -> AuditStore:
+    """``sqlite:///path.db`` (or a plain path) or ``postgresql://...`` (psycopg 3)."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        connection = psycopg.connect(text, autocommit=False)
+        return AuditStore(connection, "postgresql", _redact(text))
+    path = text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text
+    if "://" in path:
+        raise ValueError(f"unknown audit store {text!r}: use sqlite:///PATH or postgresql://...")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return AuditStore(connection, "sqlite", path)
+
+
+def _redact(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    scheme, _, rest = dsn.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return dsn
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+# --- reproduction ---------------------------------------------------------------------------
+
+
+def compare_results(
+    stored: Mapping[str, Any], fresh: Mapping[str, Any], rel_tol: float = 1e-9
+) -> list[str]:
+    """Where two results differ (timings ignored): a list of ``path: stored != fresh``."""
+    differences: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if key not in a or key not in b:
+                    differences.append(f"{path}.{key}: only in {'fresh' if key in b else 'stored'}")
+                else:
+                    walk(a[key], b[key], f"{path}.{key}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{path}[{i}]")
+        elif (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+        ):
+            if abs(a - b) > rel_tol * max(1.0, abs(a), abs(b)):
+                differences.append(f"{path}: {a!r} != {b!r}")
+        elif a != b:
+            differences.append(f"{path}: {a!r} != {b!r}")
+
+    walk(strip_volatile(stored), strip_volatile(fresh), "result")
+    return differences
+
+
+def reproduce(store: AuditStore, record: AuditRecord) -> dict[str, Any]:
+    """Solve the stored request again; say whether it matches the stored outcome (the result
+    to a relative 1e-9, timings aside; or the same error for a stored failure)."""
+    shared = SharedInputs.of(store.shared(record.request_shared))
+    account = BatchAccount(record.account, record.request_account, record.label)
+    outcome = solve_account(0, account, shared.data)
+    fresh_error = outcome.error.to_dict() if outcome.error is not None else None
+    if record.result is not None and outcome.result is not None:
+        differences = compare_results(record.result, outcome.result)
+    elif record.result is None and outcome.result is None:
+        differences = (
+            [] if record.error == fresh_error else [f"error: {record.error} != {fresh_error}"]
+        )
+    else:
+        was = "succeeded" if record.result is not None else "failed"
+        differences = [f"status: the stored run {was}, this one did not"]
+    now = versions_for(shared)
+    then = record.versions
+    return {
+        "matches": not differences,
+        "differences": differences[:50],
+        "stored_versions": then.to_dict(),
+        "current_versions": now.to_dict(),
+        "versions_changed": [
+            name
+            for name, stored, current in zip(
+                now.to_dict(), then.to_dict().values(), now.to_dict().values(), strict=True
+            )
+            if stored != current
+        ],
+        "result": outcome.result,
+        "error": fresh_error,
+    }
