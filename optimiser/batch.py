@@ -508,6 +508,8 @@ class LocalPoolEngine:
         self.max_in_flight = max_in_flight or 4 * self.workers
         self.max_restarts = max_restarts
         self._pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+        """How many times the last run replaced a broken pool."""
 
     def _context(self) -> multiprocessing.context.BaseContext:
         context = multiprocessing.get_context(self.start_method)
@@ -525,7 +527,7 @@ class LocalPoolEngine:
         self, accounts: Sequence[BatchAccount], shared: SharedInputs
     ) -> Iterator[AccountOutcome]:
         pending = list(range(len(accounts)))
-        restarts = 0
+        self.restarts = restarts = 0
         while pending:
             lost: list[int] = []
             pool = ProcessPoolExecutor(
@@ -575,6 +577,7 @@ class LocalPoolEngine:
             if lost:
                 lost.sort()
                 restarts += 1
+                self.restarts = restarts
                 if restarts > self.max_restarts:
                     for index in lost + pending:
                         account = accounts[index]
@@ -616,6 +619,8 @@ class DaskEngine:
         self._client = client
         self._owns_client = client is None
         self._cluster: Any = None
+        self.shared_key: str | None = None
+        """The key of the scattered shared inputs of the current run (each worker holds it)."""
 
     @property
     def client(self) -> Any:
@@ -645,6 +650,7 @@ class DaskEngine:
         client = self.client
         # a list, so that the dict is one piece of data (a dict would scatter its values)
         [shared_future] = client.scatter([shared.data], broadcast=True, hash=False)
+        self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
         futures = {
             client.submit(

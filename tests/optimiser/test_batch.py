@@ -1,0 +1,289 @@
+"""Batch runs: the batch file format, the engines (a local process pool and a real Dask
+LocalCluster of worker processes) giving identical answers, failures per account, a worker
+killed midway, and the ``xmargin batch`` process killed with SIGKILL and rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CASE_FILES, CASES_DIR
+from tests.optimiser.batches import batch_file_data, batch_group, books, by_account, group
+from xmargin.optimiser import CaseValidationError, book_to_dict, cli, load_case, optimise
+from xmargin.optimiser.audit import open_store
+from xmargin.optimiser.batch import (
+    DaskEngine,
+    Engine,
+    InlineEngine,
+    LocalPoolEngine,
+    jsonable,
+    load_batch,
+    merge_case,
+    parse_batch,
+    run_batch,
+    split_case,
+    strip_volatile,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dask_engine() -> Iterator[DaskEngine]:
+    """A real Dask LocalCluster: a scheduler and 2 worker processes (one thread each)."""
+    pytest.importorskip("distributed")
+    engine = DaskEngine(workers=2)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def _outcomes(engine: Engine, count: int, **kwargs: Any) -> list[Any]:
+    selected = batch_group(count, **kwargs)
+    return list(engine.run(selected.accounts, selected.shared))
+
+
+# --- the format -----------------------------------------------------------------------------
+
+
+def test_merged_account_is_the_book_it_came_from() -> None:
+    book = books(3)[1]
+    selected = batch_group(3)
+    case = merge_case(selected.shared.data, selected.accounts[1].data)
+    expected = jsonable(book_to_dict(book))
+    assert {k: v for k, v in case.items() if k != "format"} == {
+        k: v for k, v in expected.items() if k != "format"
+    }
+    shared, account = split_case(case)
+    assert merge_case(shared, account) == case
+
+
+def test_inline_outcome_is_the_library_answer() -> None:
+    [first, *_] = _outcomes(InlineEngine(), 2)
+    assert first.ok and first.account == "CUST-0" and first.index == 0
+    assert strip_volatile(first.result) == strip_volatile(jsonable(optimise(books(2)[0]).to_dict()))
+
+
+def test_batch_file_errors_name_the_field() -> None:
+    data = batch_file_data(2)
+    with pytest.raises(CaseValidationError, match="format"):
+        parse_batch({**data, "format": "xmargin-case/1"})
+    duplicate = {**data, "accounts": [data["accounts"][0], data["accounts"][0]]}
+    with pytest.raises(CaseValidationError) as error:
+        parse_batch(duplicate)
+    assert error.value.field == "accounts[1].customer.id"
+    unknown = {**data, "accounts": [{**data["accounts"][0], "colour": "red"}]}
+    with pytest.raises(CaseValidationError) as error:
+        parse_batch(unknown)
+    assert error.value.field == "accounts[0].colour"
+    # a bad shared model refuses the whole batch before any account runs
+    bad_models = {**data, "models": {**data["models"], "CME": {"confidence": 1.5}}}
+    with pytest.raises(CaseValidationError) as error:
+        parse_batch(bad_models)
+    assert error.value.field.startswith("models.CME")
+
+
+def test_a_failing_account_fails_alone_and_names_its_field() -> None:
+    outcomes = _outcomes(InlineEngine(), 4, bad_lot_at=2)
+    assert [o.ok for o in sorted(outcomes, key=lambda o: o.index)] == [True, True, False, True]
+    failure = next(o for o in outcomes if not o.ok)
+    assert failure.error is not None and failure.result is None
+    assert failure.error.type == "CaseValidationError"
+    assert failure.error.field == "accounts[2].positions[0].lot"
+
+
+def test_folder_of_cases_groups_by_shared_inputs_and_matches_the_library() -> None:
+    groups = load_batch(CASES_DIR)
+    assert sum(len(g.accounts) for g in groups) == len(CASE_FILES)
+    outcomes = {o.label: o for g in groups for o in InlineEngine().run(g.accounts, g.shared)}
+    for path in CASE_FILES:
+        outcome = outcomes[str(path)]
+        assert outcome.ok, outcome.error
+        expected = jsonable(optimise(load_case(path)).to_dict())
+        assert strip_volatile(outcome.result) == strip_volatile(expected)
+
+
+# --- engines --------------------------------------------------------------------------------
+
+
+def test_local_pool_and_dask_cluster_give_identical_results(dask_engine: DaskEngine) -> None:
+    reference = by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
+    local = _outcomes(LocalPoolEngine(workers=2), 8, bad_lot_at=5)
+    on_dask = _outcomes(dask_engine, 8, bad_lot_at=5)
+    info = dask_engine.client.scheduler_info()
+    worker_pids = set(dask_engine.client.run(os.getpid).values())
+    assert len(info["workers"]) == 2 and len(worker_pids) == 2 and os.getpid() not in worker_pids
+    assert sorted(o.index for o in local) == sorted(o.index for o in on_dask) == list(range(8))
+    assert by_account(local) == reference
+    assert by_account(on_dask) == reference
+    assert reference["CUST-5"].field == "accounts[5].positions[0].lot"
+
+
+def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
+    selected = group(4)
+    client = dask_engine.client
+    outcomes = []
+    for outcome in dask_engine.run(selected.accounts, selected.shared):
+        if not outcomes:  # mid-run: the shared inputs sit on every worker, under one key
+            assert dask_engine.shared_key is not None
+            held = client.has_what()
+            assert len(held) == 2
+            assert all(dask_engine.shared_key in keys for keys in held.values())
+        outcomes.append(outcome)
+    assert len(outcomes) == 4 and all(o.ok for o in outcomes)
+    # a task carries one account, a small fraction of the shared scenario set
+    account_size = len(json.dumps(selected.accounts[0].data))
+    assert account_size * 5 < len(json.dumps(selected.shared.data["scenarios"]))
+
+
+def test_a_killed_pool_worker_is_replaced_and_every_account_comes_back_once() -> None:
+    reference = by_account(_outcomes(InlineEngine(), 8, positions=12, integral=True))
+    engine = LocalPoolEngine(workers=2)
+    selected = batch_group(8, positions=12, integral=True)
+    outcomes = []
+    killed = None
+    for outcome in engine.run(selected.accounts, selected.shared):
+        outcomes.append(outcome)
+        if killed is None:
+            killed = engine.worker_pids()[0]
+            os.kill(killed, signal.SIGKILL)
+    assert killed is not None and engine.restarts == 1
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert by_account(outcomes) == reference
+
+
+def test_a_killed_dask_worker_has_its_accounts_rerun(dask_engine: DaskEngine) -> None:
+    reference = by_account(_outcomes(InlineEngine(), 8, positions=12, integral=True))
+    selected = batch_group(8, positions=12, integral=True)
+    outcomes = []
+    killed = 0
+    for outcome in dask_engine.run(selected.accounts, selected.shared):
+        if not outcomes:
+            killed = next(iter(dask_engine.client.run(os.getpid).values()))
+            os.kill(killed, signal.SIGKILL)
+        outcomes.append(outcome)
+    assert killed and killed not in dask_engine.client.run(os.getpid).values()
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert by_account(outcomes) == reference
+
+
+# --- run_batch and the command line ---------------------------------------------------------
+
+
+def test_run_batch_takes_books_and_totals_them(tmp_path: Path) -> None:
+    selected = books(4)
+    summary = run_batch(selected, engine="inline", keep_outcomes=True)
+    results = [optimise(book) for book in selected]
+    assert summary.accounts == summary.computed == 4 and summary.failed == 0
+    assert summary.after_total == pytest.approx(sum(r.optimised.total for r in results), 1e-9)
+    assert summary.before_total == pytest.approx(sum(r.current.total for r in results), 1e-9)
+    assert summary.savings == pytest.approx(summary.before_total - summary.after_total)
+
+
+def test_cli_batch_summary_and_audit_show(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = tmp_path / "batch.json"
+    source.write_text(json.dumps(batch_file_data(4, bad_lot_at=1)))
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    code = cli.main(["batch", str(source), "--audit", audit, "--engine", "inline"])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_INCOMPLETE  # one account failed
+    summary = json.loads(captured.out)
+    assert summary["accounts"] == 4 and summary["failed"] == 1
+    assert summary["failures"][0]["field"] == "accounts[1].positions[0].lot"
+    assert "4/4 accounts, 1 failed" in captured.err  # the progress bar
+    reference = [optimise(b) for i, b in enumerate(books(4)) if i != 1]
+    assert summary["total_margin_after"] == pytest.approx(
+        sum(r.optimised.total for r in reference), 1e-9
+    )
+    key = ["--business-date", "2026-11-24", "--cycle", "EOD", "--run-number", "1"]
+    code = cli.main(["audit", "show", *key, "--account", "CUST-2", "--audit", audit, "--reproduce"])
+    shown = json.loads(capsys.readouterr().out)
+    assert code == cli.EXIT_OK and shown["reproduce"]["matches"] is True
+    assert strip_volatile(shown["result"]) == strip_volatile(jsonable(reference[1].to_dict()))
+    code = cli.main(["audit", "list", *key, "--audit", audit])
+    listed = json.loads(capsys.readouterr().out)
+    assert code == cli.EXIT_OK
+    assert [(a["account"], a["status"]) for a in listed["accounts"]] == [
+        ("CUST-0", "OK"),
+        ("CUST-1", "FAILED"),
+        ("CUST-2", "OK"),
+        ("CUST-3", "OK"),
+    ]
+    code = cli.main(["audit", "show", *key, "--account", "NOBODY", "--audit", audit])
+    assert code == cli.EXIT_BAD_INPUT and "no stored answer" in capsys.readouterr().err
+
+
+def test_cli_batch_rejects_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["batch", str(tmp_path / "missing.json"), "--no-audit"]) == cli.EXIT_BAD_INPUT
+    source = tmp_path / "batch.json"
+    source.write_text(json.dumps({**batch_file_data(2), "accounts": []}))
+    assert cli.main(["batch", str(source), "--no-audit"]) == cli.EXIT_BAD_INPUT
+    assert "accounts" in capsys.readouterr().err
+    source.write_text(json.dumps(batch_file_data(2)))
+    argv = ["batch", str(source), "--no-audit", "--engine", "local", "--scheduler", "tcp://x:1"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert "--scheduler needs --engine dask" in capsys.readouterr().err
+
+
+def _stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return int(connection.execute("SELECT COUNT(*) FROM xm_runs").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_batch_killed_midway_resumes_with_every_account_stored_once(tmp_path: Path) -> None:
+    count = 12
+    source = tmp_path / "batch.json"
+    source.write_text(json.dumps(batch_file_data(count, positions=12, integral=True)))
+    db = tmp_path / "audit.db"
+    argv = [sys.executable, "-m", "xmargin.optimiser.cli", "-q", "batch", str(source)]
+    argv += ["--audit", f"sqlite:///{db}", "--workers", "1"]
+    process = subprocess.Popen(
+        argv, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while _stored(db) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)  # the batch, its pool and its workers
+    process.wait(timeout=10)
+    process.stdout.close()  # type: ignore[union-attr]
+    at_kill = _stored(db)
+    assert process.returncode == -signal.SIGKILL
+    assert 3 <= at_kill < count, "the kill must land midway"
+
+    rerun = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped_already_stored"] == at_kill
+    assert summary["computed"] == count - at_kill and summary["failed"] == 0
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT account, COUNT(*) FROM xm_runs GROUP BY account ORDER BY account"
+        ).fetchall()
+    assert sorted(rows) == sorted((f"CUST-{i}", 1) for i in range(count))
+
+    clean = run_batch(
+        list(books(count, 12, True)), engine="inline", keep_outcomes=True
+    )  # a clean run, in process
+    with open_store(db) as store:
+        for account, expected in by_account(clean.outcomes).items():
+            record = store.get("2026-11-24", "EOD", 1, account)
+            assert record is not None and record.status == "OK"
+            assert strip_volatile(record.result or {}) == expected
+    assert summary["total_margin_after"] == pytest.approx(clean.after_total, rel=1e-12)
