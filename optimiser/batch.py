@@ -612,8 +612,10 @@ class DaskEngine:
         workers: int | None = None,
         backend: str | None = None,
         client: Any = None,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.scheduler = scheduler
+        self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.backend = backend
         self._client = client
@@ -629,7 +631,7 @@ class DaskEngine:
             from distributed import Client, LocalCluster
 
             if self.scheduler:
-                self._client = Client(self.scheduler)
+                self._client = Client(self.scheduler, timeout=self.connect_timeout)
             else:
                 self._cluster = LocalCluster(
                     n_workers=self.workers,
@@ -641,6 +643,10 @@ class DaskEngine:
                 )
                 self._client = Client(self._cluster)
         return self._client
+
+    def connect(self) -> Any:
+        """Connect to the scheduler (or start the LocalCluster) now; the Client."""
+        return self.client
 
     def run(
         self, accounts: Sequence[BatchAccount], shared: SharedInputs

@@ -65,6 +65,7 @@ EXIT_BAD_INPUT = 2
 EXIT_SOLVER_FAILURE = 3
 EXIT_INFEASIBLE = 4
 EXIT_INCOMPLETE = 5  # batch: some accounts failed; audit show --reproduce: the answer differs
+EXIT_INTERRUPTED = 130  # batch: stopped by Ctrl-C (128 + SIGINT)
 
 PROGRESS_AFTER_SECONDS = 1.0
 
@@ -765,7 +766,7 @@ def batch_table(summary: dict[str, Any], source: str) -> str:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import load_batch, make_engine, run_groups
+    from .batch import DaskEngine, load_batch, make_engine, run_groups
 
     if args.run_number < 1:
         raise UsageError("--run-number must be at least 1")
@@ -784,9 +785,20 @@ def cmd_batch(args: argparse.Namespace) -> int:
     engine = make_engine(engine_name, args.workers, args.scheduler, args.backend)
     bar = BatchProgress(enabled=not args.quiet)
     try:
+        if isinstance(engine, DaskEngine) and args.scheduler:
+            try:
+                engine.connect()  # now, to fail clearly
+            except (OSError, TimeoutError) as error:
+                raise UsageError(
+                    f"cannot reach the Dask scheduler {args.scheduler}: {error}"
+                ) from error
         summary = run_groups(
             groups, engine, audit=store, run_number=args.run_number, on_outcome=bar
         ).to_dict()
+    except KeyboardInterrupt:
+        stored = "the accounts finished so far are stored; " if store is not None else ""
+        print(f"\nxmargin: interrupted; {stored}rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         engine.close()
         if store is not None:
