@@ -288,7 +288,7 @@ class AuditStore:
             account.label,
             "OK" if result is not None else "FAILED",
             shared.sha256,
-            canonical_json(jsonable(account.data)),
+            _account_json(account),
             canonical_json(result) if result is not None else None,
             error.type if error else None,
             error.message if error else None,
@@ -405,6 +405,13 @@ class AuditStore:
     def request(self, record: AuditRecord) -> dict[str, Any]:
         """The case that was solved for ``record``."""
         return merge_case(self.shared(record.request_shared), record.request_account)
+
+
+def _account_json(account: BatchAccount) -> str:
+    try:
+        return canonical_json(account.data)  # JSON-clean when read from a file or a book
+    except (TypeError, ValueError):
+        return canonical_json(jsonable(account.data))
 
 
 def open_store(url: str | Path) -> AuditStore:
