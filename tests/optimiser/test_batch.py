@@ -236,6 +236,11 @@ def test_cli_batch_rejects_bad_input(capsys: pytest.CaptureFixture[str], tmp_pat
     argv = ["batch", str(source), "--no-audit", "--engine", "local", "--scheduler", "tcp://x:1"]
     assert cli.main(argv) == cli.EXIT_BAD_INPUT
     assert "--scheduler needs --engine dask" in capsys.readouterr().err
+    data = batch_file_data(2)
+    data["scenarios"]["shocks"][3][2] = float("nan")  # json writes NaN; the batch refuses it
+    source.write_text(json.dumps(data))
+    assert cli.main(["batch", str(source), "--no-audit"]) == cli.EXIT_BAD_INPUT
+    assert "scenarios.shocks[3][2]: must be finite" in capsys.readouterr().err
 
 
 def _stored(db: Path) -> int:
