@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import InfeasibleError, SolverError
+from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
 from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
@@ -66,6 +66,10 @@ def _has_var_model(problem: Problem) -> bool:
 def _solve_with_fallback(
     problem: Problem, backend_name: str, time_limit: float | None
 ) -> tuple[RawSolution, str, str | None]:
+    try:
+        make_backend(backend_name)
+    except ValueError as error:
+        raise CaseValidationError("options.backend", backend_name, str(error)) from error
     order = [backend_name] + [name for name in BACKENDS if name != backend_name.partition(":")[0]]
     failures: list[str] = []
     for name in order:

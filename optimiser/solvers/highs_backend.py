@@ -55,7 +55,7 @@ def _silence_banner() -> None:
 
 _silence_banner()
 GAP_TOLERANCE = 1e-10
-MIP_GAP = 1e-10
+MIP_GAP = 1e-6
 MAX_ROUNDS = 500
 
 
@@ -400,101 +400,172 @@ class _CuttingPlaneModel:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self, time_limit: float | None, started: float) -> RawSolution:
-        """Kelley's cutting-plane loop, continuous first, then (if needed) integral.
+        """Continuous cutting planes first; then, for integral allocations, the same loop as a
+        MIP: first in the box of whole lots around the continuous optimum (a strong incumbent,
+        optimal outright when it meets the continuous bound), then over the full range, started
+        from that incumbent."""
+        loop = _Loop(time_limit, started)
+        self._cutting_loop(loop, integral=False)
+        if loop.status is Status.OPTIMAL and self.needs_mip:
+            continuous_bound, continuous_x = loop.lower_bound, loop.best_x
+            loop.best_x, loop.best_upper = None, np.inf  # not admissible once integral
+            self._set_integral()
+            if self.problem.options.integral and continuous_x is not None:
+                self._local_phase(loop, continuous_x, continuous_bound)
+            if not loop.proven:
+                self._cutting_loop(loop, integral=True)
+        if loop.best_x is None:
+            failed = Status.ERROR if loop.status is Status.OPTIMAL else loop.status
+            return RawSolution(failed, None, message=loop.message)
+        return RawSolution(
+            status=loop.status,
+            xm_quantity=loop.best_x,
+            objective=float(loop.best_upper),
+            bound=float(loop.lower_bound),
+            iterations=loop.iterations,
+            cuts=loop.cuts,
+            message=f"{loop.message} in {loop.rounds} rounds",
+        )
 
-        Each round solves the LP (MIP), evaluates every term exactly at its solution, keeps the
-        best allocation as incumbent, and adds the cut of each term whose ES exceeds its theta.
-        In the continuous phase it also cuts at the midpoint of incumbent and LP solution
-        (in-out separation), which damps Kelley's zig-zag.
+    def _local_phase(
+        self, loop: _Loop, continuous_x: PositionVector, continuous_bound: float
+    ) -> None:
+        """MIP in the box floor/ceil of the continuous optimum's lots; optimal outright when
+        its best total meets the continuous bound (a lower bound of every integral answer)."""
+        highs, lots = self.highs, self.lots[self.movable]
+        lp = highs.getLp()
+        lower = np.asarray(lp.col_lower_)[lots]
+        upper = np.asarray(lp.col_upper_)[lots]
+        centre = continuous_x[self.movable] / self.lot[self.movable]
+        local_lower = np.maximum(lower, np.floor(centre + 1e-9))
+        local_upper = np.minimum(upper, np.ceil(centre - 1e-9))
+        local_upper = np.maximum(local_upper, local_lower)
+        index = lots.astype(np.int32)
+        highs.changeColsBounds(index.size, index, local_lower, local_upper)
+        self._cutting_loop(loop, integral=True, local=True)
+        highs.changeColsBounds(index.size, index, lower, upper)
+        loop.lower_bound = continuous_bound  # the local bound holds only inside the box
+        gap = loop.best_upper - continuous_bound
+        if loop.status is Status.OPTIMAL and gap <= MIP_GAP * max(1.0, abs(loop.best_upper)):
+            loop.proven = True
+        elif loop.status is Status.OPTIMAL and loop.best_x is not None:
+            start = loop.best_x[self.movable] / self.lot[self.movable]
+            highs.setSolution(index.size, index, np.round(start))
+
+    def _cutting_loop(self, loop: _Loop, integral: bool, local: bool = False) -> None:
+        """Kelley's cutting-plane loop on the current model (LP or MIP).
+
+        Each round solves, evaluates every term exactly at the solution, keeps the best
+        allocation as incumbent and adds the cut of each term whose ES exceeds its theta. In
+        the continuous phase it also cuts at the midpoint of incumbent and solution (in-out
+        separation), which damps Kelley's zig-zag. A local phase that is infeasible (a transfer
+        limit) just ends.
         """
         highs, problem = self.highs, self.problem
-        best_x: PositionVector | None = None
-        best_upper = np.inf
-        lower_bound = -np.inf
-        cuts = rounds = iterations = 0
-        phases = [False, True] if self.needs_mip else [False]
-        status, message = Status.OPTIMAL, "converged"
         theta_columns = [term.theta for term in self.terms]
-        for integral in phases:
-            if integral:
-                self._set_integral()
-                best_x, best_upper = None, np.inf  # continuous incumbents are not admissible
-            while True:
-                rounds += 1
-                if time_limit is not None:
-                    remaining = time_limit - (time.perf_counter() - started)
-                    if remaining <= 0:
-                        status, message = Status.TIME_LIMIT, "time limit reached"
-                        break
-                    highs.setOptionValue("time_limit", float(remaining))
-                highs.run()
-                model_status = highs.getModelStatus()
-                info = highs.getInfo()
-                iterations += int(info.simplex_iteration_count)
-                if model_status == highspy.HighsModelStatus.kInfeasible:
-                    return RawSolution(Status.INFEASIBLE, None, message="infeasible")
-                timed_out = model_status == highspy.HighsModelStatus.kTimeLimit
-                has_point = model_status == highspy.HighsModelStatus.kOptimal or (
-                    timed_out and integral and info.primal_solution_status == 2
-                )
-                if not has_point:
-                    if timed_out:
-                        status, message = Status.TIME_LIMIT, "time limit reached"
-                        break
-                    return RawSolution(
-                        Status.ERROR, None, message=highs.modelStatusToString(model_status)
-                    )
-                solution = np.asarray(highs.getSolution().col_value)
-                lots = solution[self.lots]
-                if integral:
-                    lots = np.where(problem.movable, np.round(lots), lots)
-                x = lots * self.lot
-                figures = self._term_figures(x)
-                value = self._convex_objective(figures, x)
-                previous_best = best_x
-                if value < best_upper:
-                    best_x, best_upper = x, value
+        tolerance = MIP_GAP if integral else GAP_TOLERANCE
+        while True:
+            loop.rounds += 1
+            remaining = loop.remaining()
+            if remaining is not None:
+                if remaining <= 0:
+                    loop.stop(Status.TIME_LIMIT, "time limit reached")
+                    return
+                highs.setOptionValue("time_limit", remaining)
+            if integral and loop.best_x is not None:
+                # Prune every node that cannot beat the incumbent's exact objective.
+                highs.setOptionValue("objective_bound", float(loop.best_upper))
+            highs.run()
+            model_status = highs.getModelStatus()
+            if model_status in _NOTHING_BETTER and loop.best_x is not None:
+                loop.lower_bound = max(loop.lower_bound, float(highs.getInfo().mip_dual_bound))
+                loop.message = "incumbent proven optimal"
+                return
+            info = highs.getInfo()
+            loop.iterations += int(info.simplex_iteration_count)
+            if model_status == highspy.HighsModelStatus.kInfeasible:
+                if not local:
+                    loop.stop(Status.INFEASIBLE, "infeasible")
+                return
+            timed_out = model_status == highspy.HighsModelStatus.kTimeLimit
+            has_point = model_status == highspy.HighsModelStatus.kOptimal or (
+                timed_out and integral and info.primal_solution_status == 2
+            )
+            if not has_point:
                 if timed_out:
-                    status, message = Status.TIME_LIMIT, "time limit reached"
-                    break
-                lower_bound = float(
-                    info.mip_dual_bound if integral else info.objective_function_value
-                )
-                if best_upper - lower_bound <= GAP_TOLERANCE * max(1.0, abs(best_upper)):
-                    break
-                thetas = solution[theta_columns]
-                violated = [
-                    j
-                    for j, figure in enumerate(figures)
-                    if figure.es > thetas[j] + 1e-9 * max(1.0, abs(figure.es))
-                ]
-                rows = _Rows()
-                cuts += self._add_cuts(rows, figures, violated)
-                if not integral and previous_best is not None and violated:
-                    middle = 0.5 * (previous_best + x)
-                    middle_figures = self._term_figures(middle)
-                    middle_value = self._convex_objective(middle_figures, middle)
-                    if middle_value < best_upper:
-                        best_x, best_upper = middle, middle_value
-                    cuts += self._add_cuts(rows, middle_figures, violated)
-                rows.push(highs)
-                if not violated:
-                    message = "no violated cut left"
-                    break
-                if rounds >= MAX_ROUNDS:
-                    status, message = Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds"
-                    break
-            if status is not Status.OPTIMAL:
-                break
-        if best_x is None:
-            failed = Status.ERROR if status is Status.OPTIMAL else status
-            return RawSolution(failed, None, message=message)
-        return RawSolution(
-            status=status,
-            xm_quantity=best_x,
-            objective=float(best_upper),
-            bound=float(lower_bound),
-            iterations=iterations,
-            cuts=cuts,
-            message=f"{message} in {rounds} rounds",
-        )
+                    loop.stop(Status.TIME_LIMIT, "time limit reached")
+                else:
+                    loop.stop(Status.ERROR, highs.modelStatusToString(model_status))
+                return
+            solution = np.asarray(highs.getSolution().col_value)
+            lots = solution[self.lots]
+            if integral:
+                lots = np.where(problem.movable, np.round(lots), lots)
+            x = lots * self.lot
+            figures = self._term_figures(x)
+            previous_best = loop.best_x
+            loop.offer(x, self._convex_objective(figures, x))
+            if timed_out:
+                loop.stop(Status.TIME_LIMIT, "time limit reached")
+                return
+            loop.lower_bound = float(
+                info.mip_dual_bound if integral else info.objective_function_value
+            )
+            if loop.best_upper - loop.lower_bound <= tolerance * max(1.0, abs(loop.best_upper)):
+                loop.message = "converged"
+                return
+            thetas = solution[theta_columns]
+            violated = [
+                j
+                for j, figure in enumerate(figures)
+                if figure.es > thetas[j] + 1e-9 * max(1.0, abs(figure.es))
+            ]
+            rows = _Rows()
+            loop.cuts += self._add_cuts(rows, figures, violated)
+            if not integral and previous_best is not None and violated:
+                middle = 0.5 * (previous_best + x)
+                middle_figures = self._term_figures(middle)
+                loop.offer(middle, self._convex_objective(middle_figures, middle))
+                loop.cuts += self._add_cuts(rows, middle_figures, violated)
+            rows.push(highs)
+            if not violated:
+                loop.message = "no violated cut left"
+                return
+            if loop.rounds >= MAX_ROUNDS:
+                loop.stop(Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds")
+                return
+
+
+_NOTHING_BETTER = (
+    highspy.HighsModelStatus.kObjectiveBound,
+    highspy.HighsModelStatus.kInfeasible,
+)
+
+
+@dataclass(slots=True)
+class _Loop:
+    """The state of the cutting-plane loop across its phases."""
+
+    time_limit: float | None
+    started: float
+    status: Status = Status.OPTIMAL
+    message: str = "converged"
+    best_x: PositionVector | None = None
+    best_upper: float = np.inf
+    lower_bound: float = -np.inf
+    proven: bool = False
+    rounds: int = 0
+    iterations: int = 0
+    cuts: int = 0
+
+    def remaining(self) -> float | None:
+        if self.time_limit is None:
+            return None
+        return self.time_limit - (time.perf_counter() - self.started)
+
+    def offer(self, x: PositionVector, value: float) -> None:
+        if value < self.best_upper:
+            self.best_x, self.best_upper = x, value
+
+    def stop(self, status: Status, message: str) -> None:
+        self.status, self.message = status, message

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import CASE_FILES, close
 from tests.optimiser.books import random_book
 from xmargin.optimiser import (
+    CaseValidationError,
     InfeasibleError,
     Mode,
     OptimisationResult,
@@ -257,3 +258,9 @@ def test_optimum_keeps_eligible_note_standalone_against_its_ineligible_hedge() -
     assert result.optimised.total < result.baseline.total
     for backend in BACKENDS:
         assert_invariants(optimise(book, backend=backend))
+
+
+def test_unknown_backend_is_a_validation_error_not_a_fallback() -> None:
+    with pytest.raises(CaseValidationError) as error:
+        optimise(build_problem(random_book(1)), backend="gurobi-not-here")
+    assert error.value.field == "options.backend"
