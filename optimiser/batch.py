@@ -478,9 +478,6 @@ def _init_worker(shared: dict[str, Any], backend: str | None) -> None:
     _WORKER_SHARED.clear()
     _WORKER_SHARED.update(shared)
     _WORKER_BACKEND[0] = backend
-    # one solver thread per process: the pool is the parallelism
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
 
 
 def _solve_in_worker(index: int, account: BatchAccount) -> AccountOutcome:
@@ -644,7 +641,7 @@ class DaskEngine:
                     n_workers=self.workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: never clash on 8787
                     silence_logs=40,  # logging.ERROR
                     env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
                 )
