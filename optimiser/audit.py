@@ -420,8 +420,7 @@ def open_store(url: str | Path) -> AuditStore:
     if text.startswith(("postgresql://", "postgres://")):
         import psycopg
 
-        connection = psycopg.connect(text, autocommit=False)
-        return AuditStore(connection, "postgresql", _redact(text))
+        return AuditStore(psycopg.connect(text, autocommit=False), "postgresql", _redact(text))
     path = text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text
     if "://" in path:
         raise ValueError(f"unknown audit store {text!r}: use sqlite:///PATH or postgresql://...")

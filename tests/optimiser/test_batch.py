@@ -22,6 +22,7 @@ from tests.optimiser.batches import batch_file_data, batch_group, books, by_acco
 from xmargin.optimiser import CaseValidationError, book_to_dict, cli, load_case, optimise
 from xmargin.optimiser.audit import open_store
 from xmargin.optimiser.batch import (
+    AccountOutcome,
     DaskEngine,
     Engine,
     InlineEngine,
@@ -133,7 +134,7 @@ def test_local_pool_and_dask_cluster_give_identical_results(dask_engine: DaskEng
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client
-    outcomes = []
+    outcomes: list[AccountOutcome] = []
     for outcome in dask_engine.run(selected.accounts, selected.shared):
         if not outcomes:  # mid-run: the shared inputs sit on every worker, under one key
             assert dask_engine.shared_key is not None
@@ -166,7 +167,7 @@ def test_a_killed_pool_worker_is_replaced_and_every_account_comes_back_once() ->
 def test_a_killed_dask_worker_has_its_accounts_rerun(dask_engine: DaskEngine) -> None:
     reference = by_account(_outcomes(InlineEngine(), 8, positions=12, integral=True))
     selected = batch_group(8, positions=12, integral=True)
-    outcomes = []
+    outcomes: list[AccountOutcome] = []
     killed = 0
     for outcome in dask_engine.run(selected.accounts, selected.shared):
         if not outcomes:
