@@ -19,6 +19,7 @@ The evaluator never calls a solver: every reported figure comes from here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -253,9 +254,10 @@ class Attribution:
 
 
 def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
-    """Euler attribution of ES: share_i = sqrt(h) * sum_s w_s * (-y_i p_i[s]), w = tail weights."""
+    """Euler attribution of ES: share_i = sqrt(h) * sum_s w_s * (-y_i p_i[s]), w = tail weights.
+
+    Losses are linear in the quantities, so the shares add up to sqrt(h) * ES exactly."""
     held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
-    unit_pnl = problem.unit_pnl()
     accounts = {
         "ficc_standalone": (Ccp.FICC, held["ficc_standalone"]),
         "cme_standalone": (Ccp.CME, held["cme_standalone"]),
@@ -266,9 +268,12 @@ def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
     totals: dict[str, float] = {}
     for account, (ccp, quantities) in accounts.items():
         window = problem.models[ccp]
-        losses = -(unit_pnl[window.window] @ quantities)
+        losses = problem.losses(quantities)[window.window]
         weights = tail_weights(losses, window.n_tail)
-        shares[account] = window.scale * -(weights @ unit_pnl[window.window]) * quantities
+        tail = np.flatnonzero(weights)
+        window_rows = np.arange(losses.size) + window.window.start
+        tail_slopes = weights[tail] @ _unit_loss_slopes(problem, window_rows[tail])
+        shares[account] = window.scale * tail_slopes * quantities
         totals[account] = window.scale * float(weights @ losses)
     return Attribution(shares=shares, totals=totals)
 
@@ -294,17 +299,20 @@ def _order_statistic_slopes(
     order = np.argsort(-losses, kind="stable")
     ordered = losses[order]
     tolerance = 1e-9 * max(1.0, float(np.abs(ordered).max()))
+    # Only the ranks that carry weight matter, and the losses tied with the last of them.
+    last = int(np.flatnonzero(sorted_weights)[-1])
+    stop = last + 1
+    while stop < ordered.size and ordered[last] - ordered[stop] <= tolerance:
+        stop += 1
+    starts = np.flatnonzero(
+        np.concatenate(([True], ordered[: stop - 1] - ordered[1:stop] > tolerance))
+    )
+    bounds = np.append(starts, stop)
     slopes = np.zeros(problem.n_positions)
-    start = 0
-    while start < ordered.size:
-        stop = start + 1
-        while stop < ordered.size and ordered[start] - ordered[stop] <= tolerance:
-            stop += 1
-        weights = sorted_weights[start:stop]
-        if np.any(weights):
-            group = _unit_loss_slopes(problem, rows[order[start:stop]])
-            slopes += weights @ -np.sort(-group, axis=0)
-        start = stop
+    for start, end in itertools.pairwise(bounds):
+        weights = sorted_weights[start:end]
+        group = _unit_loss_slopes(problem, rows[order[start:end]])
+        slopes += weights @ -np.sort(-group, axis=0)
     return slopes
 
 
