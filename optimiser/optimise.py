@@ -19,12 +19,18 @@ from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
 from .results import MarginalMargin, OptimisationResult, SolverStats, Status, transfers_between
 from .solvers.base import Backend, RawSolution, allocation_bounds
-from .solvers.cvxpy_backend import CvxpyBackend
 from .solvers.highs_backend import HighsBackend
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "make_backend", "optimise", "snap_allocation"]
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"highs": HighsBackend, "cvxpy": CvxpyBackend}
+def _cvxpy_backend(solver: str = "HIGHS") -> Backend:
+    # cvxpy takes half a second to import: only when the reference path is asked for.
+    from .solvers.cvxpy_backend import CvxpyBackend
+
+    return CvxpyBackend(solver)
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"highs": HighsBackend, "cvxpy": _cvxpy_backend}
 DEFAULT_BACKEND = "highs"
 
 
@@ -32,7 +38,7 @@ def make_backend(name: str) -> Backend:
     """``highs``, ``cvxpy`` or ``cvxpy:SOLVER`` (any installed cvxpy solver)."""
     base, _, solver = name.partition(":")
     if base == "cvxpy" and solver:
-        return CvxpyBackend(solver.upper())
+        return _cvxpy_backend(solver.upper())
     if base not in BACKENDS or solver:
         raise ValueError(f"unknown backend {name!r}; use one of {sorted(BACKENDS)} or cvxpy:SOLVER")
     return BACKENDS[base]()
