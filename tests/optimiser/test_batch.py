@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -293,3 +294,46 @@ def test_batch_killed_midway_resumes_with_every_account_stored_once(tmp_path: Pa
             assert record is not None and record.status == "OK"
             assert strip_volatile(record.result or {}) == expected
     assert summary["total_margin_after"] == pytest.approx(clean.after_total, rel=1e-12)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_cli_batch_on_a_separate_dask_scheduler_and_workers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--scheduler tcp://...``: a scheduler and a worker started as their own processes."""
+    distributed = pytest.importorskip("distributed")
+    port = str(_free_port())
+    address = f"tcp://127.0.0.1:{port}"
+    python = [sys.executable, "-m"]
+    scheduler = subprocess.Popen(
+        [*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [*python, "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with distributed.Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+        source = tmp_path / "batch.json"
+        source.write_text(json.dumps(batch_file_data(6)))
+        code = cli.main(["-q", "batch", str(source), "--scheduler", address, "--no-audit"])
+        summary = json.loads(capsys.readouterr().out)
+        assert code == cli.EXIT_OK and summary["engine"] == "dask" and summary["computed"] == 6
+        reference = [optimise(book) for book in books(6)]
+        assert summary["total_margin_after"] == pytest.approx(
+            sum(r.optimised.total for r in reference), rel=1e-12
+        )
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+        for process in (worker, scheduler):
+            process.wait(timeout=30)
