@@ -735,6 +735,17 @@ def _audit_url(args: argparse.Namespace) -> str:
     return str(args.audit or os.environ.get("XMARGIN_AUDIT") or DEFAULT_AUDIT)
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The exceptions of the audit store's databases (psycopg's only when it is installed)."""
+    import sqlite3
+
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
 def _open_audit(args: argparse.Namespace) -> Any:
     from .audit import open_store
 
@@ -799,6 +810,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         stored = "the accounts finished so far are stored; " if store is not None else ""
         print(f"\nxmargin: interrupted; {stored}rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _database_errors() as error:
+        print(
+            f"xmargin: the audit store failed: {type(error).__name__}: {error}; the accounts "
+            "committed before are kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     finally:
         engine.close()
         if store is not None:

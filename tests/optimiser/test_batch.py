@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import CASE_FILES, CASES_DIR
 from tests.optimiser.batches import batch_file_data, batch_group, books, by_account, group
 from xmargin.optimiser import CaseValidationError, book_to_dict, cli, load_case, optimise
-from xmargin.optimiser.audit import open_store
+from xmargin.optimiser.audit import AuditStore, open_store
 from xmargin.optimiser.batch import (
     AccountOutcome,
     DaskEngine,
@@ -337,3 +337,29 @@ def test_cli_batch_on_a_separate_dask_scheduler_and_workers(
             process.terminate()
         for process in (worker, scheduler):
             process.wait(timeout=30)
+
+
+def test_cli_batch_reports_an_audit_store_failure_and_keeps_what_was_committed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "batch.json"
+    source.write_text(json.dumps(batch_file_data(4)))
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    record = AuditStore.record
+    calls = []
+
+    def failing_record(self: AuditStore, *args: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        return record(self, *args)
+
+    monkeypatch.setattr(AuditStore, "record", failing_record)
+    code = cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"])
+    assert code == cli.EXIT_INCOMPLETE
+    assert "the audit store failed: OperationalError: disk I/O error" in capsys.readouterr().err
+    monkeypatch.setattr(AuditStore, "record", record)
+    with open_store(audit) as store:
+        assert store.count() == 2
+    assert cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_already_stored"] == 2
