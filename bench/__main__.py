@@ -1,0 +1,5 @@
+"""``python -m xmargin.bench``: the same as ``xmargin bench``."""
+
+from . import main
+
+raise SystemExit(main())

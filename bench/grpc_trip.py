@@ -1,0 +1,151 @@
+"""gRPC round trip of the reference account against a real local server.
+
+The harness starts ``xmargin serve --port <free port>`` as a subprocess, waits for its health
+check to report SERVING, registers the account's scenario set once, then calls ``Optimise``
+through the typed client (:class:`xmargin.clients.XmarginClient`) with the set referred to by
+id and version. A measured round trip is one ``client.optimise(case, scenario_set=handle)``:
+the client's case-dict -> proto conversion, serialisation, the local TCP hop, the server's
+proto -> case conversion and validation (``parse_case``), ``build_problem``, the solve, the exact
+evaluation, the result -> proto conversion, and the client's conversion of the answer. Not
+inside it: the server's start and the scenario set's registration. The server's own log line
+(``duration_ms``) splits server time from the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from xmargin.clients import XmarginClient
+from xmargin.clients import convert as client_convert
+from xmargin.optimiser.case_format import book_to_dict
+
+from .books import make_book
+from .stats import percentile, summarise
+
+__all__ = ["run_grpc", "server_command"]
+
+READY_TIMEOUT = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def server_command(port: int, workers: int) -> list[str]:
+    """``xmargin serve`` from this interpreter's environment (``python -m`` if no script)."""
+    script = shutil.which("xmargin", path=str(Path(sys.executable).parent))
+    head = [script] if script else [sys.executable, "-m", "xmargin.optimiser.cli"]
+    return [*head, "serve", "--port", str(port), "--workers", str(workers)]
+
+
+def _wait_serving(target: str, server: subprocess.Popen[bytes], log: Path) -> float:
+    started = time.perf_counter()
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.perf_counter() - started < READY_TIMEOUT:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited with {server.returncode}: {log.read_text()}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.perf_counter() - started
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"server not SERVING after {READY_TIMEOUT} s")
+
+
+def _server_durations(log: Path, method: str) -> list[float]:
+    """``duration_ms`` (as seconds) of each logged call of ``method``, in order."""
+    durations = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("method", "")).endswith(method):
+            if "duration_ms" in entry:
+                durations.append(float(entry["duration_ms"]) / 1e3)
+    return durations
+
+
+def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure ``spec["calls"]`` Optimise round trips after ``spec["warmup"]`` unmeasured ones."""
+    positions, scenarios = int(spec["positions"]), int(spec["scenarios"])
+    book = make_book(positions, scenarios, int(spec["seed"]))
+    case = json.loads(json.dumps(book_to_dict(book)))
+    account = {key: value for key, value in case.items() if key != "scenarios"}
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="xmargin-bench-grpc-"))
+    log = workdir / "server.log"
+    command = server_command(port, int(spec.get("server_workers", os.cpu_count() or 1)))
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        ready_seconds = _wait_serving(target, server, log)
+        with XmarginClient(target, timeout=float(spec.get("call_timeout", 120.0))) as client:
+            handle = client.register_scenario_set("bench-reference", case)
+            request_build = []
+            for _ in range(3):
+                started = time.perf_counter()
+                request = client_convert.optimise_request(
+                    account, client_convert.run_context(account)
+                )
+                request_build.append(time.perf_counter() - started)
+            request_bytes = request.ByteSize()
+            for _ in range(int(spec["warmup"])):
+                client.optimise(account, scenario_set=handle)
+            latencies = []
+            answer = None
+            for _ in range(int(spec["calls"])):
+                started = time.perf_counter()
+                answer = client.optimise(account, scenario_set=handle)
+                latencies.append(time.perf_counter() - started)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    server_seconds = _server_durations(log, "Optimise")[-len(latencies) :] if latencies else []
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "status": "ok",
+        "positions": positions,
+        "scenarios": scenarios,
+        "command": " ".join(Path(command[0]).name if i == 0 else a for i, a in enumerate(command)),
+        "scenario_set": "registered once (RegisterScenarioSet), referred to by id and version",
+        "measured": (
+            "client.optimise(case, scenario_set=handle): client conversion, serialisation, "
+            "local TCP, server conversion and validation, build, solve, exact evaluation, "
+            "response conversion both sides; not the server start or the registration"
+        ),
+        "server_ready_seconds": ready_seconds,
+        "warmup_calls": int(spec["warmup"]),
+        "calls": len(latencies),
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "latency": summarise(latencies),
+        "server_side": summarise(server_seconds),
+        "client_request_build": summarise(request_build),
+        "request_bytes": request_bytes,
+        "optimum": None if answer is None else answer.optimised.total,
+        "answer_status": None if answer is None else str(answer.status),
+    }

@@ -1,0 +1,432 @@
+"""The recorded results: headline figures against the targets, a markdown table, a PNG plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TARGETS",
+    "Target",
+    "headline",
+    "markdown",
+    "plot",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A performance target of ../shared/design/architecture.md."""
+
+    id: str
+    figure: str
+    target: str
+    limit: float | None  # the measured value must be <= limit; None: reported only
+
+
+TARGETS = (
+    Target("reference", "optimise one reference account, in process, median", "<= 25 ms", 0.025),
+    Target("cvxpy_ratio", "same, cvxpy path (reference)", "measured, for the ratio", None),
+    Target("integral", "same, integral lots", "<= 100 ms", 0.100),
+    Target("large_time", "1,500 positions, 5,000 scenarios: time (median)", "<= 1 s", 1.0),
+    Target("large_memory", "1,500 positions, 5,000 scenarios: peak memory", "<= 1 GiB", 1024.0),
+    Target("batch", "a book of 1,000 accounts, 2 cores, end to end", "<= 30 s", 30.0),
+    Target("grpc_p50", "gRPC round trip, reference account, p50", "<= 40 ms", 0.040),
+    Target("grpc_p99", "gRPC round trip, reference account, p99", "<= 120 ms", 0.120),
+    Target("agreement", "optimum vs an independent solve (cvxpy)", "<= 1e-6 relative", 1e-6),
+)
+
+
+def seconds(value: float | None) -> str:
+    """A duration for people: ms below a second."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value < 1.0:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def _get(data: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _median(config: dict[str, Any] | None, phase: str = "wall") -> float | None:
+    value = _get(config, "timing", phase, "median")
+    return float(value) if value is not None else None
+
+
+def _timed_out(config: dict[str, Any] | None) -> bool:
+    return bool(config) and config.get("status") in ("timed_out", "killed")  # type: ignore[union-attr]
+
+
+def _solve_figure(config: dict[str, Any] | None) -> str:
+    """Median wall time, or why there is none."""
+    if not config:
+        return "not run"
+    status = config.get("status")
+    if status == "timed_out":
+        limit = _get(config, "spec", "time_limit")
+        gap = config.get("gap")
+        # Only the highs backend reports a proven bound (cvxpy's "bound" is its objective).
+        proven = config.get("backend_used") == "highs" and isinstance(gap, float)
+        gap_text = f", incumbent gap {gap:.1e}" if proven else ""
+        return f"timed out at {limit:g} s{gap_text}"
+    if status == "killed":
+        return f"killed at the {config.get('cap_seconds', 0):.0f} s cap"
+    if status != "ok":
+        return f"error: {config.get('error', status)}"
+    timing = config["timing"]["wall"]
+    spread = f" (IQR {seconds(timing['p25'])}-{seconds(timing['p75'])}, n={timing['n']})"
+    return seconds(timing["median"]) + spread
+
+
+def _sweep_config(
+    results: dict[str, Any], positions: int, scenarios: int, backend: str, kind: str
+) -> dict[str, Any] | None:
+    for run in results.get("sweep", []):
+        if (run.get("positions"), run.get("scenarios"), run.get("backend"), run.get("kind")) == (
+            positions,
+            scenarios,
+            backend,
+            kind,
+        ):
+            return dict(run)
+    return None
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured figure and whether it is met (None: not measured, or a
+    quick run, whose sizes are not the targets')."""
+    ref_highs = _get(results, "reference", "continuous", "highs")
+    ref_cvxpy = _get(results, "reference", "continuous", "cvxpy")
+    ref_integral = _get(results, "reference", "integral", "highs")
+    large = _sweep_config(results, 1500, 5000, "highs", "continuous")
+    batch, grpc = results.get("batch"), results.get("grpc")
+    rows = []
+    for target in TARGETS:
+        value: float | None = None
+        measured = "not measured"
+        if target.id == "reference" and ref_highs:
+            value, measured = _median(ref_highs), _solve_figure(ref_highs)
+        elif target.id == "cvxpy_ratio" and ref_cvxpy:
+            fast, slow = _median(ref_highs), _median(ref_cvxpy)
+            measured = _solve_figure(ref_cvxpy)
+            if fast and slow:
+                build, solve = _median(ref_cvxpy, "build"), _median(ref_cvxpy, "solve")
+                measured += (
+                    f"; {slow / fast:.0f}x the fast path (compile {seconds(build)}, "
+                    f"solve {seconds(solve)})"
+                )
+        elif target.id == "integral" and ref_integral:
+            measured = _solve_figure(ref_integral)
+            value = math.inf if _timed_out(ref_integral) else _median(ref_integral)
+        elif target.id == "large_time" and large:
+            measured = _solve_figure(large)
+            value = math.inf if _timed_out(large) else _median(large)
+        elif target.id == "large_memory" and large and _get(large, "memory", "peak_rss_mib"):
+            value = float(large["memory"]["peak_rss_mib"])
+            measured = f"{value:.0f} MiB peak RSS of the process"
+            traced = _get(large, "memory", "tracemalloc_peak_mib")
+            if traced is not None:
+                measured += f" (Python allocations {traced:.0f} MiB)"
+        elif target.id == "batch" and batch and batch.get("total_seconds") is not None:
+            value = float(batch["total_seconds"])
+            measured = (
+                f"{seconds(value)} for {batch['accounts']} accounts of {batch['positions']} x "
+                f"{batch['scenarios']} on {batch['workers']} workers "
+                f"({batch['accounts_per_second']:.1f} accounts/s)"
+            )
+        elif target.id in ("grpc_p50", "grpc_p99") and grpc and grpc.get("p50") is not None:
+            value = float(grpc["p50" if target.id == "grpc_p50" else "p99"])
+            measured = f"{seconds(value)} over {grpc['calls']} calls"
+        elif target.id == "agreement" and ref_highs and ref_cvxpy:
+            a, b = ref_highs.get("optimum"), ref_cvxpy.get("optimum")
+            if a is not None and b is not None:
+                value = abs(a - b) / max(1.0, abs(b))
+                measured = f"{value:.1e} relative (highs {a:,.2f}, cvxpy {b:,.2f} USD)"
+        met = None if target.limit is None or value is None else bool(value <= target.limit)
+        if results.get("mode") != "full":
+            met = None  # the quick run's sizes are not the targets' sizes
+        rows.append(
+            {
+                "id": target.id,
+                "figure": target.figure,
+                "target": target.target,
+                "measured": measured,
+                "value": None if value is None or math.isinf(value) else value,
+                "met": met,
+            }
+        )
+    return rows
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "-"}[met]
+
+
+def _policies(results: dict[str, Any], kind: str) -> list[str]:
+    config = _get(results, "reference", kind, "highs")
+    policies = _get(config, "policies")
+    if not policies:
+        return []
+    optimum = config["optimum"]
+    label = "optimum" if config.get("status") == "ok" else "best found (solver timed out)"
+    rows = [[f"optimiser ({label})", f"{optimum:,.0f}", "-", "-", "-"]]
+    for name, figures in policies.items():
+        rows.append(
+            [
+                name,
+                f"{figures['total']:,.0f}",
+                f"{figures['above_optimum']:,.0f}",
+                f"{100 * figures['above_optimum_relative']:.1f}%",
+                str(figures["positions_in_xm"]),
+            ]
+        )
+    header = ["policy", "total margin (USD)", "above optimum (USD)", "above optimum", "in XM"]
+    return [f"### Simple policies, reference account, {kind}", "", *_table(header, rows), ""]
+
+
+def _phases(config: dict[str, Any] | None) -> str:
+    if not config or config.get("status") != "ok":
+        return "-"
+    return ", ".join(
+        f"{phase} {seconds(_median(config, phase))}"
+        for phase in ("problem", "build", "solve", "report")
+    )
+
+
+def _memory(config: dict[str, Any] | None) -> str:
+    peak = _get(config, "memory", "peak_rss_mib")
+    if peak is None:
+        return "-"
+    text = f"{peak:.0f} MiB"
+    increment = _get(config, "memory", "solve_increment_mib")
+    if increment is not None:
+        text += f" (+{increment:.0f})"
+    traced = _get(config, "memory", "tracemalloc_peak_mib")
+    if traced is not None:
+        text += f", py {traced:.0f}"
+    return text
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown: headline, reference, policies, sweep, batch, gRPC."""
+    env = results["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines = [
+        f"# xmargin benchmark ({results['mode']} run)",
+        "",
+        f"Run {results['started_at']} to {results.get('finished_at', '?')} "
+        f"({seconds(results.get('duration_seconds'))}); {env['cpu_model']}, {env['cores']} "
+        f"cores, {env['memory_gib']:.0f} GiB; Python {env['python']}; {versions}; commit "
+        f"{(env.get('commit') or '?')[:10]}. Load average at start "
+        f"{results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f} "
+        "(other work shares this machine).",
+        "",
+        "Each configuration ran in a fresh subprocess, one after the other. Times are wall clock "
+        "of `optimise()` from a built book (problem build + backend build/compile + solve + "
+        "exact evaluation and report); memory is the process's peak RSS during the timed "
+        "solves (+ its rise over the RSS before them), and `py` the tracemalloc peak of one "
+        "solve (Python and numpy allocations, not HiGHS's own).",
+        "",
+        "## Headline against the targets",
+        "",
+    ]
+    lines += _table(
+        ["figure", "target", "measured", "verdict"],
+        ([r["figure"], r["target"], r["measured"], _verdict(r["met"])] for r in headline(results)),
+    )
+    lines.append("")
+    reference = results.get("reference")
+    if reference:
+        lines += [
+            f"## Reference account ({reference['positions']} positions, {reference['factors']} "
+            f"factors, {reference['scenarios']:,} scenarios, {reference['models']} models)",
+            "",
+        ]
+        rows = []
+        for kind in ("continuous", "integral"):
+            for backend in ("highs", "cvxpy"):
+                config = reference[kind].get(backend)
+                rows.append(
+                    [
+                        kind,
+                        backend,
+                        _solve_figure(config),
+                        _phases(config),
+                        _memory(config),
+                        f"{config['optimum']:,.2f}" if config and config.get("optimum") else "-",
+                    ]
+                )
+        header = ["allocation", "backend", "wall (median)", "median phases", "memory", "total"]
+        lines += [*_table(header, rows), ""]
+        lines += _policies(results, "continuous") + _policies(results, "integral")
+    if results.get("sweep"):
+        lines += _sweep_markdown(results)
+    batch = results.get("batch")
+    if batch:
+        lines += ["## Batch", ""]
+        if batch.get("status") in ("ok", "partial"):
+            work = batch["worker_seconds"]
+            lines.append(
+                f"{batch['accounts']} accounts of {batch['positions']} positions x "
+                f"{batch['scenarios']:,} scenarios (one shared scenario set) on a pool of "
+                f"{batch['workers']} processes ({batch['start_method']}): "
+                f"**{seconds(batch['total_seconds'])}** end to end, "
+                f"{batch['accounts_per_second']:.1f} accounts/s. Inside the workers: generating "
+                f"the books (the stand-in for loading them) {seconds(work['generate_sum'])}, "
+                f"optimising {seconds(work['optimise_sum'])} (median "
+                f"{seconds(work['optimise_per_account']['median'])} per account); "
+                f"{batch['not_optimal']} not optimal."
+            )
+        else:
+            lines.append(f"{batch.get('status')}: {batch.get('error', batch.get('reason'))}")
+        lines.append("")
+    grpc = results.get("grpc")
+    if grpc:
+        lines += ["## gRPC round trip", ""]
+        if grpc.get("status") == "ok":
+            lines.append(
+                f"`{grpc['command']}` on a free local port; reference account "
+                f"({grpc['positions']} x {grpc['scenarios']:,}), scenario set "
+                f"{grpc['scenario_set']}; request {grpc['request_bytes']:,} bytes. "
+                f"{grpc['calls']} measured calls after {grpc['warmup_calls']} warm-up: "
+                f"**p50 {seconds(grpc['p50'])}, p99 {seconds(grpc['p99'])}** (min "
+                f"{seconds(grpc['latency']['min'])}, max {seconds(grpc['latency']['max'])}); "
+                f"the server's own time per call (its log) median "
+                f"{seconds(grpc['server_side']['median'])}. Measured: {grpc['measured']}."
+            )
+        else:
+            lines.append(f"{grpc.get('status')}: {grpc.get('error', grpc.get('reason'))}")
+        lines.append("")
+    profiles = sorted(
+        {
+            str(config.get("profile"))
+            for kind in ("continuous", "integral")
+            for config in (_get(results, "reference", kind) or {}).values()
+            if isinstance(config, dict) and config.get("profile")
+        }
+    )
+    if profiles:
+        lines += ["Profiles: " + ", ".join(f"[{p}]({p})" for p in profiles) + ".", ""]
+    return "\n".join(lines)
+
+
+def _sweep_markdown(results: dict[str, Any]) -> list[str]:
+    sizes = sorted({(r["positions"], r["scenarios"]) for r in results["sweep"]})
+    rows = []
+    for n, s in sizes:
+        highs = _sweep_config(results, n, s, "highs", "continuous")
+        rows.append(
+            [
+                f"{n:,}",
+                f"{s:,}",
+                _solve_figure(highs),
+                _phases(highs),
+                _memory(highs),
+                _solve_figure(_sweep_config(results, n, s, "cvxpy", "continuous")),
+                _solve_figure(_sweep_config(results, n, s, "highs", "integral")),
+                _solve_figure(_sweep_config(results, n, s, "cvxpy", "integral")),
+            ]
+        )
+    header = [
+        "positions",
+        "scenarios",
+        "highs continuous",
+        "highs phases (median)",
+        "highs memory",
+        "cvxpy continuous",
+        "highs integral",
+        "cvxpy integral",
+    ]
+    lines = ["## Sweep", "", *_table(header, rows), ""]
+    skipped = results.get("skipped") or []
+    if skipped:
+        reasons: dict[str, list[str]] = {}
+        for item in skipped:
+            key = f"{item['backend']} {item['kind']}"
+            reasons.setdefault(item["reason"], []).append(
+                f"{key} {item['positions']}x{item['scenarios']}"
+            )
+        lines.append(
+            'Not run ("not run" above): '
+            + "; ".join(f"{len(v)} configurations ({v[0]}, ...): {k}" for k, v in reasons.items())
+            + "."
+        )
+        lines.append("")
+    return lines
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Time against size, one panel per path; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [
+        ("highs", "continuous", "fast path (highs), continuous"),
+        ("highs", "integral", "fast path (highs), integral lots"),
+        ("cvxpy", "continuous", "cvxpy path, continuous"),
+    ]
+    sweep = results.get("sweep", [])
+    scenario_counts = sorted({r["scenarios"] for r in sweep})
+    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4.8), sharey=True)
+    for axis, (backend, kind, title) in zip(axes, panels, strict=True):
+        for scenarios in scenario_counts:
+            runs = sorted(
+                (
+                    r
+                    for r in sweep
+                    if r["backend"] == backend and r["kind"] == kind and r["scenarios"] == scenarios
+                ),
+                key=lambda r: r["positions"],
+            )
+            done = [(r["positions"], _median(r)) for r in runs if r.get("status") == "ok"]
+            capped = [
+                (r["positions"], _get(r, "spec", "time_limit") or r.get("process_seconds"))
+                for r in runs
+                if r.get("status") in ("timed_out", "killed")
+            ]
+            line = None
+            if done:
+                (line,) = axis.plot(*zip(*done, strict=True), marker="o", label=f"{scenarios:,}")
+            if capped:
+                colour = line.get_color() if line is not None else None
+                axis.scatter(*zip(*capped, strict=True), marker="x", s=60, color=colour)
+        axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_title(title)
+        axis.set_xlabel("positions")
+        axis.grid(True, which="both", alpha=0.25)
+    axes[0].set_ylabel("optimise() wall time, median (s)")
+    axes[0].axhline(0.025, color="red", linestyle="--", linewidth=1, label="25 ms target")
+    axes[0].legend(title="scenarios", fontsize=8)
+    figure.suptitle(
+        f"xmargin benchmark {results['started_at'][:10]} ({results['environment']['cpu_model']},"
+        f" {results['environment']['cores']} cores); x: timed out at the time limit"
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
