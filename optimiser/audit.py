@@ -60,7 +60,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS xm_schema (version INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS xm_schema (version INTEGER PRIMARY KEY)""",
     """CREATE TABLE IF NOT EXISTS xm_payloads (
         sha256 TEXT PRIMARY KEY,
         body TEXT NOT NULL
@@ -209,14 +209,20 @@ class AuditStore:
         self._lock = threading.Lock()
         self._prepared: dict[str, Versions] = {}
         with self._transaction() as cursor:
+            if dialect == "postgresql":  # servers starting together create the tables once
+                cursor.execute("SELECT pg_advisory_xact_lock(7242026)")
             for statement in SCHEMA:
                 cursor.execute(statement)
-            cursor.execute(self._sql("SELECT version FROM xm_schema"))
-            row = cursor.fetchone()
-            if row is None:
-                cursor.execute(self._sql("INSERT INTO xm_schema (version) VALUES (?)"), (1,))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"{where}: audit schema {row[0]}, this code needs 1")
+            cursor.execute(
+                self._sql("INSERT INTO xm_schema (version) VALUES (?) ON CONFLICT DO NOTHING"),
+                (SCHEMA_VERSION,),
+            )
+            cursor.execute("SELECT MAX(version) FROM xm_schema")
+            found = int(cursor.fetchone()[0])
+            if found != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{where}: audit schema {found}, this code reads {SCHEMA_VERSION}"
+                )
 
     # --- plumbing ---------------------------------------------------------------------------
 

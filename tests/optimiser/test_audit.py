@@ -229,3 +229,29 @@ def test_cli_batch_into_the_store_and_audit_show(
     with open_store(store_url) as store:
         record = store.get(DATE, CYCLE, 7, "CUST-2")
         assert record is not None and shown["result"] == record.result
+
+
+def test_stores_opened_together_create_the_schema_once(store_url: str) -> None:
+    """Several servers starting at once against one empty database."""
+    opened: list[AuditStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(open_store(store_url))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == [] and len(opened) == 4
+        with opened[0]._transaction() as cursor:
+            cursor.execute("SELECT COUNT(*), MAX(version) FROM xm_schema")
+            assert tuple(cursor.fetchone()) == (1, 1)
+    finally:
+        for store in opened:
+            store.close()
