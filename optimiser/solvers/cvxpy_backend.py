@@ -63,7 +63,7 @@ class CvxpyBackend:
 
     name: ClassVar[str] = "cvxpy"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        lp=True, mip=True, duals=True, warm_start=False
+        lp=True, mip=True, duals=False, warm_start=False
     )
 
     def __init__(self, solver: str = "HIGHS") -> None:

@@ -124,7 +124,7 @@ class HighsBackend:
 
     name: ClassVar[str] = "highs"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        lp=True, mip=True, duals=True, warm_start=True
+        lp=True, mip=True, duals=False, warm_start=True
     )
 
     def solve(self, problem: Problem, time_limit: float | None = None) -> RawSolution:
@@ -289,7 +289,8 @@ class _CuttingPlaneModel:
         lp.col_upper_ = np.array(upper)
         self.highs.passModel(lp)
         rows.push(self.highs)
-        self.integer_columns = np.concatenate((self.lots[movable], self.binaries))
+        integral_lots = self.lots[movable] if options.integral else np.zeros(0, dtype=np.int64)
+        self.integer_columns = np.concatenate((integral_lots, self.binaries))
         self.needs_mip = bool(options.integral and movable.size) or self.binaries.size > 0
         rows = _Rows()
         self._directional_cuts(rows)
@@ -499,7 +500,7 @@ class _CuttingPlaneModel:
                 return
             solution = np.asarray(highs.getSolution().col_value)
             lots = solution[self.lots]
-            if integral:
+            if integral and problem.options.integral:
                 lots = np.where(problem.movable, np.round(lots), lots)
             x = lots * self.lot
             figures = self._term_figures(x)

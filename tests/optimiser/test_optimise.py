@@ -36,21 +36,31 @@ def _relative_difference(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1.0)
 
 
+def _admissible(problem: Problem, allocation: np.ndarray) -> bool:
+    """Whether the constraints allow ``allocation`` (fixed positions, transfer limit, lots)."""
+    fixed = ~problem.movable
+    moved = int(np.count_nonzero(allocation != problem.current_xm))
+    limit = problem.options.max_transfers
+    lots = allocation / problem.lot
+    return (
+        np.array_equal(allocation[fixed], problem.current_xm[fixed])
+        and (limit is None or moved <= limit)
+        and (not problem.options.integral or np.allclose(lots, np.round(lots)))
+    )
+
+
 def assert_invariants(result: OptimisationResult) -> None:
     """What must hold of every optimisation result."""
     problem = result.problem
     allocation = result.allocation
     tolerance = 1e-7 * max(1.0, result.baseline.total)
     # Optimal means no worse than the reference allocations that the constraints admit.
-    fixed = ~problem.movable
     assert result.optimised.total <= result.current.total + tolerance
-    if not problem.current_xm[fixed].any():
-        assert result.optimised.total <= result.baseline.total + tolerance
-    if np.array_equal(
-        problem.current_xm[fixed], np.where(problem.eligible, problem.quantity, 0)[fixed]
-    ):
-        assert result.optimised.total <= result.all_eligible.total + tolerance
+    for reference in (result.baseline, result.all_eligible):
+        if _admissible(problem, reference.xm_quantity):
+            assert result.optimised.total <= reference.total + tolerance
     # Ineligible and pinned positions never move; nothing leaves [0, q].
+    fixed = ~problem.movable
     assert np.array_equal(allocation[fixed], problem.current_xm[fixed])
     assert np.all(allocation * np.sign(problem.quantity) >= 0)
     assert np.all(np.abs(allocation) <= np.abs(problem.quantity))
@@ -88,16 +98,25 @@ def test_backends_agree_on_cases(case_path: Path) -> None:
     assert _relative_difference(*totals) <= AGREEMENT
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), integral=st.booleans(), ficc_fixed=st.booleans())
-def test_backends_agree_on_generated_books(seed: int, integral: bool, ficc_fixed: bool) -> None:
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    integral=st.booleans(),
+    ficc_fixed=st.booleans(),
+    max_transfers=st.one_of(st.none(), st.integers(0, 3)),
+)
+def test_backends_agree_on_generated_books(
+    seed: int, integral: bool, ficc_fixed: bool, max_transfers: int | None
+) -> None:
     mode = Mode.FICC_FIXED if ficc_fixed else Mode.JOINT
     book = random_book(seed, n_positions=6, n_scenarios=80, integral=integral, mode=mode)
-    problem = build_problem(book)
+    problem = _with_options(build_problem(book), max_transfers=max_transfers)
     results = [optimise(problem, backend=backend) for backend in BACKENDS]
     for result in results:
         assert result.status is Status.OPTIMAL
         assert_invariants(result)
+        if max_transfers is not None:
+            assert len(result.transfers) <= max_transfers
     totals = [result.optimised.total for result in results]
     assert _relative_difference(*totals) <= AGREEMENT, totals
 
@@ -264,3 +283,30 @@ def test_unknown_backend_is_a_validation_error_not_a_fallback() -> None:
     with pytest.raises(CaseValidationError) as error:
         optimise(build_problem(random_book(1)), backend="gurobi-not-here")
     assert error.value.field == "options.backend"
+
+
+def test_any_installed_cvxpy_solver_by_name() -> None:
+    problem = build_problem(random_book(8, n_positions=6))
+    reference = optimise(problem, backend="highs").optimised.total
+    result = optimise(problem, backend="cvxpy:CLARABEL")  # an interior-point solver
+    assert result.stats.backend == "cvxpy:CLARABEL"
+    assert_invariants(result)
+    # An interior-point solver stops at its own tolerance (about 1e-8 of the scaled problem),
+    # not at a vertex: close to the simplex answer, and never below it.
+    assert result.optimised.total >= reference * (1 - 1e-9)
+    assert _relative_difference(result.optimised.total, reference) <= 1e-5
+
+
+def test_eligible_future_given_as_a_pnl_vector_moves_like_its_sensitivities() -> None:
+    book = random_book(4, n_positions=6, n_scenarios=100)
+    future = book.instruments["FUTURE1"]
+    assert future.sensitivities is not None
+    as_vector = dataclasses.replace(
+        future, sensitivities=None, pnl=book.scenarios.shocks @ future.sensitivities
+    )
+    vector_book = dataclasses.replace(book, instruments={**book.instruments, "FUTURE1": as_vector})
+    reference = optimise(book).optimised.total
+    for backend in BACKENDS:
+        result = optimise(vector_book, backend=backend)
+        assert_invariants(result)
+        assert _relative_difference(result.optimised.total, reference) <= AGREEMENT
