@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "expected_shortfall",
     "model_margin",
+    "model_margins",
     "tail_weights",
     "value_at_risk",
     "xm_margin",
@@ -45,15 +46,19 @@ __all__ = [
 
 def tail_weights(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.float64]:
     """Weights w >= 0 with sum 1 such that ES = w @ losses: 1/n_tail on the floor(n_tail)
-    largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere."""
+    largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere.
+
+    ``losses`` is (N,) or (P, N), P portfolios, weights along the last axis."""
     whole = math.floor(n_tail)
-    # order[whole] is the (whole+1)-th largest loss, order[:whole] the larger ones (any order).
-    order = np.argpartition(-losses, whole)
-    weights = np.zeros_like(losses)
-    weights[order[:whole]] = 1.0 / n_tail
-    if whole < losses.size and n_tail > whole:
-        weights[order[whole]] = (n_tail - whole) / n_tail
-    return weights
+    rows = np.atleast_2d(losses)
+    # order[:, whole] is the (whole+1)-th largest loss, order[:, :whole] the larger ones.
+    order = np.argpartition(-rows, whole, axis=1)
+    weights = np.zeros_like(rows)
+    portfolios = np.arange(rows.shape[0])[:, None]
+    weights[portfolios, order[:, :whole]] = 1.0 / n_tail
+    if n_tail > whole:
+        weights[portfolios[:, 0], order[:, whole]] = (n_tail - whole) / n_tail
+    return weights.reshape(losses.shape)
 
 
 def expected_shortfall(losses: npt.NDArray[np.float64], n_tail: float) -> float:
@@ -61,10 +66,14 @@ def expected_shortfall(losses: npt.NDArray[np.float64], n_tail: float) -> float:
     return float(tail_weights(losses, n_tail) @ losses)
 
 
-def value_at_risk(losses: npt.NDArray[np.float64], n_tail: float) -> float:
-    """VaR = L(floor(n_tail) + 1), the largest loss left once the n_tail worst are dropped."""
+def value_at_risk(
+    losses: npt.NDArray[np.float64], n_tail: float
+) -> float | npt.NDArray[np.float64]:
+    """VaR = L(floor(n_tail) + 1), the largest loss left once the n_tail worst are dropped
+    (along the last axis for (P, N) losses)."""
     whole = math.floor(n_tail)
-    return float(-np.partition(-losses, whole)[whole])
+    var = -np.partition(-losses, whole, axis=-1)[..., whole]
+    return float(var) if np.ndim(var) == 0 else var
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -80,27 +89,44 @@ class ModelFigures:
     tail_weights: npt.NDArray[np.float64]
 
 
+def model_margins(
+    window: ModelWindow, losses: npt.NDArray[np.float64], exposures: npt.NDArray[np.float64]
+) -> list[ModelFigures]:
+    """M = max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons) for P portfolios at once:
+    ``losses`` (P, S) over the whole scenario set, ``exposures`` (P, K) net factor exposure."""
+    model = window.model
+    in_window = losses[:, window.window]
+    weights = tail_weights(in_window, window.n_tail)
+    es = np.einsum("ps,ps->p", weights, in_window)
+    var = np.asarray(value_at_risk(in_window, window.n_tail)).reshape(-1)
+    stress = np.zeros(losses.shape[0])
+    if window.stress_rows.size:
+        stress = losses[:, window.stress_rows].max(axis=1)
+    addons = np.zeros(losses.shape[0])
+    if model.addon_rate is not None and model.addon_threshold is not None:
+        addons = np.maximum(0.0, np.abs(exposures) - model.addon_threshold) @ model.addon_rate
+    risk = es if model.measure is Measure.ES else var
+    weight = model.stress_weight
+    margin = np.maximum(0.0, window.scale * ((1.0 - weight) * risk + weight * stress) + addons)
+    return [
+        ModelFigures(
+            es=float(es[p]),
+            var=float(var[p]),
+            stress=float(stress[p]),
+            addons=float(addons[p]),
+            margin=float(margin[p]),
+            tail_weights=weights[p],
+        )
+        for p in range(losses.shape[0])
+    ]
+
+
 def model_margin(
     window: ModelWindow, losses: npt.NDArray[np.float64], exposure: npt.NDArray[np.float64]
 ) -> ModelFigures:
-    """M = max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons) of a portfolio whose
-    scenario losses over the whole scenario set are ``losses`` and factor exposure ``exposure``."""
-    model = window.model
-    in_window = losses[window.window]
-    weights = tail_weights(in_window, window.n_tail)
-    es = float(weights @ in_window)
-    var = value_at_risk(in_window, window.n_tail)
-    stress = float(losses[window.stress_rows].max()) if window.stress_rows.size else 0.0
-    addons = 0.0
-    if model.addon_rate is not None and model.addon_threshold is not None:
-        excess = np.maximum(0.0, np.abs(exposure) - model.addon_threshold)
-        addons = float(model.addon_rate @ excess)
-    risk = es if model.measure is Measure.ES else var
-    weight = model.stress_weight
-    margin = max(0.0, window.scale * ((1.0 - weight) * risk + weight * stress) + addons)
-    return ModelFigures(
-        es=es, var=var, stress=stress, addons=addons, margin=margin, tail_weights=weights
-    )
+    """:func:`model_margins` of one portfolio with scenario losses ``losses`` (S,) and factor
+    exposure ``exposure`` (K,)."""
+    return model_margins(window, losses[None, :], exposure[None, :])[0]
 
 
 @dataclass(frozen=True, slots=True)

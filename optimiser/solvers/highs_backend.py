@@ -27,7 +27,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 
-from ..margin import ModelFigures, model_margin, tail_weights
+from ..margin import ModelFigures, model_margins, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
@@ -181,6 +181,7 @@ class _CuttingPlaneModel:
             "xm": _Portfolio("xm", np.ones(n, dtype=bool), zero, 1.0),
         }
         self.portfolios = portfolios
+        self.portfolio_row = {name: row for row, name in enumerate(portfolios)}
         has_sensitivities = np.any(problem.exposure != 0.0, axis=1)
         # Exposure columns E_P (K each). Only the XM legs carry the positions' columns:
         #   E_leg,k   = sum_{i in leg} d_ik * lot_i * k_i
@@ -330,14 +331,24 @@ class _CuttingPlaneModel:
         return np.where(portfolio.members, portfolio.constant + portfolio.sign * xm_quantity, 0.0)
 
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
-        """Each term's model figures at an allocation, from the exact evaluator's maths."""
+        """Each term's model figures at an allocation, from the exact evaluator's maths: the
+        losses of all five portfolios in one product, then each model on its three."""
         problem = self.problem
-        figures = []
-        for term in self.terms:
-            held = self._held(term.portfolio, xm_quantity)
-            exposure = problem.exposure.T @ held
-            figures.append(model_margin(term.window, problem.losses(held), exposure))
-        return figures
+        held = np.stack([self._held(p, xm_quantity) for p in self.portfolios.values()])
+        exposures = held @ problem.exposure  # (5, K)
+        losses = -(exposures @ problem.shocks.T)  # (5, S)
+        if problem.pnl_columns.size:
+            losses -= held[:, problem.pnl_columns] @ problem.pnl_vectors.T
+        figures: dict[int, ModelFigures] = {}
+        for ccp in Ccp:
+            terms = [j for j, term in enumerate(self.terms) if term.window.ccp is ccp]
+            rows = [self.portfolio_row[self.terms[j].portfolio.name] for j in terms]
+            window = self.terms[terms[0]].window
+            for j, figure in zip(
+                terms, model_margins(window, losses[rows], exposures[rows]), strict=True
+            ):
+                figures[j] = figure
+        return [figures[j] for j in range(len(self.terms))]
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + max(C_F, C_C, (1 - cap)(S_F + S_C)) +
