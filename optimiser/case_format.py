@@ -109,10 +109,19 @@ def _enum(kind: type[E], value: Any, where: str) -> E:
         raise CaseValidationError(where, value, f"must be one of {allowed}") from error
 
 
+def _all_json_numbers(items: Sequence[Any]) -> bool:
+    """Whether every item is an int or float (numpy would also take "0.5" and true)."""
+    return all(type(v) is float or type(v) is int for v in items)
+
+
 def _vector(value: Any, length: int, where: str) -> np.ndarray:
     items = _list(value, where)
     if len(items) != length:
         raise CaseValidationError(where, f"<{len(items)} values>", f"must have {length} values")
+    if _all_json_numbers(items):  # the fast path; the slow one names the bad element
+        vector = np.array(items, dtype=float)
+        if np.all(np.isfinite(vector)):
+            return vector
     return np.array([_number(v, f"{where}[{i}]") for i, v in enumerate(items)], dtype=float)
 
 
@@ -121,11 +130,7 @@ def _matrix(value: Any, rows: int, columns: int, where: str) -> np.ndarray:
     if len(items) != rows:
         raise CaseValidationError(where, f"<{len(items)} rows>", f"must have {rows} rows")
     # numpy would turn "0.5" and true into numbers: only JSON numbers take the fast path
-    numeric = all(
-        isinstance(row, list)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row)
-        for row in items
-    )
+    numeric = all(isinstance(row, list) and _all_json_numbers(row) for row in items)
     try:
         matrix = np.array(items, dtype=float) if numeric else None
     except (TypeError, ValueError):
