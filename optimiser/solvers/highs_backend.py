@@ -31,7 +31,7 @@ from ..margin import ModelFigures, model_margins, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
-from .base import Capabilities, RawSolution, lot_bounds
+from .base import Capabilities, RawSolution, allocation_bounds, lot_bounds
 
 __all__ = ["HighsBackend"]
 
@@ -166,7 +166,11 @@ class _CuttingPlaneModel:
             upper.extend(np.broadcast_to(np.asarray(high, dtype=float), (count,)).tolist())
             return np.arange(first, first + count, dtype=np.int64)
 
-        lot_lower, lot_upper = lot_bounds(problem)
+        if options.integral:
+            lot_lower, lot_upper = lot_bounds(problem)
+        else:  # continuous: any quantity up to the whole position, in units of lots
+            lower_bound, upper_bound = allocation_bounds(problem)
+            lot_lower, lot_upper = lower_bound / problem.lot, upper_bound / problem.lot
         self.lots = columns(n, lot_lower, lot_upper)
         self.current_lots = problem.current_xm / problem.lot
         rows = _Rows()

@@ -310,3 +310,25 @@ def test_eligible_future_given_as_a_pnl_vector_moves_like_its_sensitivities() ->
         result = optimise(vector_book, backend=backend)
         assert_invariants(result)
         assert _relative_difference(result.optimised.total, reference) <= AGREEMENT
+
+
+def test_continuous_allocation_reaches_a_quantity_off_the_lot_grid() -> None:
+    """A held quantity that is not a whole number of lots can still go wholly into XM when the
+    allocation is continuous (and not when it is integral)."""
+    book = random_book(0, n_positions=6, n_scenarios=200, n_factors=1)
+    sensitivity = np.array([-1e-4])
+    note = dataclasses.replace(book.instruments["NOTE0"], sensitivities=sensitivity)
+    future = dataclasses.replace(book.instruments["FUTURE1"], sensitivities=sensitivity * 1e5)
+    positions = (
+        Position(note.id, 100.5e6, 0.0, lot=1e6),
+        Position(future.id, -1005.0, 0.0, lot=1.0),  # hedges the note exactly
+    )
+    book = dataclasses.replace(
+        book, instruments={note.id: note, future.id: future}, positions=positions
+    )
+    for backend in BACKENDS:
+        result = optimise(book, backend=backend)
+        assert result.allocation[0] == pytest.approx(100.5e6, rel=1e-9)
+        assert_invariants(result)
+    integral = optimise(_with_options(build_problem(book), integral=True))
+    assert integral.allocation[0] == 100e6
