@@ -34,6 +34,7 @@ __all__ = [
     "ModelFigures",
     "State",
     "attribute",
+    "convex_xm_margin",
     "evaluate",
     "expected_shortfall",
     "model_margin",
@@ -166,6 +167,13 @@ def xm_margin(S_F: float, S_C: float, C_F: float, C_C: float, cap: float) -> XmF
         ficc_collects=(1.0 - r) * S_F,
         cme_collects=(1.0 - r) * S_C,
     )
+
+
+def convex_xm_margin(S_F: float, S_C: float, C_F: float, C_C: float, cap: float) -> float:
+    """max(C_F, C_C, (1 - cap)(S_F + S_C)): the XM rule without its outer min(S_F + S_C, .),
+    the convex form the solvers minimise (margin-model.md shows the min never changes the
+    optimum)."""
+    return max(C_F, C_C, (1.0 - cap) * (S_F + S_C))
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,11 +60,6 @@ def snap_allocation(problem: Problem, xm_quantity: PositionVector) -> PositionVe
     return np.where(problem.movable, snapped, problem.current_xm)
 
 
-def _transfer_cost(problem: Problem, allocation: PositionVector) -> float:
-    moved_lots = np.abs(allocation - problem.current_xm) / problem.lot
-    return float(problem.options.transfer_cost * moved_lots.sum())
-
-
 def _has_var_model(problem: Problem) -> bool:
     return any(w.model.measure is Measure.VAR for w in problem.models.values())
 
@@ -169,7 +164,7 @@ def optimise(
         marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
         attribution=attribute(problem, allocation),
         stats=stats,
-        transfer_cost=_transfer_cost(problem, allocation),
+        transfer_cost=problem.transfer_cost(allocation),
         var_gap=var_gap,
         notes=notes,
     )
@@ -182,7 +177,7 @@ def _check_against_solver(
     round-off unless rounding to lots moved it; say so when it does."""
     if math.isnan(raw.objective) or _has_var_model(problem):
         return
-    exact = optimised.total + _transfer_cost(problem, optimised.xm_quantity)
+    exact = optimised.total + problem.transfer_cost(optimised.xm_quantity)
     if exact > raw.objective + 1e-6 * max(1.0, abs(raw.objective)):
         notes.append(
             f"exact total {exact:.2f} exceeds the solver objective {raw.objective:.2f}: "

@@ -122,6 +122,11 @@ class Problem:
             loss -= self.pnl_vectors @ quantities[self.pnl_columns]
         return loss
 
+    def transfer_cost(self, xm_quantity: PositionVector) -> float:
+        """cost * sum_i |x_i - x0_i| / lot_i: USD per lot moved from the current allocation."""
+        moved_lots = np.abs(xm_quantity - self.current_xm) / self.lot
+        return float(self.options.transfer_cost * moved_lots.sum())
+
     def with_options(self, options: SolveOptions) -> Problem:
         """The same problem under other solve options (mode decides what may move)."""
         return build_problem(self.book, options=options, eligibility=self.eligibility)

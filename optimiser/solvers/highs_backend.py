@@ -27,7 +27,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 
-from ..margin import ModelFigures, model_margins, tail_weights
+from ..margin import ModelFigures, convex_xm_margin, model_margins, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
@@ -355,13 +355,11 @@ class _CuttingPlaneModel:
         return [figures[j] for j in range(len(self.terms))]
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
-        """The convex objective: standalone margins + max(C_F, C_C, (1 - cap)(S_F + S_C)) +
-        transfer cost."""
+        """The convex objective: standalone margins + convex XM margin + transfer cost."""
         problem = self.problem
         ficc, cme, s_f, s_c, c_f, c_c = (figure.margin for figure in figures)
-        xm_margin = max(c_f, c_c, (1.0 - problem.savings_cap) * (s_f + s_c))
-        moved = np.abs(xm_quantity - problem.current_xm) / problem.lot
-        return ficc + cme + xm_margin + problem.options.transfer_cost * float(moved.sum())
+        xm_margin = convex_xm_margin(s_f, s_c, c_f, c_c, problem.savings_cap)
+        return ficc + cme + xm_margin + problem.transfer_cost(xm_quantity)
 
     def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:
         """For each of ``terms``, the cut theta >= w . L(v) with w its tail weights in
