@@ -30,7 +30,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from .batch import (
     sha256_of,
     solve_account,
     strip_volatile,
+    xmargin_version,
 )
 from .eligibility import default_rulebook
 
@@ -116,13 +116,6 @@ RUN_COLUMNS = (
     "recorded_at",
 )
 KEY_COLUMNS = ("business_date", "cycle", "run_number", "account")
-
-
-def xmargin_version() -> str:
-    try:
-        return metadata.version("xmargin")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +293,7 @@ class AuditStore:
             error.message if error else None,
             error.field if error else None,
             *totals,
-            versions.xmargin,
+            outcome.code_version or versions.xmargin,  # the code that solved it
             versions.rulebook_name,
             versions.rulebook_effective_date,
             versions.models_sha256,

@@ -30,6 +30,7 @@ Batch file format ``xmargin-batch/1`` (see the README)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -40,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -75,8 +77,12 @@ __all__ = [
     "merge_case",
     "parse_batch",
     "run_batch",
+    "run_groups",
+    "sha256_of",
     "solve_account",
     "split_case",
+    "strip_volatile",
+    "xmargin_version",
 ]
 
 BATCH_FORMAT = "xmargin-batch/1"
@@ -100,6 +106,15 @@ CASE_ACCOUNT_KEYS = ("name", "customer", "clearing_member", "positions", "instru
 """Keys of a single case file that belong to its account when a folder of cases is a batch."""
 VOLATILE_RESULT_KEYS = (("solver", "build_seconds"), ("solver", "solve_seconds"))
 """Timings in a result that differ between two runs of the same request."""
+
+
+@functools.cache
+def xmargin_version() -> str:
+    """The installed xmargin's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return metadata.version("xmargin")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # --- JSON helpers ---------------------------------------------------------------------------
@@ -210,6 +225,8 @@ class AccountOutcome:
     result: dict[str, Any] | None = None
     error: AccountError | None = None
     seconds: float = 0.0
+    code_version: str = ""
+    """The xmargin version of the process that solved it (a Dask worker may differ)."""
 
     @property
     def ok(self) -> bool:
@@ -414,7 +431,9 @@ def solve_account(
 
     def failed(error: AccountError) -> AccountOutcome:
         seconds = time.perf_counter() - started
-        return AccountOutcome(index, account.account, account.label, error=error, seconds=seconds)
+        return AccountOutcome(
+            index, account.account, account.label, None, error, seconds, xmargin_version()
+        )
 
     try:
         book = parse_case(merge_case(shared, account.data))
@@ -432,7 +451,9 @@ def solve_account(
     except Exception as error:  # an account never stops the batch
         return failed(AccountError(type(error).__name__, str(error) or repr(error)))
     seconds = time.perf_counter() - started
-    return AccountOutcome(index, account.account, account.label, result=answer, seconds=seconds)
+    return AccountOutcome(
+        index, account.account, account.label, answer, None, seconds, xmargin_version()
+    )
 
 
 # --- engines --------------------------------------------------------------------------------

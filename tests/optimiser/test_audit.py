@@ -81,6 +81,7 @@ def test_a_stored_account_keeps_its_request_result_and_versions(store: AuditStor
     assert record.versions.xmargin == metadata.version("xmargin")
     assert record.versions.rulebook_name == rulebook.name
     assert record.versions.rulebook_effective_date == rulebook.effective_date.isoformat()
+    assert outcome.code_version == record.versions.xmargin
     assert store.get(DATE, CYCLE, 2, "CUST-1") is None  # another run number is another key
     assert store.get(DATE, "ITD", 1, "CUST-1") is None
 
@@ -255,3 +256,13 @@ def test_stores_opened_together_create_the_schema_once(store_url: str) -> None:
     finally:
         for store in opened:
             store.close()
+
+
+def test_the_version_stored_is_the_solving_processs(store: AuditStore) -> None:
+    """A Dask worker on other code than the client's: its version is what the row says."""
+    selected = batch_group(1)
+    [outcome] = InlineEngine().run(selected.accounts, selected.shared)
+    elsewhere = dataclasses.replace(outcome, code_version="9.9.9")
+    assert store.record(selected.shared, selected.accounts[0], elsewhere, 1)
+    record = store.get(DATE, CYCLE, 1, selected.accounts[0].account)
+    assert record is not None and record.versions.xmargin == "9.9.9"
