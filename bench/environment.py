@@ -43,15 +43,24 @@ def _memory_gib() -> float | None:
     return None
 
 
-def _commit() -> str | None:
+def _git(*args: str) -> str | None:
     folder = Path(__file__).resolve().parent
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+            ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None
+    return done.stdout.strip()
+
+
+def _uncommitted() -> list[str] | None:
+    """Files of the measured packages that differ from the commit (work in progress in the
+    tree the editable install runs from)."""
+    status = _git("status", "--porcelain", "--", ":/optimiser", ":/server", ":/clients")
+    if status is None:
+        return None
+    return sorted(line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip())
 
 
 def environment() -> dict[str, Any]:
@@ -66,5 +75,6 @@ def environment() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gib": _memory_gib(),
-        "commit": _commit(),
+        "commit": _git("rev-parse", "HEAD") or None,
+        "uncommitted": _uncommitted(),
     }

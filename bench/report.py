@@ -239,6 +239,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f} "
         "(other work shares this machine).",
         "",
+        *(
+            [
+                "Measured with uncommitted work in progress in the tree: "
+                + ", ".join(f"`{path}`" for path in env["uncommitted"])
+                + ".",
+                "",
+            ]
+            if env.get("uncommitted")
+            else []
+        ),
         "Each configuration ran in a fresh subprocess, one after the other. Times are wall clock "
         "of `optimise()` from a built book (problem build + backend build/compile + solve + "
         "exact evaluation and report); memory is the process's peak RSS during the timed "
@@ -285,15 +295,17 @@ def markdown(results: dict[str, Any]) -> str:
         if batch.get("status") in ("ok", "partial"):
             work = batch["worker_seconds"]
             lines.append(
-                f"{batch['accounts']} accounts of {batch['positions']} positions x "
+                f"{batch['accounts']:,} accounts of {batch['positions']} positions x "
                 f"{batch['scenarios']:,} scenarios (one shared scenario set) on a pool of "
                 f"{batch['workers']} processes ({batch['start_method']}): "
                 f"**{seconds(batch['total_seconds'])}** end to end, "
-                f"{batch['accounts_per_second']:.1f} accounts/s. Inside the workers: generating "
-                f"the books (the stand-in for loading them) {seconds(work['generate_sum'])}, "
-                f"optimising {seconds(work['optimise_sum'])} (median "
-                f"{seconds(work['optimise_per_account']['median'])} per account); "
-                f"{batch['not_optimal']} not optimal."
+                f"{batch['accounts_per_second']:.1f} accounts/s. Measured: {batch['measured']}. "
+                f"Inside the workers: loading {seconds(work['load_sum'])}, optimising "
+                f"{seconds(work['optimise_sum'])} (median "
+                f"{seconds(work['optimise_per_account']['median'])} per account, two "
+                "processes sharing the two cores); "
+                f"{batch['not_optimal']} not optimal. Generating and storing the accounts "
+                f"beforehand (untimed) took {seconds(batch['generate_seconds_untimed'])}."
             )
         else:
             lines.append(f"{batch.get('status')}: {batch.get('error', batch.get('reason'))}")
@@ -415,6 +427,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         axis.set_xscale("log")
         axis.set_yscale("log")
+        ticks = sorted({r["positions"] for r in sweep})
+        axis.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        axis.minorticks_off()
         axis.set_title(title)
         axis.set_xlabel("positions")
         axis.grid(True, which="both", alpha=0.25)

@@ -67,7 +67,7 @@ class Plan:
             cvxpy_integral_max=(100, 1260),
             reference_integral_limit=30.0,
             integral_limit=10.0,
-            cvxpy_cap=240.0,
+            cvxpy_cap=400.0,
             batch=(1000, 2, REFERENCE_POSITIONS, REFERENCE_SCENARIOS),
             grpc_calls=100,
             grpc_warmup=5,
