@@ -60,6 +60,7 @@ __all__ = [
     "SHARED_KEYS",
     "AccountError",
     "AccountOutcome",
+    "AccountSolver",
     "BatchAccount",
     "BatchGroup",
     "BatchSummary",
@@ -227,6 +228,8 @@ class AccountOutcome:
     seconds: float = 0.0
     code_version: str = ""
     """The xmargin version of the process that solved it (a Dask worker may differ)."""
+    payload: bytes | None = None
+    """An :data:`AccountSolver` hook's own encoding of the answer (the gRPC server's proto)."""
 
     @property
     def ok(self) -> bool:
@@ -458,6 +461,11 @@ def solve_account(
 
 # --- engines --------------------------------------------------------------------------------
 
+AccountSolver = Callable[[int, BatchAccount, Mapping[str, Any], "str | None"], AccountOutcome]
+"""What an engine runs per account: ``solve(index, account, shared, backend)``;
+:func:`solve_account` by default. Process and Dask engines pickle it to their workers, so a
+replacement must be picklable (a module-level function or an instance of a module's class)."""
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -477,14 +485,15 @@ class InlineEngine:
 
     name = "inline"
 
-    def __init__(self, backend: str | None = None) -> None:
+    def __init__(self, backend: str | None = None, solve: AccountSolver = solve_account) -> None:
         self.backend = backend
+        self.solve = solve
 
     def run(
         self, accounts: Sequence[BatchAccount], shared: SharedInputs
     ) -> Iterator[AccountOutcome]:
         for index, account in enumerate(accounts):
-            yield solve_account(index, account, shared.data, self.backend)
+            yield self.solve(index, account, shared.data, self.backend)
 
     def close(self) -> None:
         return None
@@ -493,16 +502,20 @@ class InlineEngine:
 # Worker-process state of LocalPoolEngine: the shared part, set once by the pool initializer.
 _WORKER_SHARED: dict[str, Any] = {}
 _WORKER_BACKEND: list[str | None] = [None]
+_WORKER_SOLVE: list[AccountSolver] = [solve_account]
 
 
-def _init_worker(shared: dict[str, Any], backend: str | None) -> None:
+def _init_worker(
+    shared: dict[str, Any], backend: str | None, solve: AccountSolver = solve_account
+) -> None:
     _WORKER_SHARED.clear()
     _WORKER_SHARED.update(shared)
     _WORKER_BACKEND[0] = backend
+    _WORKER_SOLVE[0] = solve
 
 
 def _solve_in_worker(index: int, account: BatchAccount) -> AccountOutcome:
-    return solve_account(index, account, _WORKER_SHARED, _WORKER_BACKEND[0])
+    return _WORKER_SOLVE[0](index, account, _WORKER_SHARED, _WORKER_BACKEND[0])
 
 
 def _default_start_method() -> str:
@@ -526,8 +539,10 @@ class LocalPoolEngine:
         backend: str | None = None,
         max_in_flight: int | None = None,
         max_restarts: int = 2,
+        solve: AccountSolver = solve_account,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.solve = solve
         self.start_method = start_method or _default_start_method()
         self.backend = backend
         self.max_in_flight = max_in_flight or 4 * self.workers
@@ -559,7 +574,7 @@ class LocalPoolEngine:
                 max_workers=min(self.workers, len(pending)),
                 mp_context=self._context(),
                 initializer=_init_worker,
-                initargs=(shared.data, self.backend),
+                initargs=(shared.data, self.backend, self.solve),
             )
             self._pool = pool
             running: dict[Future[AccountOutcome], int] = {}
@@ -618,9 +633,13 @@ class LocalPoolEngine:
 
 
 def _dask_solve(
-    index: int, account: BatchAccount, shared: dict[str, Any], backend: str | None
+    index: int,
+    account: BatchAccount,
+    shared: dict[str, Any],
+    backend: str | None,
+    solve: AccountSolver = solve_account,
 ) -> AccountOutcome:
-    return solve_account(index, account, shared, backend)
+    return solve(index, account, shared, backend)
 
 
 class DaskEngine:
@@ -638,8 +657,10 @@ class DaskEngine:
         backend: str | None = None,
         client: Any = None,
         connect_timeout: float = 10.0,
+        solve: AccountSolver = solve_account,
     ) -> None:
         self.scheduler = scheduler
+        self.solve = solve
         self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.backend = backend
@@ -690,6 +711,7 @@ class DaskEngine:
                 account,
                 shared_future,
                 self.backend,
+                self.solve,
                 key=f"xmargin-account-{token}-{index}",
                 pure=False,
             ): index

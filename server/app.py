@@ -25,7 +25,9 @@ from grpc_reflection.v1alpha import reflection
 
 from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 
+from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
+from .recorder import Recorder
 from .service import ScenarioRegistry, SolverPool, XmarginServicer
 
 __all__ = [
@@ -58,6 +60,12 @@ class ServerConfig:
     scenario_sets: list[Path] = field(default_factory=list)
     grace: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    batch_engine: str = "threads"
+    """OptimiseBatch's engine: ``threads`` (the solver pool), ``local`` (processes), ``dask``."""
+    scheduler: str | None = None
+    """Dask scheduler address (``tcp://host:port``); None with ``dask``: a LocalCluster."""
+    audit: str | None = None
+    """Audit store URL (``sqlite:///PATH.db`` or ``postgresql://...``); None: no audit."""
 
 
 class _Auth(grpc.ServerInterceptor):
@@ -155,6 +163,9 @@ class RunningServer:
         self.set_serving(False)
         self.server.stop(self.config.grace if grace is None else grace).wait()
         self.pool.shutdown()
+        self.servicer.engines.close()
+        if self.servicer.recorder is not None:
+            self.servicer.recorder.store.close()
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -169,7 +180,22 @@ def build_server(config: ServerConfig) -> RunningServer:
     if config.client_ca is not None and not tls:
         raise ValueError("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
     pool = SolverPool(config.workers, config.max_queue)
-    servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits)
+    recorder = None
+    if config.audit:
+        from xmargin.optimiser.audit import open_store
+
+        try:
+            recorder = Recorder(open_store(config.audit))
+        except Exception as error:  # a bad URL, no driver, the database is down
+            why = f"{type(error).__name__}: {error}"
+            raise ValueError(f"cannot open the audit store: {why}") from error
+    try:
+        engines = BatchEngines(config.batch_engine, config.workers, config.scheduler)
+    except BaseException:
+        if recorder is not None:
+            recorder.store.close()
+        raise
+    servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits, engines, recorder)
     max_bytes = config.max_message_mb * MB
     interceptors = [_Auth(config.token)] if config.token else []
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
@@ -244,6 +270,11 @@ def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = 
                 "tls": config.tls_cert is not None,
                 "mtls": config.client_ca is not None,
                 "auth": config.token is not None,
+                "batch_engine": config.batch_engine,
+                "scheduler": config.scheduler,
+                "audit": None
+                if running.servicer.recorder is None
+                else running.servicer.recorder.store.where,
             }
         )
     )

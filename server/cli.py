@@ -58,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="preload a scenario set (repeatable)",
     )
     parser.add_argument(
+        "--batch-engine",
+        choices=["threads", "local", "dask"],
+        help="OptimiseBatch's engine: threads (default: the solver threads), local (a pool of "
+        "--workers processes per batch) or dask (--scheduler, else a LocalCluster of --workers)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="Dask scheduler for OptimiseBatch (implies --batch-engine dask)",
+    )
+    parser.add_argument(
+        "--audit",
+        metavar="URL",
+        help="record every Optimise and batch account: sqlite:///PATH.db or postgresql://...",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -68,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Parse ``argv`` (without the ``serve`` word), serve until SIGTERM; the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    engine = args.batch_engine or ("dask" if args.scheduler else "threads")
+    if args.scheduler and engine != "dask":
+        parser.error("--scheduler needs --batch-engine dask")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = ServerConfig(
         host=args.host,
@@ -82,6 +102,9 @@ def main(argv: list[str]) -> int:
         token=args.token or None,
         scenario_sets=list(args.scenario_set),
         grace=args.grace,
+        batch_engine=engine,
+        scheduler=args.scheduler,
+        audit=args.audit,
     )
     try:
         return serve(config)

@@ -6,6 +6,8 @@ The server's own exceptions (all internal to the server, never seen by a client)
     ├── OverloadedError           no free solver slot -> RESOURCE_EXHAUSTED + RetryInfo
     ├── ScenarioSetNotFoundError  unknown scenario set id/version -> NOT_FOUND + ResourceInfo
     ├── DeadlineError             the deadline leaves no time to solve -> DEADLINE_EXCEEDED
+    ├── RunConflictError          the run key is stored with another request -> ALREADY_EXISTS
+    ├── AuditError                the audit store could not record an answer -> UNAVAILABLE
     └── UnauthenticatedError      missing or wrong bearer token -> UNAUTHENTICATED
 
 and from elsewhere: :class:`~xmargin.server.convert.RequestError` and the library's
@@ -30,9 +32,11 @@ from .convert import RequestError
 
 __all__ = [
     "DOMAIN",
+    "AuditError",
     "DeadlineError",
     "ErrorReport",
     "OverloadedError",
+    "RunConflictError",
     "ScenarioSetNotFoundError",
     "ServiceError",
     "UnauthenticatedError",
@@ -63,6 +67,27 @@ class ScenarioSetNotFoundError(ServiceError):
 
 class DeadlineError(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class RunConflictError(ServiceError):
+    """The audit store holds an answer for this (business date, cycle, run number, account)
+    computed from a different request: a new computation needs a new run number."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+    def __init__(self, key: dict[str, str], recorded_at: str) -> None:
+        self.key, self.recorded_at = key, recorded_at
+        super().__init__(
+            f"run {key['run_number']} of {key['business_date']} {key['cycle']} is already "
+            f"recorded for account {key['account']!r} (at {recorded_at}) with a different "
+            "request; send the same request to get the stored answer, or use a new run number"
+        )
+
+
+class AuditError(ServiceError):
+    """The audit store failed: the answer is not given out unrecorded (retry)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 class UnauthenticatedError(ServiceError):
@@ -131,6 +156,13 @@ def report(error: BaseException, retry_after: float = 0.2) -> ErrorReport:
             description="register it with RegisterScenarioSet first",
         )
         return ErrorReport(error.code, str(error), [info], reason="SCENARIO_SET_NOT_FOUND")
+    if isinstance(error, RunConflictError):
+        info = error_details_pb2.ErrorInfo(
+            reason="RUN_ALREADY_RECORDED",
+            domain=DOMAIN,
+            metadata=error.key | {"recorded_at": error.recorded_at},
+        )
+        return ErrorReport(error.code, str(error), [info], reason="RUN_ALREADY_RECORDED")
     if isinstance(error, ServiceError):
         return ErrorReport(error.code, str(error), reason=error.code.name)
     return ErrorReport(

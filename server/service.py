@@ -5,6 +5,10 @@ Each compute RPC (Optimise, OptimiseBatch, ComputeMargin, WhatIf) runs in a boun
 measurement), so threads give parallel solves without pickling books across processes. A call
 that finds every slot taken gets RESOURCE_EXHAUSTED at once. The call's deadline bounds the
 solver's time limit.
+
+OptimiseBatch runs through a batch engine (:mod:`.batching`): the solver threads by default, or
+a process pool or Dask (``--batch-engine``), which then hold one slot for the whole batch. With
+an audit store (``--audit``) Optimise and each batch account are recorded (:mod:`.recorder`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,8 +42,25 @@ from xmargin.optimiser import (
     optimise,
     parse_case,
 )
+from xmargin.optimiser.batch import (
+    AccountError,
+    AccountOutcome,
+    BatchAccount,
+    SharedInputs,
+    split_case,
+)
 from xmargin.optimiser.optimise import make_backend
+from xmargin.optimiser.results import OptimisationResult
 
+from .batching import (
+    DEADLINE_RESERVE,
+    MIN_SOLVE_SECONDS,
+    BatchEngines,
+    ProtoSolve,
+    SolverPoolEngine,
+    error_proto,
+    solve_budget,
+)
 from .convert import (
     FieldPaths,
     Limits,
@@ -54,7 +76,6 @@ from .convert import (
     member_case,
     parse,
     position_case,
-    result_to_proto,
     scenario_set_case,
     state_to_proto,
 )
@@ -65,15 +86,18 @@ from .errors import (
     abort,
     report,
 )
+from .recorder import Recorder
 
-__all__ = ["ScenarioRegistry", "SolverPool", "XmarginServicer"]
+__all__ = [
+    "DEADLINE_RESERVE",
+    "MIN_SOLVE_SECONDS",
+    "ScenarioRegistry",
+    "SolverPool",
+    "XmarginServicer",
+]
 
 log = logging.getLogger("xmargin.server")
 T = TypeVar("T")
-
-# Share of the time left before the deadline kept back for evaluation and the reply.
-DEADLINE_RESERVE = 0.2
-MIN_SOLVE_SECONDS = 0.005
 
 
 # grpc reports a call without a deadline as one that far away (or more).
@@ -116,6 +140,15 @@ class SolverPool:
         if future is None:
             raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
         return future
+
+    def hold(self) -> None:
+        """Take a slot for work done elsewhere (a batch on processes or Dask) until
+        :meth:`release`; OverloadedError when none is free."""
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
+
+    def release(self) -> None:
+        self._slots.release()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
@@ -198,10 +231,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         pool: SolverPool,
         registry: ScenarioRegistry | None = None,
         limits: Limits | None = None,
+        engines: BatchEngines | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.pool = pool
         self.registry = registry or ScenarioRegistry()
         self.limits = limits or Limits()
+        self.engines = engines or BatchEngines("threads")
+        self.recorder = recorder
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -244,13 +281,13 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
         """The solver's time limit: the request's, bounded by what the deadline leaves."""
+        return solve_budget(_remaining(context), requested)
+
+    @staticmethod
+    def _deadline(context: grpc.ServicerContext) -> float | None:
+        """The call's deadline on the wall clock (``time.time()``); None when it has none."""
         remaining = _remaining(context)
-        if remaining is None:
-            return requested
-        budget = remaining * (1.0 - DEADLINE_RESERVE)
-        if budget < MIN_SOLVE_SECONDS:
-            raise DeadlineError(f"deadline leaves {remaining * 1e3:.1f} ms: too short to solve")
-        return budget if requested is None else min(requested, budget)
+        return None if remaining is None else time.time() + remaining
 
     def _in_pool(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         """Run ``work`` in the solver pool (RESOURCE_EXHAUSTED if full) within the deadline."""
@@ -300,13 +337,35 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 raise RequestError([("options.backend", str(error))]) from error
         return book
 
-    def _solve(self, book: Book, context: grpc.ServicerContext) -> result_pb2.OptimiseResult:
-        """Optimise ``book`` within what the deadline leaves now (the call may have queued)."""
-        options = book.options
-        time_limit = self._time_limit(context, options.time_limit)
-        if time_limit is not None:
-            options = dataclasses.replace(options, time_limit=time_limit)
-        return result_to_proto(optimise(book, options=options))
+    def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
+        """The case parts every account of ``request`` shares (date, cycle, factors, scenarios,
+        models, program, options): the shared inputs of the batch engines and the audit."""
+        blank = book_pb2.AccountBook(
+            customer=book_pb2.Customer(id="-"), clearing_member=book_pb2.ClearingMember(id="-")
+        )
+        shared, _ = split_case(
+            book_case(
+                request.run,
+                blank,
+                scenarios,
+                self._field(request, "models"),
+                self._field(request, "program"),
+                self._field(request, "options"),
+                FieldPaths(),
+                self.limits,
+            )
+        )
+        return shared
+
+    def _account(
+        self, request: Any, account: book_pb2.AccountBook, label: str, scenarios: ResolvedScenarios
+    ) -> BatchAccount:
+        """One account's own case parts; ``label`` is its proto path (``accounts[3]``)."""
+        case = book_case(
+            request.run, account, scenarios, None, None, None, FieldPaths(label), self.limits
+        )
+        _, own = split_case(case)
+        return BatchAccount(account.customer.id, own, label)
 
     # --- RPCs -----------------------------------------------------------------------------
 
@@ -314,8 +373,28 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         self, request: service_pb2.OptimiseRequest, context: grpc.ServicerContext
     ) -> service_pb2.OptimiseResponse:
         def work() -> service_pb2.OptimiseResponse:
-            book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
-            return service_pb2.OptimiseResponse(run=request.run, result=self._solve(book, context))
+            scenarios = self._scenarios(request)
+            shared_data = self._shared_data(request, scenarios)
+            account = self._account(request, request.account, "account", scenarios)
+            solve = ProtoSolve(self._deadline(context), _optimise)
+            if self.recorder is None:
+                outcome, error = solve.attempt(0, account, shared_data)
+            else:
+                run_number = self.recorder.run_number(request.run.run_number)
+                shared = SharedInputs.of(shared_data, from_json=True)
+                prior = self.recorder.prior(shared, [account], run_number)
+                if 0 in prior:
+                    outcome, error = prior[0]
+                else:
+                    outcome, error = solve.attempt(0, account, shared.data)
+                    outcome, error = self.recorder.record(
+                        shared, account, outcome, run_number, error
+                    )
+            if error is not None:
+                raise error
+            assert outcome.payload is not None
+            result = result_pb2.OptimiseResult.FromString(outcome.payload)
+            return service_pb2.OptimiseResponse(run=request.run, result=result)
 
         return self._unary("Optimise", request, context, lambda: self._in_pool(context, work))
 
@@ -521,77 +600,143 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 raise RequestError([("options.backend", str(error))]) from error
         if total == 0:
             return
-        # The first slot admits the batch (else RESOURCE_EXHAUSTED); spare slots add parallelism.
-        pending = list(range(total))
-        running: dict[Future[result_pb2.OptimiseResult], int] = {}
-        completed = failed = 0
+        run_number = 0
+        if self.recorder is not None:
+            run_number = self.recorder.run_number(request.run.run_number)
+        inputs = SharedInputs.of(self._shared_data(request, scenarios), from_json=True)
+        ready: list[tuple[int, AccountOutcome]] = []  # refused before the engine, or stored
+        todo: list[BatchAccount] = []
+        where: list[int] = []  # todo position -> index in the request
+        for index, account_book in enumerate(request.accounts):
+            label = f"accounts[{index}]"
+            try:
+                todo.append(self._account(request, account_book, label, scenarios))
+                where.append(index)
+            except RequestError as error:
+                failure = AccountError(type(error).__name__, str(error))
+                payload = error_proto(error).SerializeToString()
+                outcome = AccountOutcome(index, account_book.customer.id, label, None, failure)
+                ready.append((index, dataclasses.replace(outcome, payload=payload)))
+        if self.recorder is not None:
+            prior = self.recorder.prior(inputs, todo, run_number)
+            ready += [(where[k], answer) for k, (answer, _) in sorted(prior.items())]
+            keep = [k for k in range(len(todo)) if k not in prior]
+            todo, where = [todo[k] for k in keep], [where[k] for k in keep]
+        yield from self._stream(request, context, started, inputs, todo, where, ready, run_number)
 
-        def account_task(index: int) -> result_pb2.OptimiseResult:
-            book = self._book(
-                request,
-                request.accounts[index],
-                FieldPaths(account=f"accounts[{index}]"),
-                scenarios,
-            )
-            return self._solve(book, context)
+    def _stream(
+        self,
+        request: service_pb2.OptimiseBatchRequest,
+        context: grpc.ServicerContext,
+        started: float,
+        inputs: SharedInputs,
+        todo: list[BatchAccount],
+        where: list[int],
+        ready: list[tuple[int, AccountOutcome]],
+        run_number: int,
+    ) -> Iterator[service_pb2.OptimiseBatchResponse]:
+        """Admit the batch, run ``todo`` on the engine in a feeder thread (which records each
+        outcome), and stream every outcome, ``ready`` first, as it arrives."""
+        solve = ProtoSolve(self._deadline(context), _optimise)
+        stop = threading.Event()
+        iterator: Iterator[AccountOutcome] = iter(())
+        held = False
+        if todo and self.engines.threaded:
+            iterator = SolverPoolEngine(self.pool, solve, stop).run(todo, inputs)
+        elif todo:
+            self.pool.hold()  # RESOURCE_EXHAUSTED when the server is full
+            held = True
+            try:
+                iterator = self.engines.make(solve).run(todo, inputs)
+            except BaseException:
+                self.pool.release()
+                raise
+        outcomes: queue.Queue[tuple[int, AccountOutcome] | BaseException | None] = queue.Queue()
+        recorder = self.recorder
 
-        first = pending.pop(0)
-        running[self.pool.submit(account_task, first)] = first
-        try:
-            while running:
-                while pending and len(running) < self.pool.workers:
-                    future = self.pool.try_submit(account_task, pending[0])
-                    if future is None:
+        def feed() -> None:
+            try:
+                for item in ready:
+                    outcomes.put(item)
+                for outcome in iterator:
+                    account = todo[outcome.index]
+                    if recorder is not None and _recordable(outcome):
+                        outcome, _ = recorder.record(inputs, account, outcome, run_number)
+                    outcomes.put((where[outcome.index], outcome))
+                    if stop.is_set():
                         break
-                    running[future] = pending.pop(0)
-                if not context.is_active():
+            except BaseException as error:  # the engine itself failed (lost scheduler, ...)
+                outcomes.put(error)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                if held:
+                    self.pool.release()
+                outcomes.put(None)
+
+        threading.Thread(target=feed, name="xmargin-batch-feed", daemon=True).start()
+        total = len(request.accounts)
+        completed = failed = 0
+        try:
+            while True:
+                try:
+                    item = outcomes.get(timeout=0.25)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    continue
+                if item is None:
                     return
-                done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = running.pop(future)
-                    message = service_pb2.OptimiseBatchResponse(
-                        run=request.run,
-                        account_index=index,
-                        account_name=request.accounts[index].name
-                        or request.accounts[index].customer.id,
-                    )
-                    try:
-                        message.result.CopyFrom(future.result())
-                    except Exception as error:
-                        failed += 1
-                        error_report = report(error)
-                        if error_report.code is grpc.StatusCode.INTERNAL:
-                            log.exception("unexpected error in batch account %d", index)
-                        message.error.CopyFrom(
-                            service_pb2.AccountError(
-                                code=error_report.code.name,
-                                message=error_report.message,
-                                reason=error_report.reason,
-                                field_violations=[
-                                    service_pb2.FieldViolation(field=f, description=d)
-                                    for f, d in error_report.violations
-                                ],
-                            )
-                        )
-                    completed += 1
-                    message.progress.CopyFrom(
-                        service_pb2.BatchProgress(completed=completed, failed=failed, total=total)
-                    )
-                    message.progress.elapsed.FromNanoseconds(
-                        int((time.perf_counter() - started) * 1e9)
-                    )
-                    yield message
-                if not running and pending:  # every slot taken by others: wait for one
-                    future = None
-                    while future is None and context.is_active():
-                        future = self.pool.try_submit(account_task, pending[0])
-                        if future is None:
-                            time.sleep(0.01)
-                    if future is not None:
-                        running[future] = pending.pop(0)
+                if isinstance(item, BaseException):
+                    raise item
+                index, outcome = item
+                message = service_pb2.OptimiseBatchResponse(
+                    run=request.run,
+                    account_index=index,
+                    account_name=request.accounts[index].name
+                    or request.accounts[index].customer.id,
+                )
+                if outcome.ok and outcome.payload is not None:
+                    message.result.ParseFromString(outcome.payload)
+                else:
+                    failed += 1
+                    message.error.CopyFrom(_account_error(outcome))
+                completed += 1
+                message.progress.CopyFrom(
+                    service_pb2.BatchProgress(completed=completed, failed=failed, total=total)
+                )
+                message.progress.elapsed.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+                yield message
         finally:
-            for future in running:
-                future.cancel()
+            stop.set()
+
+
+def _optimise(book: Book, options: Any = None, backend: str | None = None) -> OptimisationResult:
+    """``optimise``, looked up when called (so tests can watch it); by reference in pickles."""
+    return optimise(book, options=options, backend=backend)
+
+
+def _recordable(outcome: AccountOutcome) -> bool:
+    """An answer, or a failure of the computation itself (infeasible, solver failure): invalid
+    input and deadlines too short to start are refusals, not runs, and are not recorded."""
+    if outcome.ok:
+        return True
+    if outcome.payload is None:
+        return False
+    return service_pb2.AccountError.FromString(outcome.payload).code == "FAILED_PRECONDITION"
+
+
+def _account_error(outcome: AccountOutcome) -> service_pb2.AccountError:
+    """The AccountError of a failed outcome (an engine's own failure has no payload)."""
+    if outcome.payload is not None:
+        return service_pb2.AccountError.FromString(outcome.payload)
+    assert outcome.error is not None
+    return service_pb2.AccountError(
+        code=grpc.StatusCode.UNAVAILABLE.name,
+        message=f"{outcome.error.type}: {outcome.error.message}",
+        reason=outcome.error.type,
+    )
 
 
 def _what_if(

@@ -1,0 +1,343 @@
+"""OptimiseBatch (and Optimise) behind the batch engines of :mod:`xmargin.optimiser.batch`.
+
+The account solver is :class:`ProtoSolve`, a picklable hook run where the work runs (a solver
+thread, a pool process, a Dask worker): it merges and validates one account, optimises it
+within what the call's deadline leaves at that moment, and returns the answer both as the
+result JSON (for the audit store) and as proto bytes (``OptimiseResult`` or ``AccountError``)
+for the server to stream back.
+
+Engines: :class:`SolverPoolEngine` (default; the server's own bounded thread pool, since
+highspy releases the GIL) or any :class:`~xmargin.optimiser.batch.Engine` made by
+:class:`BatchEngines` (``--batch-engine local|dask``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xmargin.clients.v1 import service_pb2
+from xmargin.optimiser import CaseValidationError, InfeasibleError, SolverError, parse_case
+from xmargin.optimiser.batch import (
+    AccountError,
+    AccountOutcome,
+    AccountSolver,
+    BatchAccount,
+    DaskEngine,
+    Engine,
+    LocalPoolEngine,
+    SharedInputs,
+    _field_in_batch,
+    jsonable,
+    merge_case,
+    xmargin_version,
+)
+from xmargin.optimiser.margin import attribute, evaluate, marginal_margins
+from xmargin.optimiser.optimise import make_backend, optimise
+from xmargin.optimiser.problem import build_problem
+from xmargin.optimiser.results import (
+    MarginalMargin,
+    OptimisationResult,
+    SolverStats,
+    Status,
+    transfers_between,
+)
+
+from .convert import FieldPaths, RequestError, result_to_proto
+from .errors import DeadlineError, report
+
+__all__ = [
+    "BATCH_ENGINES",
+    "DEADLINE_RESERVE",
+    "MIN_SOLVE_SECONDS",
+    "BatchEngines",
+    "ProtoSolve",
+    "SolverPoolEngine",
+    "error_proto",
+    "rebuild_result",
+    "solve_budget",
+    "time_limit",
+]
+
+# Share of the time left before the deadline kept back for evaluation and the reply.
+DEADLINE_RESERVE = 0.2
+MIN_SOLVE_SECONDS = 0.005
+BATCH_ENGINES = ("threads", "local", "dask")
+
+
+def error_proto(error: BaseException) -> service_pb2.AccountError:
+    """One account's failure as the status it would have had as a single call."""
+    error_report = report(error)
+    return service_pb2.AccountError(
+        code=error_report.code.name,
+        message=error_report.message,
+        reason=error_report.reason,
+        field_violations=[
+            service_pb2.FieldViolation(field=f, description=d) for f, d in error_report.violations
+        ],
+    )
+
+
+def time_limit(deadline: float | None, requested: float | None) -> float | None:
+    """The solver's time limit now: the request's, bounded by what the deadline (wall clock,
+    ``time.time()``) leaves; DeadlineError when that is too short."""
+    return solve_budget(None if deadline is None else deadline - time.time(), requested)
+
+
+def solve_budget(remaining: float | None, requested: float | None) -> float | None:
+    """The request's time limit bounded by ``remaining`` seconds less the reserve."""
+    if remaining is None:
+        return requested
+    remaining = max(0.0, remaining)
+    budget = remaining * (1.0 - DEADLINE_RESERVE)
+    if budget < MIN_SOLVE_SECONDS:
+        raise DeadlineError(f"deadline leaves {remaining * 1e3:.1f} ms: too short to solve")
+    return budget if requested is None else min(requested, budget)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtoSolve:
+    """The server's account solver (an :data:`~xmargin.optimiser.batch.AccountSolver`).
+
+    ``deadline`` is the call's deadline in wall-clock seconds (None: none). An account's label
+    is its proto path (``accounts[3]``, ``account``), so field errors name request fields. The
+    outcome's ``payload`` is ``OptimiseResult`` bytes when it succeeded, else ``AccountError``
+    bytes; its ``error`` mirrors :func:`~xmargin.optimiser.batch.solve_account`'s, so that
+    ``xmargin audit show --reproduce`` reproduces a stored failure too.
+    """
+
+    deadline: float | None = None
+    optimiser: Callable[..., OptimisationResult] = optimise
+    """``optimise`` (a module-level function: it travels to workers by reference)."""
+
+    def __call__(
+        self,
+        index: int,
+        account: BatchAccount,
+        shared: Mapping[str, Any],
+        backend: str | None = None,
+    ) -> AccountOutcome:
+        return self.attempt(index, account, shared, backend)[0]
+
+    def attempt(
+        self,
+        index: int,
+        account: BatchAccount,
+        shared: Mapping[str, Any],
+        backend: str | None = None,
+    ) -> tuple[AccountOutcome, BaseException | None]:
+        """The outcome, and the exception behind a failure (a unary call raises it, keeping
+        its rich status details)."""
+        started = time.perf_counter()
+        paths = FieldPaths(account=account.label)
+
+        def failed(
+            error: BaseException, audit_error: AccountError
+        ) -> tuple[AccountOutcome, BaseException]:
+            outcome = AccountOutcome(
+                index,
+                account.account,
+                account.label,
+                None,
+                audit_error,
+                time.perf_counter() - started,
+                xmargin_version(),
+                error_proto(error).SerializeToString(),
+            )
+            return outcome, error
+
+        try:
+            case = merge_case(shared, account.data)
+            paths.factor_count = len(shared.get("factors") or [])
+            book = parse_case(case)
+            if book.options.backend is not None:
+                try:
+                    make_backend(book.options.backend)
+                except ValueError as error:
+                    raise RequestError([("options.backend", str(error))]) from error
+            options = book.options
+            limit = time_limit(self.deadline, options.time_limit)
+            if limit is not None:
+                options = dataclasses.replace(options, time_limit=limit)
+            result = self.optimiser(book, options=options, backend=backend)
+            answer = jsonable(result.to_dict())
+            payload = result_to_proto(result).SerializeToString()
+        except CaseValidationError as error:
+            n_shared = len(shared.get("instruments", []) or [])
+            where = _field_in_batch(error.field, account, n_shared)
+            message = f"{where}: {error.reason} (got {error.value!r})"
+            return failed(paths.error(error), AccountError("CaseValidationError", message, where))
+        except (InfeasibleError, SolverError) as error:
+            return failed(error, AccountError(type(error).__name__, str(error), None, error.advice))
+        except Exception as error:  # an account never stops the batch
+            return failed(error, AccountError(type(error).__name__, str(error) or repr(error)))
+        outcome = AccountOutcome(
+            index,
+            account.account,
+            account.label,
+            answer,
+            None,
+            time.perf_counter() - started,
+            xmargin_version(),
+            payload,
+        )
+        return outcome, None
+
+
+class SolverPoolEngine:
+    """The default batch engine: the server's bounded solver threads (:class:`SolverPool`).
+
+    ``run`` takes the first account's slot at once (OverloadedError, i.e. RESOURCE_EXHAUSTED,
+    when none is free) before it returns its iterator; further accounts use spare slots, up to
+    one per solver thread, and wait for a slot when others hold them all. ``stop`` ends the
+    run early (a cancelled call): queued accounts are cancelled."""
+
+    name = "threads"
+
+    def __init__(self, pool: Any, solve: AccountSolver, stop: threading.Event) -> None:
+        self.pool = pool
+        self.solve = solve
+        self.stop = stop
+
+    def run(
+        self, accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]:
+        if not accounts:
+            return iter(())
+        first = self.pool.submit(self.solve, 0, accounts[0], shared.data, None)
+        return self._stream(first, accounts, shared)
+
+    def _stream(
+        self, first: Future[AccountOutcome], accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]:
+        pending = list(range(1, len(accounts)))
+        running: dict[Future[AccountOutcome], int] = {first: 0}
+
+        def submit(index: int) -> Future[AccountOutcome] | None:
+            future: Future[AccountOutcome] | None = self.pool.try_submit(
+                self.solve, index, accounts[index], shared.data, None
+            )
+            return future
+
+        try:
+            while running or pending:
+                while pending and len(running) < self.pool.workers:
+                    future = submit(pending[0])
+                    if future is None:
+                        break
+                    running[future] = pending.pop(0)
+                if not running:  # every slot taken by other calls: wait for one
+                    if self.stop.wait(0.01):
+                        return
+                    continue
+                done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
+                if self.stop.is_set():
+                    return
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        yield future.result()
+                    except Exception as error:  # the hook catches everything; belt and braces
+                        account = accounts[index]
+                        failure = AccountError(type(error).__name__, str(error))
+                        yield AccountOutcome(index, account.account, account.label, None, failure)
+        finally:
+            for future in running:
+                future.cancel()
+
+    def close(self) -> None:
+        return None
+
+
+class BatchEngines:
+    """Makes the engine of each OptimiseBatch call for ``--batch-engine``: ``threads`` (the
+    solver pool), ``local`` (a process pool of ``workers`` per batch) or ``dask`` (the
+    scheduler at ``scheduler``, else a LocalCluster of ``workers``; one Client for the
+    server's life, connected at start)."""
+
+    def __init__(self, name: str = "threads", workers: int = 2, scheduler: str | None = None):
+        if scheduler and name != "dask":
+            raise ValueError("--scheduler needs --batch-engine dask")
+        if name not in BATCH_ENGINES:
+            raise ValueError(f"unknown batch engine {name!r}; use one of {BATCH_ENGINES}")
+        self.name = name
+        self.workers = max(1, workers)
+        self.scheduler = scheduler
+        self._dask: DaskEngine | None = None
+        if name == "dask":
+            self._dask = DaskEngine(scheduler, self.workers)
+            self._dask.connect()
+
+    @property
+    def threaded(self) -> bool:
+        return self.name == "threads"
+
+    def make(self, solve: AccountSolver) -> Engine:
+        """An engine for one call (``threads`` has none: see :class:`SolverPoolEngine`)."""
+        if self.name == "local":
+            return LocalPoolEngine(self.workers, solve=solve)
+        if self._dask is not None:
+            return DaskEngine(client=self._dask.client, solve=solve)
+        raise ValueError("the threads engine is made by the servicer (it needs the pool)")
+
+    def close(self) -> None:
+        if self._dask is not None:
+            self._dask.close()
+            self._dask = None
+
+
+# --- the stored answer, again ---------------------------------------------------------------
+
+
+def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> OptimisationResult:
+    """The stored answer as an :class:`OptimisationResult`, without solving: the stored
+    allocation evaluated exactly on the stored request (every figure the evaluator's, as when
+    it was first computed), with the stored solver statistics, notes and VaR gap."""
+    book = parse_case(dict(case))
+    problem = build_problem(book)
+    allocation_of = stored["optimised"]["allocation"]
+    allocation = np.array([float(allocation_of[pid]) for pid in problem.position_ids])
+    optimised = evaluate(problem, allocation)
+    in_xm, in_standalone = marginal_margins(problem, optimised)
+    solver = stored["solver"]
+    stats = SolverStats(
+        backend=str(solver["backend"]),
+        status=Status(solver["status"]),
+        objective=_number(solver["objective"]),
+        bound=_number(solver["bound"]),
+        build_seconds=_number(solver["build_seconds"]),
+        solve_seconds=_number(solver["solve_seconds"]),
+        iterations=int(solver["iterations"]),
+        cuts=int(solver["cuts"]),
+        message=str(solver["message"]),
+        fallback_from=solver.get("fallback_from"),
+    )
+    var_gap = stored.get("var_gap")
+    return OptimisationResult(
+        problem=problem,
+        status=Status(stored["status"]),
+        allocation=allocation,
+        baseline=evaluate(problem, np.zeros(problem.n_positions)),
+        current=evaluate(problem, problem.current_xm),
+        optimised=optimised,
+        all_eligible=evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0)),
+        transfers=transfers_between(problem, problem.current_xm, allocation),
+        marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
+        attribution=attribute(problem, allocation),
+        stats=stats,
+        transfer_cost=problem.transfer_cost(allocation),
+        var_gap=None if var_gap is None else float(var_gap),
+        notes=[str(n) for n in stored.get("notes", [])],
+    )
+
+
+def _number(value: Any) -> float:
+    """A stored figure (JSON null stands for NaN or infinity)."""
+    return float("nan") if value is None else float(value)
