@@ -141,9 +141,10 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
                 measured += f" (Python allocations {traced:.0f} MiB)"
         elif target.id == "batch" and batch and batch.get("total_seconds") is not None:
             value = float(batch["total_seconds"])
+            variant = BATCH_VARIANTS.get(batch.get("headline_variant", ""), "pool")
             measured = (
-                f"{seconds(value)} for {batch['accounts']} accounts of {batch['positions']} x "
-                f"{batch['scenarios']} on {batch['workers']} workers "
+                f"{seconds(value)} for {batch['accounts']:,} accounts of {batch['positions']} x "
+                f"{batch['scenarios']:,} on {batch['workers']} workers, {variant} "
                 f"({batch['accounts_per_second']:.1f} accounts/s)"
             )
         elif target.id in ("grpc_p50", "grpc_p99") and grpc and grpc.get("p50") is not None:
@@ -291,25 +292,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _sweep_markdown(results)
     batch = results.get("batch")
     if batch:
-        lines += ["## Batch", ""]
-        if batch.get("status") in ("ok", "partial"):
-            work = batch["worker_seconds"]
-            lines.append(
-                f"{batch['accounts']:,} accounts of {batch['positions']} positions x "
-                f"{batch['scenarios']:,} scenarios (one shared scenario set) on a pool of "
-                f"{batch['workers']} processes ({batch['start_method']}): "
-                f"**{seconds(batch['total_seconds'])}** end to end, "
-                f"{batch['accounts_per_second']:.1f} accounts/s. Measured: {batch['measured']}. "
-                f"Inside the workers: loading {seconds(work['load_sum'])}, optimising "
-                f"{seconds(work['optimise_sum'])} (median "
-                f"{seconds(work['optimise_per_account']['median'])} per account, two "
-                "processes sharing the two cores); "
-                f"{batch['not_optimal']} not optimal. Generating and storing the accounts "
-                f"beforehand (untimed) took {seconds(batch['generate_seconds_untimed'])}."
-            )
-        else:
-            lines.append(f"{batch.get('status')}: {batch.get('error', batch.get('reason'))}")
-        lines.append("")
+        lines += ["## Batch", "", *_batch_markdown(batch), ""]
     grpc = results.get("grpc")
     if grpc:
         lines += ["## gRPC round trip", ""]
@@ -338,6 +321,49 @@ def markdown(results: dict[str, Any]) -> str:
     if profiles:
         lines += ["Profiles: " + ", ".join(f"[{p}]({p})" for p in profiles) + ".", ""]
     return "\n".join(lines)
+
+
+BATCH_VARIANTS = {
+    "engine": "product batch engine (LocalPoolEngine)",
+    "engine_audit": "the same, with the SQLite audit store",
+    "pool": "bare multiprocessing pool, optimise() only",
+}
+
+
+def _batch_markdown(batch: dict[str, Any]) -> list[str]:
+    if "variants" not in batch:
+        return [f"{batch.get('status')}: {batch.get('error', batch.get('reason'))}"]
+    lines = [
+        f"{batch['accounts']:,} accounts of {batch['positions']} positions x "
+        f"{batch['scenarios']:,} scenarios sharing one scenario set, {batch['workers']} worker "
+        f"processes. The accounts were generated and stored beforehand (untimed, "
+        f"{seconds(batch['generate_seconds_untimed'])}, {batch['stored_mib']:.0f} MiB).",
+        "",
+    ]
+    rows = []
+    for name, label in BATCH_VARIANTS.items():
+        variant = batch["variants"].get(name) or {}
+        if variant.get("total_seconds") is None:
+            rows.append([label, variant.get("error", variant.get("status", "not run")), "-", "-"])
+            continue
+        rows.append(
+            [
+                label + (" (headline)" if name == batch["headline_variant"] else ""),
+                f"**{seconds(variant['total_seconds'])}**",
+                f"{variant['accounts_per_second']:.1f}",
+                variant["measured"],
+            ]
+        )
+    lines += _table(["variant", "end to end", "accounts/s", "inside the clock"], rows)
+    pool = batch["variants"].get("pool") or {}
+    if pool.get("optimise_per_account"):
+        lines += [
+            "",
+            f"In the bare pool, `optimise()` took a median "
+            f"{seconds(pool['optimise_per_account']['median'])} per account with two processes "
+            f"sharing the two cores (sum {seconds(pool['optimise_sum'])}).",
+        ]
+    return lines
 
 
 def _sweep_markdown(results: dict[str, Any]) -> list[str]:
