@@ -14,6 +14,7 @@ highspy releases the GIL) or any :class:`~xmargin.optimiser.batch.Engine` made b
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,6 +66,8 @@ __all__ = [
     "solve_budget",
     "time_limit",
 ]
+
+log = logging.getLogger("xmargin.server")
 
 # Share of the time left before the deadline kept back for evaluation and the reply.
 DEADLINE_RESERVE = 0.2
@@ -177,6 +180,7 @@ class ProtoSolve:
         except (InfeasibleError, SolverError) as error:
             return failed(error, AccountError(type(error).__name__, str(error), None, error.advice))
         except Exception as error:  # an account never stops the batch
+            log.exception("unexpected error in %s", account.label)
             return failed(error, AccountError(type(error).__name__, str(error) or repr(error)))
         outcome = AccountOutcome(
             index,

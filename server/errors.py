@@ -8,6 +8,7 @@ The server's own exceptions (all internal to the server, never seen by a client)
     ├── DeadlineError             the deadline leaves no time to solve -> DEADLINE_EXCEEDED
     ├── RunConflictError          the run key is stored with another request -> ALREADY_EXISTS
     ├── AuditError                the audit store could not record an answer -> UNAVAILABLE
+    ├── EngineError               the batch engine failed (lost scheduler, ...) -> UNAVAILABLE
     └── UnauthenticatedError      missing or wrong bearer token -> UNAUTHENTICATED
 
 and from elsewhere: :class:`~xmargin.server.convert.RequestError` and the library's
@@ -34,6 +35,7 @@ __all__ = [
     "DOMAIN",
     "AuditError",
     "DeadlineError",
+    "EngineError",
     "ErrorReport",
     "OverloadedError",
     "RunConflictError",
@@ -86,6 +88,12 @@ class RunConflictError(ServiceError):
 
 class AuditError(ServiceError):
     """The audit store failed: the answer is not given out unrecorded (retry)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class EngineError(ServiceError):
+    """The batch engine itself failed (not one account): the batch stops; retry it."""
 
     code = grpc.StatusCode.UNAVAILABLE
 

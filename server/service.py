@@ -81,8 +81,10 @@ from .convert import (
 )
 from .errors import (
     DeadlineError,
+    EngineError,
     OverloadedError,
     ScenarioSetNotFoundError,
+    ServiceError,
     abort,
     report,
 )
@@ -387,9 +389,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                     outcome, error = prior[0]
                 else:
                     outcome, error = solve.attempt(0, account, shared.data)
-                    outcome, error = self.recorder.record(
-                        shared, account, outcome, run_number, error
-                    )
+                    if _recordable(outcome):
+                        outcome, error = self.recorder.record(
+                            shared, account, outcome, run_number, error
+                        )
             if error is not None:
                 raise error
             assert outcome.payload is not None
@@ -689,7 +692,11 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 if item is None:
                     return
                 if isinstance(item, BaseException):
-                    raise item
+                    if isinstance(item, ServiceError):
+                        raise item
+                    log.error("batch engine failed", exc_info=item)
+                    why = f"{type(item).__name__}: {item}"
+                    raise EngineError(f"the batch engine failed ({why}); retry") from item
                 index, outcome = item
                 message = service_pb2.OptimiseBatchResponse(
                     run=request.run,

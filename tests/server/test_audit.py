@@ -1,0 +1,222 @@
+"""``xmargin serve --audit URL``: every Optimise and every OptimiseBatch account is stored once
+under (business date, cycle, run number, customer id); the same request again gets the stored
+answer, another request under that key ALREADY_EXISTS; ``xmargin audit show --reproduce``
+reproduces what the server stored. On SQLite, and on PostgreSQL when $XMARGIN_TEST_PG_DSN is
+set (a fresh schema per test)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from tests.optimiser.test_audit import _postgres_url
+from tests.server.harness import optimise_request, start
+from tests.server.test_engines import batch_request, run_batch
+from tests.server.test_errors import call_error, details, violations
+from xmargin.clients.v1 import service_pb2
+from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+from xmargin.optimiser import cli
+from xmargin.optimiser.audit import open_store
+from xmargin.server import RunningServer
+
+DATE, CYCLE = "2026-11-24", "EOD"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        with _postgres_url() as url:
+            yield url
+
+
+@pytest.fixture
+def audited(audit_url: str) -> Iterator[RunningServer]:
+    running = start(workers=2, max_queue=4, audit=audit_url)
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture
+def audited_stub(audited: RunningServer) -> Iterator[XmarginServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{audited.port}") as channel:
+        yield XmarginServiceStub(channel)
+
+
+def audit_cli(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, Any]:
+    """``xmargin audit ARGS --audit URL``: exit code and parsed JSON output."""
+    capsys.readouterr()
+    code = cli.main(["-q", "audit", *args, "--audit", url])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def show(
+    capsys: pytest.CaptureFixture[str], url: str, run: int, account: str
+) -> tuple[int, dict[str, Any]]:
+    key = ["--business-date", DATE, "--cycle", CYCLE, "--run-number", str(run)]
+    return audit_cli(capsys, url, "show", *key, "--account", account, "--reproduce")
+
+
+def stored_rows(url: str) -> int:
+    with open_store(url) as store:
+        return store.count()
+
+
+def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
+    audited_stub: XmarginServiceStub,
+    audit_url: str,
+    cases: dict[str, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = cases["01-basis-trade-10y"]
+    customer = case["customer"]["id"]
+    request = optimise_request(case)
+    assert request.run.run_number == 1
+    first = audited_stub.Optimise(request, timeout=60)
+
+    code, stored = show(capsys, audit_url, 1, customer)
+    assert code == 0 and stored["status"] == "OK"
+    assert stored["key"] == {
+        "business_date": DATE,
+        "cycle": CYCLE,
+        "run_number": 1,
+        "account": customer,
+    }
+    assert stored["reproduce"]["matches"] is True
+    assert stored["result"]["optimised"]["total"] == first.result.optimised.total
+    assert list(stored["result"]["optimised"]["allocation"].values()) == list(
+        first.result.optimised.xm_quantities
+    )
+
+    # The same request again (a retry): the stored answer, nothing solved or written.
+    request.run.request_id = "a-retry"
+    again = audited_stub.Optimise(request, timeout=60)
+    assert again.result == first.result  # timings included: they are the stored ones
+    assert again.run.request_id == "a-retry"
+    assert stored_rows(audit_url) == 1
+    assert show(capsys, audit_url, 1, customer)[1]["recorded_at"] == stored["recorded_at"]
+
+    # Another request under the same key is refused; a new run number takes it.
+    changed = optimise_request(case)
+    changed.account.positions[0].quantity *= 2
+    error = call_error(lambda: audited_stub.Optimise(changed, timeout=60))
+    assert error.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "new run number" in (error.details() or "")
+    (info,) = [d for d in details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info.reason == "RUN_ALREADY_RECORDED"
+    assert info.metadata["account"] == customer and info.metadata["run_number"] == "1"
+    changed.run.run_number = 2
+    second_run = audited_stub.Optimise(changed, timeout=60)
+    assert second_run.result.current.total != first.result.current.total
+    assert stored_rows(audit_url) == 2
+
+
+def test_a_failed_run_is_recorded_and_reproduced_and_bad_input_is_not(
+    audited_stub: XmarginServiceStub,
+    audit_url: str,
+    cases: dict[str, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = copy.deepcopy(cases["01-basis-trade-10y"])
+    lot = case["positions"][0]["lot"]
+    case["positions"][0]["xm_quantity"] = 123.5 * lot  # off the lot grid, and nothing may move
+    infeasible = optimise_request(case, integral=True, max_transfers=0)
+    infeasible.run.run_number = 3
+    error = call_error(lambda: audited_stub.Optimise(infeasible, timeout=60))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    code, stored = show(capsys, audit_url, 3, case["customer"]["id"])
+    assert code == 0 and stored["status"] == "FAILED"
+    assert stored["error"]["type"] == "InfeasibleError"
+    assert stored["reproduce"]["matches"] is True
+
+    no_run = optimise_request(cases["02-butterfly-2s5s10s"])
+    no_run.run.run_number = 0
+    error = call_error(lambda: audited_stub.Optimise(no_run, timeout=60))
+    assert violations(error) == ["run.run_number"]
+    bad = optimise_request(cases["02-butterfly-2s5s10s"])
+    bad.account.positions[1].lot = -1.0
+    assert violations(call_error(lambda: audited_stub.Optimise(bad, timeout=60))) == [
+        "account.positions[1].lot"
+    ]
+    assert stored_rows(audit_url) == 1  # only the infeasible run
+
+
+def test_every_batch_account_is_recorded_once_and_a_rerun_gets_the_stored_answers(
+    audited: RunningServer,
+    audit_url: str,
+    cases: dict[str, dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    names = sorted(cases)
+    request = batch_request(cases, names, broken_at=2)
+    request.run.run_number = 5
+    # One account of run 5 comes first as a single Optimise with the batch's shared inputs.
+    single = service_pb2.OptimiseRequest(
+        run=request.run,
+        account=request.accounts[0],
+        scenario_set=request.scenario_set,
+        models=request.models,
+        program=request.program,
+        options=request.options,
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{audited.port}") as channel:
+        alone = XmarginServiceStub(channel).Optimise(single, timeout=60)
+    first = run_batch(audited.port, request)
+
+    valid = len(names)
+    assert [m.progress.completed for m in first] == list(range(1, valid + 2))
+    assert first[-1].progress.failed == 1
+    results = {m.account_index: m.result for m in first if m.WhichOneof("outcome") == "result"}
+    assert sorted(results) == [i for i in range(valid + 1) if i != 2]
+    assert results[0] == alone.result  # the stored answer, not a second solve
+    assert stored_rows(audit_url) == valid  # the invalid account is not a run
+
+    code, listing = audit_cli(
+        capsys, audit_url, "list", "--business-date", DATE, "--cycle", CYCLE, "--run-number", "5"
+    )
+    assert code == 0
+    customers = sorted(request.accounts[i].customer.id for i in results)
+    assert [a["account"] for a in listing["accounts"]] == customers
+    assert {a["status"] for a in listing["accounts"]} == {"OK"}
+
+    last = max(results)
+    code, stored = show(capsys, audit_url, 5, request.accounts[last].customer.id)
+    assert code == 0 and stored["reproduce"]["matches"] is True
+    assert stored["source"] == f"accounts[{last}]"
+    assert stored["result"]["optimised"]["total"] == results[last].optimised.total
+
+    rerun = run_batch(audited.port, request)  # after a crash, say: the same run again
+    assert {m.account_index: m.result for m in rerun if m.HasField("result")} == results
+    assert stored_rows(audit_url) == valid
+
+
+def test_serve_with_the_process_pool_and_sqlite_audit_end_to_end(
+    tmp_path: Path, cases: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xmargin serve --batch-engine local --audit sqlite:///...`` as a real process."""
+    from tests.server.test_process import ServerProcess
+
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    served = ServerProcess("--workers", "2", "--batch-engine", "local", "--audit", url)
+    try:
+        serving = next(e for e in served.events() if e.get("event") == "serving")
+        assert serving["batch_engine"] == "local" and serving["audit"].endswith("served.db")
+        request = batch_request(cases, sorted(cases)[:3])
+        messages = run_batch(served.port, request)
+    finally:
+        served.process.terminate()
+        served.process.wait(30)
+    assert all(m.HasField("result") for m in messages) and len(messages) == 3
+    for message in messages:
+        customer = request.accounts[message.account_index].customer.id
+        code, stored = show(capsys, url, 1, customer)
+        assert code == 0 and stored["reproduce"]["matches"] is True
+        assert stored["result"]["optimised"]["total"] == message.result.optimised.total
