@@ -31,6 +31,8 @@ from .errors import AuditError, RunConflictError
 __all__ = ["Recorder"]
 
 log = logging.getLogger("xmargin.server")
+LIST_BEYOND = 32
+"""Up to this many accounts are looked up one by one; more, with one listing of the run."""
 Answer = tuple[AccountOutcome, BaseException | None]
 """An outcome to give the client, and the exception behind it when it is a failure."""
 
@@ -56,13 +58,12 @@ class Recorder:
         """Answers of accounts whose key is already stored OK (by position in ``accounts``):
         the stored answer for the same request, ALREADY_EXISTS for another one."""
         try:
-            stored = {
-                account
-                for account, status, _, _ in self.store.accounts(
-                    shared.business_date, shared.cycle, run_number
-                )
-                if status == "OK"
-            }
+            keyed = [a.account for a in accounts if a.account]
+            if len(keyed) > LIST_BEYOND:  # one query for the run, then the stored ones
+                listed = self.store.accounts(shared.business_date, shared.cycle, run_number)
+                stored = {account for account, status, _, _ in listed if status == "OK"}
+            else:
+                stored = set(keyed)
             out: dict[int, Answer] = {}
             for position, account in enumerate(accounts):
                 if account.account and account.account in stored:
