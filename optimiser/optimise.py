@@ -9,6 +9,7 @@ the other one; when both fail a typed error says what to change.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +23,7 @@ from .solvers.base import Backend, RawSolution, allocation_bounds
 from .solvers.highs_backend import HighsBackend
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "make_backend", "optimise", "snap_allocation"]
+
 
 def _cvxpy_backend(solver: str = "HIGHS") -> Backend:
     # cvxpy takes half a second to import: only when the reference path is asked for.
@@ -65,7 +67,7 @@ def _has_var_model(problem: Problem) -> bool:
 
 
 def _solve_with_fallback(
-    problem: Problem, backend_name: str, time_limit: float | None
+    problem: Problem, backend_name: str, time_limit: float | None, reduction: bool = True
 ) -> tuple[RawSolution, str, str | None]:
     try:
         make_backend(backend_name)
@@ -75,7 +77,7 @@ def _solve_with_fallback(
     failures: list[str] = []
     for name in order:
         try:
-            raw = make_backend(name).solve(problem, time_limit)
+            raw = make_backend(name).solve(problem, time_limit, reduction)
         except Exception as error:  # a backend crash is a failure to fall back from
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
@@ -91,6 +93,70 @@ def _solve_with_fallback(
     raise SolverError(
         "every backend failed: " + "; ".join(failures),
         "raise options.time_limit, switch to continuous allocation, or check the inputs' scale",
+    )
+
+
+def needs_no_reduction_branch(problem: Problem) -> bool:
+    """Whether the XM rule's branch without reduction (XM margin S_F + S_C) can beat the convex
+    branch. It cannot when the XM account can be emptied at no cost and every margin is
+    subadditive (margin-model.md): then that branch is at best the baseline, which the convex
+    branch reaches with an empty XM account."""
+    options = problem.options
+    fixed_in_xm = bool(np.any(problem.current_xm[~problem.movable] != 0))
+    thresholds = any(
+        window.has_addons
+        and window.model.addon_threshold is not None
+        and bool(np.any(window.model.addon_threshold > 0))
+        for window in problem.models.values()
+    )
+    return (
+        fixed_in_xm or options.transfer_cost > 0 or options.max_transfers is not None or thresholds
+    )
+
+
+def _exact_objective(problem: Problem, raw: RawSolution) -> float:
+    assert raw.xm_quantity is not None
+    allocation = snap_allocation(problem, raw.xm_quantity)
+    return evaluate(problem, allocation).total + problem.transfer_cost(allocation)
+
+
+def _solve(
+    problem: Problem, backend_name: str, time_limit: float | None
+) -> tuple[RawSolution, str, str | None]:
+    """The better of the XM rule's two convex branches (see solvers.base), by exact total."""
+    started = time.perf_counter()
+    raw, used, fallback_from = _solve_with_fallback(problem, backend_name, time_limit)
+    if not needs_no_reduction_branch(problem):
+        return raw, used, fallback_from
+    remaining = (
+        None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - started))
+    )
+    try:
+        other, other_used, other_fallback = _solve_with_fallback(
+            problem, backend_name, remaining, reduction=False
+        )
+    except SolverError:
+        return raw, used, fallback_from  # the first branch's answer stands
+    better = _exact_objective(problem, other) < _exact_objective(problem, raw)
+    chosen, chosen_used, chosen_fallback = (
+        (other, other_used, other_fallback) if better else (raw, used, fallback_from)
+    )
+    return (
+        RawSolution(
+            status=Status.OPTIMAL
+            if raw.status is other.status is Status.OPTIMAL
+            else Status.TIME_LIMIT,
+            xm_quantity=chosen.xm_quantity,
+            objective=min(raw.objective, other.objective),
+            bound=min(raw.bound, other.bound),
+            iterations=raw.iterations + other.iterations,
+            cuts=raw.cuts + other.cuts,
+            build_seconds=raw.build_seconds + other.build_seconds,
+            solve_seconds=raw.solve_seconds + other.solve_seconds,
+            message=f"{chosen.message}; branch {'without' if better else 'with'} XM reduction",
+        ),
+        chosen_used,
+        chosen_fallback,
     )
 
 
@@ -118,9 +184,7 @@ def optimise(
     else:
         problem = book_or_problem
     backend_name = backend or problem.options.backend or DEFAULT_BACKEND
-    raw, used, fallback_from = _solve_with_fallback(
-        problem, backend_name, problem.options.time_limit
-    )
+    raw, used, fallback_from = _solve(problem, backend_name, problem.options.time_limit)
     assert raw.xm_quantity is not None
     allocation = snap_allocation(problem, raw.xm_quantity)
     optimised = evaluate(problem, allocation)

@@ -9,7 +9,12 @@ the XM quantities x of the movable positions, the others fixed at their current 
                at most T positions with x_i != x0_i when a transfer limit is set,
 
 with every model's risk term an expected shortfall (the convex stand-in where the model
-measures VaR). Backends return a :class:`RawSolution`; the exact evaluator reports the figures.
+measures VaR). The exact XM rule is min(S_F + S_C, max(C_F, C_C, (1 - cap)(S_F + S_C))), a
+minimum of two convex branches, so the exact optimum is the better of two convex problems: the
+one above (``reduction=True``) and the one whose XM margin is S_F + S_C (``reduction=False``).
+The second can win only where the XM account cannot be emptied for free (fixed allocations, a
+transfer limit or cost) or a margin is not subadditive (add-on thresholds).
+Backends return a :class:`RawSolution`; the exact evaluator reports the figures.
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ class Backend(Protocol):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
-    def solve(self, problem: Problem, time_limit: float | None = None) -> RawSolution: ...
+    def solve(
+        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+    ) -> RawSolution: ...
 
 
 def allocation_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]:

@@ -73,7 +73,9 @@ class CvxpyBackend:
             )
         self.solver = solver
 
-    def solve(self, problem: Problem, time_limit: float | None = None) -> RawSolution:
+    def solve(
+        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+    ) -> RawSolution:
         started = time.perf_counter()
         n = problem.n_positions
         options = problem.options
@@ -109,7 +111,10 @@ class CvxpyBackend:
         S_C = _model_margin(problem, cme_model, cp.multiply(cme, xm))
         C_F = _model_margin(problem, ficc_model, xm)
         C_C = _model_margin(problem, cme_model, xm)
-        xm_margin = cp.maximum(C_F, C_C, (1.0 - problem.savings_cap) * (S_F + S_C))
+        if reduction:
+            xm_margin = cp.maximum(C_F, C_C, (1.0 - problem.savings_cap) * (S_F + S_C))
+        else:  # the branch of the XM rule where cross-margining reduces nothing
+            xm_margin = S_F + S_C
         transfer_cost = options.transfer_cost * cp.sum(
             cp.multiply(1.0 / problem.lot, cp.abs(change))
         )

@@ -127,9 +127,11 @@ class HighsBackend:
         lp=True, mip=True, duals=False, warm_start=True
     )
 
-    def solve(self, problem: Problem, time_limit: float | None = None) -> RawSolution:
+    def solve(
+        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+    ) -> RawSolution:
         started = time.perf_counter()
-        model = _CuttingPlaneModel(problem)
+        model = _CuttingPlaneModel(problem, reduction)
         built = time.perf_counter()
         raw = model.run(time_limit, started)
         raw.build_seconds = built - started
@@ -138,8 +140,9 @@ class HighsBackend:
 
 
 class _CuttingPlaneModel:
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, reduction: bool = True) -> None:
         self.problem = problem
+        self.reduction = reduction
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         self.lot = problem.lot
@@ -261,15 +264,19 @@ class _CuttingPlaneModel:
             rows.add(margin_index, margin_value, 0.0, INF)
             self.terms.append(_Term(window, portfolio, exposure, theta, margin))
 
-        # Objective: standalone margins + XM margin z (+ transfer cost).
+        # Objective: standalone margins + XM margin (+ transfer cost). With the reduction the
+        # XM margin is z >= C_F, C_C, (1 - cap)(S_F + S_C); without it, S_F + S_C.
         cost[self.terms[0].margin] = 1.0
         cost[self.terms[1].margin] = 1.0
-        xm_margin = int(columns(1, 0.0, INF, objective=1.0)[0])
         s_f, s_c, c_f, c_c = (term.margin for term in self.terms[2:])
-        cap = problem.savings_cap
-        rows.add([xm_margin, c_f], [1.0, -1.0], 0.0, INF)
-        rows.add([xm_margin, c_c], [1.0, -1.0], 0.0, INF)
-        rows.add([xm_margin, s_f, s_c], [1.0, -(1.0 - cap), -(1.0 - cap)], 0.0, INF)
+        if reduction:
+            xm_margin = int(columns(1, 0.0, INF, objective=1.0)[0])
+            cap = problem.savings_cap
+            rows.add([xm_margin, c_f], [1.0, -1.0], 0.0, INF)
+            rows.add([xm_margin, c_c], [1.0, -1.0], 0.0, INF)
+            rows.add([xm_margin, s_f, s_c], [1.0, -(1.0 - cap), -(1.0 - cap)], 0.0, INF)
+        else:
+            cost[s_f] = cost[s_c] = 1.0
 
         movable = np.flatnonzero(problem.movable)
         self.movable = movable
@@ -355,10 +362,14 @@ class _CuttingPlaneModel:
         return [figures[j] for j in range(len(self.terms))]
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
-        """The convex objective: standalone margins + convex XM margin + transfer cost."""
+        """The convex objective: standalone margins + XM margin (convex form with the
+        reduction, S_F + S_C without) + transfer cost."""
         problem = self.problem
         ficc, cme, s_f, s_c, c_f, c_c = (figure.margin for figure in figures)
-        xm_margin = convex_xm_margin(s_f, s_c, c_f, c_c, problem.savings_cap)
+        if self.reduction:
+            xm_margin = convex_xm_margin(s_f, s_c, c_f, c_c, problem.savings_cap)
+        else:
+            xm_margin = s_f + s_c
         return ficc + cme + xm_margin + problem.transfer_cost(xm_quantity)
 
     def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:

@@ -332,3 +332,18 @@ def test_continuous_allocation_reaches_a_quantity_off_the_lot_grid() -> None:
         assert_invariants(result)
     integral = optimise(_with_options(build_problem(book), integral=True))
     assert integral.allocation[0] == 100e6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_branch_without_reduction_wins_when_xm_cannot_be_emptied(backend: str) -> None:
+    """With FICC allocations fixed in XM, the CME model can charge the XM notes more than both
+    standalone measures together: the exact rule then takes S_F + S_C (no reduction), a branch
+    the convex max(...) form alone overstates. The optimum must still beat the current state."""
+    problem = build_problem(
+        random_book(310, n_positions=6, n_scenarios=80, mode=Mode.FICC_FIXED)
+    )
+    current = evaluate(problem, problem.current_xm)
+    assert max(current.xm.C_F, current.xm.C_C) > current.xm.S_F + current.xm.S_C
+    result = optimise(problem, backend=backend)
+    assert_invariants(result)
+    assert "without XM reduction" in result.stats.message
