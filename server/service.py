@@ -679,15 +679,16 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 outcomes.put(None)
 
         threading.Thread(target=feed, name="xmargin-batch-feed", daemon=True).start()
+        context.add_callback(stop.set)  # the call ended (cancelled, deadline): stop the engine
         total = len(request.accounts)
         completed = failed = 0
         try:
             while True:
+                if not context.is_active():
+                    return
                 try:
                     item = outcomes.get(timeout=0.25)
                 except queue.Empty:
-                    if not context.is_active():
-                        return
                     continue
                 if item is None:
                     return

@@ -20,6 +20,7 @@ from tests.optimiser.test_audit import _postgres_url
 from tests.server.harness import optimise_request, start
 from tests.server.test_engines import batch_request, run_batch
 from tests.server.test_errors import call_error, details, violations
+from xmargin.clients import convert
 from xmargin.clients.v1 import service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser import cli
@@ -220,3 +221,41 @@ def test_serve_with_the_process_pool_and_sqlite_audit_end_to_end(
         code, stored = show(capsys, url, 1, customer)
         assert code == 0 and stored["reproduce"]["matches"] is True
         assert stored["result"]["optimised"]["total"] == message.result.optimised.total
+
+
+def test_a_cancelled_batch_rerun_stores_every_account_once(
+    audit_url: str, cases: dict[str, dict[str, Any]]
+) -> None:
+    """The client goes away after the first account; what finished is stored, the rest is
+    stopped; the rerun gets the stored answers back and computes only the rest."""
+    import time
+
+    running = start(workers=1, max_queue=2, audit=audit_url)
+    names = sorted(cases)
+    request = batch_request(cases, [])
+    for copy_number in range(8):
+        for name in names:
+            account = convert.account_book(cases[name])
+            account.customer.id = f"{account.customer.id}-{copy_number}"
+            request.accounts.append(account)
+    total = len(request.accounts)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = XmarginServiceStub(channel).OptimiseBatch(request, timeout=60)
+            first = next(iter(call))
+            call.cancel()
+        stored, settled = -1, time.monotonic() + 10
+        while time.monotonic() < settled:  # until the engine has stopped writing
+            time.sleep(0.3)
+            now = stored_rows(audit_url)
+            if now == stored:
+                break
+            stored = now
+        assert 1 <= stored < total
+        rerun = run_batch(running.port, request)
+    finally:
+        running.stop(0)
+    assert len(rerun) == total and all(m.HasField("result") for m in rerun)
+    assert stored_rows(audit_url) == total
+    again = next(m for m in rerun if m.account_index == first.account_index)
+    assert again.result == first.result  # the stored answer, not a second solve
