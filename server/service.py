@@ -357,7 +357,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 self.limits,
             )
         )
-        return shared
+        return dict(shared)
 
     def _account(
         self, request: Any, account: book_pb2.AccountBook, label: str, scenarios: ResolvedScenarios
@@ -732,7 +732,8 @@ def _recordable(outcome: AccountOutcome) -> bool:
         return True
     if outcome.payload is None:
         return False
-    return service_pb2.AccountError.FromString(outcome.payload).code == "FAILED_PRECONDITION"
+    code: str = service_pb2.AccountError.FromString(outcome.payload).code
+    return code == "FAILED_PRECONDITION"
 
 
 def _account_error(outcome: AccountOutcome) -> service_pb2.AccountError:

@@ -68,7 +68,8 @@ def show(
 
 def stored_rows(url: str) -> int:
     with open_store(url) as store:
-        return store.count()
+        count: int = store.count()
+    return count
 
 
 def test_optimise_is_recorded_once_and_audit_show_reproduces_it(

@@ -77,7 +77,12 @@ def test_a_batch_on_the_process_pool_equals_the_default_threads(
     engines = local_server.servicer.engines
     made: list[Any] = []
     make = engines.make
-    monkeypatch.setattr(engines, "make", lambda solve: made.append(make(solve)) or made[-1])
+
+    def spy(solve: Any) -> Any:
+        made.append(make(solve))
+        return made[-1]
+
+    monkeypatch.setattr(engines, "make", spy)
     request = batch_request(cases, sorted(cases), broken_at=3)
     threads = run_batch(server.port, request)
     processes = run_batch(local_server.port, request)
@@ -146,7 +151,8 @@ def test_the_deadline_bounds_each_accounts_time_limit_where_it_is_solved(
     account = BatchAccount("CUST-1", own, "accounts[0]")
     ProtoSolve(time.time() + 10.0, spy)(0, account, shared)
     late = ProtoSolve(time.time() + 0.001, spy)(0, account, shared)
-    assert seen and 7.0 < seen[0] <= 8.0  # 80% of the ~10 s left
+    limit = seen[0]
+    assert limit is not None and 7.0 < limit <= 8.0  # 80% of the ~10 s left
     assert late.error is not None and late.error.type == "DeadlineError" and len(seen) == 1
     assert late.payload is not None
     error = service_pb2.AccountError.FromString(late.payload)
