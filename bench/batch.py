@@ -20,6 +20,7 @@ the stand-in for a day's accounts waiting in storage. Then three timed variants:
 
 from __future__ import annotations
 
+import cProfile
 import dataclasses
 import multiprocessing
 import pickle
@@ -36,6 +37,7 @@ from xmargin.optimiser.model import Book, ScenarioSet
 from xmargin.optimiser.sample import generate_scenarios
 
 from .books import make_book
+from .solve import write_profile
 from .stats import peak_rss_mib, summarise
 
 __all__ = ["run_batch"]
@@ -73,6 +75,51 @@ def _optimise_account(path: str) -> dict[str, Any]:
         "load": loaded - started,
         "optimise": finished - loaded,
     }
+
+
+PROBE_LOOP = 3_000_000
+
+
+def _burn(loops: int) -> float:
+    """Seconds a pure-Python loop of ``loops`` steps takes (CPU-bound, no memory traffic)."""
+    started = time.perf_counter()
+    total = 0
+    for step in range(loops):
+        total += step & 7
+    return time.perf_counter() - started
+
+
+def parallel_probe(context: Any, workers: int) -> dict[str, Any]:
+    """How much parallelism the machine gives right now: a CPU-bound loop alone, then in
+    ``workers`` processes at once; ``effective_parallelism`` is workers x alone / together
+    (``workers`` on an idle machine with that many real cores)."""
+    alone = min(_burn(PROBE_LOOP) for _ in range(3))
+    with context.Pool(workers) as pool:
+        pool.map(_burn, [1000] * workers)  # started
+        together = pool.map(_burn, [PROBE_LOOP] * workers)
+    mean = sum(together) / len(together)
+    return {
+        "alone_seconds": alone,
+        "together_seconds": together,
+        "effective_parallelism": workers * alone / mean,
+    }
+
+
+def _profile_account(book: Book, path: Path) -> None:
+    """cProfile of the product path for one account (merge, parse_case, optimise, to_dict)."""
+    from xmargin.optimiser.batch import batch_from_books, solve_account
+
+    group = batch_from_books([book])[0]
+    solve_account(0, group.accounts[0], group.shared.data)  # warm
+    profiler = cProfile.Profile()
+    profiler.enable()
+    solve_account(0, group.accounts[0], group.shared.data)
+    profiler.disable()
+    title = (
+        f"cProfile of the batch engine's work for one {book.name} account: "
+        "xmargin.optimiser.batch.solve_account (merge_case, parse_case, optimise, to_dict)"
+    )
+    write_profile(profiler, path, title)
 
 
 def _bare_pool(
@@ -158,8 +205,11 @@ def run_batch(spec: dict[str, Any]) -> dict[str, Any]:
                 variants[name] = _engine(books, workers, audit)
             except Exception as error:  # recorded; the other variants still run
                 variants[name] = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+        if spec.get("profile"):
+            _profile_account(books[0], Path(spec["profile"]))
         del books
         variants["pool"] = _bare_pool(context, paths, workers, scenarios, seed)
+        probe = parallel_probe(context, workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     headline = "engine" if variants["engine"].get("status") == "ok" else "pool"
@@ -173,6 +223,8 @@ def run_batch(spec: dict[str, Any]) -> dict[str, Any]:
         "total_seconds": variants[headline]["total_seconds"],
         "accounts_per_second": variants[headline]["accounts_per_second"],
         "variants": variants,
+        "parallel_probe": probe,
+        "profile": Path(spec["profile"]).name if spec.get("profile") else None,
         "generate_seconds_untimed": generate_seconds,
         "generate_per_account": summarise(generate),
         "stored_mib": stored_mib,

@@ -361,7 +361,22 @@ def _batch_markdown(batch: dict[str, Any]) -> list[str]:
             "",
             f"In the bare pool, `optimise()` took a median "
             f"{seconds(pool['optimise_per_account']['median'])} per account with two processes "
-            f"sharing the two cores (sum {seconds(pool['optimise_sum'])}).",
+            f"at once (sum {seconds(pool['optimise_sum'])}).",
+        ]
+    probe = batch.get("parallel_probe")
+    if probe:
+        lines[-1] += (
+            f" Parallelism actually available: a CPU-bound loop took "
+            f"{seconds(probe['alone_seconds'])} alone and "
+            f"{seconds(sum(probe['together_seconds']) / len(probe['together_seconds']))} with "
+            f"{batch['workers']} processes at once, an effective "
+            f"{probe['effective_parallelism']:.2f} of {batch['workers']} cores."
+        )
+    if batch.get("profile"):
+        lines += [
+            "",
+            f"Profile of one account's work in the engine: [{batch['profile']}]"
+            f"({batch['profile']}).",
         ]
     return lines
 

@@ -300,6 +300,7 @@ def run_plan(
             "positions": positions,
             "scenarios": scenarios,
             "seed": plan.seed,
+            "profile": str(out / "profile-batch-account.txt") if plan.profile else None,
         }
         results["batch"] = run_config(plan, spec, log)
     if "grpc" in parts:

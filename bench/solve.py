@@ -34,7 +34,7 @@ from .books import make_book
 from .policies import policy_report
 from .stats import current_rss_mib, peak_rss_mib, reset_peak_rss, summarise
 
-__all__ = ["PHASES", "run_solve"]
+__all__ = ["PHASES", "run_solve", "write_profile"]
 
 PHASES = ("wall", "problem", "build", "solve", "report")
 WARM_UP_SIZE = (20, 250)
@@ -43,7 +43,8 @@ stack: about 1 s on cvxpy's first solve) stay out of every configuration's figur
 PROFILE_LINES = 35
 
 
-def _write_profile(profiler: cProfile.Profile, path: Path, title: str) -> None:
+def write_profile(profiler: cProfile.Profile, path: Path, title: str) -> None:
+    """The top functions by cumulative and by own time, under ``title``."""
     text = io.StringIO()
     text.write(f"{title}\n\n")
     for key in ("cumulative", "tottime"):
@@ -149,6 +150,6 @@ def run_solve(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> d
             f"cProfile of one optimise() of a {positions} x {scenarios} {kind} account, "
             f"backend {backend} (profiler overhead included)"
         )
-        _write_profile(profiler, Path(spec["profile"]), title)
+        write_profile(profiler, Path(spec["profile"]), title)
         result["profile"] = Path(spec["profile"]).name
     return result
