@@ -66,7 +66,7 @@ def _median(config: dict[str, Any] | None, phase: str = "wall") -> float | None:
 
 
 def _timed_out(config: dict[str, Any] | None) -> bool:
-    return bool(config) and config.get("status") in ("timed_out", "killed")  # type: ignore[union-attr]
+    return config is not None and config.get("status") in ("timed_out", "killed")
 
 
 def _solve_figure(config: dict[str, Any] | None) -> str:
