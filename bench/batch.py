@@ -13,6 +13,8 @@ the stand-in for a day's accounts waiting in storage. Then three timed variants:
   default start method is forkserver: the first engine run starts the fork server (with the
   solver stack preloaded), the second reuses it.
 - ``engine_audit``: the same with every outcome committed to a SQLite audit store.
+- ``engine_dask``: the same path on the Dask engine (a ``LocalCluster`` of ``workers``
+  processes, started inside the clock), when dask is installed.
 - ``pool``: the bare minimum for comparison: a ``multiprocessing`` pool whose workers build
   the scenario set once, then per account load its file and call ``optimise`` (no validation,
   no result conversion). The clock runs from creating the pool to the last answer.
@@ -145,14 +147,16 @@ def _bare_pool(
     }
 
 
-def _engine(books: list[Book], workers: int, audit_path: Path | None) -> dict[str, Any]:
-    """The product's batch path (see the module docstring)."""
-    from xmargin.optimiser.batch import LocalPoolEngine, batch_from_books, run_groups
+def _engine(
+    books: list[Book], workers: int, audit_path: Path | None, kind: str = "local"
+) -> dict[str, Any]:
+    """The product's batch path (see the module docstring) on engine ``kind``."""
+    from xmargin.optimiser.batch import batch_from_books, make_engine, run_groups
 
     started = time.perf_counter()
     groups = batch_from_books(books)
     prepare = time.perf_counter() - started
-    engine = LocalPoolEngine(workers=workers)
+    engine = make_engine(kind, workers=workers)
     store = None
     if audit_path is not None:
         from xmargin.optimiser.audit import open_store
@@ -163,16 +167,19 @@ def _engine(books: list[Book], workers: int, audit_path: Path | None) -> dict[st
         summary = run_groups(groups, engine, audit=store)
         total = time.perf_counter() - started
     finally:
+        engine.close()
         if store is not None:
             store.close()
     return {
         "status": "ok" if summary.failed == 0 else "partial",
         "total_seconds": total,
         "accounts_per_second": summary.computed / total,
-        "start_method": engine.start_method,
+        "start_method": getattr(engine, "start_method", None),
         "measured": (
-            "run_groups on a LocalPoolEngine: pool start, the shared part to each worker once, "
-            "per account merge + parse_case + optimise + to_dict, answers back to the parent"
+            f"run_groups on the {kind} engine ({type(engine).__name__}): "
+            + ("LocalCluster start" if kind == "dask" else "pool start")
+            + ", the shared part to each worker once, per account merge + parse_case + "
+            "optimise + to_dict, answers back to the parent"
             + (", each committed to a SQLite audit store" if audit_path else "")
         ),
         "groups": len(groups),
@@ -200,9 +207,14 @@ def run_batch(spec: dict[str, Any]) -> dict[str, Any]:
         stored_mib = sum(Path(p).stat().st_size for p in paths) / 2**20
         shared = generate_scenarios(scenarios, seed)
         books = [_load(path, shared) for path in paths]
-        for name, audit in (("engine", None), ("engine_audit", folder / "audit.db")):
+        engines = (
+            ("engine", None, "local"),
+            ("engine_audit", folder / "audit.db", "local"),
+            ("engine_dask", None, "dask"),
+        )
+        for name, audit, kind in engines:
             try:
-                variants[name] = _engine(books, workers, audit)
+                variants[name] = _engine(books, workers, audit, kind)
             except Exception as error:  # recorded; the other variants still run
                 variants[name] = {"status": "error", "error": f"{type(error).__name__}: {error}"}
         if spec.get("profile"):

@@ -326,6 +326,7 @@ def markdown(results: dict[str, Any]) -> str:
 BATCH_VARIANTS = {
     "engine": "product batch engine (LocalPoolEngine)",
     "engine_audit": "the same, with the SQLite audit store",
+    "engine_dask": "the same path on the Dask engine (LocalCluster)",
     "pool": "bare multiprocessing pool, optimise() only",
 }
 
