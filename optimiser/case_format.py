@@ -36,6 +36,7 @@ from .model import (
     ScenarioSet,
     SolveOptions,
 )
+from .problem import tail_count
 
 __all__ = ["CASE_FORMAT", "book_to_dict", "load_case", "parse_case"]
 
@@ -162,6 +163,14 @@ def _parse_model(
     confidence = _number(_require(data, "confidence", f"{where}."), f"{where}.confidence")
     if not 0.0 < confidence < 1.0:
         raise CaseValidationError(f"{where}.confidence", confidence, "must lie in (0, 1)")
+    n_tail = tail_count(confidence, lookback)
+    if not 0.0 < n_tail or math.floor(n_tail) >= lookback:
+        raise CaseValidationError(
+            f"{where}.confidence",
+            confidence,
+            f"leaves a tail of {n_tail:g} of the {lookback} scenarios; the tail (1 - confidence)"
+            " x lookback must be above 0 and leave at least one scenario out",
+        )
     horizon = _number(_require(data, "horizon_days", f"{where}."), f"{where}.horizon_days")
     if horizon <= 0:
         raise CaseValidationError(f"{where}.horizon_days", horizon, "must be positive")

@@ -609,3 +609,16 @@ def test_business_date_before_every_rulebook(originals: dict[str, dict[str, Any]
     data = _case(originals, CASE_01)
     put(data, "business_date", dt.date(2020, 1, 2).isoformat())
     rejected(data, "business_date")
+
+
+@pytest.mark.parametrize("ccp", ["FICC", "CME"])
+@pytest.mark.parametrize("value", [1e-300, 7.7e-115, 1 - 1e-16])
+def test_confidence_whose_tail_is_empty_or_everything(
+    originals: dict[str, dict[str, Any]], ccp: str, value: float
+) -> None:
+    """Inside (0, 1) but so close to an end that (1 - confidence) x lookback rounds to the
+    whole window or to nothing: no ES or VaR is defined, so the case is refused."""
+    data = _case(originals, CASE_01)
+    put(data, f"models.{ccp}.confidence", value)
+    error = rejected(data, f"models.{ccp}.confidence")
+    assert "tail" in error.reason
