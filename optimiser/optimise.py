@@ -22,7 +22,14 @@ from .results import MarginalMargin, OptimisationResult, SolverStats, Status, tr
 from .solvers.base import Backend, RawSolution, allocation_bounds
 from .solvers.highs_backend import HighsBackend
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "make_backend", "optimise", "snap_allocation"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "make_backend",
+    "optimise",
+    "report_allocation",
+    "snap_allocation",
+]
 
 
 def _cvxpy_backend(solver: str = "HIGHS") -> Backend:
@@ -188,10 +195,6 @@ def optimise(
     assert raw.xm_quantity is not None
     allocation = snap_allocation(problem, raw.xm_quantity)
     optimised = evaluate(problem, allocation)
-    baseline = evaluate(problem, np.zeros(problem.n_positions))
-    current = evaluate(problem, problem.current_xm)
-    all_eligible = evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0))
-    in_xm, in_standalone = marginal_margins(problem, optimised)
     notes: list[str] = []
     var_gap = None
     if _has_var_model(problem):
@@ -216,21 +219,39 @@ def optimise(
     if fallback_from is not None:
         notes.append(f"backend {fallback_from} failed; the answer is from {used}")
     _check_against_solver(problem, optimised, raw, notes)
+    return report_allocation(
+        problem, allocation, stats, notes=notes, var_gap=var_gap, optimised=optimised
+    )
+
+
+def report_allocation(
+    problem: Problem,
+    allocation: PositionVector,
+    stats: SolverStats,
+    notes: list[str] | None = None,
+    var_gap: float | None = None,
+    optimised: State | None = None,
+) -> OptimisationResult:
+    """The answer for an allocation, every figure from the exact evaluator: the optimised,
+    baseline, current and all-eligible states, transfers, marginal margins and attribution.
+    (Also how a stored allocation is reported again without solving.)"""
+    optimised = optimised or evaluate(problem, allocation)
+    in_xm, in_standalone = marginal_margins(problem, optimised)
     return OptimisationResult(
         problem=problem,
-        status=raw.status,
+        status=stats.status,
         allocation=allocation,
-        baseline=baseline,
-        current=current,
+        baseline=evaluate(problem, np.zeros(problem.n_positions)),
+        current=evaluate(problem, problem.current_xm),
         optimised=optimised,
-        all_eligible=all_eligible,
+        all_eligible=evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0)),
         transfers=transfers_between(problem, problem.current_xm, allocation),
         marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
         attribution=attribute(problem, allocation),
         stats=stats,
         transfer_cost=problem.transfer_cost(allocation),
         var_gap=var_gap,
-        notes=notes,
+        notes=list(notes or []),
     )
 
 

@@ -40,15 +40,12 @@ from xmargin.optimiser.batch import (
     merge_case,
     xmargin_version,
 )
-from xmargin.optimiser.margin import attribute, evaluate, marginal_margins
-from xmargin.optimiser.optimise import make_backend, optimise
+from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
-    MarginalMargin,
     OptimisationResult,
     SolverStats,
     Status,
-    transfers_between,
 )
 
 from .convert import FieldPaths, RequestError, result_to_proto
@@ -308,12 +305,10 @@ def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> Optimi
     problem = build_problem(book)
     allocation_of = stored["optimised"]["allocation"]
     allocation = np.array([float(allocation_of[pid]) for pid in problem.position_ids])
-    optimised = evaluate(problem, allocation)
-    in_xm, in_standalone = marginal_margins(problem, optimised)
     solver = stored["solver"]
     stats = SolverStats(
         backend=str(solver["backend"]),
-        status=Status(solver["status"]),
+        status=Status(stored["status"]),
         objective=_number(solver["objective"]),
         bound=_number(solver["bound"]),
         build_seconds=_number(solver["build_seconds"]),
@@ -324,21 +319,12 @@ def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> Optimi
         fallback_from=solver.get("fallback_from"),
     )
     var_gap = stored.get("var_gap")
-    return OptimisationResult(
-        problem=problem,
-        status=Status(stored["status"]),
-        allocation=allocation,
-        baseline=evaluate(problem, np.zeros(problem.n_positions)),
-        current=evaluate(problem, problem.current_xm),
-        optimised=optimised,
-        all_eligible=evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0)),
-        transfers=transfers_between(problem, problem.current_xm, allocation),
-        marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
-        attribution=attribute(problem, allocation),
-        stats=stats,
-        transfer_cost=problem.transfer_cost(allocation),
-        var_gap=None if var_gap is None else float(var_gap),
+    return report_allocation(
+        problem,
+        allocation,
+        stats,
         notes=[str(n) for n in stored.get("notes", [])],
+        var_gap=None if var_gap is None else float(var_gap),
     )
 
 
