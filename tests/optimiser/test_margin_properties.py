@@ -7,6 +7,7 @@ optional add-ons, FICC and CME positions given by sensitivities or by P&L vector
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -364,18 +365,8 @@ def test_swapping_the_two_models_swaps_the_combined_margins(case: Generated) -> 
     """C_F and C_C are the two models on the same XM portfolio: swap the models, they swap."""
     problem, rng = case.problem, case.rng()
     book = problem.book
-    swapped_book = Book(
-        name=book.name,
-        business_date=book.business_date,
-        cycle=book.cycle,
-        clearing_member=book.clearing_member,
-        customer=book.customer,
-        factors=book.factors,
-        scenarios=book.scenarios,
-        instruments=book.instruments,
-        positions=book.positions,
-        models={Ccp.FICC: book.models[Ccp.CME], Ccp.CME: book.models[Ccp.FICC]},
-        program=book.program,
+    swapped_book = dataclasses.replace(
+        book, models={Ccp.FICC: book.models[Ccp.CME], Ccp.CME: book.models[Ccp.FICC]}
     )
     swapped_problem = build_problem(swapped_book)
     allocation = random_allocation(problem, rng)
