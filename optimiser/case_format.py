@@ -110,9 +110,12 @@ def _enum(kind: type[E], value: Any, where: str) -> E:
         raise CaseValidationError(where, value, f"must be one of {allowed}") from error
 
 
+_JSON_NUMBER_TYPES = frozenset({float, int})
+
+
 def _all_json_numbers(items: Sequence[Any]) -> bool:
     """Whether every item is an int or float (numpy would also take "0.5" and true)."""
-    return all(type(v) is float or type(v) is int for v in items)
+    return set(map(type, items)) <= _JSON_NUMBER_TYPES
 
 
 def _vector(value: Any, length: int, where: str) -> np.ndarray:
