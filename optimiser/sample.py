@@ -433,13 +433,19 @@ class Catalogue:
 
     # identifiers
     def _new_cusip(self, prefix: str) -> str:
-        alphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+        """A fresh CUSIP starting with ``prefix``; once 64 draws in a row collide (the few free
+        characters after a long prefix run out in big books), the prefix gives up a character."""
+        alphabet = list("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ")
+        collisions = 0
         while True:
-            body = prefix + "".join(self.rng.choice(list(alphabet), 8 - len(prefix)))
+            body = prefix + "".join(self.rng.choice(alphabet, 8 - len(prefix)))
             cusip = body + _cusip_check_digit(body)
             if cusip not in self._cusips:
                 self._cusips.add(cusip)
                 return cusip
+            collisions += 1
+            if collisions % 64 == 0 and len(prefix) > 2:
+                prefix = prefix[:-1]
 
     def _register(self, instrument: Instrument) -> Instrument:
         self.instruments.setdefault(instrument.id, instrument)

@@ -209,3 +209,12 @@ def test_bundled_sample_book_is_the_generators_output() -> None:
     regenerate it with that command if the generator changes."""
     bundled = json.loads(sample_book_path().read_text())
     assert bundled == json.loads(json.dumps(generate_case(40, 1260, SAMPLE_SEED)))
+
+
+def test_big_books_get_unique_identifiers() -> None:
+    """Past ~1,200 notes the 2 free characters after a 6-character CUSIP prefix run out; the
+    generator must still finish, with every instrument id unique."""
+    book = generate_book(2500, 60, seed=5)
+    assert len(book.positions) == 2500
+    ids = [position.instrument for position in book.positions]
+    assert len(set(ids)) == len(ids)
