@@ -33,6 +33,7 @@ __all__ = [
     "Attribution",
     "ModelFigures",
     "State",
+    "account_figures",
     "attribute",
     "convex_xm_margin",
     "evaluate",
@@ -235,6 +236,42 @@ def account_quantities(problem: Problem, xm_quantity: PositionVector) -> dict[st
     }
 
 
+# Each figure of the XM rule: (its name, the model's clearing house, the account it measures).
+FIGURES = (
+    ("ficc_standalone", Ccp.FICC, "ficc_standalone"),
+    ("cme_standalone", Ccp.CME, "cme_standalone"),
+    ("S_F", Ccp.FICC, "xm_ficc_only"),
+    ("S_C", Ccp.CME, "xm_cme_only"),
+    ("C_F", Ccp.FICC, "xm"),
+    ("C_C", Ccp.CME, "xm"),
+)
+
+
+def account_figures(
+    problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
+) -> dict[str, ModelFigures]:
+    """The six model figures of an allocation (``FIGURES``): both standalone margins, S_F,
+    S_C, C_F and C_C; the losses of the five accounts in one product, then each model on its
+    three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in)."""
+    held = account_quantities(problem, xm_quantity)
+    row = {account: i for i, account in enumerate(held)}
+    quantities = np.stack(list(held.values()))  # (5, n)
+    exposures = quantities @ problem.exposure  # (5, K)
+    losses = -(exposures @ problem.shocks.T)  # (5, S)
+    if problem.pnl_columns.size:
+        losses -= quantities[:, problem.pnl_columns] @ problem.pnl_vectors.T
+    figures: dict[str, ModelFigures] = {}
+    for ccp, window in problem.models.items():
+        named = [(name, row[account]) for name, house, account in FIGURES if house is ccp]
+        rows = [r for _, r in named]
+        window = window.as_es() if es_for_var else window
+        for (name, _), figure in zip(
+            named, model_margins(window, losses[rows], exposures[rows]), strict=True
+        ):
+            figures[name] = figure
+    return {name: figures[name] for name, _, _ in FIGURES}
+
+
 def evaluate(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False) -> State:
     """Exact margin of the allocation ``xm_quantity`` (n,), per margin-model.md.
 
@@ -242,22 +279,7 @@ def evaluate(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = F
     solvers optimise, used only to report the gap it leaves.
     """
     xm_quantity = np.asarray(xm_quantity, dtype=float)
-    windows = {ccp: (w.as_es() if es_for_var else w) for ccp, w in problem.models.items()}
-
-    def margin_of(ccp: Ccp, quantities: PositionVector) -> ModelFigures:
-        return model_margin(
-            windows[ccp], problem.losses(quantities), problem.exposure.T @ quantities
-        )
-
-    held = account_quantities(problem, xm_quantity)
-    figures = {
-        "ficc_standalone": margin_of(Ccp.FICC, held["ficc_standalone"]),
-        "cme_standalone": margin_of(Ccp.CME, held["cme_standalone"]),
-        "S_F": margin_of(Ccp.FICC, held["xm_ficc_only"]),
-        "S_C": margin_of(Ccp.CME, held["xm_cme_only"]),
-        "C_F": margin_of(Ccp.FICC, held["xm"]),
-        "C_C": margin_of(Ccp.CME, held["xm"]),
-    }
+    figures = account_figures(problem, xm_quantity, es_for_var)
     xm = xm_margin(
         figures["S_F"].margin,
         figures["S_C"].margin,

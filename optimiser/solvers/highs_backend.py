@@ -27,7 +27,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 
-from ..margin import ModelFigures, convex_xm_margin, model_margins, tail_weights
+from ..margin import FIGURES, ModelFigures, account_figures, convex_xm_margin, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
@@ -188,7 +188,6 @@ class _CuttingPlaneModel:
             "xm": _Portfolio("xm", np.ones(n, dtype=bool), zero, 1.0),
         }
         self.portfolios = portfolios
-        self.portfolio_row = {name: row for row, name in enumerate(portfolios)}
         has_sensitivities = np.any(problem.exposure != 0.0, axis=1)
         # Exposure columns E_P (K each). Only the XM legs carry the positions' columns:
         #   E_leg,k   = sum_{i in leg} d_ik * lot_i * k_i
@@ -224,16 +223,9 @@ class _CuttingPlaneModel:
                 0.0,
             )
 
-        term_specs = [
-            (Ccp.FICC, "ficc_standalone"),
-            (Ccp.CME, "cme_standalone"),
-            (Ccp.FICC, "xm_ficc_only"),
-            (Ccp.CME, "xm_cme_only"),
-            (Ccp.FICC, "xm"),
-            (Ccp.CME, "xm"),
-        ]
+        # One term per figure of the XM rule, in the evaluator's order (margin.FIGURES).
         self.terms: list[_Term] = []
-        for ccp, name in term_specs:
+        for _, ccp, name in FIGURES:
             window = problem.models[ccp].as_es()
             model = window.model
             portfolio = portfolios[name]
@@ -338,28 +330,9 @@ class _CuttingPlaneModel:
             lower = -float(weights @ portfolio.constant[members])
         rows.add(index, value, lower, INF)
 
-    def _held(self, portfolio: _Portfolio, xm_quantity: PositionVector) -> PositionVector:
-        return np.where(portfolio.members, portfolio.constant + portfolio.sign * xm_quantity, 0.0)
-
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
-        """Each term's model figures at an allocation, from the exact evaluator's maths: the
-        losses of all five portfolios in one product, then each model on its three."""
-        problem = self.problem
-        held = np.stack([self._held(p, xm_quantity) for p in self.portfolios.values()])
-        exposures = held @ problem.exposure  # (5, K)
-        losses = -(exposures @ problem.shocks.T)  # (5, S)
-        if problem.pnl_columns.size:
-            losses -= held[:, problem.pnl_columns] @ problem.pnl_vectors.T
-        figures: dict[int, ModelFigures] = {}
-        for ccp in Ccp:
-            terms = [j for j, term in enumerate(self.terms) if term.window.ccp is ccp]
-            rows = [self.portfolio_row[self.terms[j].portfolio.name] for j in terms]
-            window = self.terms[terms[0]].window
-            for j, figure in zip(
-                terms, model_margins(window, losses[rows], exposures[rows]), strict=True
-            ):
-                figures[j] = figure
-        return [figures[j] for j in range(len(self.terms))]
+        """Each term's model figures at an allocation, from the exact evaluator (ES for VaR)."""
+        return list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + XM margin (convex form with the
