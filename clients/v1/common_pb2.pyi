@@ -24,21 +24,21 @@ class _Cycle:
 class _CycleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cycle.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CYCLE_UNSPECIFIED: _Cycle.ValueType  # 0
-    """Rejected (INVALID_ARGUMENT): every request names its cycle."""
+    """Refused (INVALID_ARGUMENT): every request names its cycle; there is no default."""
     CYCLE_ITD: _Cycle.ValueType  # 1
-    """Intraday."""
+    """Intraday cycle ("ITD" in the case format)."""
     CYCLE_EOD: _Cycle.ValueType  # 2
-    """End of day."""
+    """End-of-day cycle ("EOD" in the case format)."""
 
 class Cycle(_Cycle, metaclass=_CycleEnumTypeWrapper):
     """Cycle code of a run."""
 
 CYCLE_UNSPECIFIED: Cycle.ValueType  # 0
-"""Rejected (INVALID_ARGUMENT): every request names its cycle."""
+"""Refused (INVALID_ARGUMENT): every request names its cycle; there is no default."""
 CYCLE_ITD: Cycle.ValueType  # 1
-"""Intraday."""
+"""Intraday cycle ("ITD" in the case format)."""
 CYCLE_EOD: Cycle.ValueType  # 2
-"""End of day."""
+"""End-of-day cycle ("EOD" in the case format)."""
 Global___Cycle: _TypeAlias = Cycle  # noqa: Y015
 
 class _Ccp:
@@ -48,15 +48,25 @@ class _Ccp:
 class _CcpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ccp.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CCP_UNSPECIFIED: _Ccp.ValueType  # 0
+    """Refused (INVALID_ARGUMENT) in a request: an instrument names its clearing house (it decides
+    the margin model, the account and the quantity unit). Never sent by the server.
+    """
     CCP_FICC: _Ccp.ValueType  # 1
+    """Fixed Income Clearing Corporation: U.S. Treasury cash and repo, quantities in USD par."""
     CCP_CME: _Ccp.ValueType  # 2
+    """CME Clearing: interest-rate futures and options, quantities in contracts."""
 
 class Ccp(_Ccp, metaclass=_CcpEnumTypeWrapper):
-    """Clearing house."""
+    """Clearing house of an instrument, and of a margin model."""
 
 CCP_UNSPECIFIED: Ccp.ValueType  # 0
+"""Refused (INVALID_ARGUMENT) in a request: an instrument names its clearing house (it decides
+the margin model, the account and the quantity unit). Never sent by the server.
+"""
 CCP_FICC: Ccp.ValueType  # 1
+"""Fixed Income Clearing Corporation: U.S. Treasury cash and repo, quantities in USD par."""
 CCP_CME: Ccp.ValueType  # 2
+"""CME Clearing: interest-rate futures and options, quantities in contracts."""
 Global___Ccp: _TypeAlias = Ccp  # noqa: Y015
 
 class _MarginAccount:
@@ -66,17 +76,29 @@ class _MarginAccount:
 class _MarginAccountEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarginAccount.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MARGIN_ACCOUNT_UNSPECIFIED: _MarginAccount.ValueType  # 0
+    """Never sent by the server."""
     MARGIN_ACCOUNT_FICC_STANDALONE: _MarginAccount.ValueType  # 1
+    """FICC standalone account: every FICC quantity not in XM, eligible or not; FICC model."""
     MARGIN_ACCOUNT_CME_STANDALONE: _MarginAccount.ValueType  # 2
+    """CME standalone account: every CME quantity not in XM, eligible or not; CME model."""
     MARGIN_ACCOUNT_XM: _MarginAccount.ValueType  # 3
+    """Cross-margin account: the eligible FICC and CME quantities allocated to it; both models
+    and the XM rule.
+    """
 
 class MarginAccount(_MarginAccount, metaclass=_MarginAccountEnumTypeWrapper):
-    """One of a customer's three margin accounts."""
+    """One of a customer's three margin accounts (margin-model.md, "Accounts of one customer")."""
 
 MARGIN_ACCOUNT_UNSPECIFIED: MarginAccount.ValueType  # 0
+"""Never sent by the server."""
 MARGIN_ACCOUNT_FICC_STANDALONE: MarginAccount.ValueType  # 1
+"""FICC standalone account: every FICC quantity not in XM, eligible or not; FICC model."""
 MARGIN_ACCOUNT_CME_STANDALONE: MarginAccount.ValueType  # 2
+"""CME standalone account: every CME quantity not in XM, eligible or not; CME model."""
 MARGIN_ACCOUNT_XM: MarginAccount.ValueType  # 3
+"""Cross-margin account: the eligible FICC and CME quantities allocated to it; both models
+and the XM rule.
+"""
 Global___MarginAccount: _TypeAlias = MarginAccount  # noqa: Y015
 
 class _EligibilityReason:
@@ -86,30 +108,66 @@ class _EligibilityReason:
 class _EligibilityReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EligibilityReason.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ELIGIBILITY_REASON_UNSPECIFIED: _EligibilityReason.ValueType  # 0
+    """Never sent by the server."""
     ELIGIBILITY_REASON_CLEARING_MEMBER_NOT_ELIGIBLE: _EligibilityReason.ValueType  # 1
+    """The clearing member lacks one of the registrations the rulebook requires (BD-FCM, CME
+    clearing member, FICC netting member).
+    """
     ELIGIBILITY_REASON_CUSTOMER_NOT_ENROLLED: _EligibilityReason.ValueType  # 2
+    """The customer is not enrolled in XM, or its FICC account type is not one the rulebook admits
+    (SPONSORED or AGENT_CLEARING in the 2026-04-30 rulebook).
+    """
     ELIGIBILITY_REASON_PRODUCT_NOT_ELIGIBLE: _EligibilityReason.ValueType  # 3
+    """The FICC security kind is not among the rulebook's eligible kinds (NOTE, BOND)."""
     ELIGIBILITY_REASON_PRODUCT_EXCLUDED: _EligibilityReason.ValueType  # 4
+    """The FICC security kind is excluded outright (TIPS, STRIPS, AGENCY, MBS, BILL, FRN)."""
     ELIGIBILITY_REASON_MATURITY_WITHIN_ONE_YEAR: _EligibilityReason.ValueType  # 5
+    """The security (for repo, its collateral) matures within one year of the business date, or
+    has no maturity.
+    """
     ELIGIBILITY_REASON_CONTRACT_NOT_ELIGIBLE: _EligibilityReason.ValueType  # 6
+    """The CME contract is not in the rulebook's list (TU, Z3N, FV, TY, TN, US, TWE, UB, ZQ, SR1,
+    SR3), or its kind is not an eligible futures kind.
+    """
     ELIGIBILITY_REASON_OPTION_NOT_ELIGIBLE: _EligibilityReason.ValueType  # 7
+    """CME options are not eligible; they stay in the CME standalone account."""
 
 class EligibilityReason(_EligibilityReason, metaclass=_EligibilityReasonEnumTypeWrapper):
-    """Why a position may not go into XM (eligibility.md); a position can fail several checks."""
+    """Why a position may not go into XM (eligibility.md, under the rulebook in effect on the
+    business date); a position can fail several checks and then carries every reason.
+    """
 
 ELIGIBILITY_REASON_UNSPECIFIED: EligibilityReason.ValueType  # 0
+"""Never sent by the server."""
 ELIGIBILITY_REASON_CLEARING_MEMBER_NOT_ELIGIBLE: EligibilityReason.ValueType  # 1
+"""The clearing member lacks one of the registrations the rulebook requires (BD-FCM, CME
+clearing member, FICC netting member).
+"""
 ELIGIBILITY_REASON_CUSTOMER_NOT_ENROLLED: EligibilityReason.ValueType  # 2
+"""The customer is not enrolled in XM, or its FICC account type is not one the rulebook admits
+(SPONSORED or AGENT_CLEARING in the 2026-04-30 rulebook).
+"""
 ELIGIBILITY_REASON_PRODUCT_NOT_ELIGIBLE: EligibilityReason.ValueType  # 3
+"""The FICC security kind is not among the rulebook's eligible kinds (NOTE, BOND)."""
 ELIGIBILITY_REASON_PRODUCT_EXCLUDED: EligibilityReason.ValueType  # 4
+"""The FICC security kind is excluded outright (TIPS, STRIPS, AGENCY, MBS, BILL, FRN)."""
 ELIGIBILITY_REASON_MATURITY_WITHIN_ONE_YEAR: EligibilityReason.ValueType  # 5
+"""The security (for repo, its collateral) matures within one year of the business date, or
+has no maturity.
+"""
 ELIGIBILITY_REASON_CONTRACT_NOT_ELIGIBLE: EligibilityReason.ValueType  # 6
+"""The CME contract is not in the rulebook's list (TU, Z3N, FV, TY, TN, US, TWE, UB, ZQ, SR1,
+SR3), or its kind is not an eligible futures kind.
+"""
 ELIGIBILITY_REASON_OPTION_NOT_ELIGIBLE: EligibilityReason.ValueType  # 7
+"""CME options are not eligible; they stay in the CME standalone account."""
 Global___EligibilityReason: _TypeAlias = EligibilityReason  # noqa: Y015
 
 @_typing.final
 class RunContext(_message.Message):
-    """Stamp of one run of the daily cycle. Every request carries one; every response echoes it."""
+    """Stamp of one run of the daily cycle. Every request carries one (required); every response
+    echoes it unchanged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -118,13 +176,22 @@ class RunContext(_message.Message):
     RUN_NUMBER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
-    """Business date, ISO 8601 "YYYY-MM-DD"."""
+    """Business date the book and scenarios belong to, strictly "YYYY-MM-DD" (ISO 8601 calendar
+    date; no other spelling). Required. It picks the eligibility rulebook in effect (the first
+    bundled one is effective 2026-04-30; an earlier date is refused) and the one-year remaining
+    maturity test; a date the rulebook cannot add a year to is refused.
+    """
     cycle: Global___Cycle.ValueType
-    """Cycle code: intraday or end of day."""
+    """Cycle of the run: intraday or end of day. Required: CYCLE_UNSPECIFIED is refused."""
     run_number: _builtins.int
-    """Run number within the business date and cycle (1, 2, ...)."""
+    """Run number within the business date and cycle: 1, 2, ... (0 means unset). Required (>= 1)
+    when the server records runs (`--audit`), where (business_date, cycle, run_number,
+    customer id) names one computation.
+    """
     request_id: _builtins.str
-    """Caller's id for this request, echoed in the response and the server's log line."""
+    """Caller's id for this request, echoed in the response and the server's log line; not part
+    of the computation. Optional; at most 200 characters.
+    """
     def __init__(
         self,
         *,
