@@ -28,39 +28,63 @@ class _InstrumentKind:
 class _InstrumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InstrumentKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     INSTRUMENT_KIND_UNSPECIFIED: _InstrumentKind.ValueType  # 0
-    """Rejected (INVALID_ARGUMENT), as for every enum of a request whose value is unspecified
-    and has no default.
+    """Refused (INVALID_ARGUMENT): an instrument names its kind (it decides eligibility); there is
+    no default.
     """
     INSTRUMENT_KIND_NOTE: _InstrumentKind.ValueType  # 1
+    """FICC: Treasury note (original maturity 2-10 years); eligible."""
     INSTRUMENT_KIND_BOND: _InstrumentKind.ValueType  # 2
+    """FICC: Treasury bond (original maturity 20-30 years); eligible."""
     INSTRUMENT_KIND_BILL: _InstrumentKind.ValueType  # 3
+    """FICC: Treasury bill; excluded."""
     INSTRUMENT_KIND_TIPS: _InstrumentKind.ValueType  # 4
+    """FICC: Treasury inflation-protected security; excluded."""
     INSTRUMENT_KIND_STRIPS: _InstrumentKind.ValueType  # 5
+    """FICC: STRIPS (separate trading of principal or interest); excluded."""
     INSTRUMENT_KIND_FRN: _InstrumentKind.ValueType  # 6
+    """FICC: Treasury floating-rate note; excluded."""
     INSTRUMENT_KIND_AGENCY: _InstrumentKind.ValueType  # 7
+    """FICC: agency debenture; excluded."""
     INSTRUMENT_KIND_MBS: _InstrumentKind.ValueType  # 8
+    """FICC: agency mortgage-backed security; excluded."""
     INSTRUMENT_KIND_REPO: _InstrumentKind.ValueType  # 9
+    """FICC: repo; eligible when its collateral (collateral_kind, collateral_maturity) is."""
     INSTRUMENT_KIND_FUTURE: _InstrumentKind.ValueType  # 10
+    """CME: interest-rate future; eligible when its contract is in the rulebook's list."""
     INSTRUMENT_KIND_OPTION: _InstrumentKind.ValueType  # 11
+    """CME: option on an interest-rate future; never eligible."""
 
 class InstrumentKind(_InstrumentKind, metaclass=_InstrumentKindEnumTypeWrapper):
-    """Kind of an instrument: FICC kinds NOTE ... REPO, CME kinds FUTURE and OPTION."""
+    """Kind of an instrument: FICC kinds NOTE ... REPO, CME kinds FUTURE and OPTION. The kind must
+    belong to the instrument's clearing house.
+    """
 
 INSTRUMENT_KIND_UNSPECIFIED: InstrumentKind.ValueType  # 0
-"""Rejected (INVALID_ARGUMENT), as for every enum of a request whose value is unspecified
-and has no default.
+"""Refused (INVALID_ARGUMENT): an instrument names its kind (it decides eligibility); there is
+no default.
 """
 INSTRUMENT_KIND_NOTE: InstrumentKind.ValueType  # 1
+"""FICC: Treasury note (original maturity 2-10 years); eligible."""
 INSTRUMENT_KIND_BOND: InstrumentKind.ValueType  # 2
+"""FICC: Treasury bond (original maturity 20-30 years); eligible."""
 INSTRUMENT_KIND_BILL: InstrumentKind.ValueType  # 3
+"""FICC: Treasury bill; excluded."""
 INSTRUMENT_KIND_TIPS: InstrumentKind.ValueType  # 4
+"""FICC: Treasury inflation-protected security; excluded."""
 INSTRUMENT_KIND_STRIPS: InstrumentKind.ValueType  # 5
+"""FICC: STRIPS (separate trading of principal or interest); excluded."""
 INSTRUMENT_KIND_FRN: InstrumentKind.ValueType  # 6
+"""FICC: Treasury floating-rate note; excluded."""
 INSTRUMENT_KIND_AGENCY: InstrumentKind.ValueType  # 7
+"""FICC: agency debenture; excluded."""
 INSTRUMENT_KIND_MBS: InstrumentKind.ValueType  # 8
+"""FICC: agency mortgage-backed security; excluded."""
 INSTRUMENT_KIND_REPO: InstrumentKind.ValueType  # 9
+"""FICC: repo; eligible when its collateral (collateral_kind, collateral_maturity) is."""
 INSTRUMENT_KIND_FUTURE: InstrumentKind.ValueType  # 10
+"""CME: interest-rate future; eligible when its contract is in the rulebook's list."""
 INSTRUMENT_KIND_OPTION: InstrumentKind.ValueType  # 11
+"""CME: option on an interest-rate future; never eligible."""
 Global___InstrumentKind: _TypeAlias = InstrumentKind  # noqa: Y015
 
 class _Measure:
@@ -70,21 +94,35 @@ class _Measure:
 class _MeasureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Measure.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MEASURE_UNSPECIFIED: _Measure.ValueType  # 0
-    """Treated as MEASURE_ES."""
+    """Refused (INVALID_ARGUMENT): a model names its measure, since ES and VaR give different
+    margins (the case format's default of ES does not apply over gRPC).
+    """
     MEASURE_ES: _Measure.ValueType  # 1
-    """Expected shortfall (the default)."""
+    """Expected shortfall: the mean of the n_tail = (1 - confidence) * N largest losses
+    (fractional tail weight on the last).
+    """
     MEASURE_VAR: _Measure.ValueType  # 2
-    """Value at risk; optimised through ES as its convex stand-in, reported exactly."""
+    """Value at risk: the largest loss left once the n_tail worst are dropped. Not convex: the
+    solver optimises ES at the same confidence as its stand-in; figures are exact VaR, and
+    OptimiseResult.var_gap says how far apart the two are.
+    """
 
 class Measure(_Measure, metaclass=_MeasureEnumTypeWrapper):
-    """Risk measure of a margin model."""
+    """Risk measure of a margin model (margin-model.md)."""
 
 MEASURE_UNSPECIFIED: Measure.ValueType  # 0
-"""Treated as MEASURE_ES."""
+"""Refused (INVALID_ARGUMENT): a model names its measure, since ES and VaR give different
+margins (the case format's default of ES does not apply over gRPC).
+"""
 MEASURE_ES: Measure.ValueType  # 1
-"""Expected shortfall (the default)."""
+"""Expected shortfall: the mean of the n_tail = (1 - confidence) * N largest losses
+(fractional tail weight on the last).
+"""
 MEASURE_VAR: Measure.ValueType  # 2
-"""Value at risk; optimised through ES as its convex stand-in, reported exactly."""
+"""Value at risk: the largest loss left once the n_tail worst are dropped. Not convex: the
+solver optimises ES at the same confidence as its stand-in; figures are exact VaR, and
+OptimiseResult.var_gap says how far apart the two are.
+"""
 Global___Measure: _TypeAlias = Measure  # noqa: Y015
 
 class _AllocationMode:
@@ -94,26 +132,28 @@ class _AllocationMode:
 class _AllocationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AllocationMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ALLOCATION_MODE_UNSPECIFIED: _AllocationMode.ValueType  # 0
-    """Treated as ALLOCATION_MODE_JOINT."""
+    """Treated as ALLOCATION_MODE_JOINT (the default)."""
     ALLOCATION_MODE_JOINT: _AllocationMode.ValueType  # 1
-    """Every eligible position may move (the default)."""
+    """Every eligible, unpinned position may move (the default)."""
     ALLOCATION_MODE_FICC_FIXED: _AllocationMode.ValueType  # 2
-    """FICC allocations stay as given; only futures move."""
+    """FICC allocations stay as given (their xm_quantity); only CME futures move."""
 
 class AllocationMode(_AllocationMode, metaclass=_AllocationModeEnumTypeWrapper):
     """What may move in an optimisation."""
 
 ALLOCATION_MODE_UNSPECIFIED: AllocationMode.ValueType  # 0
-"""Treated as ALLOCATION_MODE_JOINT."""
+"""Treated as ALLOCATION_MODE_JOINT (the default)."""
 ALLOCATION_MODE_JOINT: AllocationMode.ValueType  # 1
-"""Every eligible position may move (the default)."""
+"""Every eligible, unpinned position may move (the default)."""
 ALLOCATION_MODE_FICC_FIXED: AllocationMode.ValueType  # 2
-"""FICC allocations stay as given; only futures move."""
+"""FICC allocations stay as given (their xm_quantity); only CME futures move."""
 Global___AllocationMode: _TypeAlias = AllocationMode  # noqa: Y015
 
 @_typing.final
 class ClearingMember(_message.Message):
-    """The clearing member (BD-FCM) the customer clears through."""
+    """The clearing member (BD-FCM) the customer clears through. The rulebook requires all three
+    registrations for any position to be eligible; an unset flag counts as false.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -122,9 +162,13 @@ class ClearingMember(_message.Message):
     CME_CLEARING_MEMBER_FIELD_NUMBER: _builtins.int
     FICC_NETTING_MEMBER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Clearing member id, non-empty, at most 200 characters. Required."""
     bd_fcm: _builtins.bool
+    """Dually registered as broker-dealer and futures commission merchant. Default false."""
     cme_clearing_member: _builtins.bool
+    """Clearing member of CME Clearing. Default false."""
     ficc_netting_member: _builtins.bool
+    """Netting member of FICC's Government Securities Division. Default false."""
     def __init__(
         self,
         *,
@@ -151,9 +195,16 @@ class Customer(_message.Message):
     XM_ENROLLED_FIELD_NUMBER: _builtins.int
     FICC_ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Customer id, non-empty, at most 200 characters. Required; it names the customer in results
+    and in the audit store's key.
+    """
     xm_enrolled: _builtins.bool
+    """Enrolled in the cross-margin program. Default false (nothing eligible)."""
     ficc_account_type: _builtins.str
-    """FICC account type, for example "SPONSORED" or "AGENT_CLEARING"."""
+    """FICC account type, a closed vocabulary: "SPONSORED" or "AGENT_CLEARING" (the types the
+    2026-04-30 rulebook admits to XM). Required; any other value, empty included, is refused
+    (INVALID_ARGUMENT) rather than read as "not enrolled".
+    """
     def __init__(
         self,
         *,
@@ -171,13 +222,21 @@ Global___Customer: _TypeAlias = Customer  # noqa: Y015
 
 @_typing.final
 class Sensitivities(_message.Message):
-    """Per-unit factor sensitivities: K values, USD per unit per +1 move of each factor."""
+    """Per-unit factor sensitivities of an instrument: its P&L, in USD per unit of quantity, for a
+    +1 move of each factor (for yield factors in bp: USD per unit per bp). Losses follow as
+    p[s] = sum_k values[k] * shocks[s][k] (margin-model.md, "Scenarios and losses").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """K values, one per factor in the order of ScenarioSet.factors (exactly K). FICC: USD per
+        1 USD par per +1 bp (a long 10-year note about -0.0008); CME: USD per contract per +1 bp
+        (a long TY future about -80). Each finite, |value| <= 1e6.
+        """
+
     def __init__(
         self,
         *,
@@ -193,13 +252,20 @@ Global___Sensitivities: _TypeAlias = Sensitivities  # noqa: Y015
 
 @_typing.final
 class ScenarioPnl(_message.Message):
-    """Per-unit scenario P&L: S values, USD per unit, one per scenario."""
+    """Per-unit scenario P&L of an instrument given directly (options, anything not linear in the
+    factors): USD per unit of quantity in each scenario, gain positive.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """S values, one per scenario in the order of ScenarioSet.ids (exactly S: the whole set, not
+        only a model's lookback window). USD per 1 USD par (FICC) or per contract (CME). Each
+        finite, |value| <= 1e9.
+        """
+
     def __init__(
         self,
         *,
@@ -230,20 +296,41 @@ class Instrument(_message.Message):
     SENSITIVITIES_FIELD_NUMBER: _builtins.int
     PNL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Instrument id (a CUSIP, a CME symbol such as "TYZ6"), non-empty, at most 200 characters,
+    unique within a book. Required; positions refer to it.
+    """
     ccp: _common_pb2.Ccp.ValueType
+    """Clearing house. Required: CCP_UNSPECIFIED is refused."""
     kind: Global___InstrumentKind.ValueType
+    """Kind, one of the clearing house's kinds. Required: INSTRUMENT_KIND_UNSPECIFIED is refused."""
     contract: _builtins.str
-    """CME contract code (TY, FV, ...); required for CME instruments."""
+    """CME contract code (TY, FV, US, ...), at most 200 characters. Required for CME instruments;
+    ignored for FICC ones.
+    """
     maturity: _builtins.str
-    """Maturity, "YYYY-MM-DD"; required for FICC securities other than repo."""
+    """Maturity date, strictly "YYYY-MM-DD". Required for FICC securities other than repo;
+    ignored for repo and CME instruments.
+    """
     coupon: _builtins.float
+    """Annual coupon rate in percent (4.375 means 4.375%), in [0, 100]. Optional; descriptive
+    only (the risk is in sensitivities or pnl).
+    """
     collateral_maturity: _builtins.str
-    """Repo only: the collateral's maturity ("YYYY-MM-DD") and kind."""
+    """Repo only (required there, ignored otherwise): the collateral's maturity, strictly
+    "YYYY-MM-DD". Eligibility of a repo is that of its collateral.
+    """
     collateral_kind: Global___InstrumentKind.ValueType
+    """Repo only (required there, ignored otherwise): the collateral's FICC security kind (NOTE,
+    BOND, ...; not REPO).
+    """
     @_builtins.property
-    def sensitivities(self) -> Global___Sensitivities: ...
+    def sensitivities(self) -> Global___Sensitivities:
+        """K factor sensitivities; they also make up the net factor exposure used by add-ons."""
+
     @_builtins.property
-    def pnl(self) -> Global___ScenarioPnl: ...
+    def pnl(self) -> Global___ScenarioPnl:
+        """S scenario P&L values; such an instrument contributes nothing to add-on exposures."""
+
     def __init__(
         self,
         *,
@@ -275,7 +362,9 @@ Global___Instrument: _TypeAlias = Instrument  # noqa: Y015
 
 @_typing.final
 class Position(_message.Message):
-    """A holding: quantity (FICC: USD par; CME: contracts), of which xm_quantity is in XM now."""
+    """A holding: quantity, of which xm_quantity is in XM now. Units: FICC USD par, CME contracts;
+    positive long, negative short.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -285,13 +374,25 @@ class Position(_message.Message):
     LOT_FIELD_NUMBER: _builtins.int
     PINNED_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
-    """Instrument id; a book holds at most one position per instrument, so this is the position id."""
+    """Instrument id, one of the book's instruments; a book holds at most one position per
+    instrument, so this is the position id. Required.
+    """
     quantity: _builtins.float
+    """Quantity held, signed (negative = short). FICC: USD par, |quantity| <= 1e11 (100 bn);
+    CME: contracts, |quantity| <= 1e7. Finite; 0 allowed (nothing held).
+    """
     xm_quantity: _builtins.float
+    """Quantity in the XM account now (the current allocation): same sign as quantity and
+    |xm_quantity| <= |quantity|; must be 0 for a position that is not eligible. Default 0.
+    """
     lot: _builtins.float
-    """Transfer increment; 1 when absent."""
+    """Transfer increment, in the unit of quantity (futures: 1 contract; Treasuries often
+    1,000,000 USD par): 0 < lot <= the quantity limit (1e11 USD par, 1e7 contracts). With
+    SolveOptions.integral the XM quantity is a whole number of lots, or the whole holding.
+    Default 1 when absent.
+    """
     pinned: _builtins.bool
-    """Keep the current allocation."""
+    """Keep the current allocation (xm_quantity) of this position. Default false."""
     def __init__(
         self,
         *,
@@ -323,15 +424,25 @@ class AccountBook(_message.Message):
     INSTRUMENTS_FIELD_NUMBER: _builtins.int
     POSITIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Free-form name, echoed in results (defaults to the customer id in a batch)."""
+    """Free-form name echoed in results, at most 200 characters. Default: the customer id."""
     @_builtins.property
-    def clearing_member(self) -> Global___ClearingMember: ...
+    def clearing_member(self) -> Global___ClearingMember:
+        """The clearing member. Required."""
+
     @_builtins.property
-    def customer(self) -> Global___Customer: ...
+    def customer(self) -> Global___Customer:
+        """The customer. Required."""
+
     @_builtins.property
-    def instruments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instrument]: ...
+    def instruments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instrument]:
+        """Every instrument a position refers to (extra ones are allowed), at most 20,000."""
+
     @_builtins.property
-    def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
+    def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]:
+        """The holdings, at most 20,000, at most one per instrument. Their order is the position order
+        of every per-position list in the answer (allocation, xm_quantities, attribution shares).
+        """
+
     def __init__(
         self,
         *,
@@ -351,7 +462,9 @@ Global___AccountBook: _TypeAlias = AccountBook  # noqa: Y015
 
 @_typing.final
 class ScenarioSet(_message.Message):
-    """S scenarios of 1-day moves of K named factors, oldest first."""
+    """S scenarios of 1-day moves of K named risk factors, oldest first: the history both clearing
+    houses' models are evaluated on.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -360,15 +473,22 @@ class ScenarioSet(_message.Message):
     SHOCKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def factors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """K factor names."""
+        """K factor names (for example "UST_10Y", a key-rate yield), 1 <= K <= 500, unique, each
+        non-empty. They fix the order of every K-vector (sensitivities, add-on rates, thresholds).
+        """
 
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """S scenario ids (usually dates), oldest first."""
+        """S scenario ids (usually the dates "YYYY-MM-DD" of the moves), 1 <= S <= 20,000, unique,
+        oldest first. A model's lookback takes the most recent (last) ones.
+        """
 
     @_builtins.property
     def shocks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """S x K factor moves, row-major (scenario by scenario): S * K values."""
+        """S x K matrix of 1-day factor moves, row-major (scenario by scenario, the factors of one
+        scenario contiguous): element [s][k] is shocks[s * K + k]; exactly S * K values. Unit: the
+        factor's own unit, bp for yield factors; each finite, |move| <= 1e4 bp.
+        """
 
     def __init__(
         self,
@@ -387,14 +507,16 @@ Global___ScenarioSet: _TypeAlias = ScenarioSet  # noqa: Y015
 
 @_typing.final
 class ScenarioSetRef(_message.Message):
-    """A scenario set registered earlier with RegisterScenarioSet."""
+    """A scenario set registered earlier with RegisterScenarioSet, in place of an inline set."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The id it was registered under. Required."""
     version: _builtins.int
+    """The version RegisterScenarioSet returned (>= 1). An unknown id or version gets NOT_FOUND."""
     def __init__(
         self,
         *,
@@ -411,7 +533,9 @@ Global___ScenarioSetRef: _TypeAlias = ScenarioSetRef  # noqa: Y015
 
 @_typing.final
 class MarginModel(_message.Message):
-    """One clearing house's historical-simulation model (margin-model.md)."""
+    """One clearing house's historical-simulation model (margin-model.md): margin =
+    max(0, sqrt(horizon_days) * ((1 - stress_weight) * risk + stress_weight * stress) + add-ons).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -424,19 +548,40 @@ class MarginModel(_message.Message):
     ADDON_RATE_FIELD_NUMBER: _builtins.int
     ADDON_THRESHOLD_FIELD_NUMBER: _builtins.int
     lookback: _builtins.int
-    """Most recent scenarios used; all when absent."""
+    """Number N of the most recent scenarios used, 1 <= N <= S. Default: all S."""
     confidence: _builtins.float
+    """Confidence level alpha, in (0, 1) (0.99 at both clearing houses). Required. The tail
+    (1 - alpha) * N must be above 0 and leave at least one of the N scenarios out.
+    """
     horizon_days: _builtins.float
+    """Margin period of risk h in days: 1-day losses are scaled by sqrt(h). In (0, 250]; FICC 3,
+    CME 2 by convention. Required.
+    """
     measure: Global___Measure.ValueType
+    """Risk measure. Required: MEASURE_UNSPECIFIED is refused."""
     stress_weight: _builtins.float
+    """Weight w of stress against risk, in [0, 1]; above 0 only with stress_ids. Default 0."""
     @_builtins.property
-    def stress_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def addon_rate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Per factor (K values each) or both empty."""
+    def stress_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the stress scenarios, each one of ScenarioSet.ids (anywhere in the set, not only in
+        the lookback window); stress = the largest loss over them. Default none (stress 0).
+        """
 
     @_builtins.property
-    def addon_threshold(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def addon_rate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Add-on rate per factor, K values (factor order) or empty, each in [0, 1e4]. Unit: USD of
+        margin per (USD per factor unit) of net exposure beyond the threshold, i.e. bp for yield
+        factors. Add-ons = sum_k rate[k] * max(0, |E[k]| - threshold[k]), E = net factor exposure in
+        USD per +1 bp; not scaled by sqrt(h). Given together with addon_threshold (both K values or
+        both empty). Default: no add-ons.
+        """
+
+    @_builtins.property
+    def addon_threshold(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Add-on threshold per factor, K values (factor order) or empty, each in [0, 1e12], in USD per
+        +1 factor unit (USD per bp) of net exposure. See addon_rate.
+        """
+
     def __init__(
         self,
         *,
@@ -461,16 +606,20 @@ Global___MarginModel: _TypeAlias = MarginModel  # noqa: Y015
 
 @_typing.final
 class Models(_message.Message):
-    """Both clearing houses' models."""
+    """Both clearing houses' models; both are required."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FICC_FIELD_NUMBER: _builtins.int
     CME_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def ficc(self) -> Global___MarginModel: ...
+    def ficc(self) -> Global___MarginModel:
+        """FICC's model, applied to the FICC standalone account, S_F and C_F. Required."""
+
     @_builtins.property
-    def cme(self) -> Global___MarginModel: ...
+    def cme(self) -> Global___MarginModel:
+        """CME's model, applied to the CME standalone account, S_C and C_C. Required."""
+
     def __init__(
         self,
         *,
@@ -487,13 +636,15 @@ Global___Models: _TypeAlias = Models  # noqa: Y015
 
 @_typing.final
 class ProgramRules(_message.Message):
-    """Program rules."""
+    """Program rules of the cross-margin arrangement."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SAVINGS_CAP_FIELD_NUMBER: _builtins.int
     savings_cap: _builtins.float
-    """Cap on XM savings; 0.8 when absent."""
+    """Cap on the XM reduction factor r (a fraction, in [0, 1]): savings on positions in XM are
+    capped at this share. Default 0.8 when absent (the program's 80% cap).
+    """
     def __init__(
         self,
         *,
@@ -511,7 +662,7 @@ Global___ProgramRules: _TypeAlias = ProgramRules  # noqa: Y015
 
 @_typing.final
 class SolveOptions(_message.Message):
-    """How to allocate."""
+    """How to allocate. Every field has a default; the message may be absent."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -522,17 +673,27 @@ class SolveOptions(_message.Message):
     TIME_LIMIT_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
     integral: _builtins.bool
-    """Move whole lots only (a MIP)."""
+    """Move whole lots only (a MIP; each movable XM quantity a multiple of its lot, or the whole
+    holding). Default false: the continuous relaxation.
+    """
     transfer_cost: _builtins.float
-    """USD per lot moved."""
+    """Cost charged per lot moved, in USD per lot, >= 0 (at most 1e9). Default 0."""
     max_transfers: _builtins.int
-    """At most this many positions change their XM quantity."""
+    """At most this many positions change their XM quantity (0: nothing moves). Default: no
+    limit.
+    """
     mode: Global___AllocationMode.ValueType
+    """What may move. Default ALLOCATION_MODE_JOINT."""
     backend: _builtins.str
-    """Solver backend name; the server's default when empty."""
+    """Solver backend: "highs", "cvxpy" or "cvxpy:SOLVER" (any installed cvxpy solver), at most
+    200 characters. Default (empty): the server's default, "highs".
+    """
     @_builtins.property
     def time_limit(self) -> _duration_pb2.Duration:
-        """Solver time limit; the call's deadline bounds it as well."""
+        """Solver time limit, > 0 (at most 1 day); the answer is then TIME_LIMIT with the best
+        allocation found. The call's deadline bounds it as well (80% of the time left). Default: no
+        limit but the deadline.
+        """
 
     def __init__(
         self,
