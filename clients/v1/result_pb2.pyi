@@ -28,26 +28,41 @@ class _SolveStatus:
 class _SolveStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SolveStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SOLVE_STATUS_UNSPECIFIED: _SolveStatus.ValueType  # 0
+    """Never sent by the server."""
     SOLVE_STATUS_OPTIMAL: _SolveStatus.ValueType  # 1
+    """Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
     SOLVE_STATUS_TIME_LIMIT: _SolveStatus.ValueType  # 2
-    """The best allocation found within the time limit."""
+    """The best allocation found within the time limit; SolverStats.bound bounds the optimum."""
     SOLVE_STATUS_INFEASIBLE: _SolveStatus.ValueType  # 3
+    """The constraints (pins, lots, transfer limit) admit no allocation. A call answers this with
+    FAILED_PRECONDITION (reason INFEASIBLE), not a result.
+    """
     SOLVE_STATUS_ERROR: _SolveStatus.ValueType  # 4
+    """The solver failed. A call answers this with FAILED_PRECONDITION (reason SOLVER_FAILED)."""
 
 class SolveStatus(_SolveStatus, metaclass=_SolveStatusEnumTypeWrapper):
     """Outcome of a solve."""
 
 SOLVE_STATUS_UNSPECIFIED: SolveStatus.ValueType  # 0
+"""Never sent by the server."""
 SOLVE_STATUS_OPTIMAL: SolveStatus.ValueType  # 1
+"""Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
 SOLVE_STATUS_TIME_LIMIT: SolveStatus.ValueType  # 2
-"""The best allocation found within the time limit."""
+"""The best allocation found within the time limit; SolverStats.bound bounds the optimum."""
 SOLVE_STATUS_INFEASIBLE: SolveStatus.ValueType  # 3
+"""The constraints (pins, lots, transfer limit) admit no allocation. A call answers this with
+FAILED_PRECONDITION (reason INFEASIBLE), not a result.
+"""
 SOLVE_STATUS_ERROR: SolveStatus.ValueType  # 4
+"""The solver failed. A call answers this with FAILED_PRECONDITION (reason SOLVER_FAILED)."""
 Global___SolveStatus: _TypeAlias = SolveStatus  # noqa: Y015
 
 @_typing.final
 class ModelFigures(_message.Message):
-    """One model on one portfolio: its parts and the margin."""
+    """One model on one portfolio: its parts and the margin (margin-model.md), all in USD. ES, VaR
+    and stress are 1-day figures, before the sqrt(horizon_days) scaling; the margin is
+    max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -57,10 +72,15 @@ class ModelFigures(_message.Message):
     ADDONS_FIELD_NUMBER: _builtins.int
     MARGIN_FIELD_NUMBER: _builtins.int
     es: _builtins.float
+    """Expected shortfall of the 1-day losses over the model's window, USD (>= the VaR)."""
     var: _builtins.float
+    """Value at risk of the 1-day losses over the model's window, USD."""
     stress: _builtins.float
+    """Largest 1-day loss over the stress scenarios, USD; 0 without stress_ids."""
     addons: _builtins.float
+    """Add-ons, USD (>= 0; not scaled by the horizon)."""
     margin: _builtins.float
+    """The model's margin on this portfolio, USD (>= 0), with its own measure (ES or VaR)."""
     def __init__(
         self,
         *,
@@ -80,7 +100,9 @@ Global___ModelFigures: _TypeAlias = ModelFigures  # noqa: Y015
 
 @_typing.final
 class MarginState(_message.Message):
-    """The exact margin of one allocation: every figure of margin-model.md (USD)."""
+    """The exact margin of one allocation: every figure of margin-model.md. Amounts in USD (>= 0);
+    reduction factors are fractions.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -122,32 +144,48 @@ class MarginState(_message.Message):
     MODEL_FIGURES_FIELD_NUMBER: _builtins.int
     XM_QUANTITIES_FIELD_NUMBER: _builtins.int
     total: _builtins.float
+    """Total initial margin: ficc_standalone + cme_standalone + xm, USD."""
     ficc_standalone: _builtins.float
+    """FICC model on the FICC standalone account (FICC quantities not in XM), USD."""
     cme_standalone: _builtins.float
+    """CME model on the CME standalone account (CME quantities not in XM), USD."""
     xm: _builtins.float
-    """XM margin, (1 - r) * (S_F + S_C)."""
+    """XM margin, (1 - r) * (S_F + S_C), USD; 0 when S_F + S_C = 0."""
     s_f: _builtins.float
-    """FICC model on the XM account's FICC leg alone."""
+    """S_F: FICC model on the XM account's FICC leg alone, USD."""
     s_c: _builtins.float
-    """CME model on the XM account's CME leg alone."""
+    """S_C: CME model on the XM account's CME leg alone, USD."""
     c_f: _builtins.float
-    """FICC model on the whole XM portfolio."""
+    """C_F: FICC model on the whole XM portfolio, USD."""
     c_c: _builtins.float
-    """CME model on the whole XM portfolio."""
+    """C_C: CME model on the whole XM portfolio, USD."""
     r_f: _builtins.float
+    """FICC's reduction factor r_F = 1 - C_F / (S_F + S_C), a fraction (may be negative); 0 when
+    S_F + S_C = 0.
+    """
     r_c: _builtins.float
+    """CME's reduction factor r_C = 1 - C_C / (S_F + S_C), a fraction (may be negative); 0 when
+    S_F + S_C = 0.
+    """
     r: _builtins.float
-    """Applied reduction factor, clip(min(r_F, r_C), 0, cap)."""
+    """Applied reduction factor, clip(min(r_F, r_C), 0, cap), a fraction in [0, savings_cap]."""
     cap_binding: _builtins.bool
+    """True when the cap applies: min(r_F, r_C) >= savings_cap."""
     ficc_collects: _builtins.float
+    """What FICC collects: ficc_standalone + (1 - r) * S_F, USD."""
     cme_collects: _builtins.float
+    """What CME collects: cme_standalone + (1 - r) * S_C, USD."""
     @_builtins.property
     def model_figures(self) -> _containers.MessageMap[_builtins.str, Global___ModelFigures]:
-        """Per portfolio: ficc_standalone, cme_standalone, S_F, S_C, C_F, C_C."""
+        """The figures of each model on each portfolio, keyed by "ficc_standalone", "cme_standalone",
+        "S_F", "S_C", "C_F" and "C_C".
+        """
 
     @_builtins.property
     def xm_quantities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """The allocation evaluated, in position order."""
+        """The allocation evaluated: XM quantity per position, in the request's position order (one
+        per position), in each position's quantity unit.
+        """
 
     def __init__(
         self,
@@ -179,7 +217,7 @@ Global___MarginState: _TypeAlias = MarginState  # noqa: Y015
 
 @_typing.final
 class PositionEligibility(_message.Message):
-    """Eligibility of one position (or instrument)."""
+    """Eligibility of one position (or instrument) for XM."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -187,9 +225,13 @@ class PositionEligibility(_message.Message):
     ELIGIBLE_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
+    """Instrument id of the position (or instrument) checked."""
     eligible: _builtins.bool
+    """True when it may have a non-zero XM quantity."""
     @_builtins.property
-    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EligibilityReason.ValueType]: ...
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EligibilityReason.ValueType]:
+        """Every check it fails (empty when eligible)."""
+
     def __init__(
         self,
         *,
@@ -207,7 +249,9 @@ Global___PositionEligibility: _TypeAlias = PositionEligibility  # noqa: Y015
 
 @_typing.final
 class PositionAllocation(_message.Message):
-    """One position's allocation: held, current and optimised XM quantity."""
+    """One position's allocation: held, current and optimised XM quantity, in the position's
+    quantity unit (FICC USD par, CME contracts).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -218,11 +262,17 @@ class PositionAllocation(_message.Message):
     ELIGIBLE_FIELD_NUMBER: _builtins.int
     MOVABLE_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
+    """Instrument id of the position."""
     quantity: _builtins.float
+    """Quantity held (signed), as in the request."""
     current_xm_quantity: _builtins.float
+    """XM quantity before: the request's xm_quantity."""
     xm_quantity: _builtins.float
+    """XM quantity of the optimised allocation (same sign as quantity, |.| <= |quantity|)."""
     eligible: _builtins.bool
+    """Eligible for XM."""
     movable: _builtins.bool
+    """Free to move: eligible, not pinned and (in ALLOCATION_MODE_FICC_FIXED) not FICC."""
     def __init__(
         self,
         *,
@@ -243,7 +293,7 @@ Global___PositionAllocation: _TypeAlias = PositionAllocation  # noqa: Y015
 
 @_typing.final
 class Transfer(_message.Message):
-    """Move quantity (unsigned, a whole number of lots) between accounts."""
+    """One move between accounts that takes the current allocation to the optimised one."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -253,10 +303,17 @@ class Transfer(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     LOTS_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
+    """Instrument id of the position moved."""
     from_account: _common_pb2.MarginAccount.ValueType
+    """Account it leaves: a standalone account (into XM) or XM (back out)."""
     to_account: _common_pb2.MarginAccount.ValueType
+    """Account it enters."""
     quantity: _builtins.float
+    """Quantity moved, unsigned (> 0), in the position's quantity unit (USD par or contracts)."""
     lots: _builtins.float
+    """quantity / lot: a whole number with integral options, except when a whole holding that is
+    not a multiple of its lot moves.
+    """
     def __init__(
         self,
         *,
@@ -276,7 +333,10 @@ Global___Transfer: _TypeAlias = Transfer  # noqa: Y015
 
 @_typing.final
 class MarginalMargin(_message.Message):
-    """What one more unit of a position adds to the total, held in XM or standalone (USD per unit)."""
+    """What one more unit of a position adds to the total margin at the optimised allocation, held
+    in XM or standalone: USD per unit (per 1 USD par or per contract); negative means it saves.
+    Exact forward directional derivatives of the margin rule.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -284,8 +344,11 @@ class MarginalMargin(_message.Message):
     IN_XM_FIELD_NUMBER: _builtins.int
     IN_STANDALONE_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
+    """Instrument id of the position."""
     in_xm: _builtins.float
+    """One more unit held in XM, USD per unit; NaN when the position is not eligible."""
     in_standalone: _builtins.float
+    """One more unit held in its standalone account, USD per unit."""
     def __init__(
         self,
         *,
@@ -303,7 +366,9 @@ Global___MarginalMargin: _TypeAlias = MarginalMargin  # noqa: Y015
 
 @_typing.final
 class AccountAttribution(_message.Message):
-    """Each position's share of one account's horizon-scaled ES (Euler attribution)."""
+    """Each position's share of one account's horizon-scaled ES, sqrt(h) * ES (Euler attribution:
+    share_i = sqrt(h) * sum_s w_s * (-y_i * p_i[s]) over the tail weights w).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -311,11 +376,14 @@ class AccountAttribution(_message.Message):
     SHARES_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     account: _builtins.str
-    """ficc_standalone, cme_standalone, xm_ficc_model or xm_cme_model."""
+    """The account and model: "ficc_standalone", "cme_standalone", "xm_ficc_model" (FICC model on
+    the XM portfolio) or "xm_cme_model" (CME model on the XM portfolio).
+    """
     total: _builtins.float
+    """The account's sqrt(h) * ES, USD."""
     @_builtins.property
     def shares(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Shares in position order; they add up to total."""
+        """Shares in USD, one per position in the request's position order; they add up to total."""
 
     def __init__(
         self,
@@ -350,20 +418,33 @@ class SolverStats(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     FALLBACK_FROM_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
+    """Backend that produced the answer ("highs", "cvxpy", "cvxpy:SOLVER")."""
     status: Global___SolveStatus.ValueType
+    """The backend's status."""
     objective: _builtins.float
-    """The solver's objective (convex stand-in, USD) and best proven bound."""
+    """The solver's objective (its convex stand-in of the total, plus transfer costs), USD."""
     bound: _builtins.float
+    """Best proven lower bound on that objective, USD."""
     gap: _builtins.float
+    """Relative gap max(0, objective - bound) / max(1, |objective|), a fraction >= 0."""
     iterations: _builtins.int
+    """Solver iterations as the backend counts them (highs: simplex iterations over all rounds)."""
     cuts: _builtins.int
+    """Cutting planes added (highs backend), 0 otherwise."""
     message: _builtins.str
+    """The backend's message (for example which branch of the XM rule won)."""
     fallback_from: _builtins.str
-    """Set when a fallback backend produced the answer."""
+    """Set to the backend that failed when a fallback backend produced the answer; empty
+    otherwise.
+    """
     @_builtins.property
-    def build_time(self) -> _duration_pb2.Duration: ...
+    def build_time(self) -> _duration_pb2.Duration:
+        """Time spent building the model."""
+
     @_builtins.property
-    def solve_time(self) -> _duration_pb2.Duration: ...
+    def solve_time(self) -> _duration_pb2.Duration:
+        """Time spent solving."""
+
     def __init__(
         self,
         *,
@@ -410,12 +491,17 @@ class OptimiseResult(_message.Message):
     NOTES_FIELD_NUMBER: _builtins.int
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The book's name (AccountBook.name, or the customer id)."""
     status: Global___SolveStatus.ValueType
+    """Outcome: SOLVE_STATUS_OPTIMAL or SOLVE_STATUS_TIME_LIMIT."""
     savings: _builtins.float
-    """baseline.total - optimised.total."""
+    """baseline.total - optimised.total, USD."""
     transfer_cost: _builtins.float
+    """Transfer cost of the optimised allocation: SolveOptions.transfer_cost x lots moved, USD."""
     var_gap: _builtins.float
-    """Where a model measures VaR: exact VaR total minus its ES stand-in at the solution."""
+    """Where a model measures VaR: exact VaR total minus its ES stand-in's total at the solution,
+    USD. Absent when both models measure ES.
+    """
     @_builtins.property
     def baseline(self) -> Global___MarginState:
         """Nothing in XM."""
@@ -430,22 +516,38 @@ class OptimiseResult(_message.Message):
 
     @_builtins.property
     def all_eligible(self) -> Global___MarginState:
-        """Every eligible position wholly in XM."""
+        """Every movable eligible position wholly in XM (pinned and fixed ones as given), for
+        comparison.
+        """
 
     @_builtins.property
-    def allocation(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionAllocation]: ...
+    def allocation(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionAllocation]:
+        """One per position, in the request's position order."""
+
     @_builtins.property
-    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transfer]: ...
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transfer]:
+        """The moves from current to optimised, one per position whose XM quantity changes."""
+
     @_builtins.property
-    def marginal_margin(self) -> _containers.RepeatedCompositeFieldContainer[Global___MarginalMargin]: ...
+    def marginal_margin(self) -> _containers.RepeatedCompositeFieldContainer[Global___MarginalMargin]:
+        """One per position, in the request's position order, at the optimised allocation."""
+
     @_builtins.property
-    def attribution(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountAttribution]: ...
+    def attribution(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountAttribution]:
+        """ES attribution of the optimised allocation, one entry per account and model."""
+
     @_builtins.property
-    def solver_stats(self) -> Global___SolverStats: ...
+    def solver_stats(self) -> Global___SolverStats:
+        """How the solve went."""
+
     @_builtins.property
-    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Human-readable notes on the answer (VaR stand-in, fallback backend, rounding to lots)."""
+
     @_builtins.property
-    def eligibility(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionEligibility]: ...
+    def eligibility(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionEligibility]:
+        """Eligibility of each position, in the request's position order."""
+
     def __init__(
         self,
         *,
