@@ -30,15 +30,21 @@ class _Placement:
 class _PlacementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Placement.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLACEMENT_UNSPECIFIED: _Placement.ValueType  # 0
+    """Never sent by the server."""
     PLACEMENT_STANDALONE: _Placement.ValueType  # 1
+    """In the trade's standalone account (FICC or CME)."""
     PLACEMENT_XM: _Placement.ValueType  # 2
+    """In the XM account (only for an eligible trade)."""
 
 class Placement(_Placement, metaclass=_PlacementEnumTypeWrapper):
     """Where a trade goes."""
 
 PLACEMENT_UNSPECIFIED: Placement.ValueType  # 0
+"""Never sent by the server."""
 PLACEMENT_STANDALONE: Placement.ValueType  # 1
+"""In the trade's standalone account (FICC or CME)."""
 PLACEMENT_XM: Placement.ValueType  # 2
+"""In the XM account (only for an eligible trade)."""
 Global___Placement: _TypeAlias = Placement  # noqa: Y015
 
 @_typing.final
@@ -55,19 +61,33 @@ class OptimiseRequest(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp. Required."""
+
     @_builtins.property
-    def account(self) -> _book_pb2.AccountBook: ...
+    def account(self) -> _book_pb2.AccountBook:
+        """The account's book. Required."""
+
     @_builtins.property
-    def scenario_set(self) -> _book_pb2.ScenarioSet: ...
+    def scenario_set(self) -> _book_pb2.ScenarioSet:
+        """The scenario set, inline."""
+
     @_builtins.property
-    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef: ...
+    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef:
+        """A scenario set registered earlier with RegisterScenarioSet."""
+
     @_builtins.property
-    def models(self) -> _book_pb2.Models: ...
+    def models(self) -> _book_pb2.Models:
+        """Both clearing houses' models. Required."""
+
     @_builtins.property
-    def program(self) -> _book_pb2.ProgramRules: ...
+    def program(self) -> _book_pb2.ProgramRules:
+        """Program rules. Optional: absent means the defaults (savings_cap 0.8)."""
+
     @_builtins.property
-    def options(self) -> _book_pb2.SolveOptions: ...
+    def options(self) -> _book_pb2.SolveOptions:
+        """How to allocate. Optional: absent means every option's default."""
+
     def __init__(
         self,
         *,
@@ -91,14 +111,20 @@ Global___OptimiseRequest: _TypeAlias = OptimiseRequest  # noqa: Y015
 
 @_typing.final
 class OptimiseResponse(_message.Message):
+    """The answer to Optimise."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
-    def result(self) -> _result_pb2.OptimiseResult: ...
+    def result(self) -> _result_pb2.OptimiseResult:
+        """The account's answer."""
+
     def __init__(
         self,
         *,
@@ -127,19 +153,33 @@ class OptimiseBatchRequest(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp, shared by every account. Required."""
+
     @_builtins.property
-    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.AccountBook]: ...
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.AccountBook]:
+        """The accounts' books, 1 to 10,000; each is answered in its own response message."""
+
     @_builtins.property
-    def scenario_set(self) -> _book_pb2.ScenarioSet: ...
+    def scenario_set(self) -> _book_pb2.ScenarioSet:
+        """The scenario set, inline (sent once for all accounts)."""
+
     @_builtins.property
-    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef: ...
+    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef:
+        """A scenario set registered earlier with RegisterScenarioSet."""
+
     @_builtins.property
-    def models(self) -> _book_pb2.Models: ...
+    def models(self) -> _book_pb2.Models:
+        """Both clearing houses' models, for every account. Required."""
+
     @_builtins.property
-    def program(self) -> _book_pb2.ProgramRules: ...
+    def program(self) -> _book_pb2.ProgramRules:
+        """Program rules, for every account. Optional: absent means the defaults."""
+
     @_builtins.property
-    def options(self) -> _book_pb2.SolveOptions: ...
+    def options(self) -> _book_pb2.SolveOptions:
+        """How to allocate, for every account. Optional: absent means every option's default."""
+
     def __init__(
         self,
         *,
@@ -172,10 +212,15 @@ class BatchProgress(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     ELAPSED_FIELD_NUMBER: _builtins.int
     completed: _builtins.int
+    """Accounts answered so far (this one included), successes and failures alike."""
     failed: _builtins.int
+    """Of those, accounts that failed."""
     total: _builtins.int
+    """Accounts in the batch."""
     @_builtins.property
-    def elapsed(self) -> _duration_pb2.Duration: ...
+    def elapsed(self) -> _duration_pb2.Duration:
+        """Time since the call started."""
+
     def __init__(
         self,
         *,
@@ -205,6 +250,7 @@ class AccountError(_message.Message):
     code: _builtins.str
     """gRPC status code name, for example "INVALID_ARGUMENT" or "FAILED_PRECONDITION"."""
     message: _builtins.str
+    """Human-readable explanation (bounded length)."""
     reason: _builtins.str
     """Machine-readable reason, for example "INFEASIBLE"."""
     @_builtins.property
@@ -236,7 +282,9 @@ class FieldViolation(_message.Message):
     FIELD_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     field: _builtins.str
+    """Path of the field in the request, for example "accounts[3].positions[2].lot"."""
     description: _builtins.str
+    """What is wrong with it, and the allowed range or values."""
     def __init__(
         self,
         *,
@@ -264,16 +312,25 @@ class OptimiseBatchResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     account_index: _builtins.int
-    """Index of the account in the request."""
+    """Index of the account in the request's accounts (0-based)."""
     account_name: _builtins.str
+    """The account's name (AccountBook.name, or the customer id)."""
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
-    def result(self) -> _result_pb2.OptimiseResult: ...
+    def result(self) -> _result_pb2.OptimiseResult:
+        """The account's answer."""
+
     @_builtins.property
-    def error(self) -> Global___AccountError: ...
+    def error(self) -> Global___AccountError:
+        """Why the account failed."""
+
     @_builtins.property
-    def progress(self) -> Global___BatchProgress: ...
+    def progress(self) -> Global___BatchProgress:
+        """How far the batch has got, this account included."""
+
     def __init__(
         self,
         *,
@@ -307,17 +364,29 @@ class ComputeMarginRequest(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     PROGRAM_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp. Required."""
+
     @_builtins.property
-    def account(self) -> _book_pb2.AccountBook: ...
+    def account(self) -> _book_pb2.AccountBook:
+        """The account's book. Required."""
+
     @_builtins.property
-    def scenario_set(self) -> _book_pb2.ScenarioSet: ...
+    def scenario_set(self) -> _book_pb2.ScenarioSet:
+        """The scenario set, inline."""
+
     @_builtins.property
-    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef: ...
+    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef:
+        """A scenario set registered earlier with RegisterScenarioSet."""
+
     @_builtins.property
-    def models(self) -> _book_pb2.Models: ...
+    def models(self) -> _book_pb2.Models:
+        """Both clearing houses' models. Required."""
+
     @_builtins.property
-    def program(self) -> _book_pb2.ProgramRules: ...
+    def program(self) -> _book_pb2.ProgramRules:
+        """Program rules. Optional: absent means the defaults (savings_cap 0.8)."""
+
     def __init__(
         self,
         *,
@@ -340,6 +409,8 @@ Global___ComputeMarginRequest: _TypeAlias = ComputeMarginRequest  # noqa: Y015
 
 @_typing.final
 class ComputeMarginResponse(_message.Message):
+    """The exact margin of the allocation given."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
@@ -348,7 +419,9 @@ class ComputeMarginResponse(_message.Message):
     ATTRIBUTION_FIELD_NUMBER: _builtins.int
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
     def state(self) -> _result_pb2.MarginState:
         """The allocation given."""
@@ -358,9 +431,13 @@ class ComputeMarginResponse(_message.Message):
         """Nothing in XM, for comparison."""
 
     @_builtins.property
-    def attribution(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.AccountAttribution]: ...
+    def attribution(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.AccountAttribution]:
+        """ES attribution of the allocation given, one entry per account and model."""
+
     @_builtins.property
-    def eligibility(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.PositionEligibility]: ...
+    def eligibility(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.PositionEligibility]:
+        """Eligibility of each position, in the request's position order."""
+
     def __init__(
         self,
         *,
@@ -394,30 +471,43 @@ class WhatIfRequest(_message.Message):
     ADD_TRADES_FIELD_NUMBER: _builtins.int
     EXCLUDE_POSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp. Required."""
+
     @_builtins.property
-    def account(self) -> _book_pb2.AccountBook: ...
+    def account(self) -> _book_pb2.AccountBook:
+        """The account's book. Required."""
+
     @_builtins.property
-    def scenario_set(self) -> _book_pb2.ScenarioSet: ...
+    def scenario_set(self) -> _book_pb2.ScenarioSet:
+        """The scenario set, inline."""
+
     @_builtins.property
-    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef: ...
+    def scenario_set_ref(self) -> _book_pb2.ScenarioSetRef:
+        """A scenario set registered earlier with RegisterScenarioSet."""
+
     @_builtins.property
-    def models(self) -> _book_pb2.Models: ...
+    def models(self) -> _book_pb2.Models:
+        """Both clearing houses' models. Required."""
+
     @_builtins.property
-    def program(self) -> _book_pb2.ProgramRules: ...
+    def program(self) -> _book_pb2.ProgramRules:
+        """Program rules. Optional: absent means the defaults (savings_cap 0.8)."""
+
     @_builtins.property
     def add_instruments(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.Instrument]:
-        """Instruments the added trades refer to that the book does not list."""
+        """Instruments the added trades refer to that the book does not list (ids unique across both)."""
 
     @_builtins.property
     def add_trades(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.Position]:
-        """Trades to add (instrument and quantity; xm_quantity and pinned are ignored). A trade in an
-        instrument already held adds to that position.
+        """Trades to add: instrument and a non-zero quantity (signed, in the instrument's quantity
+        unit and range); lot as in Position, xm_quantity and pinned are ignored. At most one trade
+        per instrument; a trade in an instrument already held adds to that position.
         """
 
     @_builtins.property
     def exclude_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Instrument ids of positions to leave out."""
+        """Instrument ids of positions of the book to leave out (each one held)."""
 
     def __init__(
         self,
@@ -444,7 +534,9 @@ Global___WhatIfRequest: _TypeAlias = WhatIfRequest  # noqa: Y015
 
 @_typing.final
 class TradeImpact(_message.Message):
-    """One added trade's effect, everything else at the current allocation."""
+    """One added trade's effect on the total margin, alone, against the book with the exclusions
+    applied and every other trade left out, everything else at the current allocation.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -457,17 +549,23 @@ class TradeImpact(_message.Message):
     BEST_PLACEMENT_FIELD_NUMBER: _builtins.int
     BEST_MARGIN_CHANGE_FIELD_NUMBER: _builtins.int
     instrument: _builtins.str
+    """Instrument id of the trade."""
     quantity: _builtins.float
+    """Quantity added (signed), as in the request."""
     eligible: _builtins.bool
+    """The trade's instrument is eligible for XM."""
     margin_change_standalone: _builtins.float
-    """Total margin change with the trade in its standalone account."""
+    """Total margin change with the trade in its standalone account, USD (negative saves)."""
     margin_change_xm: _builtins.float
-    """Total margin change with the trade in XM (set only when eligible)."""
+    """Total margin change with the trade in XM, USD (set only when eligible)."""
     best_placement: Global___Placement.ValueType
+    """Where the trade adds less margin (XM only when strictly better)."""
     best_margin_change: _builtins.float
-    """The smaller of the two changes."""
+    """The smaller of the two changes, USD."""
     @_builtins.property
-    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EligibilityReason.ValueType]: ...
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EligibilityReason.ValueType]:
+        """Every eligibility check it fails (empty when eligible)."""
+
     def __init__(
         self,
         *,
@@ -492,6 +590,8 @@ Global___TradeImpact: _TypeAlias = TradeImpact  # noqa: Y015
 
 @_typing.final
 class WhatIfResponse(_message.Message):
+    """The margin change of a what-if."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
@@ -501,9 +601,11 @@ class WhatIfResponse(_message.Message):
     MARGIN_CHANGE_FIELD_NUMBER: _builtins.int
     TRADES_FIELD_NUMBER: _builtins.int
     margin_change: _builtins.float
-    """after_best.total - before.total."""
+    """after_best.total - before.total, USD."""
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
     def before(self) -> _result_pb2.MarginState:
         """The base book under its current allocation."""
@@ -517,7 +619,9 @@ class WhatIfResponse(_message.Message):
         """Exclusions applied, every added trade at its own best placement."""
 
     @_builtins.property
-    def trades(self) -> _containers.RepeatedCompositeFieldContainer[Global___TradeImpact]: ...
+    def trades(self) -> _containers.RepeatedCompositeFieldContainer[Global___TradeImpact]:
+        """One per added trade, in the request's order."""
+
     def __init__(
         self,
         *,
@@ -538,6 +642,8 @@ Global___WhatIfResponse: _TypeAlias = WhatIfResponse  # noqa: Y015
 
 @_typing.final
 class CheckEligibilityRequest(_message.Message):
+    """Which instruments a customer of a clearing member may hold in XM on the business date."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
@@ -545,14 +651,20 @@ class CheckEligibilityRequest(_message.Message):
     CUSTOMER_FIELD_NUMBER: _builtins.int
     INSTRUMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp; its business date picks the rulebook and dates the maturity test. Required."""
+
     @_builtins.property
-    def clearing_member(self) -> _book_pb2.ClearingMember: ...
+    def clearing_member(self) -> _book_pb2.ClearingMember:
+        """The clearing member. Required."""
+
     @_builtins.property
-    def customer(self) -> _book_pb2.Customer: ...
+    def customer(self) -> _book_pb2.Customer:
+        """The customer. Required."""
+
     @_builtins.property
     def instruments(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.Instrument]:
-        """Instruments to check; their risk (sensitivities/pnl) is not needed."""
+        """Instruments to check, at most 20,000; their risk (sensitivities/pnl) is not needed."""
 
     def __init__(
         self,
@@ -572,6 +684,8 @@ Global___CheckEligibilityRequest: _TypeAlias = CheckEligibilityRequest  # noqa: 
 
 @_typing.final
 class CheckEligibilityResponse(_message.Message):
+    """Eligibility of each instrument asked about."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
@@ -580,9 +694,13 @@ class CheckEligibilityResponse(_message.Message):
     rulebook: _builtins.str
     """Name and effective date of the rulebook applied."""
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.PositionEligibility]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_result_pb2.PositionEligibility]:
+        """One per instrument, in the request's order."""
+
     def __init__(
         self,
         *,
@@ -600,17 +718,27 @@ Global___CheckEligibilityResponse: _TypeAlias = CheckEligibilityResponse  # noqa
 
 @_typing.final
 class RegisterScenarioSetRequest(_message.Message):
+    """A scenario set to keep in the server's memory (64 sets; the oldest is dropped beyond that;
+    gone after a restart).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     SCENARIO_SET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Caller's id for the set, for example "ficc-cme-2520d"."""
+    """Caller's id for the set, for example "ficc-cme-2520d", non-empty, at most 200 characters.
+    Required.
+    """
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """Run stamp. Required."""
+
     @_builtins.property
-    def scenario_set(self) -> _book_pb2.ScenarioSet: ...
+    def scenario_set(self) -> _book_pb2.ScenarioSet:
+        """The scenario set, validated once here. Required."""
+
     def __init__(
         self,
         *,
@@ -628,6 +756,8 @@ Global___RegisterScenarioSetRequest: _TypeAlias = RegisterScenarioSetRequest  # 
 
 @_typing.final
 class RegisterScenarioSetResponse(_message.Message):
+    """Where the registered set can be found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
@@ -636,11 +766,15 @@ class RegisterScenarioSetResponse(_message.Message):
     FACTOR_COUNT_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     scenario_count: _builtins.int
+    """S, the number of scenarios registered."""
     factor_count: _builtins.int
+    """K, the number of factors registered."""
     fingerprint: _builtins.str
-    """SHA-256 of the factors, ids and shocks."""
+    """SHA-256 of the factors, ids and shocks, 64 lowercase hex digits."""
     @_builtins.property
-    def run(self) -> _common_pb2.RunContext: ...
+    def run(self) -> _common_pb2.RunContext:
+        """The request's run stamp, unchanged."""
+
     @_builtins.property
     def ref(self) -> _book_pb2.ScenarioSetRef:
         """The version assigned: the next one for new content, the existing one for content already

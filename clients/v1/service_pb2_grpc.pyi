@@ -30,10 +30,15 @@ class XmarginServiceStub:
     """Cross-margin allocation for customers of a clearing BD-FCM.
 
     Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations naming the request's
-    field path; NOT_FOUND with google.rpc.ResourceInfo for an unknown scenario set reference;
-    FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE) when the constraints admit
-    no allocation; RESOURCE_EXHAUSTED when the server is at capacity (retry with backoff);
-    DEADLINE_EXCEEDED; UNAUTHENTICATED.
+    field paths (a value out of its documented range, an unset required field or enum, an unknown
+    reference: refused, never solved); NOT_FOUND with google.rpc.ResourceInfo for an unknown
+    scenario set reference; FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE)
+    when the constraints admit no allocation, or reason SOLVER_FAILED; ALREADY_EXISTS when the
+    server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
+    the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
+
+    Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
+    factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.
     """
 
     @_typing.overload
@@ -63,10 +68,15 @@ class XmarginServiceAsyncStub(XmarginServiceStub):
     """Cross-margin allocation for customers of a clearing BD-FCM.
 
     Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations naming the request's
-    field path; NOT_FOUND with google.rpc.ResourceInfo for an unknown scenario set reference;
-    FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE) when the constraints admit
-    no allocation; RESOURCE_EXHAUSTED when the server is at capacity (retry with backoff);
-    DEADLINE_EXCEEDED; UNAUTHENTICATED.
+    field paths (a value out of its documented range, an unset required field or enum, an unknown
+    reference: refused, never solved); NOT_FOUND with google.rpc.ResourceInfo for an unknown
+    scenario set reference; FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE)
+    when the constraints admit no allocation, or reason SOLVER_FAILED; ALREADY_EXISTS when the
+    server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
+    the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
+
+    Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
+    factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -92,10 +102,15 @@ class XmarginServiceServicer(metaclass=_abc_1.ABCMeta):
     """Cross-margin allocation for customers of a clearing BD-FCM.
 
     Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations naming the request's
-    field path; NOT_FOUND with google.rpc.ResourceInfo for an unknown scenario set reference;
-    FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE) when the constraints admit
-    no allocation; RESOURCE_EXHAUSTED when the server is at capacity (retry with backoff);
-    DEADLINE_EXCEEDED; UNAUTHENTICATED.
+    field paths (a value out of its documented range, an unset required field or enum, an unknown
+    reference: refused, never solved); NOT_FOUND with google.rpc.ResourceInfo for an unknown
+    scenario set reference; FAILED_PRECONDITION with google.rpc.ErrorInfo (reason INFEASIBLE)
+    when the constraints admit no allocation, or reason SOLVER_FAILED; ALREADY_EXISTS when the
+    server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
+    the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
+
+    Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
+    factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.
     """
 
     @_abc_1.abstractmethod
