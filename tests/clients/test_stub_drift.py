@@ -1,4 +1,6 @@
-"""The committed stubs in clients/v1 are exactly what generate_stubs.py makes from proto/."""
+"""The committed stubs in clients/v1 are exactly what generate_stubs.py makes from proto/; the
+proto documents every element (buf's comment rules, and the same check without buf) and stays
+compatible with the released contract (buf breaking against proto/released/)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import functools
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from xmargin.clients import generate_stubs
 
@@ -80,3 +84,143 @@ def test_proto_is_buf_lint_clean() -> None:
         [*command, "lint"], cwd=generate_stubs.PROTO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The last released contract (proto/ at dcf29c6), as a buf image; see proto/released/README.md.
+RELEASED = Path("released") / "xmargin-v0.1.0.binpb"
+
+
+def _breaking(proto_root: Path) -> subprocess.CompletedProcess[str]:
+    command = _buf()
+    assert command is not None
+    against = generate_stubs.PROTO_ROOT / RELEASED
+    return subprocess.run(
+        [*command, "breaking", "--against", str(against)],
+        cwd=proto_root,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.skipif(_buf() is None, reason="buf CLI not on PATH (.ci/run runs npx buf breaking)")
+def test_proto_is_compatible_with_the_released_contract() -> None:
+    result = _breaking(generate_stubs.PROTO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(_buf() is None, reason="buf CLI not on PATH (.ci/run runs npx buf breaking)")
+def test_breaking_check_allows_additions_and_notices_a_changed_field(tmp_path: Path) -> None:
+    proto_root = tmp_path / "proto"
+    shutil.copytree(generate_stubs.PROTO_ROOT, proto_root)
+    book = proto_root / "xmargin" / "v1" / "book.proto"
+    text = book.read_text()
+    added_field = "bool pinned = 5;\n  // A new field.\n  string note = 6;"
+    book.write_text(text.replace("bool pinned = 5;", added_field))
+    added = _breaking(proto_root)
+    assert added.returncode == 0, added.stdout + added.stderr
+    book.write_text(text.replace("uint32 version = 2;", "uint64 version = 2;"))
+    changed = _breaking(proto_root)
+    assert changed.returncode != 0
+    assert '"version" on message "ScenarioSetRef" changed type' in changed.stdout
+
+
+# --- every element documented, checked without buf (the descriptors' source info) ------------
+
+# Field numbers in descriptor.proto that make up the source-info path of each kind of element.
+_FILE_MESSAGES, _FILE_ENUMS, _FILE_SERVICES = 4, 5, 6
+_MESSAGE_FIELDS, _MESSAGE_NESTED, _MESSAGE_ENUMS, _MESSAGE_ONEOFS = 2, 3, 4, 8
+_ENUM_VALUES, _SERVICE_METHODS = 2, 2
+
+Element = tuple[str, tuple[int, ...]]
+
+
+def _message_elements(
+    message: descriptor_pb2.DescriptorProto, path: tuple[int, ...], name: str
+) -> Iterator[Element]:
+    yield f"message {name}", path
+    for j, field in enumerate(message.field):
+        yield f"field {name}.{field.name}", (*path, _MESSAGE_FIELDS, j)
+    for j, oneof in enumerate(message.oneof_decl):
+        synthetic = any(
+            f.proto3_optional and f.HasField("oneof_index") and f.oneof_index == j
+            for f in message.field
+        )
+        if not synthetic:  # proto3 `optional` makes a hidden oneof of its own
+            yield f"oneof {name}.{oneof.name}", (*path, _MESSAGE_ONEOFS, j)
+    for j, nested in enumerate(message.nested_type):
+        if not nested.options.map_entry:  # a map's entry type is not written in the proto
+            yield from _message_elements(
+                nested, (*path, _MESSAGE_NESTED, j), f"{name}.{nested.name}"
+            )
+    for j, enum in enumerate(message.enum_type):
+        yield from _enum_elements(enum, (*path, _MESSAGE_ENUMS, j), f"{name}.{enum.name}")
+
+
+def _enum_elements(
+    enum: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], name: str
+) -> Iterator[Element]:
+    yield f"enum {name}", path
+    for j, value in enumerate(enum.value):
+        yield f"enum value {value.name}", (*path, _ENUM_VALUES, j)
+
+
+def _file_elements(proto: descriptor_pb2.FileDescriptorProto) -> Iterator[Element]:
+    for i, message in enumerate(proto.message_type):
+        yield from _message_elements(message, (_FILE_MESSAGES, i), message.name)
+    for i, enum in enumerate(proto.enum_type):
+        yield from _enum_elements(enum, (_FILE_ENUMS, i), enum.name)
+    for i, service in enumerate(proto.service):
+        yield f"service {service.name}", (_FILE_SERVICES, i)
+        for j, method in enumerate(service.method):
+            yield f"rpc {service.name}.{method.name}", (_FILE_SERVICES, i, _SERVICE_METHODS, j)
+
+
+def undocumented(proto_root: Path, out: Path) -> list[str]:
+    """Every message, field, oneof, enum, enum value, service and rpc of proto/xmargin/v1
+    without a leading comment (what buf's COMMENT_* lint rules require)."""
+    from grpc_tools import protoc  # dev dependency only
+
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.glob("xmargin/v1/*.proto"))
+    descriptor_set = out / "descriptors.binpb"
+    well_known = Path(protoc.__file__).parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"--proto_path={proto_root}",
+        f"--proto_path={well_known}",
+        "--include_source_info",
+        f"--descriptor_set_out={descriptor_set}",
+        *protos,
+    ]
+    assert protoc.main(args) == 0, "protoc failed on " + " ".join(protos)
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    assert sorted(f.name for f in files) == protos
+    missing = []
+    for proto in files:
+        documented = {
+            tuple(location.path)
+            for location in proto.source_code_info.location
+            if location.leading_comments.strip()
+        }
+        missing += [
+            f"{proto.name}: {label}"
+            for label, path in _file_elements(proto)
+            if path not in documented
+        ]
+    return missing
+
+
+def test_every_proto_element_has_a_leading_comment(tmp_path: Path) -> None:
+    assert undocumented(generate_stubs.PROTO_ROOT, tmp_path) == []
+
+
+def test_documentation_check_notices_an_undocumented_element(tmp_path: Path) -> None:
+    proto_root = tmp_path / "proto"
+    shutil.copytree(generate_stubs.PROTO_ROOT, proto_root)
+    common = proto_root / "xmargin" / "v1" / "common.proto"
+    lines = common.read_text().splitlines(keepends=True)
+    at = start = lines.index("  CYCLE_EOD = 2;\n")
+    while lines[start - 1].lstrip().startswith("//"):
+        start -= 1
+    assert start < at, "CYCLE_EOD has no comment to remove"
+    common.write_text("".join(lines[:start] + lines[at:]))
+    assert undocumented(proto_root, tmp_path) == ["xmargin/v1/common.proto: enum value CYCLE_EOD"]
