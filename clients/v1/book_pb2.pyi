@@ -162,7 +162,7 @@ class ClearingMember(_message.Message):
     CME_CLEARING_MEMBER_FIELD_NUMBER: _builtins.int
     FICC_NETTING_MEMBER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Clearing member id, non-empty, at most 200 characters. Required."""
+    """Clearing member id, 1-64 characters. Required."""
     bd_fcm: _builtins.bool
     """Dually registered as broker-dealer and futures commission merchant. Default false."""
     cme_clearing_member: _builtins.bool
@@ -195,15 +195,16 @@ class Customer(_message.Message):
     XM_ENROLLED_FIELD_NUMBER: _builtins.int
     FICC_ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Customer id, non-empty, at most 200 characters. Required; it names the customer in results
-    and in the audit store's key.
+    """Customer id, 1-64 characters. Required; it names the customer in results and in the audit
+    store's key.
     """
     xm_enrolled: _builtins.bool
     """Enrolled in the cross-margin program. Default false (nothing eligible)."""
     ficc_account_type: _builtins.str
-    """FICC account type, a closed vocabulary: "SPONSORED" or "AGENT_CLEARING" (the types the
-    2026-04-30 rulebook admits to XM). Required; any other value, empty included, is refused
-    (INVALID_ARGUMENT) rather than read as "not enrolled".
+    """How the customer's FICC activity is cleared, a closed vocabulary: "SPONSORED",
+    "AGENT_CLEARING", "OMNIBUS", "PROPRIETARY" or "NONE" (no FICC account). Required; any other
+    value, empty included, is refused (INVALID_ARGUMENT) rather than read as "not enrolled".
+    The rulebook says which qualify for XM (2026-04-30: SPONSORED and AGENT_CLEARING).
     """
     def __init__(
         self,
@@ -234,7 +235,7 @@ class Sensitivities(_message.Message):
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """K values, one per factor in the order of ScenarioSet.factors (exactly K). FICC: USD per
         1 USD par per +1 bp (a long 10-year note about -0.0008); CME: USD per contract per +1 bp
-        (a long TY future about -80). Each finite, |value| <= 1e6.
+        (a long TY future about -70). Each finite, |value| <= 1e6.
         """
 
     def __init__(
@@ -263,7 +264,7 @@ class ScenarioPnl(_message.Message):
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """S values, one per scenario in the order of ScenarioSet.ids (exactly S: the whole set, not
         only a model's lookback window). USD per 1 USD par (FICC) or per contract (CME). Each
-        finite, |value| <= 1e9.
+        finite, |value| <= 1e8.
         """
 
     def __init__(
@@ -296,20 +297,20 @@ class Instrument(_message.Message):
     SENSITIVITIES_FIELD_NUMBER: _builtins.int
     PNL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Instrument id (a CUSIP, a CME symbol such as "TYZ6"), non-empty, at most 200 characters,
-    unique within a book. Required; positions refer to it.
+    """Instrument id (a CUSIP, a CME symbol such as "TYZ6"), 1-64 characters, unique within a
+    book. Required; positions refer to it.
     """
     ccp: _common_pb2.Ccp.ValueType
     """Clearing house. Required: CCP_UNSPECIFIED is refused."""
     kind: Global___InstrumentKind.ValueType
     """Kind, one of the clearing house's kinds. Required: INSTRUMENT_KIND_UNSPECIFIED is refused."""
     contract: _builtins.str
-    """CME contract code (TY, FV, US, ...), at most 200 characters. Required for CME instruments;
+    """CME contract code (TY, FV, US, ...), 1-64 characters. Required for CME instruments;
     ignored for FICC ones.
     """
     maturity: _builtins.str
-    """Maturity date, strictly "YYYY-MM-DD". Required for FICC securities other than repo;
-    ignored for repo and CME instruments.
+    """Maturity date, strictly "YYYY-MM-DD" (1900-01-01 to 2199-12-31). Required for FICC
+    securities other than repo; ignored for repo and CME instruments.
     """
     coupon: _builtins.float
     """Annual coupon rate in percent (4.375 means 4.375%), in [0, 100]. Optional; descriptive
@@ -317,11 +318,11 @@ class Instrument(_message.Message):
     """
     collateral_maturity: _builtins.str
     """Repo only (required there, ignored otherwise): the collateral's maturity, strictly
-    "YYYY-MM-DD". Eligibility of a repo is that of its collateral.
+    "YYYY-MM-DD" (1900-01-01 to 2199-12-31). Eligibility of a repo is that of its collateral.
     """
     collateral_kind: Global___InstrumentKind.ValueType
-    """Repo only (required there, ignored otherwise): the collateral's FICC security kind (NOTE,
-    BOND, ...; not REPO).
+    """Repo only (required there, ignored otherwise): the collateral's FICC security kind, NOTE
+    to MBS (not REPO).
     """
     @_builtins.property
     def sensitivities(self) -> Global___Sensitivities:
@@ -474,13 +475,15 @@ class ScenarioSet(_message.Message):
     @_builtins.property
     def factors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """K factor names (for example "UST_10Y", a key-rate yield), 1 <= K <= 500, unique, each
-        non-empty. They fix the order of every K-vector (sensitivities, add-on rates, thresholds).
+        1-64 characters. They fix the order of every K-vector (sensitivities, add-on rates,
+        thresholds).
         """
 
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """S scenario ids (usually the dates "YYYY-MM-DD" of the moves), 1 <= S <= 20,000, unique,
-        oldest first. A model's lookback takes the most recent (last) ones.
+        """S scenario ids: the dates of the moves, strictly "YYYY-MM-DD" (1900-01-01 to 2199-12-31),
+        strictly increasing (oldest first), 1 <= S <= 20,000. A model's lookback takes the most
+        recent (last) ones.
         """
 
     @_builtins.property
@@ -563,8 +566,9 @@ class MarginModel(_message.Message):
     """Weight w of stress against risk, in [0, 1]; above 0 only with stress_ids. Default 0."""
     @_builtins.property
     def stress_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Ids of the stress scenarios, each one of ScenarioSet.ids (anywhere in the set, not only in
-        the lookback window); stress = the largest loss over them. Default none (stress 0).
+        """Ids (dates) of the stress scenarios, each one of ScenarioSet.ids (anywhere in the set, not
+        only in the lookback window), at most 20,000; stress = the largest loss over them. Default
+        none (stress 0).
         """
 
     @_builtins.property
@@ -578,7 +582,7 @@ class MarginModel(_message.Message):
 
     @_builtins.property
     def addon_threshold(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Add-on threshold per factor, K values (factor order) or empty, each in [0, 1e12], in USD per
+        """Add-on threshold per factor, K values (factor order) or empty, each in [0, 1e13], in USD per
         +1 factor unit (USD per bp) of net exposure. See addon_rate.
         """
 
@@ -677,20 +681,20 @@ class SolveOptions(_message.Message):
     holding). Default false: the continuous relaxation.
     """
     transfer_cost: _builtins.float
-    """Cost charged per lot moved, in USD per lot, >= 0 (at most 1e9). Default 0."""
+    """Cost charged per lot moved, in USD per lot, in [0, 1e6]. Default 0."""
     max_transfers: _builtins.int
-    """At most this many positions change their XM quantity (0: nothing moves). Default: no
-    limit.
+    """At most this many positions change their XM quantity, in [0, 20,000] (0: nothing moves).
+    Default: no limit.
     """
     mode: Global___AllocationMode.ValueType
     """What may move. Default ALLOCATION_MODE_JOINT."""
     backend: _builtins.str
-    """Solver backend: "highs", "cvxpy" or "cvxpy:SOLVER" (any installed cvxpy solver), at most
-    200 characters. Default (empty): the server's default, "highs".
+    """Solver backend: "highs", "cvxpy" or "cvxpy:SOLVER" (any installed cvxpy solver), 1-64
+    characters. Default (empty): the server's default, "highs".
     """
     @_builtins.property
     def time_limit(self) -> _duration_pb2.Duration:
-        """Solver time limit, > 0 (at most 1 day); the answer is then TIME_LIMIT with the best
+        """Solver time limit, in (0, 86,400] seconds; the answer is then TIME_LIMIT with the best
         allocation found. The call's deadline bounds it as well (80% of the time left). Default: no
         limit but the deadline.
         """

@@ -176,10 +176,10 @@ class RunContext(_message.Message):
     RUN_NUMBER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
-    """Business date the book and scenarios belong to, strictly "YYYY-MM-DD" (ISO 8601 calendar
-    date; no other spelling). Required. It picks the eligibility rulebook in effect (the first
-    bundled one is effective 2026-04-30; an earlier date is refused) and the one-year remaining
-    maturity test; a date the rulebook cannot add a year to is refused.
+    """Business date the book and scenarios belong to, strictly "YYYY-MM-DD" (a calendar date
+    between 1900-01-01 and 2199-12-31; no other spelling). Required. It picks the eligibility
+    rulebook in effect (the first bundled one is effective 2026-04-30; an earlier date is
+    refused) and dates the one-year remaining maturity test.
     """
     cycle: Global___Cycle.ValueType
     """Cycle of the run: intraday or end of day. Required: CYCLE_UNSPECIFIED is refused."""

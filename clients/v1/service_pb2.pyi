@@ -728,9 +728,7 @@ class RegisterScenarioSetRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     SCENARIO_SET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Caller's id for the set, for example "ficc-cme-2520d", non-empty, at most 200 characters.
-    Required.
-    """
+    """Caller's id for the set, for example "ficc-cme-2520d". Required (non-empty)."""
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
         """Run stamp. Required."""
