@@ -768,7 +768,7 @@ class RegisterScenarioSetResponse(_message.Message):
     factor_count: _builtins.int
     """K, the number of factors registered."""
     fingerprint: _builtins.str
-    """SHA-256 of the factors, ids and shocks, 64 lowercase hex digits."""
+    """SHA-256 of the factors, ids and shocks."""
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
         """The request's run stamp, unchanged."""
