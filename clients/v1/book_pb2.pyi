@@ -56,7 +56,8 @@ class _InstrumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Instru
 
 class InstrumentKind(_InstrumentKind, metaclass=_InstrumentKindEnumTypeWrapper):
     """Kind of an instrument: FICC kinds NOTE ... REPO, CME kinds FUTURE and OPTION. The kind must
-    belong to the instrument's clearing house.
+    belong to the instrument's clearing house. "Eligible" and "excluded" below are what the
+    2026-04-30 rulebook says (the rulebook in effect on the business date decides).
     """
 
 INSTRUMENT_KIND_UNSPECIFIED: InstrumentKind.ValueType  # 0
