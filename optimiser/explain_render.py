@@ -108,6 +108,13 @@ def _figure_text(
     return "\n".join(lines)
 
 
+def _figure_names(accounts: Sequence[str]) -> list[str]:
+    wanted: list[str] = []
+    for account in accounts:
+        wanted += ["S_F", "S_C", "C_F", "C_C"] if account == "xm" else [account]
+    return list(dict.fromkeys(wanted))
+
+
 def _state_text(
     name: str,
     state: StateExplanation,
@@ -123,10 +130,7 @@ def _state_text(
     )
     parts = [header, f"XM account: r = {xm.r:.2%}; binding term {BINDING[xm.binding]}"]
     figures = state.figures
-    wanted: list[str] = []
-    for account in accounts:
-        wanted += ["S_F", "S_C", "C_F", "C_C"] if account == "xm" else [account]
-    for figure_name in dict.fromkeys(wanted):
+    for figure_name in _figure_names(accounts):
         parts += ["", _figure_text(figures[figure_name], factors, positions)]
     return "\n".join(parts)
 
@@ -175,7 +179,8 @@ def explanation_table(explanation: Explanation, accounts: Sequence[str] | None =
         else:
             parts.append("No transfers.")
         parts += ["", "Tail days, current -> optimised (scenario ids, oldest first)", ""]
-        for name, c in change.tail_changes.items():
+        for name in _figure_names(accounts):
+            c = change.tail_changes[name]
             if not (c.left or c.entered or c.kept):
                 continue
             parts.append(f"{FIGURE_TITLES[name]}: {len(c.kept)} kept")

@@ -124,8 +124,11 @@ def check_change(problem: Problem, explanation: Explanation) -> None:
             previous = total
     for name, tail_change in change.tail_changes.items():
         if "optimised" in explanation.states and "current" in explanation.states:
-            before = set(explanation.states["current"].figures[name].tail_ids)
-            after_ids = set(explanation.states["optimised"].figures[name].tail_ids)
+            first = explanation.states["current"].figures[name]
+            then = explanation.states["optimised"].figures[name]
+            # An empty account has no tail that drives it.
+            before = set(first.tail_ids) if first.held else set()
+            after_ids = set(then.tail_ids) if then.held else set()
             assert set(tail_change.entered) == after_ids - before
             assert set(tail_change.left) == before - after_ids
             assert set(tail_change.kept) == before & after_ids
