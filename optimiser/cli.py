@@ -445,7 +445,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if states == ("current",):
         explanation = explain(build_problem(book), states=states)
     else:
-        explanation = explain_result(_run_optimise(book, args), states)
+        explanation = explain_result(_run_optimise(book, args), states, args.transfers)
     if args.json:
         _print_json(explanation.to_dict(losses=args.losses))
     else:
@@ -1046,6 +1046,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain_parser.add_argument(
         "--losses", action="store_true", help="JSON: every scenario loss of each window"
+    )
+    explain_parser.add_argument(
+        "--transfers",
+        choices=["path", "sequential"],
+        default="path",
+        help="how each transfer's saving is credited (default: path)",
     )
     explain_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
     explain_parser.add_argument("--integral", action="store_true", help="whole lots only")

@@ -26,13 +26,22 @@ The XM account: with S = S_F + S_C, XM margin = (1 - r) S is one of C_F (r = r_F
 (r = r_C), (1 - cap) S (cap binding) or S (no reduction), so its splits are that binding
 term's (a combination of the figures' splits with the coefficients ``XmExplanation.terms``).
 
-What a change of allocation did (:func:`explain_change`): the transfers are applied one at a
-time, in order, to the starting allocation, and each is credited with the exact change of the
-total margin it causes: the credits telescope to the total change exactly. The split depends on
-the order (margin is not additive), so the order is fixed and documented: largest saving alone
-first (each transfer applied alone to the starting allocation), ties in position order; each
-transfer also carries that ``alone`` figure and ``last``, what undoing it alone at the end
-allocation would cost, which bracket its credit under any other order when margin is convex.
+What a change of allocation did (:func:`explain_change`): each transfer's credit for the
+change of the total margin T, adding up to it exactly. Margin is not additive over transfers
+(two legs of a hedge save only together), so the split is a choice:
+
+* ``path`` (default): Aumann-Shapley along the straight line x(t) from the starting to the end
+  allocation: transfer i gets -integral of dT/dx_i dx_i, the derivative taken from the
+  figures' tail scenarios at the midpoints of ``PATH_STEPS`` steps; each step's credits
+  are then adjusted to add up to that step's exact change of T (its residual, round-off where T
+  is linear and the kinks where it is not, shared in proportion to the credits), so the credits
+  telescope to T(start) - T(end) exactly. Symmetric: no order; both legs of a hedge share.
+* ``sequential``: the transfers applied one at a time, largest saving alone first (ties in
+  position order), each credited with the exact change it causes. Each credit is a real margin
+  change, but the order matters: the transfer that completes a hedge takes its whole saving.
+
+Each transfer also carries ``alone`` (its saving applied alone to the start) and ``last`` (what
+undoing it alone at the end costs).
 """
 
 from __future__ import annotations
@@ -104,7 +113,9 @@ class ScenarioWeight:
 class FigureExplanation:
     """One model figure of one account: its parts, the scenarios that set it, and its splits
     by factor and by position (module docstring). Money in USD; ``window_losses`` are the
-    1-day losses of every scenario in the model's window (for charts)."""
+    1-day losses of every scenario in the model's window (for charts); ``gradient`` is dM/dy_i
+    (USD per unit of each position, its tail and stress scenario held, 0 where floored): the
+    Euler split is quantity * gradient, add-ons with thresholds apart."""
 
     name: str
     account: str
@@ -128,6 +139,7 @@ class FigureExplanation:
     by_position: PositionVector
     window_start: int
     window_losses: npt.NDArray[np.float64]
+    gradient: PositionVector
 
     @property
     def tail_ids(self) -> tuple[str, ...]:
@@ -274,8 +286,9 @@ class StateExplanation:
 
 @dataclass(frozen=True, slots=True)
 class TransferSaving:
-    """What one transfer saved: ``saving`` is its credit in the sequential split (order
-    ``order``, 0 first; the credits add up to the total saving), ``alone`` its saving applied
+    """What one transfer saved: ``saving`` is its credit (the credits add up to the total
+    saving; :func:`explain_change`), ``order`` its place in the list (largest credit first for
+    the path method, the order applied for the sequential one), ``alone`` its saving applied
     alone to the starting allocation, ``last`` what undoing it alone at the end would cost
     (USD; positive = saves margin)."""
 
@@ -319,6 +332,7 @@ class ChangeExplanation:
     after_total: float
     transfers: tuple[TransferSaving, ...]
     tail_changes: dict[str, TailChange]
+    method: str = "path"
     unassigned: float = 0.0
 
     @property
@@ -330,8 +344,7 @@ class ChangeExplanation:
             "before_total": self.before_total,
             "after_total": self.after_total,
             "savings": self.savings,
-            "order": "largest saving alone first; each transfer credited with the exact change "
-            "of the total when applied after those before it",
+            "method": self.method,
             "transfers": [t.to_dict() for t in self.transfers],
             "unassigned": self.unassigned,
             "tail_changes": {name: change.to_dict() for name, change in self.tail_changes.items()},
@@ -434,13 +447,15 @@ def explain_figure(
         scenario_coefs.append(np.array([stress_coef]))
     used_rows = np.concatenate(scenario_rows)
     coefs = np.concatenate(scenario_coefs)
-    position_losses = -_unit_pnl(problem, used_rows) * quantities  # (r, n)
+    unit_losses = -_unit_pnl(problem, used_rows)  # dL_s/dy_i, (r, n)
+    position_losses = unit_losses * quantities
     factor_losses = -problem.shocks[used_rows] * exposure  # (r, K)
     vector_losses = np.zeros(used_rows.size)
     if problem.pnl_columns.size:
         vector_losses = -(problem.pnl_vectors[used_rows] @ quantities[problem.pnl_columns])
     addons_by_factor = np.zeros(exposure.size)
     addon_positions = np.zeros(problem.n_positions)
+    addon_gradient = np.zeros(problem.n_positions)
     if model.addon_rate is not None and model.addon_threshold is not None:
         addons_by_factor = (
             np.maximum(0.0, np.abs(exposure) - model.addon_threshold) * model.addon_rate
@@ -449,6 +464,8 @@ def explain_figure(
         share = np.zeros_like(exposure)
         share[charged] = addons_by_factor[charged] / exposure[charged]
         addon_positions = (problem.exposure * quantities[:, None]) @ share
+        over = np.abs(exposure) > model.addon_threshold
+        addon_gradient = problem.exposure @ (model.addon_rate * np.sign(exposure) * over)
     risk_part, stress_part = risk_coef * risk, stress_coef * stress
     inner = scale * ((1.0 - w) * risk + w * stress) + figure.addons  # as margin.model_margins
     floor = figure.margin - inner
@@ -475,6 +492,7 @@ def explain_figure(
         by_position=coefs @ position_losses + addon_positions,
         window_start=int(rows[0]) if rows.size else 0,
         window_losses=window_losses,
+        gradient=(coefs @ unit_losses + addon_gradient) if inner > 0 else np.zeros_like(quantities),
     )
 
 
@@ -574,15 +592,125 @@ def _tail_change(
     )
 
 
+PATH_STEPS = 64
+"""Steps of the straight path from one allocation to the other (``method="path"``)."""
+
+
+def _total_gradient(problem: Problem, state: StateExplanation) -> PositionVector:
+    """dT/dx_i, USD per unit moved into XM, at ``state`` (a subgradient where T has a kink):
+    -dM_standalone/dy_i + dXM/dx_i, with each figure's :attr:`FigureExplanation.gradient` and
+    XM = min(S, max(C_F, C_C, (1 - cap) S)), S = S_F + S_C; pieces tied (to 1e-9) at a max or
+    min share equally (the symmetric subgradient), so that a path running along a kink, as
+    the XM rule's often does at the optimum, is credited evenly."""
+    figures = state.figures
+    is_ficc = problem.is_ficc
+    standalone = np.where(
+        is_ficc, figures["ficc_standalone"].gradient, figures["cme_standalone"].gradient
+    )
+    legs = np.where(is_ficc, figures["S_F"].gradient, figures["S_C"].gradient)
+    S = figures["S_F"].margin + figures["S_C"].margin
+    cap = problem.savings_cap
+    pieces = [
+        (figures["C_F"].margin, figures["C_F"].gradient),
+        (figures["C_C"].margin, figures["C_C"].gradient),
+        ((1.0 - cap) * S, (1.0 - cap) * legs),
+    ]
+
+    def tied(
+        options: list[tuple[float, PositionVector]], pick: Any
+    ) -> tuple[float, PositionVector]:
+        best = pick(value for value, _ in options)
+        tolerance = 1e-9 * max(1.0, abs(best))
+        chosen = [g for value, g in options if abs(value - best) <= tolerance]
+        return best, np.mean(chosen, axis=0)
+
+    inner = tied(pieces, max)
+    _, xm = tied([(S, legs), inner], min)
+    return xm - standalone
+
+
+def _path_credits(
+    problem: Problem,
+    before: PositionVector,
+    after: PositionVector,
+    positions: list[int],
+    start: float,
+    end: float,
+    steps: int,
+) -> list[float]:
+    """Aumann-Shapley credits along x(t) = before + t (after - before), made exact per step.
+
+    In step j (t_j to t_j+1) transfer i is credited -g_i dx_i / steps, g = dT/dx at the step's
+    midpoint (:func:`_total_gradient`), plus a share of the
+    step's residual (its exact saving T(t_j) - T(t_j+1) minus the sum of those terms) in
+    proportion to their sizes: each step's credits add up to its exact saving, so the credits
+    telescope to T(before) - T(after); the residual is round-off where T is linear over the
+    step and shares out the kinks (a tail scenario swapping, the XM rule changing term)."""
+    delta = after - before
+    moved = delta[positions]
+    credits = np.zeros(len(positions))
+    previous = start
+    for j in range(steps):
+        midpoint = explain_state(problem, before + (j + 0.5) / steps * delta)
+        gradient = _total_gradient(problem, midpoint)[positions]
+        linear = -gradient * moved / steps
+        current = (
+            end if j == steps - 1 else evaluate(problem, before + (j + 1) / steps * delta).total
+        )
+        residual = (previous - current) - float(linear.sum())
+        size = np.abs(linear)
+        weights = (
+            size / size.sum() if size.sum() > 0 else np.full(len(positions), 1.0 / len(positions))
+        )
+        credits += linear + residual * weights
+        previous = current
+    return [float(c) for c in credits]
+
+
+def _sequential_credits(
+    problem: Problem,
+    before: PositionVector,
+    after: PositionVector,
+    positions: list[int],
+    order: list[int],
+    start: float,
+    end: float,
+) -> list[float]:
+    """Transfers applied one at a time in ``order``, each credited with the exact change of
+    the total it causes (the last step lands on ``after`` exactly, changes too small to be
+    transfers included): the credits telescope to T(before) - T(after)."""
+    credits = [0.0] * len(positions)
+    x, previous = before.copy(), start
+    for step, j in enumerate(order):
+        if step == len(order) - 1:
+            current = end
+        else:
+            x[positions[j]] = after[positions[j]]
+            current = evaluate(problem, x).total
+        credits[j] = previous - current
+        previous = current
+    return credits
+
+
 def explain_change(
     problem: Problem,
     before: PositionVector,
     after: PositionVector,
     before_state: StateExplanation | None = None,
     after_state: StateExplanation | None = None,
+    method: str = "path",
+    steps: int = PATH_STEPS,
 ) -> ChangeExplanation:
-    """Each transfer's saving from ``before`` to ``after`` (sequential, exact telescoping; the
-    order and what it means in the module docstring) and the tail days that changed."""
+    """Each transfer's saving from ``before`` to ``after`` and the tail days that changed.
+
+    ``method`` ``path`` (default): Aumann-Shapley credits along the straight path, exact per
+    step (:func:`_path_credits`): symmetric, no order, both legs of a hedge share its saving.
+    ``sequential``: one transfer at a time, largest saving alone first, ties in position order
+    (:func:`_sequential_credits`): each credit is an exact margin change, but it depends on the
+    order (the transfer that completes a hedge takes its whole saving). Either way the credits
+    add up to T(before) - T(after)."""
+    if method not in ("path", "sequential"):
+        raise ValueError(f"method must be path or sequential, not {method!r}")
     before = np.asarray(before, dtype=float)
     after = np.asarray(after, dtype=float)
     before_state = before_state or explain_state(problem, before)
@@ -603,28 +731,25 @@ def explain_change(
         y = after.copy()
         y[i] = before[i]
         last.append(total(y) - end)
-    order = sorted(range(len(transfers)), key=lambda j: (-alone[j], positions[j]))
-    credits = [0.0] * len(transfers)
-    x, previous = before.copy(), start
-    for step, j in enumerate(order):
-        if step == len(order) - 1:
-            # The last step lands on ``after`` exactly (changes too small to be transfers too).
-            current = end
-        else:
-            x[positions[j]] = after[positions[j]]
-            current = total(x)
-        credits[j] = previous - current
-        previous = current
+    if not transfers:
+        credits: list[float] = []
+        order: list[int] = []
+    elif method == "sequential":
+        order = sorted(range(len(transfers)), key=lambda j: (-alone[j], positions[j]))
+        credits = _sequential_credits(problem, before, after, positions, order, start, end)
+    else:
+        credits = _path_credits(problem, before, after, positions, start, end, steps)
+        order = sorted(range(len(transfers)), key=lambda j: (-credits[j], positions[j]))
     savings = tuple(
         TransferSaving(
             transfer=transfers[j],
             position=positions[j],
-            order=order.index(j),
+            order=rank,
             saving=credits[j],
             alone=alone[j],
             last=last[j],
         )
-        for j in order
+        for rank, j in enumerate(order)
     )
     before_figures, after_figures = before_state.figures, after_state.figures
     return ChangeExplanation(
@@ -637,6 +762,7 @@ def explain_change(
             )
             for name in FIGURE_NAMES
         },
+        method=method,
         unassigned=(start - end) if not transfers else 0.0,
     )
 
@@ -648,6 +774,7 @@ def explain(
     problem: Problem,
     optimised: PositionVector | None = None,
     states: tuple[str, ...] = ("current", "optimised"),
+    method: str = "path",
 ) -> Explanation:
     """Explain the current allocation and, given ``optimised``, that one and the change from
     current to it. ``states`` picks which states to include (the change needs both)."""
@@ -660,12 +787,16 @@ def explain(
         best = explain_state(problem, optimised)
         if "optimised" in states:
             explained["optimised"] = best
-        change = explain_change(problem, problem.current_xm, optimised, current, best)
+        change = explain_change(
+            problem, problem.current_xm, optimised, current, best, method=method
+        )
     return Explanation(problem=problem, states=explained, change=change)
 
 
-def explain_result(result: Any, states: tuple[str, ...] = ("current", "optimised")) -> Explanation:
+def explain_result(
+    result: Any, states: tuple[str, ...] = ("current", "optimised"), method: str = "path"
+) -> Explanation:
     """:func:`explain` of an :class:`~xmargin.optimiser.results.OptimisationResult`."""
-    explanation = explain(result.problem, result.allocation, states)
+    explanation = explain(result.problem, result.allocation, states, method)
     explanation.notes.extend(result.notes)
     return explanation

@@ -233,6 +233,7 @@ def explanation_html(explanation: Explanation) -> str:
             "before": _money(change.before_total),
             "after": _money(change.after_total),
             "savings": _money(change.savings),
+            "method": change.method,
             "transfers": [
                 {
                     "order": t.order + 1,

@@ -30,6 +30,12 @@ BINDING = {
     "no_reduction": "no reduction: XM margin = S_F + S_C",
     "empty": "empty: no risk in XM, margin 0",
 }
+TRANSFER_TITLES = {
+    "path": "Savings by transfer (credited along the straight path from current to optimised; "
+    "'saves' adds up to the saving)",
+    "sequential": "Savings by transfer (applied one at a time in this order; 'saves' adds up "
+    "to the saving)",
+}
 ACCOUNT_CHOICES = ("ficc_standalone", "cme_standalone", "xm", "S_F", "S_C", "C_F", "C_C")
 MAX_ROWS = 12
 
@@ -173,7 +179,7 @@ def explanation_table(explanation: Explanation, accounts: Sequence[str] | None =
                 _table(
                     ["#", "instrument", "move", "quantity", "saves", "alone", "undone last"],
                     rows,
-                    "Savings by transfer (applied in this order; 'saves' adds up to the saving)",
+                    TRANSFER_TITLES[change.method],
                 )
             )
         else:

@@ -124,6 +124,7 @@ def _change(change: ChangeExplanation) -> explain_pb2.ChangeExplanation:
             for t in change.transfers
         ],
         unassigned=change.unassigned,
+        method=change.method,
         tail_changes={
             name: explain_pb2.TailChange(entered=c.entered, left=c.left, kept=c.kept)
             for name, c in change.tail_changes.items()

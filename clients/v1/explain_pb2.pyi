@@ -519,6 +519,7 @@ class ChangeExplanation(_message.Message):
     TRANSFERS_FIELD_NUMBER: _builtins.int
     UNASSIGNED_FIELD_NUMBER: _builtins.int
     TAIL_CHANGES_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
     before_total: _builtins.float
     """Total margin at the current allocation, USD."""
     after_total: _builtins.float
@@ -527,6 +528,10 @@ class ChangeExplanation(_message.Message):
     """before_total - after_total, USD."""
     unassigned: _builtins.float
     """Savings not credited to a transfer, USD (non-zero only when there are no transfers)."""
+    method: _builtins.str
+    """How the savings are credited: "path" (along the straight line from current to optimised,
+    all transfers together, no order) or "sequential" (one transfer at a time, in order).
+    """
     @_builtins.property
     def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferSaving]:
         """Each transfer's saving, in the order applied; the savings add up to savings (with
@@ -546,10 +551,11 @@ class ChangeExplanation(_message.Message):
         transfers: _abc.Iterable[Global___TransferSaving] | None = ...,
         unassigned: _builtins.float = ...,
         tail_changes: _abc.Mapping[_builtins.str, Global___TailChange] | None = ...,
+        method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_total", b"after_total", "before_total", b"before_total", "savings", b"savings", "tail_changes", b"tail_changes", "transfers", b"transfers", "unassigned", b"unassigned"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_total", b"after_total", "before_total", b"before_total", "method", b"method", "savings", b"savings", "tail_changes", b"tail_changes", "transfers", b"transfers", "unassigned", b"unassigned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -557,9 +563,7 @@ Global___ChangeExplanation: _TypeAlias = ChangeExplanation  # noqa: Y015
 
 @_typing.final
 class TransferSaving(_message.Message):
-    """What one transfer saved. Transfers are applied one at a time to the current allocation, the
-    largest saving alone first; each is credited with the exact change of the total it causes.
-    """
+    """What one transfer saved (ChangeExplanation.method says how it is credited)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -569,7 +573,9 @@ class TransferSaving(_message.Message):
     ALONE_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     order: _builtins.int
-    """Its place in the order applied, 0 first."""
+    """Its place in the list, 0 first: largest credit first ("path"), or the order applied,
+    largest saving alone first ("sequential").
+    """
     saving: _builtins.float
     """Its credit, USD (positive = saves margin)."""
     alone: _builtins.float

@@ -16,6 +16,7 @@ from tests.optimiser.books import random_book
 from xmargin.optimiser import Book, Ccp, Measure, build_problem, load_case, optimise
 from xmargin.optimiser.cli import main
 from xmargin.optimiser.explain import (
+    ChangeExplanation,
     Explanation,
     FigureExplanation,
     StateExplanation,
@@ -102,36 +103,46 @@ def check_state(problem: Problem, state: StateExplanation) -> None:
     assert adds_up(combined, exact.xm.margin, size)
 
 
-def check_change(problem: Problem, explanation: Explanation) -> None:
-    change = explanation.change
-    assert change is not None
+def check_credits(problem: Problem, change: ChangeExplanation, after: np.ndarray) -> None:
+    """The transfers' credits add up to the saving; sequential ones are exact steps."""
     current = evaluate(problem, problem.current_xm).total
     assert change.before_total == current
+    assert change.after_total == evaluate(problem, after).total
     credits = sum(t.saving for t in change.transfers) + change.unassigned
     assert adds_up(credits, change.savings, max(change.before_total, change.after_total) * 1e-3)
-    assert sorted(t.order for t in change.transfers) == list(range(len(change.transfers)))
-    # Each credit is an exact evaluation step: re-applying the transfers in order telescopes.
-    x = problem.current_xm.copy()
-    after = (
-        explanation.states["optimised"].xm_quantity if "optimised" in explanation.states else None
-    )
-    if after is not None:
+    assert [t.order for t in change.transfers] == list(range(len(change.transfers)))
+    if change.method == "sequential":
+        # Each credit is an exact evaluation step: re-applying the transfers in order telescopes.
+        x = problem.current_xm.copy()
         previous = current
         for t in change.transfers[:-1]:
             x[t.position] = after[t.position]
             total = evaluate(problem, x).total
             assert adds_up(previous - total, t.saving, previous)
             previous = total
+    else:
+        savings = [t.saving for t in change.transfers]
+        assert savings == sorted(savings, reverse=True)
+    if len(change.transfers) == 1:
+        assert adds_up(change.transfers[0].saving, change.savings, change.before_total * 1e-3)
+
+
+def check_change(problem: Problem, explanation: Explanation) -> None:
+    change = explanation.change
+    assert change is not None
+    after = explanation.states["optimised"].xm_quantity
+    check_credits(problem, change, after)
+    sequential = explain_change(problem, problem.current_xm, after, method="sequential")
+    check_credits(problem, sequential, after)
     for name, tail_change in change.tail_changes.items():
-        if "optimised" in explanation.states and "current" in explanation.states:
-            first = explanation.states["current"].figures[name]
-            then = explanation.states["optimised"].figures[name]
-            # An empty account has no tail that drives it.
-            before = set(first.tail_ids) if first.held else set()
-            after_ids = set(then.tail_ids) if then.held else set()
-            assert set(tail_change.entered) == after_ids - before
-            assert set(tail_change.left) == before - after_ids
-            assert set(tail_change.kept) == before & after_ids
+        first = explanation.states["current"].figures[name]
+        then = explanation.states["optimised"].figures[name]
+        # An empty account has no tail that drives it.
+        before = set(first.tail_ids) if first.held else set()
+        after_ids = set(then.tail_ids) if then.held else set()
+        assert set(tail_change.entered) == after_ids - before
+        assert set(tail_change.left) == before - after_ids
+        assert set(tail_change.kept) == before & after_ids
 
 
 def test_explanation_of_every_case_adds_up(case_path: Path) -> None:
@@ -254,15 +265,33 @@ def test_change_between_any_two_allocations_telescopes() -> None:
     problem = build_problem(random_book(9, n_positions=10))
     rng = np.random.default_rng(0)
     after = np.where(problem.movable, problem.quantity * rng.uniform(0, 1, problem.n_positions), 0)
-    change = explain_change(problem, problem.current_xm, after)
-    total_after = evaluate(problem, after).total
-    assert change.after_total == total_after
-    assert len(change.transfers) >= 2
-    assert adds_up(
-        sum(t.saving for t in change.transfers), change.savings, change.before_total * 1e-3
-    )
+    for method in ("path", "sequential"):
+        change = explain_change(problem, problem.current_xm, after, method=method)
+        assert len(change.transfers) >= 2
+        check_credits(problem, change, after)
     alone = [t.alone for t in change.transfers]
-    assert alone == sorted(alone, reverse=True)
+    assert alone == sorted(alone, reverse=True)  # the sequential order: largest alone first
+
+
+def test_path_credits_do_not_depend_on_the_positions_order() -> None:
+    """The path split has no order: the same book with its positions reversed gives each
+    transfer the same credit (to round-off); the sequential one is defined by its order."""
+    book = random_book(12, n_positions=10)
+    reversed_book = dataclasses.replace(book, positions=book.positions[::-1])
+    credits = []
+    for variant in (book, reversed_book):
+        problem = build_problem(variant)
+        rng = np.random.default_rng(1)
+        fraction = rng.uniform(0, 1, problem.n_positions)
+        if variant is reversed_book:
+            fraction = fraction[::-1]
+        after = np.where(problem.movable, problem.quantity * fraction, 0.0)
+        change = explain_change(problem, problem.current_xm, after)
+        credits.append({t.transfer.instrument: t.saving for t in change.transfers})
+    assert credits[0].keys() == credits[1].keys() and len(credits[0]) >= 2
+    scale = max(abs(v) for v in credits[0].values())
+    for name, value in credits[0].items():
+        assert abs(value - credits[1][name]) <= 1e-9 * scale
 
 
 @pytest.mark.parametrize("prefix", ["01", "03"])
