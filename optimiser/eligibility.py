@@ -127,7 +127,9 @@ def _add_years(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year + years, day=28)
 
 
-def _firm_reasons(rulebook: Rulebook, member: ClearingMember, customer: Customer) -> list[Reason]:
+def _firm_reasons(
+    rulebook: Rulebook, member: ClearingMember, customer: Customer
+) -> list[Reason]:
     reasons = []
     if (
         (rulebook.require_bd_fcm and not member.bd_fcm)
