@@ -57,7 +57,8 @@ def _figure_text(
     if not figure.held:
         return title + " (nothing held)"
     measure = f"{figure.measure} over {figure.window_losses.size} days, n_tail {figure.n_tail:g}"
-    formula = f"  = sqrt(h) {figure.scale:.4g} x (1 - w) x {figure.measure} {figure.risk:,.2f}"
+    weight = " x (1 - w)" if figure.stress_weight else ""
+    formula = f"  = sqrt(h) {figure.scale:.4g}{weight} x {figure.measure} {figure.risk:,.2f}"
     if figure.stress_weight:
         formula += f" + sqrt(h) x w x stress {figure.stress:,.2f} (w = {figure.stress_weight:g})"
     if figure.addons:
@@ -81,23 +82,22 @@ def _figure_text(
             "Scenarios that set it (largest loss first)",
         )
     )
+    addons = bool(figure.addons)
     factor_rows: list[list[Any]] = [
-        [name, float(v), float(a), _share(float(v), figure.margin)]
+        [name, float(v), *([float(a)] if addons else []), _share(float(v), figure.margin)]
         for name, v, a in zip(factors, figure.by_factor, figure.addons_by_factor, strict=True)
         if v != 0.0
     ]
-    if figure.unexplained_by_factors:
-        factor_rows.append(
-            [
-                "P&L-vector instruments",
-                figure.unexplained_by_factors,
-                0.0,
-                _share(figure.unexplained_by_factors, figure.margin),
-            ]
-        )
-    if figure.floor:
-        factor_rows.append(["floor at 0", figure.floor, 0.0, _share(figure.floor, figure.margin)])
-    lines += ["", _table(["factor", "USD", "of which add-on", "share"], factor_rows, "By factor")]
+    for label, value in (
+        ("P&L-vector instruments", figure.unexplained_by_factors),
+        ("floor at 0", figure.floor),
+    ):
+        if value:
+            factor_rows.append(
+                [label, value, *([0.0] if addons else []), _share(value, figure.margin)]
+            )
+    headers = ["factor", "USD", *(["of which add-on"] if addons else []), "share"]
+    lines += ["", _table(headers, factor_rows, "By factor")]
     order = np.argsort(-np.abs(figure.by_position), kind="stable")
     position_rows = [
         [
