@@ -114,6 +114,41 @@ def _figure_text(
     return "\n".join(lines)
 
 
+def _split_table(state: StateExplanation, positions: Sequence[str], factors: Sequence[str]) -> str:
+    """The total by account and position, and by factor: each column adds up to its margin
+    (floors and P&L-vector instruments in rows of their own where they occur)."""
+    columns = (state.ficc_standalone, state.cme_standalone, state.xm)
+    rows: list[list[Any]] = [
+        [positions[i], *(float(c.by_position[i]) for c in columns), float(state.by_position[i])]
+        for i in np.argsort(-np.abs(state.by_position), kind="stable")
+        if any(c.by_position[i] != 0.0 for c in columns)
+    ]
+    for k in np.argsort(-np.abs(state.by_factor), kind="stable"):
+        if any(c.by_factor[k] != 0.0 for c in columns):
+            rows.append(
+                [
+                    f"factor {factors[k]}",
+                    *(float(c.by_factor[k]) for c in columns),
+                    float(state.by_factor[k]),
+                ]
+            )
+    if state.unexplained_by_factors:
+        rows.append(
+            [
+                "factor: P&L-vector instruments",
+                *(c.unexplained_by_factors for c in columns),
+                state.unexplained_by_factors,
+            ]
+        )
+    if abs(state.floor) > 1e-9 * max(1.0, state.total):  # a floor, not the XM rule's round-off
+        rows.append(["floor at 0", *(c.floor for c in columns), state.floor])
+    return _table(
+        ["", "FICC standalone", "CME standalone", "XM", "total"],
+        rows,
+        "Margin by position, then by factor (each column adds up to its account's margin)",
+    )
+
+
 def _figure_names(accounts: Sequence[str]) -> list[str]:
     wanted: list[str] = []
     for account in accounts:
@@ -134,7 +169,8 @@ def _state_text(
         f"{state.ficc_standalone.margin:,.2f} + CME standalone {state.cme_standalone.margin:,.2f}"
         f" + XM {xm.margin:,.2f} =="
     )
-    parts = [header, f"XM account: r = {xm.r:.2%}; binding term {BINDING[xm.binding]}"]
+    parts = [header, f"XM account: r = {xm.r:.2%}; binding term {BINDING[xm.binding]}", ""]
+    parts.append(_split_table(state, positions, factors))
     figures = state.figures
     for figure_name in _figure_names(accounts):
         parts += ["", _figure_text(figures[figure_name], factors, positions)]
