@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,22 @@ def test_cli_explain_table_and_json(prefix: str, capsys: pytest.CaptureFixture[s
     assert main(["-q", "explain", str(case_path), "--account", "C_F"]) == 0
     only = capsys.readouterr().out
     assert "XM, C_F:" in only and "XM, C_C:" not in only and "FICC standalone (" not in only
+
+
+def test_readme_quotes_the_commands_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every line of the README's Explain excerpts is a line the command prints."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Explain\n", 1)[1].split("\n## ", 1)[0]
+    quoted = [
+        line.rstrip()
+        for block in re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
+        for line in block.splitlines()
+        if line.strip() and line.strip() != "..."
+    ]
+    assert len(quoted) > 20
+    printed: set[str] = set()
+    for prefix, accounts in (("01", ["S_F", "S_C", "C_F"]), ("03", ["ficc_standalone"])):
+        assert main(["-q", "explain", str(_case(prefix)), "--account", *accounts]) == 0
+        printed |= {line.rstrip() for line in capsys.readouterr().out.splitlines()}
+    missing = [line for line in quoted if line not in printed]
+    assert not missing, missing
