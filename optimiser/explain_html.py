@@ -192,6 +192,14 @@ def _figure_view(
             for s in figure.tail[:SHOWN_ROWS]
         ],
         "tail_more": max(0, len(figure.tail) - SHOWN_ROWS),
+        "stress_row": None
+        if figure.stress_scenario is None or not figure.stress_weight
+        else {
+            "id": figure.stress_scenario.id,
+            "loss": _money(figure.stress_scenario.loss),
+            "contribution": _money(figure.stress_scenario.contribution),
+            "share": _share(figure.stress_scenario.contribution, whole),
+        },
         "factors": factor_rows,
         "positions": position_rows,
     }
@@ -210,7 +218,7 @@ def _state_view(
         "ficc": _money(state.ficc_standalone.margin),
         "cme": _money(state.cme_standalone.margin),
         "xm": _money(state.xm.margin),
-        "r": f"{state.xm.r:.1%}",
+        "r": f"{state.xm.r:.2%}",
         "binding": BINDING[state.xm.binding],
         "figures": [
             _figure_view(figure, factors, positions, ids)

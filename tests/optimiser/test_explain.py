@@ -77,6 +77,12 @@ def _check_figure(problem: Problem, figure: FigureExplanation, state_models: dic
     assert np.array_equal(figure.window_losses, losses[window.window])
     assert all(losses[s.row] == s.loss for s in figure.tail)
     assert adds_up(sum(s.contribution for s in figure.tail), figure.risk_part, size)
+    # The stress term: the evaluator's worst stress loss, at its weight.
+    assert figure.stress == exact.stress
+    if figure.stress_scenario is not None:
+        assert window.stress_rows.size and figure.stress_scenario.row in window.stress_rows
+        assert losses[figure.stress_scenario.row] == exact.stress
+        assert adds_up(figure.stress_scenario.contribution, figure.stress_part, size)
 
 
 def check_state(problem: Problem, state: StateExplanation) -> None:
