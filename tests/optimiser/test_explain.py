@@ -169,6 +169,16 @@ def test_explanation_of_every_case_adds_up(case_path: Path) -> None:
     json.dumps(explanation.to_dict(losses=True), allow_nan=False)
 
 
+def test_explanation_in_whole_lots_adds_up() -> None:
+    """Nothing depends on the allocation being integral."""
+    result = optimise(random_book(21, n_positions=6, n_scenarios=100, integral=True))
+    assert result.problem.options.integral
+    explanation = explain_result(result)
+    for state in explanation.states.values():
+        check_state(result.problem, state)
+    check_change(result.problem, explanation)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_explanation_of_random_books_adds_up(seed: int) -> None:
     """Books with options given as P&L vectors, stress scenarios and, here, add-ons with
