@@ -60,6 +60,7 @@ from .margin import (
     account_losses,
     account_quantities,
     evaluate,
+    xm_margin,
 )
 from .model import Measure
 from .problem import ModelWindow, PositionVector, Problem
@@ -536,8 +537,11 @@ def explain_state(problem: Problem, xm_quantity: PositionVector) -> StateExplana
             exposures[row[account]],
             figures[name],
         )
-    state = evaluate(problem, xm_quantity)
-    xm = state.xm
+    # The XM rule on the same figures (what evaluate does, without computing them again).
+    xm = xm_margin(
+        *(figures[name].margin for name in ("S_F", "S_C", "C_F", "C_C")), problem.savings_cap
+    )
+    total = figures["ficc_standalone"].margin + figures["cme_standalone"].margin + xm.margin
     binding, terms = _xm_terms(problem, xm.S_F, xm.S_C, xm.C_F, xm.C_C)
     K = problem.exposure.shape[1]
     by_factor, by_position = np.zeros(K), np.zeros(problem.n_positions)
@@ -564,7 +568,7 @@ def explain_state(problem: Problem, xm_quantity: PositionVector) -> StateExplana
     )
     return StateExplanation(
         xm_quantity=xm_quantity,
-        total=state.total,
+        total=total,
         ficc_standalone=explained["ficc_standalone"],
         cme_standalone=explained["cme_standalone"],
         xm=xm_explained,
