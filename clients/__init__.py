@@ -32,6 +32,7 @@ from .errors import (
     UnavailableError,
     XmarginClientError,
 )
+from .explain import ExplainAnswer
 
 __all__ = [
     "AccountFailure",
@@ -39,6 +40,7 @@ __all__ = [
     "BatchItem",
     "DeadlineExceededError",
     "EligibilityAnswer",
+    "ExplainAnswer",
     "FieldViolation",
     "InfeasibleError",
     "InvalidRequestError",

@@ -34,6 +34,7 @@ from .convert import (
     WhatIfAnswer,
 )
 from .errors import XmarginClientError, from_rpc_error
+from .explain import ExplainAnswer, explain_answer, explain_request
 from .v1 import book_pb2, common_pb2, service_pb2, service_pb2_grpc
 
 __all__ = ["RetryPolicy", "ScenarioSetHandle", "XmarginClient"]
@@ -268,6 +269,26 @@ class XmarginClient:
             raise from_rpc_error(rpc_error, request.run.request_id) from None
         finally:
             stream.cancel()
+
+    def explain(
+        self,
+        case: CaseLike,
+        *,
+        current_only: bool = False,
+        scenario_set: ScenarioSetHandle | None = None,
+        run_number: int = 1,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> ExplainAnswer:
+        """Why each account margins what it does, at the current allocation and (unless
+        ``current_only``) the optimised one, and what each transfer saves (explain.proto)."""
+        data = convert.load_case_dict(case)
+        run = self._run(data, run_number, request_id)
+        request = explain_request(data, run, current_only, **options)
+        if scenario_set is not None:
+            request.scenario_set_ref.CopyFrom(scenario_set.message())
+        return explain_answer(self._call(self._stub.Explain, request, timeout))
 
     def compute_margin(
         self,

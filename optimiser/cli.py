@@ -7,6 +7,7 @@ Subcommands::
     xmargin margin CASE.json          the three states (and all eligible in XM) of the case
     xmargin eligibility CASE.json     each position's eligibility and reason codes
     xmargin what-if CASE.json --add TRADES.json --exclude ID ...
+    xmargin explain CASE.json [--state current|optimised] [--account A ...] [--json]
     xmargin demo                      optimise the bundled sample book, as a table
     xmargin sample --positions N --scenarios S --seed K -o CASE.json
     xmargin batch DIR-or-BATCH.json [--run-number N] [--audit URL] [--engine local|dask]
@@ -431,6 +432,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"The bundled sample book (xmargin.optimiser/{SAMPLE_BOOK_RESOURCE})\n")
         print(result_table(result))
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why each account margins what it does (xmargin.optimiser.explain), as a table or JSON."""
+    from .explain import explain, explain_result
+    from .explain_render import explanation_table
+
+    book = _load_book(args.case, args.quiet)
+    states = (args.state,) if args.state else ("current", "optimised")
+    if states == ("current",):
+        explanation = explain(build_problem(book), states=states)
+    else:
+        explanation = explain_result(_run_optimise(book, args), states, args.transfers)
+    if args.json:
+        _print_json(explanation.to_dict(losses=args.losses))
+    else:
+        print(explanation_table(explanation, args.account))
     return EXIT_OK
 
 
@@ -1013,6 +1032,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _output_flags(what_if_parser, "json")
     what_if_parser.set_defaults(handler=cmd_what_if)
+
+    explain_parser = commands.add_parser(
+        "explain", help="the scenarios, factors and positions behind each account's margin"
+    )
+    explain_parser.add_argument("case", metavar="CASE.json")
+    explain_parser.add_argument("--state", choices=["current", "optimised"], help="default: both")
+    explain_parser.add_argument(
+        "--account",
+        nargs="+",
+        choices=["ficc_standalone", "cme_standalone", "xm", "S_F", "S_C", "C_F", "C_C"],
+        help="accounts to show in the table (default: all)",
+    )
+    explain_parser.add_argument(
+        "--losses", action="store_true", help="JSON: every scenario loss of each window"
+    )
+    explain_parser.add_argument(
+        "--transfers",
+        choices=["path", "sequential"],
+        default="path",
+        help="how each transfer's saving is credited (default: path)",
+    )
+    explain_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
+    explain_parser.add_argument("--integral", action="store_true", help="whole lots only")
+    explain_parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
+    explain_parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound it")
+    _output_flags(explain_parser, "table")
+    explain_parser.set_defaults(handler=cmd_explain)
 
     demo_parser = commands.add_parser("demo", help="optimise the bundled sample book")
     _solve_flags(demo_parser)

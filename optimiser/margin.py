@@ -247,6 +247,19 @@ FIGURES = (
 )
 
 
+def account_losses(
+    problem: Problem, held: dict[str, PositionVector]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Net factor exposure E (A, K) and scenario losses L (A, S) of the accounts ``held``
+    (:func:`account_quantities`), in one product: the losses every figure is measured on."""
+    quantities = np.stack(list(held.values()))  # (A, n)
+    exposures = quantities @ problem.exposure  # (A, K)
+    losses = -(exposures @ problem.shocks.T)  # (A, S)
+    if problem.pnl_columns.size:
+        losses -= quantities[:, problem.pnl_columns] @ problem.pnl_vectors.T
+    return exposures, losses
+
+
 def account_figures(
     problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
 ) -> dict[str, ModelFigures]:
@@ -255,11 +268,7 @@ def account_figures(
     three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in)."""
     held = account_quantities(problem, xm_quantity)
     row = {account: i for i, account in enumerate(held)}
-    quantities = np.stack(list(held.values()))  # (5, n)
-    exposures = quantities @ problem.exposure  # (5, K)
-    losses = -(exposures @ problem.shocks.T)  # (5, S)
-    if problem.pnl_columns.size:
-        losses -= quantities[:, problem.pnl_columns] @ problem.pnl_vectors.T
+    exposures, losses = account_losses(problem, held)
     figures: dict[str, ModelFigures] = {}
     for ccp, window in problem.models.items():
         named = [(name, row[account]) for name, house, account in FIGURES if house is ccp]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .explain_html import result_explanation_html
 from .margin import State
 from .model import Ccp
 from .results import Account, OptimisationResult
@@ -496,6 +497,7 @@ def savings_report_html(result: OptimisationResult) -> str:
 (Euler attribution, USD; negative shares offset risk). The XM account is shown under both
 clearing houses' models.</p>
 <div class="wide">{attribution_table}</div>
+{result_explanation_html(result)}
 {f'<h2>Notes</h2><ul class="notes">{notes}</ul>' if notes else ""}
 </body>
 </html>

@@ -31,7 +31,14 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2, service_pb2_grpc
+from xmargin.clients.v1 import (
+    book_pb2,
+    common_pb2,
+    explain_pb2,
+    result_pb2,
+    service_pb2,
+    service_pb2_grpc,
+)
 from xmargin.optimiser import (
     Book,
     attribute,
@@ -88,6 +95,7 @@ from .errors import (
     abort,
     report,
 )
+from .explain_convert import explain_response
 from .recorder import Recorder
 
 __all__ = [
@@ -400,6 +408,18 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             return service_pb2.OptimiseResponse(run=request.run, result=result)
 
         return self._unary("Optimise", request, context, lambda: self._in_pool(context, work))
+
+    def Explain(  # noqa: N802
+        self, request: explain_pb2.ExplainRequest, context: grpc.ServicerContext
+    ) -> explain_pb2.ExplainResponse:
+        def work() -> explain_pb2.ExplainResponse:
+            book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
+            limit = None
+            if not request.current_only:
+                limit = self._time_limit(context, book.options.time_limit)
+            return explain_response(request, book, limit)
+
+        return self._unary("Explain", request, context, lambda: self._in_pool(context, work))
 
     def ComputeMargin(  # noqa: N802
         self, request: service_pb2.ComputeMarginRequest, context: grpc.ServicerContext

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from xmargin.clients.v1 import explain_pb2 as xmargin_dot_v1_dot_explain__pb2
 from xmargin.clients.v1 import service_pb2 as xmargin_dot_v1_dot_service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -76,6 +77,11 @@ class XmarginServiceStub:
                 request_serializer=xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetRequest.SerializeToString,
                 response_deserializer=xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/xmargin.v1.XmarginService/Explain',
+                request_serializer=xmargin_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=xmargin_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class XmarginServiceServicer:
@@ -138,6 +144,15 @@ class XmarginServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
+        factor and by position, in USD) at the current and optimised allocations, and what each
+        transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_XmarginServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +185,11 @@ def add_XmarginServiceServicer_to_server(servicer, server):
                     servicer.RegisterScenarioSet,
                     request_deserializer=xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetRequest.FromString,
                     response_serializer=xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=xmargin_dot_v1_dot_explain__pb2.ExplainRequest.FromString,
+                    response_serializer=xmargin_dot_v1_dot_explain__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +366,33 @@ class XmarginService:
             '/xmargin.v1.XmarginService/RegisterScenarioSet',
             xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetRequest.SerializeToString,
             xmargin_dot_v1_dot_service__pb2.RegisterScenarioSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xmargin.v1.XmarginService/Explain',
+            xmargin_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
+            xmargin_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from xmargin.clients.v1 import explain_pb2 as _explain_pb2
 from xmargin.clients.v1 import service_pb2 as _service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -62,6 +63,11 @@ class XmarginServiceStub:
     """Eligibility of instruments for a clearing member and customer."""
     RegisterScenarioSet: _grpc.UnaryUnaryMultiCallable[_service_pb2.RegisterScenarioSetRequest, _service_pb2.RegisterScenarioSetResponse]
     """Register a scenario set once; refer to it later by id and version."""
+    Explain: _grpc.UnaryUnaryMultiCallable[_explain_pb2.ExplainRequest, _explain_pb2.ExplainResponse]
+    """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
+    factor and by position, in USD) at the current and optimised allocations, and what each
+    transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+    """
 
 @_typing.type_check_only
 class XmarginServiceAsyncStub(XmarginServiceStub):
@@ -97,6 +103,11 @@ class XmarginServiceAsyncStub(XmarginServiceStub):
     """Eligibility of instruments for a clearing member and customer."""
     RegisterScenarioSet: _aio.UnaryUnaryMultiCallable[_service_pb2.RegisterScenarioSetRequest, _service_pb2.RegisterScenarioSetResponse]  # type: ignore[assignment]
     """Register a scenario set once; refer to it later by id and version."""
+    Explain: _aio.UnaryUnaryMultiCallable[_explain_pb2.ExplainRequest, _explain_pb2.ExplainResponse]  # type: ignore[assignment]
+    """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
+    factor and by position, in USD) at the current and optimised allocations, and what each
+    transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+    """
 
 class XmarginServiceServicer(metaclass=_abc_1.ABCMeta):
     """Cross-margin allocation for customers of a clearing BD-FCM.
@@ -165,5 +176,16 @@ class XmarginServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.RegisterScenarioSetResponse, _abc.Awaitable[_service_pb2.RegisterScenarioSetResponse]]:
         """Register a scenario set once; refer to it later by id and version."""
+
+    @_abc_1.abstractmethod
+    def Explain(
+        self,
+        request: _explain_pb2.ExplainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_explain_pb2.ExplainResponse, _abc.Awaitable[_explain_pb2.ExplainResponse]]:
+        """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
+        factor and by position, in USD) at the current and optimised allocations, and what each
+        transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+        """
 
 def add_XmarginServiceServicer_to_server(servicer: XmarginServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.server.harness import start
 from xmargin.clients import convert
-from xmargin.clients.v1 import book_pb2, service_pb2
+from xmargin.clients.v1 import book_pb2, explain_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server import RunningServer
 
@@ -202,6 +202,10 @@ def _requests() -> dict[str, tuple[str, Message]]:
                 id="fuzz",
                 scenario_set=full.scenario_set,
             ),
+        ),
+        "Explain": (
+            "Explain",
+            explain_pb2.ExplainRequest(**common, options=full.options),
         ),
         "OptimiseBatch": (
             "OptimiseBatch",

@@ -330,6 +330,7 @@ def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Cha
         "WhatIf",
         "CheckEligibility",
         "RegisterScenarioSet",
+        "Explain",
     }
 
 
