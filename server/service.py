@@ -13,19 +13,15 @@ an audit store (``--audit``) Optimise and each batch account are recorded (:mod:
 
 from __future__ import annotations
 
-import array
 import dataclasses
-import hashlib
 import json
 import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -83,12 +79,18 @@ from .errors import (
     DeadlineError,
     EngineError,
     OverloadedError,
-    ScenarioSetNotFoundError,
     ServiceError,
     abort,
     report,
 )
 from .recorder import Recorder
+from .scenario_store import (
+    RegisteredSet,
+    ScenarioRegistry,
+    client_identity,
+    get_scenario_set,
+    list_scenario_sets,
+)
 
 __all__ = [
     "DEADLINE_RESERVE",
@@ -154,57 +156,6 @@ class SolverPool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
-
-
-@dataclass(frozen=True, slots=True)
-class RegisteredSet:
-    set_id: str
-    version: int
-    fingerprint: str
-    scenarios: ResolvedScenarios
-
-
-class ScenarioRegistry:
-    """Scenario sets by id and version, in memory; the oldest is dropped beyond ``max_sets``."""
-
-    def __init__(self, max_sets: int = 64) -> None:
-        self._sets: OrderedDict[tuple[str, int], RegisteredSet] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_sets = max_sets
-
-    @staticmethod
-    def fingerprint(scenarios: ResolvedScenarios) -> str:
-        digest = hashlib.sha256()
-        digest.update(json.dumps([scenarios.factors, scenarios.ids]).encode())
-        for row in scenarios.shocks:
-            digest.update(array.array("d", row).tobytes())
-        return digest.hexdigest()
-
-    def register(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
-        fingerprint = self.fingerprint(scenarios)
-        with self._lock:
-            versions = [v for (i, v) in self._sets if i == set_id]
-            for version in versions:
-                existing = self._sets[(set_id, version)]
-                if existing.fingerprint == fingerprint:
-                    return existing
-            entry = RegisteredSet(
-                set_id,
-                max(versions, default=0) + 1,
-                fingerprint,
-                dataclasses.replace(scenarios, path="scenario_set_ref"),
-            )
-            self._sets[(set_id, entry.version)] = entry
-            while len(self._sets) > self.max_sets:
-                self._sets.popitem(last=False)
-            return entry
-
-    def get(self, set_id: str, version: int) -> RegisteredSet:
-        with self._lock:
-            entry = self._sets.get((set_id, version))
-        if entry is None:
-            raise ScenarioSetNotFoundError(set_id, version)
-        return entry
 
 
 def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> dict[str, Any]:
@@ -538,7 +489,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             scenarios = scenario_set_case(request.scenario_set, "scenario_set", self.limits)
             paths = FieldPaths(scenarios="scenario_set", factor_count=len(scenarios.factors))
             parse(_minimal_case(request.run, scenarios), paths, parse_case)
-            entry = self.registry.register(request.id, scenarios)
+            entry = self.registry.register(request.id, scenarios, client_identity(context))
             return service_pb2.RegisterScenarioSetResponse(
                 run=request.run,
                 ref=book_pb2.ScenarioSetRef(id=entry.set_id, version=entry.version),
@@ -549,9 +500,23 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
         return self._unary("RegisterScenarioSet", request, context, handle)
 
+    def GetScenarioSet(  # noqa: N802
+        self, request: service_pb2.GetScenarioSetRequest, context: grpc.ServicerContext
+    ) -> service_pb2.GetScenarioSetResponse:
+        return self._unary(
+            "GetScenarioSet", request, context, lambda: get_scenario_set(self.registry, request)
+        )
+
+    def ListScenarioSets(  # noqa: N802
+        self, request: service_pb2.ListScenarioSetsRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ListScenarioSetsResponse:
+        return self._unary(
+            "ListScenarioSets", request, context, lambda: list_scenario_sets(self.registry, request)
+        )
+
     def preload(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
         """Register a scenario set at start-up (``--scenario-set``)."""
-        return self.registry.register(set_id, scenarios)
+        return self.registry.register(set_id, scenarios, "server --scenario-set")
 
     def OptimiseBatch(  # noqa: N802
         self, request: service_pb2.OptimiseBatchRequest, context: grpc.ServicerContext

@@ -330,6 +330,9 @@ def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Cha
         "WhatIf",
         "CheckEligibility",
         "RegisterScenarioSet",
+        "GetScenarioSet",
+        "ListScenarioSets",
+        "OptimiseStream",
     }
 
 
