@@ -72,6 +72,9 @@ class ServerConfig:
     if there is one, else an in-memory store (``xmargin serve`` passes a file instead)."""
     scenario_cache_mb: int = 256
     """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
+    stream_window: int = 0
+    """OptimiseStream: accounts of one call read but not yet answered; 0: 2 x workers."""
+    """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
 
 
 class _Auth(grpc.ServerInterceptor):
@@ -220,7 +223,9 @@ def build_server(config: ServerConfig) -> RunningServer:
         if recorder is not None:
             recorder.store.close()
         raise
-    servicer = XmarginServicer(pool, registry, config.limits, engines, recorder)
+    servicer = XmarginServicer(
+        pool, registry, config.limits, engines, recorder, config.stream_window
+    )
     max_bytes = config.max_message_mb * MB
     interceptors = [_Auth(config.token)] if config.token else []
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,

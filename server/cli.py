@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stay in the store; default 256)",
     )
     parser.add_argument(
+        "--stream-window",
+        type=int,
+        default=0,
+        help="OptimiseStream: accounts of one call read but not yet answered (default 2 x "
+        "--workers); the client is held back beyond it",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -122,6 +129,7 @@ def main(argv: list[str]) -> int:
         audit=args.audit,
         store=args.store or (None if args.audit else default_store_url()),
         scenario_cache_mb=args.scenario_cache_mb,
+        stream_window=args.stream_window,
     )
     try:
         return serve(config)

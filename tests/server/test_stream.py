@@ -1,0 +1,195 @@
+"""OptimiseStream against real servers: accounts up as a stream, answers back as they finish,
+the same answers as OptimiseBatch, a bounded window of accounts in flight, and duplicate
+customer ids refused (per account in a stream, the whole batch in OptimiseBatch)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.server.harness import optimise_request, start
+from xmargin.clients import convert
+from xmargin.clients.v1 import book_pb2, service_pb2
+from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+
+
+def _header(case: dict[str, Any]) -> service_pb2.OptimiseBatchRequest:
+    shared = optimise_request(case)
+    return service_pb2.OptimiseBatchRequest(
+        run=shared.run,
+        scenario_set=shared.scenario_set,
+        models=shared.models,
+        program=shared.program,
+        options=shared.options,
+    )
+
+
+def _messages(
+    header: service_pb2.OptimiseBatchRequest, accounts: list[book_pb2.AccountBook]
+) -> Iterator[service_pb2.OptimiseStreamRequest]:
+    yield service_pb2.OptimiseStreamRequest(batch=header)
+    for account in accounts:
+        yield service_pb2.OptimiseStreamRequest(account=account)
+
+
+def _renamed(case: dict[str, Any], customer: str) -> book_pb2.AccountBook:
+    account = convert.account_book(case)
+    account.customer.id = customer
+    account.name = customer
+    return account
+
+
+def test_stream_answers_every_account_as_the_batch_does(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    names = sorted(cases)
+    header = _header(cases[names[0]])
+    accounts = [convert.account_book(cases[name]) for name in names]
+    streamed = list(stub.OptimiseStream(_messages(header, accounts), timeout=120))
+    batch = service_pb2.OptimiseBatchRequest()
+    batch.CopyFrom(header)
+    batch.accounts.extend(accounts)
+    unary = {m.account_index: m for m in stub.OptimiseBatch(batch, timeout=120)}
+
+    assert sorted(m.account_index for m in streamed) == list(range(len(names)))
+    assert [m.progress.completed for m in streamed] == list(range(1, len(names) + 1))
+    assert streamed[-1].progress.total == len(names)
+    assert all(m.run == header.run for m in streamed)
+    for message in streamed:
+        other = unary[message.account_index]
+        assert message.account_name == other.account_name
+        assert message.WhichOneof("outcome") == other.WhichOneof("outcome")
+        if message.HasField("result"):
+            assert message.result.optimised.total == pytest.approx(
+                other.result.optimised.total, rel=1e-9
+            )
+        else:
+            assert message.error.code == other.error.code
+
+
+def test_a_registered_set_serves_a_stream_by_reference(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    case = cases["02-butterfly-2s5s10s"]
+    header = _header(case)
+    ref = stub.RegisterScenarioSet(
+        service_pb2.RegisterScenarioSetRequest(
+            run=header.run, id="stream-set", scenario_set=header.scenario_set
+        ),
+        timeout=10,
+    ).ref
+    inline = list(stub.OptimiseStream(_messages(header, [convert.account_book(case)]), timeout=60))
+    header.scenario_set_ref.CopyFrom(ref)
+    by_ref = list(stub.OptimiseStream(_messages(header, [convert.account_book(case)]), timeout=60))
+    assert by_ref[0].result.optimised.total == pytest.approx(
+        inline[0].result.optimised.total, rel=1e-9
+    )
+
+
+def test_duplicate_customer_ids_are_refused(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    case = cases["01-basis-trade-10y"]
+    header = _header(case)
+    accounts = [_renamed(case, "A"), _renamed(case, "B"), _renamed(case, "A")]
+    streamed = {
+        m.account_index: m for m in stub.OptimiseStream(_messages(header, accounts), timeout=60)
+    }
+    assert streamed[0].HasField("result") and streamed[1].HasField("result")
+    assert streamed[2].error.code == "INVALID_ARGUMENT"
+    assert [v.field for v in streamed[2].error.field_violations] == ["accounts[2].customer.id"]
+
+    batch = service_pb2.OptimiseBatchRequest()
+    batch.CopyFrom(header)
+    batch.accounts.extend(accounts)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stub.OptimiseBatch(batch, timeout=60))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "accounts[2].customer.id" in (refused.value.details() or "")
+
+
+def test_the_stream_is_refused_without_a_batch_first_or_with_accounts_in_it(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    case = cases["01-basis-trade-10y"]
+    account = convert.account_book(case)
+    no_header = iter([service_pb2.OptimiseStreamRequest(account=account)])
+    with pytest.raises(grpc.RpcError) as first:
+        list(stub.OptimiseStream(no_header, timeout=30))
+    assert first.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    header = _header(case)
+    header.accounts.append(account)
+    with pytest.raises(grpc.RpcError) as inside:
+        list(stub.OptimiseStream(_messages(header, []), timeout=30))
+    assert inside.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    second = copy.deepcopy(_header(case))
+    again = iter(
+        [
+            service_pb2.OptimiseStreamRequest(batch=second),
+            service_pb2.OptimiseStreamRequest(batch=second),
+        ]
+    )
+    with pytest.raises(grpc.RpcError) as twice:
+        list(stub.OptimiseStream(again, timeout=30))
+    assert twice.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert list(stub.OptimiseStream(iter([]), timeout=30)) == []
+
+
+def test_a_bad_account_fails_alone(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    case = cases["01-basis-trade-10y"]
+    bad = _renamed(case, "BAD")
+    bad.positions[0].instrument = "NO-SUCH-INSTRUMENT"
+    answers = {
+        m.account_index: m
+        for m in stub.OptimiseStream(
+            _messages(_header(case), [bad, _renamed(case, "GOOD")]), timeout=60
+        )
+    }
+    assert answers[0].error.code == "INVALID_ARGUMENT"
+    assert answers[0].error.field_violations[0].field.startswith("accounts[0].")
+    assert answers[1].HasField("result")
+    assert answers[1].progress.failed == 1 or answers[0].progress.failed == 1
+
+
+@pytest.mark.parametrize("engine", ["threads", "local"])
+def test_the_window_bounds_the_accounts_in_flight(
+    engine: str, cases: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a window of 3, the server never holds more than 3 accounts read but unanswered
+    (it stops reading; flow control holds the client back), on either engine."""
+    running = start(workers=2, max_queue=2, stream_window=3, batch_engine=engine)
+    case = cases["03-mixed-ineligible-hedges"]
+    header = _header(case)
+    header.run.request_id = f"window-{engine}"
+    accounts = [_renamed(case, f"W{k}") for k in range(10)]
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="xmargin.server"),
+            grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            answers = list(
+                XmarginServiceStub(channel).OptimiseStream(_messages(header, accounts), timeout=120)
+            )
+    finally:
+        running.stop(0)
+    assert sorted(m.account_index for m in answers) == list(range(10))
+    assert all(m.HasField("result") for m in answers)
+    done = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "xmargin.server" and '"stream_done"' in r.getMessage()
+    ]
+    done = [d for d in done if d["request_id"] == f"window-{engine}"]
+    assert len(done) == 1
+    assert done[0]["accounts"] == done[0]["answered"] == 10
+    assert 1 <= done[0]["peak_in_flight"] <= 3
