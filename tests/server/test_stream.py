@@ -7,16 +7,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.server.harness import optimise_request, start
+from tests.server.harness import TOKEN, optimise_request, start
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+from xmargin.server import RunningServer
 
 
 def _header(case: dict[str, Any]) -> service_pb2.OptimiseBatchRequest:
@@ -193,3 +195,104 @@ def test_the_window_bounds_the_accounts_in_flight(
     assert len(done) == 1
     assert done[0]["accounts"] == done[0]["answered"] == 10
     assert 1 <= done[0]["peak_in_flight"] <= 3
+
+
+def test_the_stream_needs_the_token_like_every_call(
+    token_server: RunningServer, cases: dict[str, dict[str, Any]]
+) -> None:
+    case = cases["01-basis-trade-10y"]
+    with grpc.insecure_channel(f"127.0.0.1:{token_server.port}") as channel:
+        stub = XmarginServiceStub(channel)
+        messages = _messages(_header(case), [_renamed(case, "T1"), _renamed(case, "T2")])
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.OptimiseStream(messages, timeout=30))
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        answers = list(
+            stub.OptimiseStream(
+                _messages(_header(case), [_renamed(case, "T1")]),
+                timeout=30,
+                metadata=(("authorization", f"Bearer {TOKEN}"),),
+            )
+        )
+    assert answers[0].HasField("result")
+
+
+def test_a_cancelled_stream_stops_reading_and_solving(
+    cases: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client goes away after the first answer: the server reads no further than its
+    window and answers nothing more (its stream_done line says so)."""
+    running = start(workers=1, max_queue=2, stream_window=2)
+    case = cases["03-mixed-ineligible-hedges"]
+    header = _header(case)
+    header.run.request_id = "cancelled-stream"
+    sent: list[int] = []
+
+    def endless() -> Iterator[service_pb2.OptimiseStreamRequest]:
+        yield service_pb2.OptimiseStreamRequest(batch=header)
+        for k in range(10_000):
+            sent.append(k)
+            yield service_pb2.OptimiseStreamRequest(account=_renamed(case, f"E{k}"))
+
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="xmargin.server"),
+            grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            call = XmarginServiceStub(channel).OptimiseStream(endless(), timeout=60)
+            first = next(call)
+            call.cancel()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _done_lines(caplog, "cancelled-stream"):
+                time.sleep(0.05)
+    finally:
+        running.stop(0)
+    assert first.HasField("result")
+    done = _done_lines(caplog, "cancelled-stream")
+    assert len(done) == 1
+    assert done[0]["answered"] < 10
+    assert done[0]["accounts"] <= done[0]["answered"] + 2 + 1  # the window, and one being read
+    assert len(sent) < 10_000
+
+
+def _done_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> list[dict[str, Any]]:
+    lines = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "xmargin.server" and '"stream_done"' in r.getMessage()
+    ]
+    return [line for line in lines if line["request_id"] == request_id]
+
+
+def test_an_audited_stream_records_each_account_once(
+    tmp_path: Any, cases: dict[str, dict[str, Any]]
+) -> None:
+    """With --audit, each streamed account is stored; the same stream again is answered from
+    the store (nothing solved twice), and the set registered is kept in the same store."""
+    from xmargin.optimiser.audit import open_store
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    running = start(workers=2, max_queue=2, audit=url)
+    case = cases["02-butterfly-2s5s10s"]
+    header = _header(case)
+    header.run.run_number = 1
+    accounts = [_renamed(case, f"R{k}") for k in range(3)]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = XmarginServiceStub(channel)
+            first = list(stub.OptimiseStream(_messages(header, accounts), timeout=60))
+            again = list(stub.OptimiseStream(_messages(header, accounts), timeout=60))
+            stub.RegisterScenarioSet(
+                service_pb2.RegisterScenarioSetRequest(
+                    run=header.run, id="audited", scenario_set=header.scenario_set
+                ),
+                timeout=10,
+            )
+    finally:
+        running.stop(0)
+    totals = {m.account_name: m.result.optimised.total for m in first}
+    assert {m.account_name: m.result.optimised.total for m in again} == pytest.approx(totals)
+    with open_store(url) as store:
+        stored = store.accounts(header.run.business_date, "EOD", 1)
+        assert sorted(a for a, status, _, _ in stored if status == "OK") == ["R0", "R1", "R2"]
+        assert [s.set_id for s in store.scenario_sets()] == ["audited"]
