@@ -115,6 +115,7 @@ class StreamRun:
         self.peak_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._pending: set[Any] = set()  # solves submitted, not finished
 
     # --- answers (the handler's thread) ---------------------------------------------------
 
@@ -122,7 +123,7 @@ class StreamRun:
         self, requests: Iterator[service_pb2.OptimiseStreamRequest], started: float
     ) -> Iterator[service_pb2.OptimiseStreamResponse]:
         """Start the reader on ``requests`` and yield each account's answer as it comes."""
-        self.context.add_callback(self._stop.set)  # the call ended: stop reading and solving
+        self.context.add_callback(self._end)
         reader = threading.Thread(
             target=self._read, args=(requests,), name="xmargin-stream-read", daemon=True
         )
@@ -163,7 +164,7 @@ class StreamRun:
                 yield message
                 self._leave()
         finally:
-            self._stop.set()
+            self._end()
             log.info(
                 json.dumps(
                     {
@@ -273,10 +274,13 @@ class StreamRun:
                 self._solving.release()
                 return
         self._started_any = True
-        self._stop_cancels(future)
+        with self._lock:
+            self._pending.add(future)
 
         def done(finished: Any) -> None:
             self._solving.release()
+            with self._lock:
+                self._pending.discard(finished)
             if finished.cancelled():
                 return
             try:
@@ -288,9 +292,15 @@ class StreamRun:
 
         future.add_done_callback(done)
 
-    def _stop_cancels(self, future: Any) -> None:
-        """A call that ends takes its queued solves with it."""
-        self.context.add_callback(future.cancel)
+    def _end(self) -> None:
+        """The call ended (answered, cancelled, deadline): stop reading, and cancel the solves
+        still queued. Nothing done is kept: a finished solve leaves ``_pending`` at once, so
+        memory stays bounded by the window however long the stream."""
+        self._stop.set()
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
 
     def _run_engine(self, batch: list[tuple[int, str, BatchAccount]]) -> None:
         """One window of accounts on the ``local`` or ``dask`` engine, holding one slot."""

@@ -296,3 +296,61 @@ def test_an_audited_stream_records_each_account_once(
         stored = store.accounts(header.run.business_date, "EOD", 1)
         assert sorted(a for a, status, _, _ in stored if status == "OK") == ["R0", "R1", "R2"]
         assert [s.set_id for s in store.scenario_sets()] == ["audited"]
+
+
+class _Context:
+    """Just enough of a ServicerContext for StreamRun: alive, no deadline, callbacks kept."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def add_callback(self, callback: Any) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_long_stream_keeps_nothing_of_the_accounts_it_answered() -> None:
+    """Regression: each solve's future (holding its account and answer) was once registered on
+    the call, so a stream held every account until it ended (server RSS grew ~2.6 MB per
+    reference-size account). Now the call holds one callback and no finished solve."""
+    from xmargin.optimiser.batch import AccountOutcome, BatchAccount, SharedInputs
+    from xmargin.server import SolverPool
+    from xmargin.server.batch_stream import StreamRun
+    from xmargin.server.batching import BatchEngines
+
+    pool = SolverPool(2, 2)
+    context = _Context()
+
+    def solve(index: int, account: BatchAccount, shared: Any, backend: Any) -> AccountOutcome:
+        return AccountOutcome(index, account.account, account.label, {}, None, payload=b"")
+
+    run = StreamRun(
+        pool=pool,
+        engines=BatchEngines("threads"),
+        solve=solve,  # type: ignore[arg-type]
+        inputs=SharedInputs.of({}),
+        window=3,
+        run=service_pb2.OptimiseBatchRequest().run,
+        context=context,  # type: ignore[arg-type]
+        make_account=lambda book, label: BatchAccount(book.customer.id, {}, label),
+        prior=lambda account: None,
+        finish=lambda account, outcome: outcome,
+    )
+    count = 500
+    messages = (
+        service_pb2.OptimiseStreamRequest(
+            account=book_pb2.AccountBook(customer=book_pb2.Customer(id=f"C{k}"))
+        )
+        for k in range(count)
+    )
+    try:
+        answers = list(run.answers(messages, 0.0))
+    finally:
+        pool.shutdown()
+    assert sorted(m.account_index for m in answers) == list(range(count))
+    assert len(context.callbacks) == 1
+    assert not run._pending
+    assert run.peak_in_flight <= 3
