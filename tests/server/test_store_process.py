@@ -72,3 +72,19 @@ def test_a_set_registered_through_one_server_is_used_through_another_and_after_a
             if server.process.poll() is None:
                 server.process.kill()
                 server.process.wait()
+
+
+def test_the_store_flags_are_documented_and_the_default_store_is_per_user(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from xmargin.server.cli import build_parser
+    from xmargin.server.scenario_store import default_store_url
+
+    help_text = build_parser().format_help()
+    for flag in ("--store", "--scenario-cache-mb", "--stream-window"):
+        assert flag in help_text
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_store_url() == f"sqlite:///{tmp_path / 'xmargin' / 'store.db'}"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_store_url().endswith("/home/.local/share/xmargin/store.db")

@@ -354,3 +354,25 @@ def test_a_long_stream_keeps_nothing_of_the_accounts_it_answered() -> None:
     assert len(context.callbacks) == 1
     assert not run._pending
     assert run.peak_in_flight <= 3
+
+
+def test_a_stream_on_a_full_server_is_refused_before_anything_is_answered(
+    cases: dict[str, dict[str, Any]],
+) -> None:
+    running = start(workers=1, max_queue=0)
+    case = cases["01-basis-trade-10y"]
+    running.pool.hold()  # the only slot, taken by "another call"
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = XmarginServiceStub(channel)
+            messages = _messages(_header(case), [_renamed(case, "F1"), _renamed(case, "F2")])
+            with pytest.raises(grpc.RpcError) as full:
+                list(stub.OptimiseStream(messages, timeout=30))
+            running.pool.release()
+            answers = list(
+                stub.OptimiseStream(_messages(_header(case), [_renamed(case, "F1")]), timeout=30)
+            )
+    finally:
+        running.stop(0)
+    assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert answers[0].HasField("result")
