@@ -108,7 +108,8 @@ def test_the_stream_matches_single_calls_and_refuses_duplicates(
 
 @pytest.mark.skipif(
     not os.environ.get("XMARGIN_TEST_REFERENCE_STREAM"),
-    reason="300 reference-size solves (~1-2 min): set XMARGIN_TEST_REFERENCE_STREAM=1",
+    reason="300 reference-size solves (224 s on a loaded 2-core machine): set "
+    "XMARGIN_TEST_REFERENCE_STREAM=1",
 )
 def test_three_hundred_reference_accounts_over_the_default_limit() -> None:
     """300 reference-size accounts (300 positions x 2,520 scenarios, 0.45 MB each, 134 MB
