@@ -14,9 +14,10 @@ the typed exceptions of :mod:`xmargin.clients.errors`. Needs grpcio and protobuf
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -289,6 +290,62 @@ class XmarginClient:
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
         return explain_answer(self._call(self._stub.Explain, request, timeout))
+
+    def optimise_stream(
+        self,
+        cases: Iterable[CaseLike],
+        *,
+        shared: CaseLike | None = None,
+        scenario_set: ScenarioSetHandle | None = None,
+        progress: Callable[[BatchItem], None] | None = None,
+        run_number: int = 1,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Iterator[BatchItem]:
+        """Optimise a batch of any size through OptimiseStream: the accounts of ``cases`` (a
+        list, or a generator read lazily as the server asks for more) go up one message
+        each, and each answer is yielded as it finishes (``item.index`` is the account's place
+        in ``cases``). Scenario set, models, rules and options come from ``shared`` (default:
+        the first case), or ``scenario_set`` (a registered set; then no case's scenarios go
+        up). Not retried: RESOURCE_EXHAUSTED before the first answer means nothing was solved.
+        """
+        accounts = iter(cases)
+        if shared is not None:
+            base = convert.load_case_dict(shared)
+        else:
+            first = next(accounts, None)
+            if first is None:
+                return
+            base = convert.load_case_dict(first)
+            accounts = itertools.chain([base], accounts)
+        header = service_pb2.OptimiseBatchRequest(
+            run=self._run(base, run_number, request_id),
+            models=convert.models_message(base),
+            program=convert.program_message(base),
+            options=convert.options_message({**base.get("options", {}), **options}),
+        )
+        self._scenarios(header, base, scenario_set)
+        timeout = self.timeout if timeout is None else timeout
+
+        def messages() -> Iterator[service_pb2.OptimiseStreamRequest]:
+            yield service_pb2.OptimiseStreamRequest(batch=header)
+            for case in accounts:
+                account = convert.account_book(convert.load_case_dict(case))
+                yield service_pb2.OptimiseStreamRequest(account=account)
+
+        self.attempts += 1
+        stream = self._stub.OptimiseStream(messages(), timeout=timeout, metadata=self._metadata)
+        try:
+            for message in stream:
+                item = convert.batch_item(message)
+                if progress is not None:
+                    progress(item)
+                yield item
+        except grpc.RpcError as rpc_error:
+            raise from_rpc_error(rpc_error, header.run.request_id) from None
+        finally:
+            stream.cancel()
 
     def compute_margin(
         self,

@@ -393,7 +393,8 @@ class AccountFailure:
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One streamed account outcome of optimise_batch, with the batch's progress."""
+    """One streamed account outcome of optimise_batch or optimise_stream, with the batch's
+    progress (for optimise_stream, ``total`` counts the accounts the server has so far)."""
 
     index: int
     name: str
@@ -408,7 +409,10 @@ class BatchItem:
         return self.answer is not None
 
 
-def batch_item(message: service_pb2.OptimiseBatchResponse) -> BatchItem:
+def batch_item(
+    message: service_pb2.OptimiseBatchResponse | service_pb2.OptimiseStreamResponse,
+) -> BatchItem:
+    """One account's outcome of OptimiseBatch or OptimiseStream (the same fields)."""
     failure = None
     if message.WhichOneof("outcome") == "error":
         error = message.error

@@ -16,6 +16,11 @@ Tables::
                  xmargin_version, rulebook_name, rulebook_effective_date, models_sha256,
                  scenarios_sha256, seconds, engine, recorded_at
 
+    xm_scenario_data  fingerprint PRIMARY KEY, factors / ids (JSON), shocks (S x K float64
+                      bytes, row-major, little-endian): each scenario set's content once
+    xm_scenario_sets  PRIMARY KEY (set_id, version), UNIQUE (set_id, fingerprint) ->
+                      xm_scenario_data, counts, byte_count, registered_at, registered_by
+
 The request of an account is ``merge_case(payload, request_account)``: the case that was solved.
 Each outcome is one transaction. A stored OK row is never overwritten (a rerun skips it); a
 FAILED row is replaced when the account is retried and succeeds or fails again.
@@ -24,6 +29,7 @@ FAILED row is replaced when the account is retried and succeeds or fails again.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import sqlite3
 import threading
@@ -32,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .batch import (
     AccountOutcome,
@@ -48,13 +56,16 @@ from .batch import (
 from .eligibility import default_rulebook
 
 __all__ = [
+    "SCENARIO_SCHEMA",
     "SCHEMA",
     "AuditRecord",
     "AuditStore",
+    "StoredScenarioSet",
     "Versions",
     "compare_results",
     "open_store",
     "reproduce",
+    "scenario_fingerprint",
     "versions_for",
 ]
 
@@ -116,6 +127,63 @@ RUN_COLUMNS = (
     "recorded_at",
 )
 KEY_COLUMNS = ("business_date", "cycle", "run_number", "account")
+SCENARIO_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS xm_scenario_data (
+        fingerprint TEXT PRIMARY KEY,
+        factors TEXT NOT NULL,
+        ids TEXT NOT NULL,
+        shocks {blob} NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS xm_scenario_sets (
+        set_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL REFERENCES xm_scenario_data (fingerprint),
+        factor_count INTEGER NOT NULL,
+        scenario_count INTEGER NOT NULL,
+        byte_count BIGINT NOT NULL,
+        registered_at TEXT NOT NULL,
+        registered_by TEXT NOT NULL,
+        PRIMARY KEY (set_id, version),
+        UNIQUE (set_id, fingerprint)
+    )""",
+)
+"""Scenario sets (``xmargin serve`` keeps registered sets here); ``{blob}`` is the dialect's
+binary type. Rows are only ever added: nothing evicts or rewrites a registered set."""
+SCENARIO_SET_COLUMNS = (
+    "set_id",
+    "version",
+    "fingerprint",
+    "factor_count",
+    "scenario_count",
+    "byte_count",
+    "registered_at",
+    "registered_by",
+)
+SHOCKS_DTYPE = np.dtype("<f8")
+
+
+def scenario_fingerprint(factors: list[str], ids: list[str], shocks: np.ndarray) -> str:
+    """SHA-256 of a scenario set's canonical encoding: the JSON of ``[factors, ids]`` (default
+    separators), then the S x K shocks as float64, row-major, little-endian."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([list(factors), list(ids)]).encode())
+    digest.update(np.ascontiguousarray(shocks, dtype=SHOCKS_DTYPE).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredScenarioSet:
+    """A registered scenario set's metadata (no shocks): ``byte_count`` is the size of its
+    shocks as float64 (S x K x 8)."""
+
+    set_id: str
+    version: int
+    fingerprint: str
+    factor_count: int
+    scenario_count: int
+    byte_count: int
+    registered_at: str
+    registered_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +274,9 @@ class AuditStore:
                 cursor.execute("SELECT pg_advisory_xact_lock(7242026)")
             for statement in SCHEMA:
                 cursor.execute(statement)
+            blob = "BYTEA" if dialect == "postgresql" else "BLOB"
+            for statement in SCENARIO_SCHEMA:
+                cursor.execute(statement.format(blob=blob))
             cursor.execute(
                 self._sql("INSERT INTO xm_schema (version) VALUES (?) ON CONFLICT DO NOTHING"),
                 (SCHEMA_VERSION,),
@@ -404,6 +475,139 @@ class AuditStore:
     def request(self, record: AuditRecord) -> dict[str, Any]:
         """The case that was solved for ``record``."""
         return merge_case(self.shared(record.request_shared), record.request_account)
+
+    # --- scenario sets ----------------------------------------------------------------------
+
+    def register_scenario_set(
+        self,
+        set_id: str,
+        factors: list[str],
+        ids: list[str],
+        shocks: np.ndarray,
+        registered_by: str = "",
+        fingerprint: str | None = None,
+    ) -> StoredScenarioSet:
+        """Store a (validated) scenario set under ``set_id``: the version already holding the
+        same content, else the next version. Safe against other servers registering at the
+        same time (a lost race is retried; the content is stored once per fingerprint)."""
+        matrix = np.ascontiguousarray(shocks, dtype=SHOCKS_DTYPE)
+        if matrix.shape != (len(ids), len(factors)):
+            raise ValueError(f"shocks are {matrix.shape}, not {len(ids)} x {len(factors)}")
+        fingerprint = fingerprint or scenario_fingerprint(factors, ids, matrix)
+        body = matrix.tobytes()
+        for _ in range(20):
+            with self._transaction() as cursor:
+                found = self._scenario_row(
+                    cursor, "set_id = ? AND fingerprint = ?", (set_id, fingerprint)
+                )
+                if found is not None:
+                    return found
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO xm_scenario_data (fingerprint, factors, ids, shocks) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING"
+                    ),
+                    (fingerprint, json.dumps(list(factors)), json.dumps(list(ids)), body),
+                )
+                cursor.execute(
+                    self._sql("SELECT MAX(version) FROM xm_scenario_sets WHERE set_id = ?"),
+                    (set_id,),
+                )
+                latest = cursor.fetchone()[0]
+                entry = StoredScenarioSet(
+                    set_id,
+                    int(latest or 0) + 1,
+                    fingerprint,
+                    len(factors),
+                    len(ids),
+                    len(body),
+                    dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                    registered_by,
+                )
+                cursor.execute(
+                    self._sql(
+                        f"INSERT INTO xm_scenario_sets ({', '.join(SCENARIO_SET_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' for _ in SCENARIO_SET_COLUMNS)}) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
+                    tuple(getattr(entry, c) for c in SCENARIO_SET_COLUMNS),
+                )
+                if cursor.rowcount:
+                    return entry
+            # another server took that version (or registered this content) meanwhile: again
+        raise RuntimeError(f"could not register scenario set {set_id!r}: too much contention")
+
+    def _scenario_row(
+        self, cursor: Any, where: str, args: tuple[Any, ...]
+    ) -> StoredScenarioSet | None:
+        cursor.execute(
+            self._sql(
+                f"SELECT {', '.join(SCENARIO_SET_COLUMNS)} FROM xm_scenario_sets WHERE {where} "
+                "ORDER BY version DESC"
+            ),
+            args,
+        )
+        row = cursor.fetchone()
+        return None if row is None else _stored_set(row)
+
+    def scenario_set(self, set_id: str, version: int = 0) -> StoredScenarioSet | None:
+        """A registered set's metadata; ``version`` 0: the latest. None when unknown."""
+        with self._transaction() as cursor:
+            if version:
+                return self._scenario_row(cursor, "set_id = ? AND version = ?", (set_id, version))
+            return self._scenario_row(cursor, "set_id = ?", (set_id,))
+
+    def scenario_sets(
+        self, set_id: str = "", after: tuple[str, int] | None = None, limit: int = 100
+    ) -> list[StoredScenarioSet]:
+        """Registered sets by (set_id, version), those after ``after``, at most ``limit``;
+        only ``set_id``'s versions when it is given."""
+        where, args = ["1 = 1"], []
+        if set_id:
+            where.append("set_id = ?")
+            args.append(set_id)
+        if after is not None:
+            where.append("(set_id > ? OR (set_id = ? AND version > ?))")
+            args += [after[0], after[0], after[1]]
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {', '.join(SCENARIO_SET_COLUMNS)} FROM xm_scenario_sets "
+                    f"WHERE {' AND '.join(where)} ORDER BY set_id, version LIMIT {int(limit)}"
+                ),
+                tuple(args),
+            )
+            return [_stored_set(row) for row in cursor.fetchall()]
+
+    def scenario_data(self, fingerprint: str) -> tuple[list[str], list[str], np.ndarray] | None:
+        """The factors, ids and S x K shocks stored under ``fingerprint``; None if absent."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT factors, ids, shocks FROM xm_scenario_data WHERE fingerprint = ?"
+                ),
+                (fingerprint,),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        factors, ids = json.loads(row[0]), json.loads(row[1])
+        shocks = np.frombuffer(bytes(row[2]), dtype=SHOCKS_DTYPE).reshape(len(ids), len(factors))
+        return factors, ids, shocks
+
+
+def _stored_set(row: tuple[Any, ...]) -> StoredScenarioSet:
+    data = dict(zip(SCENARIO_SET_COLUMNS, row, strict=True))
+    return StoredScenarioSet(
+        set_id=str(data["set_id"]),
+        version=int(data["version"]),
+        fingerprint=str(data["fingerprint"]),
+        factor_count=int(data["factor_count"]),
+        scenario_count=int(data["scenario_count"]),
+        byte_count=int(data["byte_count"]),
+        registered_at=str(data["registered_at"]),
+        registered_by=str(data["registered_by"]),
+    )
 
 
 def _account_json(account: BatchAccount) -> str:

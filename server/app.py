@@ -28,7 +28,8 @@ from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
 from .recorder import Recorder
-from .service import ScenarioRegistry, SolverPool, XmarginServicer
+from .scenario_store import ScenarioRegistry
+from .service import SolverPool, XmarginServicer
 
 __all__ = [
     "SERVICE_NAME",
@@ -66,6 +67,14 @@ class ServerConfig:
     """Dask scheduler address (``tcp://host:port``); None with ``dask``: a LocalCluster."""
     audit: str | None = None
     """Audit store URL (``sqlite:///PATH.db`` or ``postgresql://...``); None: no audit."""
+    store: str | None = None
+    """Where registered scenario sets live (a store URL as ``audit``); None: the audit store
+    if there is one, else an in-memory store (``xmargin serve`` passes a file instead)."""
+    scenario_cache_mb: int = 256
+    """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
+    stream_window: int = 0
+    """OptimiseStream: accounts of one call read but not yet answered; 0: 2 x workers."""
+    """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
 
 
 class _Auth(grpc.ServerInterceptor):
@@ -166,10 +175,28 @@ class RunningServer:
         self.servicer.engines.close()
         if self.servicer.recorder is not None:
             self.servicer.recorder.store.close()
+        self.servicer.registry.close()
 
 
 def _read(path: Path | None) -> bytes | None:
     return Path(path).read_bytes() if path is not None else None
+
+
+def _registry(config: ServerConfig, recorder: Recorder | None) -> ScenarioRegistry:
+    """The scenario registry on ``config.store``, else the audit store, else in memory."""
+    cache_bytes = config.scenario_cache_mb * MB
+    if config.store and (recorder is None or config.store != config.audit):
+        from xmargin.optimiser.audit import open_store
+
+        try:
+            store = open_store(config.store)
+        except Exception as error:
+            why = f"{type(error).__name__}: {error}"
+            raise ValueError(f"cannot open the scenario set store: {why}") from error
+        return ScenarioRegistry(store, cache_bytes, owns_store=True)
+    if recorder is not None:
+        return ScenarioRegistry(recorder.store, cache_bytes, owns_store=False)
+    return ScenarioRegistry(cache_bytes=cache_bytes)
 
 
 def build_server(config: ServerConfig) -> RunningServer:
@@ -190,12 +217,15 @@ def build_server(config: ServerConfig) -> RunningServer:
             why = f"{type(error).__name__}: {error}"
             raise ValueError(f"cannot open the audit store: {why}") from error
     try:
+        registry = _registry(config, recorder)
         engines = BatchEngines(config.batch_engine, config.workers, config.scheduler)
     except BaseException:
         if recorder is not None:
             recorder.store.close()
         raise
-    servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits, engines, recorder)
+    servicer = XmarginServicer(
+        pool, registry, config.limits, engines, recorder, config.stream_window
+    )
     max_bytes = config.max_message_mb * MB
     interceptors = [_Auth(config.token)] if config.token else []
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
@@ -275,6 +305,7 @@ def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = 
                 "audit": None
                 if running.servicer.recorder is None
                 else running.servicer.recorder.store.where,
+                "store": running.servicer.registry.store.where,
             }
         )
     )

@@ -59,6 +59,7 @@ __all__ = [
     "ProtoSolve",
     "SolverPoolEngine",
     "error_proto",
+    "outcome_error",
     "rebuild_result",
     "solve_budget",
     "time_limit",
@@ -82,6 +83,18 @@ def error_proto(error: BaseException) -> service_pb2.AccountError:
         field_violations=[
             service_pb2.FieldViolation(field=f, description=d) for f, d in error_report.violations
         ],
+    )
+
+
+def outcome_error(outcome: AccountOutcome) -> service_pb2.AccountError:
+    """The AccountError of a failed outcome (an engine's own failure has no payload)."""
+    if outcome.payload is not None:
+        return service_pb2.AccountError.FromString(outcome.payload)
+    assert outcome.error is not None
+    return service_pb2.AccountError(
+        code="UNAVAILABLE",
+        message=f"{outcome.error.type}: {outcome.error.message}",
+        reason=outcome.error.type,
     )
 
 

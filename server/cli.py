@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .app import ServerConfig, serve
+from .scenario_store import default_store_url
 
 __all__ = ["build_parser", "main"]
 
@@ -74,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="record every Optimise and batch account: sqlite:///PATH.db or postgresql://...",
     )
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="where registered scenario sets live (sqlite:///PATH.db or postgresql://...; "
+        "servers sharing one share their sets); default: the --audit store, else "
+        "$XDG_DATA_HOME/xmargin/store.db",
+    )
+    parser.add_argument(
+        "--scenario-cache-mb",
+        type=int,
+        default=256,
+        help="memory for scenario sets in use, MiB, least recently used dropped first (they "
+        "stay in the store; default 256)",
+    )
+    parser.add_argument(
+        "--stream-window",
+        type=int,
+        default=0,
+        help="OptimiseStream: accounts of one call read but not yet answered (default 2 x "
+        "--workers); the client is held back beyond it",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -105,6 +127,9 @@ def main(argv: list[str]) -> int:
         batch_engine=engine,
         scheduler=args.scheduler,
         audit=args.audit,
+        store=args.store or (None if args.audit else default_store_url()),
+        scenario_cache_mb=args.scenario_cache_mb,
+        stream_window=args.stream_window,
     )
     try:
         return serve(config)

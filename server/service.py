@@ -13,19 +13,15 @@ an audit store (``--audit``) Optimise and each batch account are recorded (:mod:
 
 from __future__ import annotations
 
-import array
 import dataclasses
-import hashlib
 import json
 import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -59,6 +55,7 @@ from xmargin.optimiser.batch import (
 from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.results import OptimisationResult
 
+from .batch_stream import StreamRun, duplicate_ids
 from .batching import (
     DEADLINE_RESERVE,
     MIN_SOLVE_SECONDS,
@@ -66,6 +63,7 @@ from .batching import (
     ProtoSolve,
     SolverPoolEngine,
     error_proto,
+    outcome_error,
     solve_budget,
 )
 from .convert import (
@@ -90,13 +88,19 @@ from .errors import (
     DeadlineError,
     EngineError,
     OverloadedError,
-    ScenarioSetNotFoundError,
     ServiceError,
     abort,
     report,
 )
 from .explain_convert import explain_response
 from .recorder import Recorder
+from .scenario_store import (
+    RegisteredSet,
+    ScenarioRegistry,
+    client_identity,
+    get_scenario_set,
+    list_scenario_sets,
+)
 
 __all__ = [
     "DEADLINE_RESERVE",
@@ -164,57 +168,6 @@ class SolverPool:
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
-@dataclass(frozen=True, slots=True)
-class RegisteredSet:
-    set_id: str
-    version: int
-    fingerprint: str
-    scenarios: ResolvedScenarios
-
-
-class ScenarioRegistry:
-    """Scenario sets by id and version, in memory; the oldest is dropped beyond ``max_sets``."""
-
-    def __init__(self, max_sets: int = 64) -> None:
-        self._sets: OrderedDict[tuple[str, int], RegisteredSet] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_sets = max_sets
-
-    @staticmethod
-    def fingerprint(scenarios: ResolvedScenarios) -> str:
-        digest = hashlib.sha256()
-        digest.update(json.dumps([scenarios.factors, scenarios.ids]).encode())
-        for row in scenarios.shocks:
-            digest.update(array.array("d", row).tobytes())
-        return digest.hexdigest()
-
-    def register(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
-        fingerprint = self.fingerprint(scenarios)
-        with self._lock:
-            versions = [v for (i, v) in self._sets if i == set_id]
-            for version in versions:
-                existing = self._sets[(set_id, version)]
-                if existing.fingerprint == fingerprint:
-                    return existing
-            entry = RegisteredSet(
-                set_id,
-                max(versions, default=0) + 1,
-                fingerprint,
-                dataclasses.replace(scenarios, path="scenario_set_ref"),
-            )
-            self._sets[(set_id, entry.version)] = entry
-            while len(self._sets) > self.max_sets:
-                self._sets.popitem(last=False)
-            return entry
-
-    def get(self, set_id: str, version: int) -> RegisteredSet:
-        with self._lock:
-            entry = self._sets.get((set_id, version))
-        if entry is None:
-            raise ScenarioSetNotFoundError(set_id, version)
-        return entry
-
-
 def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> dict[str, Any]:
     """A case with no positions: parse_case then validates only the shared parts."""
     model = {"confidence": 0.99, "horizon_days": 1.0}
@@ -243,8 +196,11 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         limits: Limits | None = None,
         engines: BatchEngines | None = None,
         recorder: Recorder | None = None,
+        stream_window: int = 0,
     ) -> None:
         self.pool = pool
+        self.stream_window = stream_window or 2 * pool.workers
+        """OptimiseStream: accounts of one call read but not yet answered, at most."""
         self.registry = registry or ScenarioRegistry()
         self.limits = limits or Limits()
         self.engines = engines or BatchEngines("threads")
@@ -558,7 +514,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             scenarios = scenario_set_case(request.scenario_set, "scenario_set", self.limits)
             paths = FieldPaths(scenarios="scenario_set", factor_count=len(scenarios.factors))
             parse(_minimal_case(request.run, scenarios), paths, parse_case)
-            entry = self.registry.register(request.id, scenarios)
+            entry = self.registry.register(request.id, scenarios, client_identity(context))
             return service_pb2.RegisterScenarioSetResponse(
                 run=request.run,
                 ref=book_pb2.ScenarioSetRef(id=entry.set_id, version=entry.version),
@@ -569,9 +525,23 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
         return self._unary("RegisterScenarioSet", request, context, handle)
 
+    def GetScenarioSet(  # noqa: N802
+        self, request: service_pb2.GetScenarioSetRequest, context: grpc.ServicerContext
+    ) -> service_pb2.GetScenarioSetResponse:
+        return self._unary(
+            "GetScenarioSet", request, context, lambda: get_scenario_set(self.registry, request)
+        )
+
+    def ListScenarioSets(  # noqa: N802
+        self, request: service_pb2.ListScenarioSetsRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ListScenarioSetsResponse:
+        return self._unary(
+            "ListScenarioSets", request, context, lambda: list_scenario_sets(self.registry, request)
+        )
+
     def preload(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
         """Register a scenario set at start-up (``--scenario-set``)."""
-        return self.registry.register(set_id, scenarios)
+        return self.registry.register(set_id, scenarios, "server --scenario-set")
 
     def OptimiseBatch(  # noqa: N802
         self, request: service_pb2.OptimiseBatchRequest, context: grpc.ServicerContext
@@ -591,15 +561,81 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 code = grpc.StatusCode.CANCELLED
             self._log("OptimiseBatch", request, code, started)
 
-    def _batch(
+    def OptimiseStream(  # noqa: N802
         self,
-        request: service_pb2.OptimiseBatchRequest,
+        request_iterator: Iterator[service_pb2.OptimiseStreamRequest],
         context: grpc.ServicerContext,
+    ) -> Iterator[service_pb2.OptimiseStreamResponse]:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        header = service_pb2.OptimiseBatchRequest()  # filled from the first message, for the log
+        try:
+            yield from self._optimise_stream(request_iterator, context, header, started)
+        except Exception as error:
+            error_report = report(error)
+            code = error_report.code
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unexpected error in OptimiseStream")
+            abort(context, error_report)
+        finally:
+            if code is grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.CANCELLED
+            self._log("OptimiseStream", header, code, started)
+
+    def _optimise_stream(
+        self,
+        requests: Iterator[service_pb2.OptimiseStreamRequest],
+        context: grpc.ServicerContext,
+        header: service_pb2.OptimiseBatchRequest,
         started: float,
-    ) -> Iterator[service_pb2.OptimiseBatchResponse]:
-        total = len(request.accounts)
-        if total > self.limits.max_accounts:
-            raise RequestError([("accounts", f"at most {self.limits.max_accounts} accounts")])
+    ) -> Iterator[service_pb2.OptimiseStreamResponse]:
+        """Check the header (the first message), then stream the accounts (:mod:`.batch_stream`)."""
+        first = next(requests, None)
+        if first is None:
+            return
+        if first.WhichOneof("item") != "batch":
+            raise RequestError(
+                [("batch", "the first message carries the batch: run, scenarios, models, ...")]
+            )
+        header.CopyFrom(first.batch)
+        if header.accounts:
+            raise RequestError([("batch.accounts", "must be empty: one account per message")])
+        scenarios = self._batch_scenarios(header)
+        recorder = self.recorder
+        run_number = 0 if recorder is None else recorder.run_number(header.run.run_number)
+        inputs = SharedInputs.of(self._shared_data(header, scenarios), from_json=True)
+
+        def make_account(book: book_pb2.AccountBook, label: str) -> BatchAccount:
+            return self._account(header, book, label, scenarios)
+
+        def prior(account: BatchAccount) -> AccountOutcome | None:
+            if recorder is None:
+                return None
+            found = recorder.prior(inputs, [account], run_number)
+            return found[0][0] if found else None
+
+        def finish(account: BatchAccount, outcome: AccountOutcome) -> AccountOutcome:
+            if recorder is None or not _recordable(outcome):
+                return outcome
+            return recorder.record(inputs, account, outcome, run_number)[0]
+
+        run = StreamRun(
+            pool=self.pool,
+            engines=self.engines,
+            solve=ProtoSolve(self._deadline(context), _optimise),
+            inputs=inputs,
+            window=self.stream_window,
+            run=header.run,
+            context=context,
+            make_account=make_account,
+            prior=prior,
+            finish=finish,
+        )
+        yield from run.answers(requests, started)
+
+    def _batch_scenarios(self, request: service_pb2.OptimiseBatchRequest) -> ResolvedScenarios:
+        """A batch's scenario set, its shared parts (models, program, options) checked once
+        so that a bad one refuses the whole batch instead of failing every account alike."""
         scenarios = self._scenarios(request)
         shared = book_case(
             request.run,
@@ -621,6 +657,21 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 make_backend(shared_book.options.backend)
             except ValueError as error:
                 raise RequestError([("options.backend", str(error))]) from error
+        return scenarios
+
+    def _batch(
+        self,
+        request: service_pb2.OptimiseBatchRequest,
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> Iterator[service_pb2.OptimiseBatchResponse]:
+        total = len(request.accounts)
+        if total > self.limits.max_accounts:
+            raise RequestError([("accounts", f"at most {self.limits.max_accounts} accounts")])
+        duplicates = duplicate_ids(a.customer.id for a in request.accounts)
+        if duplicates:
+            raise RequestError(duplicates)
+        scenarios = self._batch_scenarios(request)
         if total == 0:
             return
         run_number = 0
@@ -729,7 +780,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                     message.result.ParseFromString(outcome.payload)
                 else:
                     failed += 1
-                    message.error.CopyFrom(_account_error(outcome))
+                    message.error.CopyFrom(outcome_error(outcome))
                 completed += 1
                 message.progress.CopyFrom(
                     service_pb2.BatchProgress(completed=completed, failed=failed, total=total)
@@ -754,18 +805,6 @@ def _recordable(outcome: AccountOutcome) -> bool:
         return False
     code: str = service_pb2.AccountError.FromString(outcome.payload).code
     return code == "FAILED_PRECONDITION"
-
-
-def _account_error(outcome: AccountOutcome) -> service_pb2.AccountError:
-    """The AccountError of a failed outcome (an engine's own failure has no payload)."""
-    if outcome.payload is not None:
-        return service_pb2.AccountError.FromString(outcome.payload)
-    assert outcome.error is not None
-    return service_pb2.AccountError(
-        code=grpc.StatusCode.UNAVAILABLE.name,
-        message=f"{outcome.error.type}: {outcome.error.message}",
-        reason=outcome.error.type,
-    )
 
 
 def _what_if(

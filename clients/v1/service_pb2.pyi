@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from xmargin.clients.v1 import book_pb2 as _book_pb2
@@ -795,3 +796,247 @@ class RegisterScenarioSetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterScenarioSetResponse: _TypeAlias = RegisterScenarioSetResponse  # noqa: Y015
+
+@_typing.final
+class GetScenarioSetRequest(_message.Message):
+    """Which registered scenario set to describe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> _book_pb2.ScenarioSetRef:
+        """The set's id and version; version 0 means its latest version."""
+
+    def __init__(
+        self,
+        *,
+        ref: _book_pb2.ScenarioSetRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScenarioSetRequest: _TypeAlias = GetScenarioSetRequest  # noqa: Y015
+
+@_typing.final
+class GetScenarioSetResponse(_message.Message):
+    """A registered scenario set's metadata."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIO_SET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scenario_set(self) -> Global___ScenarioSetInfo:
+        """The set described."""
+
+    def __init__(
+        self,
+        *,
+        scenario_set: Global___ScenarioSetInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scenario_set", b"scenario_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scenario_set", b"scenario_set"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScenarioSetResponse: _TypeAlias = GetScenarioSetResponse  # noqa: Y015
+
+@_typing.final
+class ListScenarioSetsRequest(_message.Message):
+    """A page of the registered scenario sets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Only this id's versions; empty: every set."""
+    page_size: _builtins.int
+    """Sets per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty: the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListScenarioSetsRequest: _TypeAlias = ListScenarioSetsRequest  # noqa: Y015
+
+@_typing.final
+class ListScenarioSetsResponse(_message.Message):
+    """Registered scenario sets, ordered by id then version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIO_SETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def scenario_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScenarioSetInfo]:
+        """This page's sets."""
+
+    def __init__(
+        self,
+        *,
+        scenario_sets: _abc.Iterable[Global___ScenarioSetInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "scenario_sets", b"scenario_sets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListScenarioSetsResponse: _TypeAlias = ListScenarioSetsResponse  # noqa: Y015
+
+@_typing.final
+class ScenarioSetInfo(_message.Message):
+    """Metadata of a registered scenario set (never its shocks)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    FACTOR_COUNT_FIELD_NUMBER: _builtins.int
+    SCENARIO_COUNT_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
+    factor_count: _builtins.int
+    """Number of risk factors (K)."""
+    scenario_count: _builtins.int
+    """Number of scenarios (S)."""
+    bytes: _builtins.int
+    """Size of the stored shocks, S x K x 8 bytes (float64)."""
+    fingerprint: _builtins.str
+    """SHA-256 of the factors, ids and shocks (as in RegisterScenarioSetResponse)."""
+    registered_by: _builtins.str
+    """Who registered it: the client certificate's identity, a hash of the bearer token, or the
+    client's address.
+    """
+    @_builtins.property
+    def ref(self) -> _book_pb2.ScenarioSetRef:
+        """Its handle: id and version."""
+
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was first registered."""
+
+    def __init__(
+        self,
+        *,
+        ref: _book_pb2.ScenarioSetRef | None = ...,
+        factor_count: _builtins.int = ...,
+        scenario_count: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        fingerprint: _builtins.str = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
+        registered_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "registered_at", b"registered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "factor_count", b"factor_count", "fingerprint", b"fingerprint", "ref", b"ref", "registered_at", b"registered_at", "registered_by", b"registered_by", "scenario_count", b"scenario_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScenarioSetInfo: _TypeAlias = ScenarioSetInfo  # noqa: Y015
+
+@_typing.final
+class OptimiseStreamRequest(_message.Message):
+    """One message of an OptimiseStream call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___OptimiseBatchRequest:
+        """First message only: run, scenarios, models, program and options shared by every
+        account; its accounts field must be empty.
+        """
+
+    @_builtins.property
+    def account(self) -> _book_pb2.AccountBook:
+        """Every later message: one account."""
+
+    def __init__(
+        self,
+        *,
+        batch: Global___OptimiseBatchRequest | None = ...,
+        account: _book_pb2.AccountBook | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "batch", b"batch", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "batch", b"batch", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["batch", "account"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___OptimiseStreamRequest: _TypeAlias = OptimiseStreamRequest  # noqa: Y015
+
+@_typing.final
+class OptimiseStreamResponse(_message.Message):
+    """One account's outcome in an OptimiseStream call (the fields of OptimiseBatchResponse)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    ACCOUNT_INDEX_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    account_index: _builtins.int
+    """Place of the account in the stream: 0 for the first account message."""
+    account_name: _builtins.str
+    """The account's name, else its customer id."""
+    @_builtins.property
+    def run(self) -> _common_pb2.RunContext:
+        """The run stamp of the batch message."""
+
+    @_builtins.property
+    def result(self) -> _result_pb2.OptimiseResult:
+        """The account's optimisation."""
+
+    @_builtins.property
+    def error(self) -> Global___AccountError:
+        """Why it failed; the other accounts go on."""
+
+    @_builtins.property
+    def progress(self) -> Global___BatchProgress:
+        """How far the stream has got; total counts the accounts received so far."""
+
+    def __init__(
+        self,
+        *,
+        run: _common_pb2.RunContext | None = ...,
+        account_index: _builtins.int = ...,
+        account_name: _builtins.str = ...,
+        result: _result_pb2.OptimiseResult | None = ...,
+        error: Global___AccountError | None = ...,
+        progress: Global___BatchProgress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "progress", b"progress", "result", b"result", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_index", b"account_index", "account_name", b"account_name", "error", b"error", "outcome", b"outcome", "progress", b"progress", "result", b"result", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___OptimiseStreamResponse: _TypeAlias = OptimiseStreamResponse  # noqa: Y015

@@ -82,6 +82,21 @@ class XmarginServiceStub:
                 request_serializer=xmargin_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=xmargin_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.GetScenarioSet = channel.unary_unary(
+                '/xmargin.v1.XmarginService/GetScenarioSet',
+                request_serializer=xmargin_dot_v1_dot_service__pb2.GetScenarioSetRequest.SerializeToString,
+                response_deserializer=xmargin_dot_v1_dot_service__pb2.GetScenarioSetResponse.FromString,
+                _registered_method=True)
+        self.ListScenarioSets = channel.unary_unary(
+                '/xmargin.v1.XmarginService/ListScenarioSets',
+                request_serializer=xmargin_dot_v1_dot_service__pb2.ListScenarioSetsRequest.SerializeToString,
+                response_deserializer=xmargin_dot_v1_dot_service__pb2.ListScenarioSetsResponse.FromString,
+                _registered_method=True)
+        self.OptimiseStream = channel.stream_stream(
+                '/xmargin.v1.XmarginService/OptimiseStream',
+                request_serializer=xmargin_dot_v1_dot_service__pb2.OptimiseStreamRequest.SerializeToString,
+                response_deserializer=xmargin_dot_v1_dot_service__pb2.OptimiseStreamResponse.FromString,
+                _registered_method=True)
 
 
 class XmarginServiceServicer:
@@ -153,6 +168,33 @@ class XmarginServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScenarioSet(self, request, context):
+        """A registered scenario set's metadata (never its shocks). Sets live in the server's store,
+        so every server on the same store knows every set, across restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScenarioSets(self, request, context):
+        """Registered scenario sets' metadata, by id and version, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OptimiseStream(self, request_iterator, context):
+        """A batch of any size: the first message carries the shared parts (an OptimiseBatchRequest
+        without accounts), every later one a single account. Answers come back as accounts
+        finish, in completion order, while the client is still sending; the server reads
+        accounts only as fast as it solves them (a bounded window), so no message or buffer grows
+        with the batch. account_index is the account's place in the stream (0 for the first
+        account message). Duplicate customer ids are refused per account (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_XmarginServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +232,21 @@ def add_XmarginServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=xmargin_dot_v1_dot_explain__pb2.ExplainRequest.FromString,
                     response_serializer=xmargin_dot_v1_dot_explain__pb2.ExplainResponse.SerializeToString,
+            ),
+            'GetScenarioSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScenarioSet,
+                    request_deserializer=xmargin_dot_v1_dot_service__pb2.GetScenarioSetRequest.FromString,
+                    response_serializer=xmargin_dot_v1_dot_service__pb2.GetScenarioSetResponse.SerializeToString,
+            ),
+            'ListScenarioSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScenarioSets,
+                    request_deserializer=xmargin_dot_v1_dot_service__pb2.ListScenarioSetsRequest.FromString,
+                    response_serializer=xmargin_dot_v1_dot_service__pb2.ListScenarioSetsResponse.SerializeToString,
+            ),
+            'OptimiseStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.OptimiseStream,
+                    request_deserializer=xmargin_dot_v1_dot_service__pb2.OptimiseStreamRequest.FromString,
+                    response_serializer=xmargin_dot_v1_dot_service__pb2.OptimiseStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +450,87 @@ class XmarginService:
             '/xmargin.v1.XmarginService/Explain',
             xmargin_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
             xmargin_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScenarioSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xmargin.v1.XmarginService/GetScenarioSet',
+            xmargin_dot_v1_dot_service__pb2.GetScenarioSetRequest.SerializeToString,
+            xmargin_dot_v1_dot_service__pb2.GetScenarioSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScenarioSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xmargin.v1.XmarginService/ListScenarioSets',
+            xmargin_dot_v1_dot_service__pb2.ListScenarioSetsRequest.SerializeToString,
+            xmargin_dot_v1_dot_service__pb2.ListScenarioSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptimiseStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/xmargin.v1.XmarginService/OptimiseStream',
+            xmargin_dot_v1_dot_service__pb2.OptimiseStreamRequest.SerializeToString,
+            xmargin_dot_v1_dot_service__pb2.OptimiseStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

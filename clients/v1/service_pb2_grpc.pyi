@@ -68,6 +68,20 @@ class XmarginServiceStub:
     factor and by position, in USD) at the current and optimised allocations, and what each
     transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
     """
+    GetScenarioSet: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetScenarioSetRequest, _service_pb2.GetScenarioSetResponse]
+    """A registered scenario set's metadata (never its shocks). Sets live in the server's store,
+    so every server on the same store knows every set, across restarts.
+    """
+    ListScenarioSets: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListScenarioSetsRequest, _service_pb2.ListScenarioSetsResponse]
+    """Registered scenario sets' metadata, by id and version, a page at a time."""
+    OptimiseStream: _grpc.StreamStreamMultiCallable[_service_pb2.OptimiseStreamRequest, _service_pb2.OptimiseStreamResponse]
+    """A batch of any size: the first message carries the shared parts (an OptimiseBatchRequest
+    without accounts), every later one a single account. Answers come back as accounts
+    finish, in completion order, while the client is still sending; the server reads
+    accounts only as fast as it solves them (a bounded window), so no message or buffer grows
+    with the batch. account_index is the account's place in the stream (0 for the first
+    account message). Duplicate customer ids are refused per account (INVALID_ARGUMENT).
+    """
 
 @_typing.type_check_only
 class XmarginServiceAsyncStub(XmarginServiceStub):
@@ -107,6 +121,20 @@ class XmarginServiceAsyncStub(XmarginServiceStub):
     """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
     factor and by position, in USD) at the current and optimised allocations, and what each
     transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+    """
+    GetScenarioSet: _aio.UnaryUnaryMultiCallable[_service_pb2.GetScenarioSetRequest, _service_pb2.GetScenarioSetResponse]  # type: ignore[assignment]
+    """A registered scenario set's metadata (never its shocks). Sets live in the server's store,
+    so every server on the same store knows every set, across restarts.
+    """
+    ListScenarioSets: _aio.UnaryUnaryMultiCallable[_service_pb2.ListScenarioSetsRequest, _service_pb2.ListScenarioSetsResponse]  # type: ignore[assignment]
+    """Registered scenario sets' metadata, by id and version, a page at a time."""
+    OptimiseStream: _aio.StreamStreamMultiCallable[_service_pb2.OptimiseStreamRequest, _service_pb2.OptimiseStreamResponse]  # type: ignore[assignment]
+    """A batch of any size: the first message carries the shared parts (an OptimiseBatchRequest
+    without accounts), every later one a single account. Answers come back as accounts
+    finish, in completion order, while the client is still sending; the server reads
+    accounts only as fast as it solves them (a bounded window), so no message or buffer grows
+    with the batch. account_index is the account's place in the stream (0 for the first
+    account message). Duplicate customer ids are refused per account (INVALID_ARGUMENT).
     """
 
 class XmarginServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -186,6 +214,38 @@ class XmarginServiceServicer(metaclass=_abc_1.ABCMeta):
         """Why each account margins what it does (the tail scenarios, stress, add-ons, the split by
         factor and by position, in USD) at the current and optimised allocations, and what each
         transfer saves. Solves like Optimise unless current_only (messages in explain.proto).
+        """
+
+    @_abc_1.abstractmethod
+    def GetScenarioSet(
+        self,
+        request: _service_pb2.GetScenarioSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetScenarioSetResponse, _abc.Awaitable[_service_pb2.GetScenarioSetResponse]]:
+        """A registered scenario set's metadata (never its shocks). Sets live in the server's store,
+        so every server on the same store knows every set, across restarts.
+        """
+
+    @_abc_1.abstractmethod
+    def ListScenarioSets(
+        self,
+        request: _service_pb2.ListScenarioSetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListScenarioSetsResponse, _abc.Awaitable[_service_pb2.ListScenarioSetsResponse]]:
+        """Registered scenario sets' metadata, by id and version, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def OptimiseStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_service_pb2.OptimiseStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.OptimiseStreamResponse], _abc.AsyncIterator[_service_pb2.OptimiseStreamResponse]]:
+        """A batch of any size: the first message carries the shared parts (an OptimiseBatchRequest
+        without accounts), every later one a single account. Answers come back as accounts
+        finish, in completion order, while the client is still sending; the server reads
+        accounts only as fast as it solves them (a bounded window), so no message or buffer grows
+        with the batch. account_index is the account's place in the stream (0 for the first
+        account message). Duplicate customer ids are refused per account (INVALID_ARGUMENT).
         """
 
 def add_XmarginServiceServicer_to_server(servicer: XmarginServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@ from tests.server.harness import (  # noqa: F401 (fixtures)
     cases,
     certificates,
     channel,
+    isolated_data_home,
     server,
     small_server,
     small_stub,

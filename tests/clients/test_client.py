@@ -65,6 +65,7 @@ def test_optimise_batch_yields_every_account_with_progress(
 ) -> None:
     broken = copy.deepcopy(cases["02-butterfly-2s5s10s"])
     broken["positions"][0]["instrument"] = "NOT-LISTED"
+    broken["customer"]["id"] = "CUST-broken"  # a batch holds each customer once
     books = [*CASE_FILES, broken]
     seen: list[BatchItem] = []
     items = list(client.optimise_batch(books, progress=seen.append))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -29,6 +30,20 @@ def load(path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def cases() -> dict[str, dict[str, Any]]:
     return {path.stem: load(path) for path in CASE_FILES}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``xmargin serve`` keeps scenario sets in $XDG_DATA_HOME/xmargin/store.db by default:
+    server processes started by the tests write to a temporary one, never the user's."""
+    folder = tmp_path_factory.mktemp("data-home")
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = before
 
 
 def start(**config: Any) -> RunningServer:

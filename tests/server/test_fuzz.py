@@ -164,6 +164,14 @@ def fuzz_channel(fuzz_server: RunningServer) -> Iterator[grpc.Channel]:
         yield channel
 
 
+def _other_customer(account: book_pb2.AccountBook) -> book_pb2.AccountBook:
+    """The same book under another customer id (a batch holds each customer once)."""
+    other = book_pb2.AccountBook()
+    other.CopyFrom(account)
+    other.customer.id = f"{account.customer.id}-2"
+    return other
+
+
 def _requests() -> dict[str, tuple[str, Message]]:
     case = tiny_case()
     run = convert.run_context(case, request_id="fuzz")
@@ -211,7 +219,7 @@ def _requests() -> dict[str, tuple[str, Message]]:
             "OptimiseBatch",
             service_pb2.OptimiseBatchRequest(
                 run=run,
-                accounts=[full.account, full.account],
+                accounts=[full.account, _other_customer(full.account)],
                 scenario_set=full.scenario_set,
                 models=full.models,
                 program=full.program,

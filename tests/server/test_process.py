@@ -97,7 +97,9 @@ def test_preloaded_scenario_set_is_usable_by_reference(served: ServerProcess) ->
 def test_sigterm_finishes_the_calls_in_flight(served: ServerProcess) -> None:
     cases = [json.loads(path.read_text()) for path in CASE_FILES]
     shared = optimise_request(cases[0])
-    accounts = [convert.account_book(case) for case in cases] * 5
+    accounts = [convert.account_book(case) for _ in range(5) for case in cases]
+    for copy, account in enumerate(accounts):  # one account per customer in a batch
+        account.customer.id = f"{account.customer.id}-{copy}"
     batch = service_pb2.OptimiseBatchRequest(
         run=shared.run,
         accounts=accounts,

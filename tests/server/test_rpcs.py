@@ -251,6 +251,7 @@ def test_optimise_batch_streams_every_account_and_reports_failures_per_account(
     accounts = [convert.account_book(cases[name]) for name in names]
     broken = convert.account_book(cases["02-butterfly-2s5s10s"])
     broken.positions[1].lot = -1.0
+    broken.customer.id = "CUST-broken"  # a batch holds each customer once
     accounts.insert(3, broken)
     request = _batch_request(cases, accounts)
     messages = list(stub.OptimiseBatch(request, timeout=120))
@@ -331,6 +332,9 @@ def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Cha
         "CheckEligibility",
         "RegisterScenarioSet",
         "Explain",
+        "GetScenarioSet",
+        "ListScenarioSets",
+        "OptimiseStream",
     }
 
 

@@ -1,0 +1,327 @@
+"""Registered scenario sets: kept in the server's store, served from a cache bounded in bytes.
+
+A set lives in the store (:class:`~xmargin.optimiser.audit.AuditStore`; the one ``--store``
+or ``--audit`` names, an embedded SQLite file by default): content once per fingerprint
+(SHA-256 of factors, ids and float64 shocks), each ``(id, version)`` a row that is never
+deleted. Every server on the same store therefore sees every set, and a restart loses none.
+A set is validated once, when registered; reading it back only decodes the stored arrays.
+
+Memory: the sets in use are kept in an LRU cache bounded by their in-memory size (``--
+scenario-cache-mb``); eviction drops a set from the cache only (the next use reads it from the
+store again), so no client's registrations can make another client's sets unusable.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from xmargin.clients.v1 import book_pb2, service_pb2
+from xmargin.optimiser.audit import (
+    AuditStore,
+    StoredScenarioSet,
+    open_store,
+    scenario_fingerprint,
+)
+
+from .convert import RequestError, ResolvedScenarios
+from .errors import AuditError, ScenarioSetNotFoundError
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "RegisteredSet",
+    "ScenarioRegistry",
+    "client_identity",
+    "default_store_url",
+    "get_scenario_set",
+    "list_scenario_sets",
+    "python_bytes",
+]
+
+log = logging.getLogger("xmargin.server")
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_REFS = 100_000
+"""(id, version) -> metadata entries kept in memory (a few hundred bytes each)."""
+REF_PATH = "scenario_set_ref"
+
+_FLOAT_BYTES = sys.getsizeof(1.0) + 8  # a float object and its list slot
+_LIST_BYTES = sys.getsizeof([])
+
+
+def default_store_url() -> str:
+    """``xmargin serve``'s store when neither ``--store`` nor ``--audit`` names one: the SQLite
+    file ``$XDG_DATA_HOME/xmargin/store.db`` (``~/.local/share/xmargin/store.db``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"sqlite:///{Path(base) / 'xmargin' / 'store.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSet:
+    """A set ready to use: its metadata and its scenarios in case-format form."""
+
+    set_id: str
+    version: int
+    fingerprint: str
+    scenarios: ResolvedScenarios
+    info: StoredScenarioSet | None = None
+
+
+def python_bytes(scenarios: ResolvedScenarios) -> int:
+    """Approximate memory of a set held as Python lists (what the request pipeline uses):
+    S x K floats at 32 bytes (object and slot), S row lists, the id and factor strings."""
+    rows = len(scenarios.shocks)
+    width = len(scenarios.factors)
+    strings = sum(sys.getsizeof(s) + 8 for s in scenarios.ids) + sum(
+        sys.getsizeof(f) + 8 for f in scenarios.factors
+    )
+    return rows * width * _FLOAT_BYTES + (rows + 3) * _LIST_BYTES + strings
+
+
+def client_identity(context: grpc.ServicerContext | None) -> str:
+    """Who is calling, for the record: the client certificate's identity (mutual TLS), else
+    a short hash of its bearer token, else its address (without the port)."""
+    if context is None:
+        return "server"
+    identities = context.peer_identities()
+    if identities:
+        return "cert:" + b",".join(identities).decode(errors="replace")
+    metadata = dict(context.invocation_metadata() or ())
+    token = metadata.get("authorization")
+    if token:
+        token_bytes = token.encode() if isinstance(token, str) else bytes(token)
+        return "token:" + hashlib.sha256(token_bytes).hexdigest()[:12]
+    peer = context.peer() or ""
+    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+
+
+class ScenarioRegistry:
+    """Scenario sets by id and version, in ``store`` (default: an in-memory SQLite store,
+    for tests and embedding), cached up to ``cache_bytes`` of memory (LRU)."""
+
+    def __init__(
+        self,
+        store: AuditStore | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        owns_store: bool | None = None,
+    ) -> None:
+        self.store = store if store is not None else open_store(":memory:")
+        self.owns_store = store is None if owns_store is None else owns_store
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[str, tuple[ResolvedScenarios, int]] = OrderedDict()
+        self._refs: OrderedDict[tuple[str, int], StoredScenarioSet] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    # --- cache ----------------------------------------------------------------------------
+
+    @property
+    def cached_bytes(self) -> int:
+        """Memory held by the cached sets (as :func:`python_bytes` counts it)."""
+        with self._lock:
+            return self._cached
+
+    def cached(self) -> list[str]:
+        """Fingerprints in the cache, least recently used first."""
+        with self._lock:
+            return list(self._cache)
+
+    def _remember(self, fingerprint: str, scenarios: ResolvedScenarios) -> None:
+        size = python_bytes(scenarios)
+        with self._lock:
+            if fingerprint in self._cache:
+                self._cache.move_to_end(fingerprint)
+                return
+            if size > self.cache_bytes:  # larger than the whole cache: used, not kept
+                return
+            self._cache[fingerprint] = (scenarios, size)
+            self._cached += size
+            while self._cached > self.cache_bytes:
+                _, (_, dropped) = self._cache.popitem(last=False)
+                self._cached -= dropped
+
+    def _from_cache(self, fingerprint: str) -> ResolvedScenarios | None:
+        with self._lock:
+            hit = self._cache.get(fingerprint)
+            if hit is None:
+                return None
+            self._cache.move_to_end(fingerprint)
+            return hit[0]
+
+    def _ref(self, info: StoredScenarioSet) -> None:
+        with self._lock:
+            self._refs[(info.set_id, info.version)] = info
+            self._refs.move_to_end((info.set_id, info.version))
+            while len(self._refs) > MAX_REFS:
+                self._refs.popitem(last=False)
+
+    # --- store ----------------------------------------------------------------------------
+
+    def _stored(self, what: str, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as error:
+            log.exception("scenario store failed (%s)", what)
+            raise AuditError(f"the scenario store failed: {type(error).__name__}; retry") from error
+
+    @staticmethod
+    def fingerprint(scenarios: ResolvedScenarios) -> str:
+        """SHA-256 of the set's canonical encoding (see ``scenario_fingerprint``)."""
+        shocks = np.asarray(scenarios.shocks, dtype=float).reshape(
+            len(scenarios.ids), len(scenarios.factors)
+        )
+        return scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
+
+    def register(
+        self, set_id: str, scenarios: ResolvedScenarios, registered_by: str = ""
+    ) -> RegisteredSet:
+        """Store a validated set under ``set_id``: the version already holding this content,
+        else the next one. The set is cached as given (no second validation)."""
+        shocks = np.asarray(scenarios.shocks, dtype=float).reshape(
+            len(scenarios.ids), len(scenarios.factors)
+        )
+        fingerprint = scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
+        info: StoredScenarioSet = self._stored(
+            "register",
+            self.store.register_scenario_set,
+            set_id,
+            scenarios.factors,
+            scenarios.ids,
+            shocks,
+            registered_by,
+            fingerprint,
+        )
+        resolved = replace(scenarios, path=REF_PATH)
+        self._ref(info)
+        self._remember(fingerprint, resolved)
+        return RegisteredSet(info.set_id, info.version, fingerprint, resolved, info)
+
+    def info(self, set_id: str, version: int = 0) -> StoredScenarioSet:
+        """A set's metadata (``version`` 0: the latest); NOT_FOUND when unknown."""
+        if version:
+            with self._lock:
+                known = self._refs.get((set_id, version))
+            if known is not None:
+                return known
+        found: StoredScenarioSet | None = self._stored(
+            "metadata", self.store.scenario_set, set_id, version
+        )
+        if found is None:
+            raise ScenarioSetNotFoundError(set_id, version)
+        self._ref(found)
+        return found
+
+    def get(self, set_id: str, version: int) -> RegisteredSet:
+        """The set ``(set_id, version)``, from the cache or else the store; NOT_FOUND when no
+        server registered it (a computation names its version: 0 is not found)."""
+        if version < 1:
+            raise ScenarioSetNotFoundError(set_id, version)
+        info = self.info(set_id, version)
+        scenarios = self._from_cache(info.fingerprint)
+        if scenarios is None:
+            scenarios = self._load(info.fingerprint)
+        return RegisteredSet(info.set_id, info.version, info.fingerprint, scenarios, info)
+
+    def _load(self, fingerprint: str) -> ResolvedScenarios:
+        """Read a set from the store once, however many calls miss it at the same time."""
+        with self._lock:
+            gate = self._loading.setdefault(fingerprint, threading.Lock())
+        with gate:
+            scenarios = self._from_cache(fingerprint)
+            if scenarios is not None:
+                return scenarios
+            try:
+                data = self._stored("read", self.store.scenario_data, fingerprint)
+                if data is None:  # metadata without content: the store was tampered with
+                    raise AuditError(f"scenario set content {fingerprint[:12]} is missing")
+                factors, ids, shocks = data
+                scenarios = ResolvedScenarios(factors, ids, shocks.tolist(), REF_PATH)
+                self._remember(fingerprint, scenarios)
+                return scenarios
+            finally:
+                with self._lock:
+                    self._loading.pop(fingerprint, None)
+
+    def list(
+        self, set_id: str = "", after: tuple[str, int] | None = None, limit: int = 100
+    ) -> list[StoredScenarioSet]:
+        """Registered sets' metadata by (id, version), after ``after``, at most ``limit``."""
+        found: list[StoredScenarioSet] = self._stored(
+            "list", self.store.scenario_sets, set_id, after, limit
+        )
+        return found
+
+    def close(self) -> None:
+        """Close the store if this registry opened it."""
+        if self.owns_store:
+            self.store.close()
+
+
+# --- the metadata RPCs ----------------------------------------------------------------------
+
+
+def info_to_proto(info: StoredScenarioSet) -> service_pb2.ScenarioSetInfo:
+    message = service_pb2.ScenarioSetInfo(
+        ref=book_pb2.ScenarioSetRef(id=info.set_id, version=info.version),
+        factor_count=info.factor_count,
+        scenario_count=info.scenario_count,
+        bytes=info.byte_count,
+        fingerprint=info.fingerprint,
+        registered_by=info.registered_by,
+    )
+    message.registered_at.FromDatetime(dt.datetime.fromisoformat(info.registered_at))
+    return message
+
+
+def get_scenario_set(
+    registry: ScenarioRegistry, request: service_pb2.GetScenarioSetRequest
+) -> service_pb2.GetScenarioSetResponse:
+    """GetScenarioSet: one set's metadata (version 0: its latest)."""
+    if not request.ref.id:
+        raise RequestError([("ref.id", "is required")])
+    info = registry.info(request.ref.id, request.ref.version)
+    return service_pb2.GetScenarioSetResponse(scenario_set=info_to_proto(info))
+
+
+def _page_token(info: StoredScenarioSet) -> str:
+    return base64.urlsafe_b64encode(json.dumps([info.set_id, info.version]).encode()).decode()
+
+
+def _after(token: str) -> tuple[str, int] | None:
+    if not token:
+        return None
+    try:
+        set_id, version = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(set_id), int(version)
+    except (ValueError, TypeError) as error:
+        raise RequestError([("page_token", "is not a token this server gave")]) from error
+
+
+def list_scenario_sets(
+    registry: ScenarioRegistry, request: service_pb2.ListScenarioSetsRequest
+) -> service_pb2.ListScenarioSetsResponse:
+    """ListScenarioSets: a page of metadata by (id, version)."""
+    if request.page_size > MAX_PAGE:
+        raise RequestError([("page_size", f"at most {MAX_PAGE}")])
+    size = request.page_size or DEFAULT_PAGE
+    found = registry.list(request.id, _after(request.page_token), size + 1)
+    page = found[:size]
+    response = service_pb2.ListScenarioSetsResponse(scenario_sets=[info_to_proto(i) for i in page])
+    if len(found) > size:
+        response.next_page_token = _page_token(page[-1])
+    return response
