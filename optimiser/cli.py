@@ -305,17 +305,14 @@ def eligibility_report(book: Book) -> dict[str, Any]:
     positions = []
     for position, eligibility in zip(book.positions, evaluate_eligibility(book), strict=True):
         instrument = book.instruments[position.instrument]
+        maturity = instrument.collateral_maturity or instrument.maturity
         positions.append(
             {
                 "instrument": position.instrument,
                 "ccp": instrument.ccp.value,
                 "kind": instrument.kind.value,
                 "contract": instrument.contract,
-                "maturity": (
-                    (instrument.collateral_maturity or instrument.maturity).isoformat()
-                    if (instrument.collateral_maturity or instrument.maturity)
-                    else None
-                ),
+                "maturity": maturity.isoformat() if maturity else None,
                 "eligible": eligibility.eligible,
                 "reasons": [reason.value for reason in eligibility.reasons],
             }

@@ -249,7 +249,7 @@ class _CuttingPlaneModel:
                 addons = columns(active.size, 0.0, INF)
                 margin_index.extend(addons.tolist())
                 margin_value.extend([-1.0] * active.size)
-                for addon, k in zip(addons, active, strict=True):
+                for addon, k in zip(addons, active.tolist(), strict=True):
                     rate, threshold = model.addon_rate[k], model.addon_threshold[k]
                     rows.add([addon, exposure[k]], [1.0, -rate], -rate * threshold, INF)
                     rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold, INF)
