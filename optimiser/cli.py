@@ -42,13 +42,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from .case_format import book_to_dict, parse_case
-from .eligibility import default_rulebook, evaluate_eligibility, instrument_eligibility
+from .eligibility import default_rulebook, evaluate_eligibility
 from .errors import CaseValidationError, InfeasibleError, SolverError
-from .margin import State, evaluate
+from .margin import evaluate
 from .model import Book, Mode, Position, SolveOptions
 from .problem import Problem, build_problem
 from .results import OptimisationResult, Status
 from .sample import SAMPLE_SEED
+from .what_if import WhatIfResult, what_if
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -483,97 +484,45 @@ def _validated_trade_book(
     return full, list(trade_book.positions)
 
 
-def _book_with(book: Book, positions: list[Position]) -> Book:
-    return dataclasses.replace(book, positions=tuple(positions))
+def what_if_report(result: WhatIfResult) -> dict[str, Any]:
+    """The JSON rendering of a :func:`~xmargin.optimiser.what_if.what_if` result."""
 
+    def placed(total: float | None, change: float | None) -> dict[str, float] | None:
+        if total is None or change is None:
+            return None
+        return {"total": total, "change": change}
 
-def _place(base: list[Position], trade: Position, in_xm: bool) -> list[Position]:
-    """``base`` with ``trade`` added, the traded quantity in XM or standalone. A trade in a held
-    instrument changes that position; its XM quantity is kept within the new quantity."""
-    positions = list(base)
-    for index, position in enumerate(positions):
-        if position.instrument == trade.instrument:
-            quantity = position.quantity + trade.quantity
-            xm = position.xm_quantity + (trade.quantity if in_xm else 0.0)
-            if xm * quantity < 0:
-                xm = 0.0
-            if abs(xm) > abs(quantity):
-                xm = quantity
-            positions[index] = dataclasses.replace(position, quantity=quantity, xm_quantity=xm)
-            return positions
-    positions.append(
-        dataclasses.replace(trade, xm_quantity=trade.quantity if in_xm else 0.0, pinned=False)
-    )
-    return positions
-
-
-def _current_total(book: Book) -> State:
-    problem = build_problem(book)
-    return evaluate(problem, problem.current_xm)
-
-
-def what_if_report(book: Book, trades: list[Position], exclude: Sequence[str]) -> dict[str, Any]:
-    """Margin change of excluding positions and adding trades under the current allocation, and
-    each added trade's best placement: its margin change standalone and in XM (if eligible),
-    one trade at a time on top of the book without the excluded positions."""
-    held = {p.instrument for p in book.positions}
-    unknown = [i for i in exclude if i not in held]
-    if unknown:
-        raise UsageError(f"--exclude names positions the case does not hold: {', '.join(unknown)}")
-    before = _current_total(book)
-    base_positions = [p for p in book.positions if p.instrument not in set(exclude)]
-    base = _current_total(_book_with(book, base_positions))
-    rulebook = default_rulebook(book.business_date)
-    trade_reports = []
-    best_positions = list(base_positions)
-    standalone_positions = list(base_positions)
-    for trade in trades:
-        eligibility = instrument_eligibility(
-            rulebook,
-            book.clearing_member,
-            book.customer,
-            book.instruments[trade.instrument],
-            book.business_date,
-        )
-        standalone = _current_total(_book_with(book, _place(base_positions, trade, False)))
-        placements: dict[str, Any] = {
-            "STANDALONE": {"total": standalone.total, "change": standalone.total - base.total}
-        }
-        if eligibility.eligible:
-            in_xm = _current_total(_book_with(book, _place(base_positions, trade, True)))
-            placements["XM"] = {"total": in_xm.total, "change": in_xm.total - base.total}
-        best = min(placements, key=lambda name: placements[name]["change"])
-        best_positions = _place(best_positions, trade, best == "XM")
-        standalone_positions = _place(standalone_positions, trade, False)
-        trade_reports.append(
-            {
-                "instrument": trade.instrument,
-                "quantity": trade.quantity,
-                "eligible": eligibility.eligible,
-                "reasons": [reason.value for reason in eligibility.reasons],
-                "standalone": placements["STANDALONE"],
-                "xm": placements.get("XM"),
-                "best": best,
-            }
-        )
-    all_standalone = _current_total(_book_with(book, standalone_positions))
-    all_best = _current_total(_book_with(book, best_positions))
+    before = result.before.total
     return {
-        "name": book.name,
-        "current": before.summary(),
-        "excluded": list(exclude),
-        "after_exclusions": {"total": base.total, "change": base.total - before.total},
+        "name": result.name,
+        "current": result.before.summary(),
+        "excluded": list(result.excluded),
+        "after_exclusions": {
+            "total": result.after_exclusions.total,
+            "change": result.after_exclusions.total - before,
+        },
         "after_all_trades_standalone": {
-            "total": all_standalone.total,
-            "change": all_standalone.total - before.total,
-            "summary": all_standalone.summary(),
+            "total": result.after_standalone.total,
+            "change": result.after_standalone.total - before,
+            "summary": result.after_standalone.summary(),
         },
         "after_all_trades_best_placement": {
-            "total": all_best.total,
-            "change": all_best.total - before.total,
-            "summary": all_best.summary(),
+            "total": result.after_best.total,
+            "change": result.margin_change,
+            "summary": result.after_best.summary(),
         },
-        "trades": trade_reports,
+        "trades": [
+            {
+                "instrument": t.instrument,
+                "quantity": t.quantity,
+                "eligible": t.eligible,
+                "reasons": [reason.value for reason in t.reasons],
+                "standalone": placed(t.total_standalone, t.change_standalone),
+                "xm": placed(t.total_xm, t.change_xm),
+                "best": t.best.value,
+            }
+            for t in result.trades
+        ],
     }
 
 
@@ -586,7 +535,13 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     if not trades and not args.exclude:
         raise UsageError("what-if needs --add TRADES.json, --exclude ID, or both")
     with progress("evaluating what-if", enabled=not args.quiet):
-        report = what_if_report(book, trades, args.exclude or [])
+        try:
+            result = what_if(book, trades, args.exclude or [])
+        except CaseValidationError as error:  # name the command line's fields
+            field = error.field.replace("trades[", "add.positions[", 1)
+            field = "--exclude" if field.startswith("exclude[") else field
+            raise CaseValidationError(field, error.value, error.reason) from error
+        report = what_if_report(result)
     if args.table:
         print(f"{book.name}: current total margin {report['current']['total']:,.0f} USD")
         if report["excluded"]:
