@@ -50,6 +50,7 @@ import numpy as np
 from .case_format import CASE_FORMAT, book_to_dict, parse_case
 from .errors import CaseValidationError, SolverError
 from .model import Book, ScenarioSet
+from .optimise import optimise
 from .results import Status
 
 if TYPE_CHECKING:
@@ -428,8 +429,6 @@ def solve_account(
     index: int, account: BatchAccount, shared: Mapping[str, Any], backend: str | None = None
 ) -> AccountOutcome:
     """Merge, validate and optimise one account; any failure becomes the outcome's error."""
-    from .optimise import optimise  # the solver stack loads where the work runs
-
     started = time.perf_counter()
 
     def failed(error: AccountError) -> AccountOutcome:

@@ -46,6 +46,7 @@ from .eligibility import default_rulebook, evaluate_eligibility
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import evaluate
 from .model import Book, Mode, Position, SolveOptions
+from .optimise import optimise
 from .problem import Problem, build_problem
 from .results import OptimisationResult, Status
 from .sample import SAMPLE_SEED
@@ -370,8 +371,6 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
 
 
 def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
-    from . import optimise  # the solver stack loads only when it is needed
-
     options = _solve_options(book, args)
     backend = getattr(args, "backend", None)
     if backend is not None and backend.partition(":")[0] not in ("highs", "cvxpy"):

@@ -220,9 +220,6 @@ class State:
         }
 
 
-ACCOUNTS = ("ficc_standalone", "cme_standalone", "xm_ficc_only", "xm_cme_only", "xm")
-
-
 def account_quantities(problem: Problem, xm_quantity: PositionVector) -> dict[str, PositionVector]:
     """Quantities held in each account (and each XM leg) under an allocation."""
     standalone = problem.quantity - xm_quantity

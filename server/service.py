@@ -63,7 +63,6 @@ from .batching import (
     ProtoSolve,
     SolverPoolEngine,
     error_proto,
-    solve_budget,
 )
 from .convert import (
     FieldPaths,
@@ -284,10 +283,6 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             if code is grpc.StatusCode.OK and not context.is_active():
                 code = grpc.StatusCode.DEADLINE_EXCEEDED  # or cancelled: the reply was lost
             self._log(method, request, code, started)
-
-    def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
-        """The solver's time limit: the request's, bounded by what the deadline leaves."""
-        return solve_budget(_remaining(context), requested)
 
     @staticmethod
     def _deadline(context: grpc.ServicerContext) -> float | None:
