@@ -21,7 +21,8 @@ Output is JSON on stdout (``--table`` for people), except ``demo``, which prints
 
 Exit codes: 0 ok; 1 a component (server, benchmark) is not installed; 2 bad input (invalid
 case, missing or unreadable file, bad arguments); 3 solver failure; 4 infeasible; 5 (batch and
-audit) some accounts failed, or a reproduced answer differs from the stored one.
+audit) some accounts failed, or a reproduced answer differs from the stored one; 130 interrupted
+(Ctrl-C).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 from .case_format import book_to_dict, parse_case
 from .eligibility import default_rulebook, evaluate_eligibility
 from .errors import CaseValidationError, InfeasibleError, SolverError
+from .extras import MissingExtraError
 from .margin import evaluate
 from .model import Book, Mode, Position, SolveOptions
 from .optimise import optimise
@@ -417,7 +419,7 @@ def cmd_optimise(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .sample import SAMPLE_BOOK_RESOURCE, load_sample_book
+    from .sample import load_sample_book
 
     with progress("reading the bundled sample book", enabled=not args.quiet):
         book = load_sample_book()
@@ -426,7 +428,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_dict())
     else:
-        print(f"The bundled sample book (xmargin.optimiser/{SAMPLE_BOOK_RESOURCE})\n")
+        print(
+            f"The bundled sample book: {len(book.positions)} positions x "
+            f"{book.scenarios.size:,} scenarios (xmargin sample --seed {SAMPLE_SEED} makes it)\n"
+        )
         print(result_table(result))
     return EXIT_OK
 
@@ -687,7 +692,8 @@ def _audit_url(args: argparse.Namespace) -> str:
 
 
 def _database_errors() -> tuple[type[Exception], ...]:
-    """The exceptions of the audit store's databases (psycopg's only when it is installed)."""
+    """The exceptions of the audit store's databases (psycopg's when it is installed: the
+    ``postgres`` extra)."""
     import sqlite3
 
     try:
@@ -697,12 +703,18 @@ def _database_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
-def _open_audit(args: argparse.Namespace) -> Any:
+def _open_audit(args: argparse.Namespace, create: bool = True) -> Any:
+    """The audit store of ``--audit``; the readers (``create=False``) refuse a missing one
+    instead of creating an empty database where they were run."""
     from .audit import open_store
 
     url = _audit_url(args)
     try:
-        return open_store(url)
+        return open_store(url, create=create)
+    except FileNotFoundError as error:
+        raise UsageError(f"{error} (give the store with --audit or $XMARGIN_AUDIT)") from error
+    except MissingExtraError:
+        raise
     except ImportError as error:
         raise UsageError(f"the audit store {url!r} needs a driver: {error}") from error
     except Exception as error:  # sqlite3.Error, psycopg.Error, a bad URL
@@ -728,7 +740,7 @@ def batch_table(summary: dict[str, Any], source: str) -> str:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import DaskEngine, load_batch, make_engine, run_groups
+    from .batch import AccountOutcome, DaskEngine, load_batch, make_engine, run_groups
 
     if args.run_number < 1:
         raise UsageError("--run-number must be at least 1")
@@ -739,8 +751,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError("--scheduler needs --engine dask")
     if not Path(args.source).exists():
         raise UsageError(f"batch {args.source!r} does not exist")
+    rejected: list[AccountOutcome] = []  # files of a folder that are not readable cases
     with progress(f"reading {args.source}", enabled=not args.quiet):
-        groups = load_batch(args.source)
+        groups = load_batch(args.source, rejected)
     if args.backend is not None and args.backend.partition(":")[0] not in ("highs", "cvxpy"):
         raise UsageError(f"unknown backend {args.backend!r}: use highs, cvxpy or cvxpy:SOLVER")
     store = None if args.no_audit else _open_audit(args)
@@ -772,6 +785,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         engine.close()
         if store is not None:
             store.close()
+    for outcome in rejected:
+        assert outcome.error is not None
+        summary["accounts"] += 1
+        summary["failed"] += 1
+        summary["failures"].append(
+            {"account": None, "source": outcome.label} | outcome.error.to_dict()
+        )
     summary["source"] = args.source
     summary["run_number"] = args.run_number
     summary["business_dates"] = sorted({g.shared.business_date for g in groups})
@@ -787,7 +807,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_audit_show(args: argparse.Namespace) -> int:
     from .audit import reproduce
 
-    with _open_audit(args) as store:
+    with _open_audit(args, create=False) as store:
         record = store.get(args.business_date, args.cycle, args.run_number, args.account)
         if record is None:
             raise UsageError(
@@ -809,12 +829,35 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
                     + "; ".join(check["differences"][:5]),
                     file=sys.stderr,
                 )
-    _print_json(answer)
+    if args.table:
+        print(audit_record_table(answer))
+    else:
+        _print_json(answer)
     return code
 
 
+def audit_record_table(answer: dict[str, Any]) -> str:
+    """The readable form of ``audit show``: the key, the status and the stored states."""
+    key = answer["key"]
+    parts = [
+        f"{key['account']}: {key['business_date']} {key['cycle']} run {key['run_number']}, "
+        f"{answer['status']}, recorded {answer['recorded_at']} (source {answer['source']})"
+    ]
+    result = answer.get("result")
+    if result:
+        names = ("baseline", "current", "optimised", "all_eligible_in_xm")
+        states = [(name.replace("_", " "), result[name]) for name in names if name in result]
+        parts += ["", states_table(states)]
+    if answer.get("error"):
+        parts.append(f"error: {answer['error']}")
+    if "reproduce" in answer:
+        check = answer["reproduce"]
+        parts.append(f"reproduced: {'matches' if check['matches'] else 'DIFFERS'}")
+    return "\n".join(parts)
+
+
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    with _open_audit(args) as store:
+    with _open_audit(args, create=False) as store:
         rows = store.accounts(args.business_date, args.cycle, args.run_number)
     if args.table:
         print(
@@ -855,15 +898,19 @@ def _run_key_flags(parser: argparse.ArgumentParser) -> None:
 
 def _batch_parsers(commands: Any) -> None:
     """The ``batch`` and ``audit`` subcommands."""
-    batch_parser = commands.add_parser(
+    batch_parser = _command(
+        commands,
         "batch",
-        help="optimise many accounts (a batch file or a folder of cases) into the audit store",
-        description="Optimise every account of a batch file (xmargin-batch/1) or a folder of "
-        "case files, storing each answer in the audit store as it finishes; a rerun of the "
-        "same run number skips the accounts already stored. Exit 5 when some accounts failed.",
+        "optimise many accounts (a batch file or a folder of cases) into the audit store",
+        "Optimise every account of a batch file (xmargin-batch/1) or a folder of case files, "
+        "storing each answer in the audit store as it finishes; a rerun of the same run number "
+        "skips the accounts already stored. A file of the folder that cannot be read fails on "
+        "its own. Exit 5 when some accounts failed.",
     )
     batch_parser.add_argument("source", metavar="DIR-or-BATCH.json")
-    batch_parser.add_argument("--run-number", type=int, default=1, metavar="N", help="default 1")
+    batch_parser.add_argument(
+        "--run-number", type=int, default=1, metavar="N", help="the run of the business date"
+    )
     _audit_flag(batch_parser)
     batch_parser.add_argument("--no-audit", action="store_true", help="store nothing")
     batch_parser.add_argument(
@@ -877,9 +924,20 @@ def _batch_parsers(commands: Any) -> None:
     _output_flags(batch_parser, "json")
     batch_parser.set_defaults(handler=cmd_batch)
 
-    audit_parser = commands.add_parser("audit", help="read the audit store")
+    audit_parser = _command(
+        commands,
+        "audit",
+        "read the audit store",
+        "Read the audit store that batch runs and the server write (never creates one).",
+    )
     audit_commands = audit_parser.add_subparsers(dest="audit_command", required=True)
-    show_parser = audit_commands.add_parser("show", help="one account's stored answer")
+    show_parser = _command(
+        audit_commands,
+        "show",
+        "one account's stored answer",
+        "One account's stored answer, its versions and (--request) the stored case; "
+        "--reproduce solves it again and compares.",
+    )
     _run_key_flags(show_parser)
     show_parser.add_argument("--account", required=True, help="the customer id")
     _audit_flag(show_parser)
@@ -889,8 +947,15 @@ def _batch_parsers(commands: Any) -> None:
         help="solve the stored request again and check it gives the stored answer (exit 5 if not)",
     )
     show_parser.add_argument("--request", action="store_true", help="include the stored case")
+    _output_flags(show_parser, "json")
     show_parser.set_defaults(handler=cmd_audit_show)
-    list_parser = audit_commands.add_parser("list", help="the accounts stored for a run")
+    list_parser = _command(
+        audit_commands,
+        "list",
+        "the accounts stored for a run",
+        "The accounts stored for a business date, cycle and run number, with their status and "
+        "totals before and after.",
+    )
     _run_key_flags(list_parser)
     _audit_flag(list_parser)
     _output_flags(list_parser, "json")
@@ -926,55 +991,150 @@ def _solve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", metavar="FILE", help="write the customer's savings report")
 
 
+EXIT_CODES = (
+    "exit codes: 0 ok; 1 a component (server, benchmark, an extra such as dask or psycopg) is "
+    "not installed; 2 bad input (invalid case, missing or unreadable file, bad arguments); "
+    "3 solver failure; 4 infeasible; 5 some accounts of a batch failed, or audit show "
+    "--reproduce found a different answer; 130 interrupted (Ctrl-C)"
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (flags, unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default is None or isinstance(default, bool) or default == []:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _quiet_flag(parser: argparse.ArgumentParser, top: bool) -> None:
+    """``-q`` before or after the subcommand (the subcommand's copy leaves the top one alone
+    unless given)."""
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="no progress on stderr",
+    )
+
+
+def _command(commands: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
+    )
+    _quiet_flag(parser, top=False)
+    return parser
+
+
+def _ids(text: str) -> list[str]:
+    """``--exclude A,B`` (or ``--exclude A --exclude B``): instrument ids."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("give an instrument id")
+    return ids
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmargin",
         description="Cross-margin allocation of FICC Treasuries and CME rate futures.",
-        epilog="Exit codes: 0 ok, 1 component missing, 2 bad input, 3 solver failure, "
-        "4 infeasible.",
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _quiet_flag(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    optimise_parser = commands.add_parser("optimise", help="optimise a case's XM allocation")
+    optimise_parser = _command(
+        commands,
+        "optimise",
+        "optimise a case's XM allocation",
+        "Find the XM quantities that minimise the customer's total margin; print the result "
+        "(the four states, transfers, marginal margin, attribution, solver statistics) and "
+        "optionally write the transfers (CSV, FIXML) and the savings report (HTML).",
+    )
     optimise_parser.add_argument("case", metavar="CASE.json")
     _solve_flags(optimise_parser)
     _output_flags(optimise_parser, "json")
     optimise_parser.set_defaults(handler=cmd_optimise)
 
-    margin_parser = commands.add_parser("margin", help="evaluate a case's margin exactly")
+    margin_parser = _command(
+        commands,
+        "margin",
+        "evaluate a case's margin exactly",
+        "The exact margin of the case's current allocation, the baseline (nothing in XM) and "
+        "all eligible positions in XM, with each position's eligibility.",
+    )
     margin_parser.add_argument("case", metavar="CASE.json")
     _output_flags(margin_parser, "json")
     margin_parser.set_defaults(handler=cmd_margin)
 
-    eligibility_parser = commands.add_parser("eligibility", help="eligibility and reason codes")
+    eligibility_parser = _command(
+        commands,
+        "eligibility",
+        "eligibility and reason codes",
+        "Each position's XM eligibility under the rulebook in effect on the business date, "
+        "with the reason codes of every rule it fails.",
+    )
     eligibility_parser.add_argument("case", metavar="CASE.json")
     _output_flags(eligibility_parser, "json")
     eligibility_parser.set_defaults(handler=cmd_eligibility)
 
-    what_if_parser = commands.add_parser(
-        "what-if", help="margin change of new trades or excluded positions"
+    what_if_parser = _command(
+        commands,
+        "what-if",
+        "margin change of new trades or excluded positions",
+        "The margin change of leaving positions out and adding trades at the current "
+        "allocation, and each trade's change standalone and in XM (when eligible). A trade "
+        "that cuts a position below its XM quantity reduces the XM quantity to the new one.",
     )
     what_if_parser.add_argument("case", metavar="CASE.json")
     what_if_parser.add_argument(
-        "--add", metavar="TRADES.json", help='{"instruments": [...], "positions": [...]}'
+        "--add",
+        metavar="TRADES.json",
+        help='trades: {"instruments": [...], "positions": [...]} or a list of positions',
     )
     what_if_parser.add_argument(
-        "--exclude", nargs="+", metavar="ID", default=[], help="positions to take out"
+        "--exclude",
+        action="extend",
+        type=_ids,
+        metavar="ID[,ID...]",
+        default=[],
+        help="positions to take out (repeat the option or separate ids with commas)",
     )
     _output_flags(what_if_parser, "json")
     what_if_parser.set_defaults(handler=cmd_what_if)
 
-    demo_parser = commands.add_parser("demo", help="optimise the bundled sample book")
+    demo_parser = _command(
+        commands,
+        "demo",
+        "optimise the bundled sample book",
+        "Optimise the bundled sample book (40 positions, 1,260 scenarios) and print its "
+        "states, savings and transfers.",
+    )
     _solve_flags(demo_parser)
     _output_flags(demo_parser, "table")
     demo_parser.set_defaults(handler=cmd_demo)
 
-    sample_parser = commands.add_parser("sample", help="generate a synthetic case file")
-    sample_parser.add_argument("--positions", type=int, default=40)
-    sample_parser.add_argument("--scenarios", type=int, default=1260)
-    sample_parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
-    sample_parser.add_argument("--business-date", default="2026-11-24", metavar="YYYY-MM-DD")
+    sample_parser = _command(
+        commands,
+        "sample",
+        "generate a synthetic case file",
+        "Generate a synthetic case: Treasuries, futures and options on a correlated scenario "
+        "history; the same seed gives the same file.",
+    )
+    sample_parser.add_argument("--positions", type=int, default=40, help="positions in the book")
+    sample_parser.add_argument("--scenarios", type=int, default=1260, help="scenario days")
+    sample_parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="random seed")
+    sample_parser.add_argument(
+        "--business-date", default="2026-11-24", metavar="YYYY-MM-DD", help="the case's date"
+    )
     sample_parser.add_argument("--integral", action="store_true", help="options.integral true")
     sample_parser.add_argument("-o", "--output", metavar="CASE.json", help="default: stdout")
     sample_parser.set_defaults(handler=cmd_sample)
@@ -982,7 +1142,11 @@ def build_parser() -> argparse.ArgumentParser:
     _batch_parsers(commands)
 
     for name, (module, what) in DELEGATES.items():
-        delegate = commands.add_parser(name, help=f"{what} (arguments go to {module})")
+        delegate = commands.add_parser(
+            name,
+            help=f"{what} (arguments go to {module})",
+            description=f"{what}: every argument goes to {module} (try {name} --help)",
+        )
         delegate.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
@@ -1015,6 +1179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SolverError as error:
         print(f"xmargin: solver failure: {error}", file=sys.stderr)
         return EXIT_SOLVER_FAILURE
+    except MissingExtraError as error:
+        print(f"xmargin: {error}", file=sys.stderr)
+        return EXIT_MISSING_COMPONENT
     except BrokenPipeError:  # `xmargin ... | head`
         return EXIT_OK
 

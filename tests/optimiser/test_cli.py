@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import xmargin.optimiser as optimiser_package
 from tests.conftest import CASE_FILES, close
 from xmargin.optimiser import (
     InfeasibleError,
@@ -340,7 +339,7 @@ def test_solver_failures_map_to_exit_codes(
         def failing(*args: object, error: Exception = error, **kwargs: object) -> None:
             raise error
 
-        monkeypatch.setattr(optimiser_package, "optimise", failing)
+        monkeypatch.setattr(cli, "optimise", failing)
         got, out, err = run(capsys, "optimise", case)
         assert got == code and out == "" and str(error) in err
 
