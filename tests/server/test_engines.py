@@ -101,6 +101,7 @@ def test_a_batch_on_the_process_pool_equals_the_default_threads(
     assert all(m.WhichOneof("outcome") == "result" for m in processes if m.account_index != 3)
 
 
+@pytest.mark.slow
 def test_a_batch_on_a_dask_local_cluster_equals_the_default_threads(
     server: RunningServer, cases: dict[str, dict[str, Any]]
 ) -> None:
