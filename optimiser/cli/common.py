@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..batch import jsonable
 from ..case_format import parse_case
 from ..model import Book, Mode
 from ..results import OptimisationResult
@@ -88,23 +88,8 @@ def _load_book(path: str, quiet: bool) -> Book:
 # --- output ---------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinity as null."""
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def _print_json(data: Any) -> None:
-    json.dump(_jsonable(data), sys.stdout, indent=2, allow_nan=False)
+    json.dump(jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
 

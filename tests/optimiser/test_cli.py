@@ -400,4 +400,4 @@ def test_console_script_entry_point() -> None:
 def test_json_output_has_no_nan() -> None:
     """Strict JSON: a figure that is not finite (a solver's missing bound) is written as null."""
     data = {"bound": float("nan"), "gap": np.float64(np.inf), "values": [np.float64(1.5)]}
-    assert cli_common._jsonable(data) == {"bound": None, "gap": None, "values": [1.5]}
+    assert cli_common.jsonable(data) == {"bound": None, "gap": None, "values": [1.5]}
