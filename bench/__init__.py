@@ -4,7 +4,9 @@
 reference account by the fast path (highs) and the cvxpy path, continuous and integral; the
 margin of simple policies against the optimum; sweeps over positions x scenarios; a batch of
 accounts on a process pool; and a gRPC round trip against a local server. Every measured
-configuration runs in a fresh subprocess. Results go to DIR (default ``bench/results``):
+configuration runs in a fresh subprocess. Results go to DIR (default ``./bench-results``, under
+the current folder, never inside the installed package; the recorded runs are ``--out
+bench/results`` from the repository):
 ``results.json``, ``results.md``, ``time-vs-size.png`` (when matplotlib is installed) and the
 profiles ``profile-*.txt``. The figures are recorded, never asserted.
 """
@@ -22,7 +24,7 @@ from .worker import write_json
 
 __all__ = ["DEFAULT_OUT", "build_parser", "main"]
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("bench-results")  # relative: under the folder the benchmark runs in
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOT_PNG = "time-vs-size.png"
@@ -36,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="smoke mode: tiny sizes, one repeat (seconds)"
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"results folder (default ./{DEFAULT_OUT}; the recorded runs: bench/results)",
     )
     parser.add_argument(
         "--repeats", type=int, help="timed repeats of the reference account (default 15; quick 1)"

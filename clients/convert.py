@@ -7,7 +7,6 @@ v1 (../shared/cases/README.md); extra keys (``expected``) are ignored.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -513,10 +512,3 @@ def eligibility_answer(message: service_pb2.CheckEligibilityResponse) -> Eligibi
         reasons={r.instrument: _reasons(r.reasons) for r in message.results},
         rulebook=message.rulebook,
     )
-
-
-def is_close(a: float, b: float, rel: float = 1e-9, abs_tol: float = 1e-9) -> bool:
-    """NaN-aware closeness (marginal margins are NaN in XM for ineligible positions)."""
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)

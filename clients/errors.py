@@ -20,6 +20,7 @@ are unpacked into these attributes by :func:`from_rpc_error`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 from google.rpc import error_details_pb2
@@ -121,7 +122,7 @@ def from_rpc_error(error: grpc.RpcError, request_id: str = "") -> XmarginClientE
     message = (error.details() if hasattr(error, "details") else None) or str(error)
     details: dict[str, object] = {}
     try:
-        status = rpc_status.from_call(error)
+        status = rpc_status.from_call(cast(grpc.Call, error))  # a failed call is both
     except ValueError:
         status = None
     for any_detail in status.details if status is not None else ():

@@ -1,4 +1,8 @@
-"""xmargin.optimiser: the core library (no gRPC, no files beyond the case format).
+"""xmargin.optimiser: the core library (no gRPC).
+
+It writes files only where a caller asks it to: the reports (``reports.write_reports``), the
+audit store (``audit``), batch runs and the command line's outputs. Importing it changes
+nothing in the host process.
 
 Load a case, build the numeric problem, evaluate or optimise it::
 

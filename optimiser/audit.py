@@ -54,6 +54,7 @@ from .batch import (
     xmargin_version,
 )
 from .eligibility import default_rulebook
+from .extras import require_extra
 
 __all__ = [
     "SCENARIO_SCHEMA",
@@ -562,7 +563,8 @@ class AuditStore:
     ) -> list[StoredScenarioSet]:
         """Registered sets by (set_id, version), those after ``after``, at most ``limit``;
         only ``set_id``'s versions when it is given."""
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
         if set_id:
             where.append("set_id = ?")
             args.append(set_id)
@@ -617,16 +619,21 @@ def _account_json(account: BatchAccount) -> str:
         return canonical_json(jsonable(account.data))
 
 
-def open_store(url: str | Path) -> AuditStore:
-    """``sqlite:///path.db`` (or a plain path) or ``postgresql://...`` (psycopg 3)."""
+def open_store(url: str | Path, create: bool = True) -> AuditStore:
+    """``sqlite:///path.db`` (or a plain path) or ``postgresql://...`` (psycopg 3).
+
+    ``create=False`` (readers) raises :class:`FileNotFoundError` for a SQLite file that does
+    not exist rather than creating an empty store."""
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
-        import psycopg
+        psycopg = require_extra("psycopg", "postgres", "the PostgreSQL audit store")
 
         return AuditStore(psycopg.connect(text, autocommit=False), "postgresql", _redact(text))
     path = text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text
     if "://" in path:
         raise ValueError(f"unknown audit store {text!r}: use sqlite:///PATH or postgresql://...")
+    if not create and not Path(path).is_file():
+        raise FileNotFoundError(f"no audit store at {Path(path).resolve()}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")

@@ -49,7 +49,9 @@ import numpy as np
 
 from .case_format import CASE_FORMAT, book_to_dict, parse_case
 from .errors import CaseValidationError, SolverError
+from .extras import require_extra
 from .model import Book, ScenarioSet
+from .optimise import optimise
 from .results import Status
 
 if TYPE_CHECKING:
@@ -320,19 +322,42 @@ def parse_batch(data: Any) -> BatchGroup:
     return BatchGroup(shared, accounts)
 
 
-def load_batch(path: str | Path) -> list[BatchGroup]:
-    """A batch file, or a folder of case files (``*.json``, grouped by identical shared parts)."""
+def load_batch(
+    path: str | Path, rejected: list[AccountOutcome] | None = None
+) -> list[BatchGroup]:
+    """A batch file, or a folder of case files (``*.json``, grouped by identical shared parts).
+
+    With a ``rejected`` list, a file of a folder that cannot be read as a case (unreadable, not
+    JSON, no customer id, ...) fails on its own: its failed outcome is appended there and the
+    other files still run. Without one, the first such file raises."""
     source = Path(path)
     if source.is_dir():
         files = sorted(source.glob("*.json"))
         if not files:
             raise CaseValidationError("<folder>", str(source), "holds no *.json case files")
-        cases = [(str(file), _read(file)) for file in files]
-        return _group_cases(cases)
+        cases = []
+        for file in files:
+            try:
+                cases.append((str(file), _read(file)))
+            except CaseValidationError as error:
+                if rejected is None:
+                    raise
+                rejected.append(_rejected(str(file), error))
+        return _group_cases(cases, rejected)
     data = _read(source)
     if isinstance(data, Mapping) and data.get("format") == BATCH_FORMAT:
         return [parse_batch(data)]
     return _group_cases([(str(source), data)])
+
+
+def _rejected(label: str, error: CaseValidationError) -> AccountOutcome:
+    """The failed outcome of a case file that never became an account."""
+    return AccountOutcome(
+        index=-1,
+        account="",
+        label=label,
+        error=AccountError(type(error).__name__, str(error), error.field),
+    )
 
 
 def _read(file: Path) -> Any:
@@ -344,16 +369,26 @@ def _read(file: Path) -> Any:
         ) from error
 
 
-def _group_cases(cases: Iterable[tuple[str, Any]]) -> list[BatchGroup]:
+def _group_cases(
+    cases: Iterable[tuple[str, Any]], rejected: list[AccountOutcome] | None = None
+) -> list[BatchGroup]:
     groups: dict[str, BatchGroup] = {}
     for label, case in cases:
-        if not isinstance(case, Mapping):
-            raise CaseValidationError(label, case, "must be a case object")
-        shared_data, account_data = split_case(case)
-        customer = _customer_id(account_data)
-        if customer is None:
-            raise CaseValidationError(f"{label}: customer.id", None, "is required (the audit key)")
-        shared = SharedInputs.of(shared_data, from_json=True)
+        try:
+            if not isinstance(case, Mapping):
+                raise CaseValidationError(label, case, "must be a case object")
+            shared_data, account_data = split_case(case)
+            customer = _customer_id(account_data)
+            if customer is None:
+                raise CaseValidationError(
+                    f"{label}: customer.id", None, "is required (the audit key)"
+                )
+            shared = SharedInputs.of(shared_data, from_json=True)
+        except CaseValidationError as error:
+            if rejected is None:
+                raise
+            rejected.append(_rejected(label, error))
+            continue
         if shared.sha256 not in groups:
             groups[shared.sha256] = BatchGroup(shared, [])
         groups[shared.sha256].accounts.append(BatchAccount(customer, account_data, label))
@@ -428,8 +463,6 @@ def solve_account(
     index: int, account: BatchAccount, shared: Mapping[str, Any], backend: str | None = None
 ) -> AccountOutcome:
     """Merge, validate and optimise one account; any failure becomes the outcome's error."""
-    from .optimise import optimise  # the solver stack loads where the work runs
-
     started = time.perf_counter()
 
     def failed(error: AccountError) -> AccountOutcome:
@@ -664,6 +697,8 @@ class DaskEngine:
         self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.backend = backend
+        if client is None:  # fail now, with the extra to install, not at the first account
+            require_extra("distributed", "batch", "the Dask batch engine")
         self._client = client
         self._owns_client = client is None
         self._cluster: Any = None

@@ -539,7 +539,11 @@ def explain_state(problem: Problem, xm_quantity: PositionVector) -> StateExplana
         )
     # The XM rule on the same figures (what evaluate does, without computing them again).
     xm = xm_margin(
-        *(figures[name].margin for name in ("S_F", "S_C", "C_F", "C_C")), problem.savings_cap
+        figures["S_F"].margin,
+        figures["S_C"].margin,
+        figures["C_F"].margin,
+        figures["C_C"].margin,
+        problem.savings_cap,
     )
     total = figures["ficc_standalone"].margin + figures["cme_standalone"].margin + xm.margin
     binding, terms = _xm_terms(problem, xm.S_F, xm.S_C, xm.C_F, xm.C_C)

@@ -41,7 +41,7 @@ MAX_ROWS = 12
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
-    from .cli import format_table  # one table format for the whole command line
+    from .cli.common import format_table  # one table format for the whole command line
 
     return format_table(headers, rows, title)
 

@@ -220,9 +220,6 @@ class State:
         }
 
 
-ACCOUNTS = ("ficc_standalone", "cme_standalone", "xm_ficc_only", "xm_cme_only", "xm")
-
-
 def account_quantities(problem: Problem, xm_quantity: PositionVector) -> dict[str, PositionVector]:
     """Quantities held in each account (and each XM leg) under an allocation."""
     standalone = problem.quantity - xm_quantity
@@ -424,10 +421,10 @@ def model_slopes(
     risk = figures.es if model.measure is Measure.ES else figures.var
     weight = model.stress_weight
     inner = window.scale * ((1.0 - weight) * risk + weight * figures.stress) + figures.addons
-    tolerance = 1e-9 * max(1.0, abs(inner))
-    if inner > tolerance:
+    inner_tolerance = 1e-9 * max(1.0, abs(inner))
+    if inner > inner_tolerance:
         return slope
-    if inner < -tolerance:
+    if inner < -inner_tolerance:
         return np.zeros(problem.n_positions)
     return np.maximum(slope, 0.0)  # at the floor: max(0, inner) grows only if inner does
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .blas import configure_blas_threads
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
 from .model import Book, Measure, SolveOptions
@@ -184,6 +185,7 @@ def optimise(
         ``highs`` (default, the fast path), ``cvxpy`` or ``cvxpy:SOLVER``; overrides
         ``options.backend``.
     """
+    configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
     if isinstance(book_or_problem, Book):
         problem = build_problem(book_or_problem, options=options)
     elif options is not None and options != book_or_problem.options:

@@ -17,19 +17,22 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
-import html
+import functools
 import io
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .explain_html import result_explanation_html
 from .margin import State
 from .model import Ccp
 from .results import Account, OptimisationResult
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = [
     "FIXML_NAMESPACE",
@@ -258,11 +261,11 @@ def _nice_step(top: float, ticks: int = 5) -> float:
     return float(10.0 * power)
 
 
-def margin_chart_svg(
+def _chart(
     states: Sequence[tuple[str, State]], width: int = 720, height: int = 340
-) -> str:
-    """An inline SVG of stacked bars: each state's margin by account (FICC standalone, CME
-    standalone, XM), the total on top."""
+) -> dict[str, Any]:
+    """The geometry of the report's stacked-bar chart: each state's margin by account (FICC
+    standalone, CME standalone, XM), the total on top; the template draws it as inline SVG."""
     left, right, top, bottom = 90, 170, 30, 50
     plot_width, plot_height = width - left - right, height - top - bottom
     largest = max([state.total for _, state in states] + [1.0])
@@ -273,26 +276,25 @@ def margin_chart_svg(
     def y(value: float) -> float:
         return top + plot_height * (1.0 - value / axis_top)
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Margin by account and state">',
-        f'<text x="{left - 60}" y="{top - 12}" class="axis">{unit_label}</text>',
-    ]
     step_in_units = step / unit
     decimals = next(d for d in (0, 1, 2, 3) if abs(round(step_in_units, d) - step_in_units) < 1e-9)
+    ticks = []
     tick = 0.0
     while tick <= axis_top + 1e-9:
-        parts.append(
-            f'<line x1="{left}" x2="{left + plot_width}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
-            f'class="grid"/>'
-            f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" class="axis" text-anchor="end">'
-            f"{tick / unit:,.{decimals}f}</text>"
+        ticks.append(
+            {
+                "y": f"{y(tick):.1f}",
+                "text_y": f"{y(tick) + 4:.1f}",
+                "label": f"{tick / unit:,.{decimals}f}",
+            }
         )
         tick += step
     slot = plot_width / len(states)
     bar_width = min(90.0, slot * 0.55)
+    bars = []
     for index, (label, state) in enumerate(states):
         x = left + slot * index + (slot - bar_width) / 2
+        segments = []
         base = 0.0
         for account, value in (
             ("ficc_standalone", state.ficc_standalone),
@@ -300,69 +302,82 @@ def margin_chart_svg(
             ("xm", state.xm.margin),
         ):
             if value > 0:
-                parts.append(
-                    f'<rect x="{x:.1f}" y="{y(base + value):.1f}" width="{bar_width:.1f}" '
-                    f'height="{y(base) - y(base + value):.1f}" fill="{STATE_COLOURS[account]}">'
-                    f"<title>{html.escape(label)}: {ACCOUNT_LABELS[account]} "
-                    f"{_money(value)} USD</title></rect>"
+                segments.append(
+                    {
+                        "y": f"{y(base + value):.1f}",
+                        "height": f"{y(base) - y(base + value):.1f}",
+                        "colour": STATE_COLOURS[account],
+                        "account": ACCOUNT_LABELS[account],
+                        "value": _money(value),
+                    }
                 )
             base += value
-        parts.append(
-            f'<text x="{x + bar_width / 2:.1f}" y="{y(state.total) - 6:.1f}" '
-            f'class="value" text-anchor="middle">{state.total / unit:,.1f}</text>'
-            f'<text x="{x + bar_width / 2:.1f}" y="{top + plot_height + 20}" '
-            f'class="label" text-anchor="middle">{html.escape(label)}</text>'
+        bars.append(
+            {
+                "label": label,
+                "x": f"{x:.1f}",
+                "width": f"{bar_width:.1f}",
+                "middle": f"{x + bar_width / 2:.1f}",
+                "total_y": f"{y(state.total) - 6:.1f}",
+                "total": f"{state.total / unit:,.1f}",
+                "segments": segments,
+            }
         )
     legend_x = left + plot_width + 20
-    for row, account in enumerate(("xm", "cme_standalone", "ficc_standalone")):
-        legend_y = top + 10 + 24 * row
-        parts.append(
-            f'<rect x="{legend_x}" y="{legend_y}" width="14" height="14" '
-            f'fill="{STATE_COLOURS[account]}"/>'
-            f'<text x="{legend_x + 20}" y="{legend_y + 12}" class="label">'
-            f"{ACCOUNT_LABELS[account]}</text>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    legend = [
+        {
+            "x": legend_x,
+            "y": top + 10 + 24 * row,
+            "colour": STATE_COLOURS[account],
+            "account": ACCOUNT_LABELS[account],
+        }
+        for row, account in enumerate(("xm", "cme_standalone", "ficc_standalone"))
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": left + plot_width,
+        "unit_x": left - 60,
+        "unit_y": top - 12,
+        "unit_label": unit_label,
+        "label_y": top + plot_height + 20,
+        "ticks": ticks,
+        "bars": bars,
+        "legend": legend,
+    }
 
 
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem;
-       color: #1d2733; max-width: 1100px; }
-h1 { font-size: 1.5rem; margin-bottom: 0.2rem; }
-h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d5dbe3; }
-.meta { color: #5a6878; margin-top: 0; }
-.headline { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1.2rem 0; }
-.card { background: #f3f6f9; border-radius: 6px; padding: 0.8rem 1.1rem; min-width: 11rem; }
-.card .figure { font-size: 1.35rem; font-weight: 600; }
-.card .caption { color: #5a6878; font-size: 0.85rem; }
-table { border-collapse: collapse; font-size: 0.85rem; margin-top: 0.5rem; }
-th, td { padding: 0.3rem 0.6rem; border-bottom: 1px solid #e3e8ee; }
-th { background: #f3f6f9; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.ineligible td { color: #7b8794; }
-svg .grid { stroke: #e3e8ee; } svg .axis { font-size: 11px; fill: #5a6878; }
-svg .label { font-size: 12px; fill: #1d2733; } svg .value { font-size: 12px; font-weight: 600; }
-.notes { color: #5a6878; font-size: 0.85rem; }
-.wide { overflow-x: auto; }
-"""
+@functools.cache
+def _template() -> jinja2.Template:
+    """``templates/report.html.j2`` with autoescaping on (loaded at the first report)."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return environment.get_template("report.html.j2")
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{cell}</td>' if index in numeric else f"<td>{cell}</td>"
-            for index, cell in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _explanation_fragment(result: OptimisationResult) -> Any:
+    """The explanation section (explain_html renders it from its own autoescaping template),
+    marked safe so the report's template inserts it as HTML."""
+    import markupsafe
+
+    from .explain_html import result_explanation_html
+
+    return markupsafe.Markup(result_explanation_html(result))
 
 
 def savings_report_html(result: OptimisationResult) -> str:
     """A self-contained HTML page for the customer: the savings, margin by account in the three
-    states (inline SVG), the state figures, the transfers and each position's ES attribution."""
+    states (inline SVG), the four states' figures, the transfers and each position's ES
+    attribution. Rendered by jinja2 with autoescaping: ids, names, contracts and reasons from the
+    case are text, never markup."""
     problem = result.problem
     book = problem.book
     states = [
@@ -374,16 +389,14 @@ def savings_report_html(result: OptimisationResult) -> str:
     baseline_total = result.baseline.total
     saving_share = result.savings / baseline_total if baseline_total > 0 else 0.0
     cards = [
-        ("Baseline margin (nothing in XM)", _money(baseline_total) + " USD"),
-        ("Optimised margin", _money(result.optimised.total) + " USD"),
-        ("Saving against baseline", f"{_money(result.savings)} USD ({saving_share:.1%})"),
-        ("Saving against current", _money(savings_vs_current) + " USD"),
+        {"caption": caption, "figure": figure}
+        for caption, figure in (
+            ("Baseline margin (nothing in XM)", _money(baseline_total) + " USD"),
+            ("Optimised margin", _money(result.optimised.total) + " USD"),
+            ("Saving against baseline", f"{_money(result.savings)} USD ({saving_share:.1%})"),
+            ("Saving against current", _money(savings_vs_current) + " USD"),
+        )
     ]
-    card_html = "".join(
-        f'<div class="card"><div class="figure">{html.escape(figure)}</div>'
-        f'<div class="caption">{html.escape(caption)}</div></div>'
-        for caption, figure in cards
-    )
     figure_rows = []
     for key, label in (
         ("total", "Total margin"),
@@ -399,7 +412,7 @@ def savings_report_html(result: OptimisationResult) -> str:
         ("ficc_collects", "FICC collects"),
         ("cme_collects", "CME collects"),
     ):
-        cells = [html.escape(label)]
+        cells = [label]
         for state in (*(s for _, s in states), result.all_eligible):
             value = state.summary()[key]
             if isinstance(value, bool):
@@ -409,15 +422,10 @@ def savings_report_html(result: OptimisationResult) -> str:
             else:
                 cells.append(_money(float(value)))
         figure_rows.append(cells)
-    figures_table = _table(
-        ["Figure (USD)", "Baseline", "Current", "Optimised", "All eligible in XM"],
-        figure_rows,
-        numeric={1, 2, 3, 4},
-    )
 
     transfer_rows = [
         [
-            html.escape(t.instrument),
+            t.instrument,
             t.from_account.value,
             t.to_account.value,
             _money(t.quantity),
@@ -425,11 +433,6 @@ def savings_report_html(result: OptimisationResult) -> str:
         ]
         for t in result.transfers
     ]
-    transfers_html = (
-        _table(["Instrument", "From", "To", "Quantity", "Lots"], transfer_rows, numeric={3, 4})
-        if transfer_rows
-        else "<p>No transfers: the current allocation is already optimal.</p>"
-    )
 
     attribution = result.attribution
     accounts = ("ficc_standalone", "cme_standalone", "xm_ficc_model", "xm_cme_model")
@@ -439,69 +442,58 @@ def savings_report_html(result: OptimisationResult) -> str:
         eligibility = problem.eligibility[i]
         eligible_text = "yes" if eligibility.eligible else "no: " + ", ".join(eligibility.reasons)
         row = [
-            html.escape(position_id),
+            position_id,
             instrument.ccp.value,
             instrument.kind.value + (f" {instrument.contract}" if instrument.contract else ""),
-            html.escape(eligible_text),
+            eligible_text,
             _money(problem.quantity[i]),
             _money(problem.current_xm[i]),
             _money(result.allocation[i]),
         ]
         row += [_money(attribution.shares[account][i]) for account in accounts]
         attribution_rows.append(row)
-    attribution_rows.append(
-        ["<b>Total</b>", "", "", "", "", "", ""]
-        + [f"<b>{_money(attribution.totals[account])}</b>" for account in accounts]
+    return _template().render(
+        title=f"Cross-margin savings: {book.customer.id}",
+        book=book.name,
+        business_date=book.business_date.isoformat(),
+        cycle=book.cycle.value,
+        clearing_member=book.clearing_member.id,
+        backend=result.stats.backend,
+        status=result.status.value,
+        cards=cards,
+        chart=_chart(states),
+        figures={
+            "headers": ["Figure (USD)", "Baseline", "Current", "Optimised", "All eligible in XM"],
+            "rows": figure_rows,
+            "numeric": {1, 2, 3, 4},
+        },
+        transfers={
+            "headers": ["Instrument", "From", "To", "Quantity", "Lots"],
+            "rows": transfer_rows,
+            "numeric": {3, 4},
+        },
+        attribution={
+            "headers": [
+                "Position",
+                "CCP",
+                "Kind",
+                "Eligible",
+                "Quantity",
+                "XM now",
+                "XM optimised",
+                "FICC standalone",
+                "CME standalone",
+                "XM, FICC model",
+                "XM, CME model",
+            ],
+            "rows": attribution_rows,
+            "numeric": set(range(4, 11)),
+            "total": ["Total", "", "", "", "", "", ""]
+            + [_money(attribution.totals[account]) for account in accounts],
+        },
+        explanation=_explanation_fragment(result),
+        notes=list(result.notes),
     )
-    attribution_table = _table(
-        [
-            "Position",
-            "CCP",
-            "Kind",
-            "Eligible",
-            "Quantity",
-            "XM now",
-            "XM optimised",
-            "FICC standalone",
-            "CME standalone",
-            "XM, FICC model",
-            "XM, CME model",
-        ],
-        attribution_rows,
-        numeric=set(range(4, 11)),
-    )
-    notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
-    title = f"Cross-margin savings: {book.customer.id}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{STYLE}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p class="meta">Book {html.escape(book.name)} &middot; business date {book.business_date}
-&middot; cycle {book.cycle.value} &middot; clearing member {html.escape(book.clearing_member.id)}
-&middot; solver {html.escape(result.stats.backend)} ({result.status.value})</p>
-<div class="headline">{card_html}</div>
-<h2>Margin by account</h2>
-{margin_chart_svg(states)}
-<h2>The three states</h2>
-{figures_table}
-<h2>Transfers from current to optimised</h2>
-{transfers_html}
-<h2>Where the margin comes from (optimised allocation)</h2>
-<p class="notes">Each position's share of each account's horizon-scaled expected shortfall
-(Euler attribution, USD; negative shares offset risk). The XM account is shown under both
-clearing houses' models.</p>
-<div class="wide">{attribution_table}</div>
-{result_explanation_html(result)}
-{f'<h2>Notes</h2><ul class="notes">{notes}</ul>' if notes else ""}
-</body>
-</html>
-"""
 
 
 def write_reports(

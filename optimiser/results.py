@@ -159,7 +159,7 @@ class OptimisationResult:
             pid: e.eligible
             for pid, e in zip(problem.position_ids, problem.eligibility, strict=True)
         }
-        optimised = self.optimised.summary()
+        optimised: dict[str, Any] = dict(self.optimised.summary())
         optimised["allocation"] = dict(
             zip(problem.position_ids, (float(v) for v in self.allocation), strict=True)
         )

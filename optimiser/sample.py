@@ -381,7 +381,7 @@ def _contract_month_code(year: int, month: int) -> str:
 
 def _quarterly_months(after: dt.date, count: int) -> list[tuple[int, int]]:
     """The next ``count`` March/June/September/December months whose IMM date is after ``after``."""
-    months = []
+    months: list[tuple[int, int]] = []
     year, month = after.year, after.month
     while len(months) < count:
         if month % 3 == 0 and _third_wednesday(year, month) > after:

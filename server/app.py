@@ -227,7 +227,7 @@ def build_server(config: ServerConfig) -> RunningServer:
         pool, registry, config.limits, engines, recorder, config.stream_window
     )
     max_bytes = config.max_message_mb * MB
-    interceptors = [_Auth(config.token)] if config.token else []
+    interceptors: list[grpc.ServerInterceptor] = [_Auth(config.token)] if config.token else []
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
     # reflection and refusals (RESOURCE_EXHAUSTED must not queue behind solves).
     handlers = ThreadPoolExecutor(pool.capacity + 8, thread_name_prefix="xmargin-rpc")
@@ -250,7 +250,7 @@ def build_server(config: ServerConfig) -> RunningServer:
     if tls:
         assert config.tls_cert is not None and config.tls_key is not None
         credentials = grpc.ssl_server_credentials(
-            [(_read(config.tls_key), _read(config.tls_cert))],
+            [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
             root_certificates=_read(config.client_ca),
             require_client_auth=config.client_ca is not None,
         )

@@ -37,6 +37,9 @@ from xmargin.clients.v1 import (
 )
 from xmargin.optimiser import (
     Book,
+    CaseValidationError,
+    Eligibility,
+    Position,
     attribute,
     build_problem,
     default_rulebook,
@@ -54,6 +57,7 @@ from xmargin.optimiser.batch import (
 )
 from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.results import OptimisationResult
+from xmargin.optimiser.what_if import Placement, WhatIfResult, what_if
 
 from .batch_stream import StreamRun, duplicate_ids
 from .batching import (
@@ -245,10 +249,6 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 code = grpc.StatusCode.DEADLINE_EXCEEDED  # or cancelled: the reply was lost
             self._log(method, request, code, started)
 
-    def _time_limit(self, context: grpc.ServicerContext, requested: float | None) -> float | None:
-        """The solver's time limit: the request's, bounded by what the deadline leaves."""
-        return solve_budget(_remaining(context), requested)
-
     @staticmethod
     def _deadline(context: grpc.ServicerContext) -> float | None:
         """The call's deadline on the wall clock (``time.time()``); None when it has none."""
@@ -372,7 +372,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
             limit = None
             if not request.current_only:
-                limit = self._time_limit(context, book.options.time_limit)
+                limit = solve_budget(_remaining(context), book.options.time_limit)
             return explain_response(request, book, limit)
 
         return self._unary("Explain", request, context, lambda: self._in_pool(context, work))
@@ -399,37 +399,24 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         self, request: service_pb2.WhatIfRequest, context: grpc.ServicerContext
     ) -> service_pb2.WhatIfResponse:
         def work() -> service_pb2.WhatIfResponse:
-            scenarios = self._scenarios(request)
-            base = self._book(request, request.account, FieldPaths(), scenarios, False)
-            after, trade_rows = self._what_if_book(request, scenarios)
-            return _what_if(request.run, base, after, trade_rows)
+            book, trades = self._what_if_book(request, self._scenarios(request))
+            try:
+                result = what_if(book, trades, list(request.exclude_positions))
+            except CaseValidationError as error:  # the library's names -> the request's fields
+                field = error.field.replace("trades[", "add_trades[", 1)
+                field = field.replace("exclude[", "exclude_positions[", 1)
+                raise RequestError([(field, error.reason)]) from error
+            return _what_if(request.run, result)
 
         return self._unary("WhatIf", request, context, lambda: self._in_pool(context, work))
 
     def _what_if_book(
         self, request: service_pb2.WhatIfRequest, scenarios: ResolvedScenarios
-    ) -> tuple[Book, list[tuple[int, float]]]:
+    ) -> tuple[Book, list[Position]]:
+        """The account's book with the added instruments, and the added trades as positions
+        (checked as the positions of a book that holds nothing else)."""
         account = request.account
-        held = {p.instrument: k for k, p in enumerate(account.positions)}
-        violations = []
-        excluded = set()
-        for i, pid in enumerate(request.exclude_positions):
-            if pid not in held:
-                violations.append((f"exclude_positions[{i}]", f"no position in {pid!r}"))
-            excluded.add(pid)
-        known = {i.id for i in account.instruments} | {i.id for i in request.add_instruments}
-        traded: set[str] = set()
-        for m, trade in enumerate(request.add_trades):
-            where = f"add_trades[{m}]"
-            if trade.instrument not in known:
-                violations.append((f"{where}.instrument", "unknown instrument"))
-            if trade.instrument in traded:
-                violations.append((f"{where}.instrument", "one trade per instrument"))
-            if trade.quantity == 0 or trade.quantity != trade.quantity:
-                violations.append((f"{where}.quantity", "must be a non-zero number"))
-            traded.add(trade.instrument)
-        if violations:
-            raise RequestError(violations)
+        paths = FieldPaths()
         case = book_case(
             request.run,
             account,
@@ -437,36 +424,21 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             self._field(request, "models"),
             self._field(request, "program"),
             None,
-            FieldPaths(),
+            paths,
             self.limits,
         )
-        paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
         paths.instruments = [f"account.instruments[{k}]" for k in range(len(account.instruments))]
         paths.instruments += [f"add_instruments[{k}]" for k in range(len(request.add_instruments))]
         case["instruments"] += [instrument_case(i) for i in request.add_instruments]
-        positions: list[dict[str, Any]] = []
-        index_of: dict[str, int] = {}
-        for k, position in enumerate(account.positions):
-            if position.instrument in excluded:
-                continue
-            index_of[position.instrument] = len(positions)
-            positions.append(position_case(position))
-            paths.positions.append(f"account.positions[{k}]")
-        trade_rows: list[tuple[int, float]] = []
-        for m, trade in enumerate(request.add_trades):
-            row = index_of.get(trade.instrument)
-            if row is None:
-                entry = position_case(trade)
-                entry.update(xm_quantity=0.0, pinned=False)
-                row = len(positions)
-                positions.append(entry)
-                paths.positions.append(f"add_trades[{m}]")
-            else:
-                positions[row]["quantity"] += trade.quantity
-                paths.positions[row] = f"add_trades[{m}]"
-            trade_rows.append((row, trade.quantity))
-        case["positions"] = positions
-        return parse(case, paths, parse_case), trade_rows
+        book: Book = parse(case, paths, parse_case)
+        if not request.add_trades:
+            return book, []
+        case["positions"] = [
+            position_case(trade) | {"xm_quantity": 0.0, "pinned": False}
+            for trade in request.add_trades
+        ]
+        paths.positions = [f"add_trades[{m}]" for m in range(len(request.add_trades))]
+        return book, list(parse(case, paths, parse_case).positions)
 
     def CheckEligibility(  # noqa: N802
         self, request: service_pb2.CheckEligibilityRequest, context: grpc.ServicerContext
@@ -807,54 +779,33 @@ def _recordable(outcome: AccountOutcome) -> bool:
     return code == "FAILED_PRECONDITION"
 
 
-def _what_if(
-    run: common_pb2.RunContext, base: Book, after: Book, trade_rows: list[tuple[int, float]]
-) -> service_pb2.WhatIfResponse:
-    """Margin change of the trades and exclusions at the current allocation, and each trade's
-    best placement (XM only where eligible), everything else held at the current allocation."""
-    base_problem = build_problem(base)
-    before = evaluate(base_problem, base_problem.current_xm)
-    problem = build_problem(after)
-    current = problem.current_xm
-    without_trades = problem.quantity.copy()
-    for row, quantity in trade_rows:
-        without_trades[row] -= quantity
-
-    def total(quantity: np.ndarray, xm_quantity: np.ndarray) -> float:
-        return evaluate(dataclasses.replace(problem, quantity=quantity), xm_quantity).total
-
-    reference = total(without_trades, current)
-    best_xm = current.copy()
+def _what_if(run: common_pb2.RunContext, result: WhatIfResult) -> service_pb2.WhatIfResponse:
+    """The proto rendering of a :func:`~xmargin.optimiser.what_if.what_if` result."""
     impacts = []
-    for row, quantity in trade_rows:
-        with_trade = without_trades.copy()
-        with_trade[row] += quantity
-        standalone = total(with_trade, current) - reference
+    for trade in result.trades:
         impact = service_pb2.TradeImpact(
-            instrument=problem.position_ids[row],
-            quantity=quantity,
-            eligible=bool(problem.eligible[row]),
-            margin_change_standalone=standalone,
-            best_placement=service_pb2.PLACEMENT_STANDALONE,
-            best_margin_change=standalone,
+            instrument=trade.instrument,
+            quantity=trade.quantity,
+            eligible=trade.eligible,
+            margin_change_standalone=trade.change_standalone,
+            best_placement=(
+                service_pb2.PLACEMENT_XM
+                if trade.best is Placement.XM
+                else service_pb2.PLACEMENT_STANDALONE
+            ),
+            best_margin_change=trade.best_change,
         )
-        impact.reasons.extend(eligibility_to_proto([""], [problem.eligibility[row]])[0].reasons)
-        if problem.eligible[row]:
-            in_xm = current.copy()
-            in_xm[row] += quantity
-            impact.margin_change_xm = total(with_trade, in_xm) - reference
-            if impact.margin_change_xm < standalone:
-                impact.best_placement = service_pb2.PLACEMENT_XM
-                impact.best_margin_change = impact.margin_change_xm
-                best_xm[row] += quantity
+        if trade.change_xm is not None:
+            impact.margin_change_xm = trade.change_xm
+        impact.reasons.extend(
+            eligibility_to_proto([""], [Eligibility(trade.eligible, trade.reasons)])[0].reasons
+        )
         impacts.append(impact)
-    after_standalone = evaluate(problem, current)
-    after_best = evaluate(problem, best_xm)
     return service_pb2.WhatIfResponse(
         run=run,
-        before=state_to_proto(before),
-        after_standalone=state_to_proto(after_standalone),
-        after_best=state_to_proto(after_best),
-        margin_change=after_best.total - before.total,
+        before=state_to_proto(result.before),
+        after_standalone=state_to_proto(result.after_standalone),
+        after_best=state_to_proto(result.after_best),
+        margin_change=result.margin_change,
         trades=impacts,
     )

@@ -40,3 +40,25 @@ def case_path(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def case_data(case_path: Path) -> dict[str, Any]:
     return json.loads(case_path.read_text())
+
+
+def assert_tree_close(got: Any, expected: Any, rel: float = 1e-12, path: str = "$") -> None:
+    """Assert two JSON-like trees are equal, floats to ``rel`` relative tolerance.
+
+    Strings, booleans, ints and the shape of the tree must match exactly; a float ``g`` matches
+    ``e`` when ``|g - e| <= rel * max(|g|, |e|)`` (so the last bits a BLAS kernel chooses do not
+    count, and exact zeros still must be zeros).
+    """
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), path
+        for key, value in expected.items():
+            assert_tree_close(got[key], value, rel, f"{path}.{key}")
+    elif isinstance(expected, list | tuple):
+        assert isinstance(got, list | tuple) and len(got) == len(expected), path
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert_tree_close(g, e, rel, f"{path}[{i}]")
+    elif isinstance(expected, float) or isinstance(got, float):
+        assert isinstance(got, int | float) and not isinstance(got, bool), path
+        assert abs(got - expected) <= rel * max(abs(got), abs(expected)), (path, got, expected)
+    else:
+        assert got == expected, (path, got, expected)

@@ -19,6 +19,7 @@ from typing import ClassVar
 import cvxpy as cp
 import numpy as np
 
+from ..blas import configure_blas_threads
 from ..model import Ccp
 from ..problem import ModelWindow, Problem
 from ..results import Status
@@ -123,10 +124,14 @@ class CvxpyBackend:
 
         kwargs: dict[str, object] = {}
         if self.solver == "HIGHS":
+            from .highs_backend import quiet_highs_banner
+
+            quiet_highs_banner()  # else cvxpy's highspy.Highs() prints HiGHS's banner on stdout
             if time_limit is not None:
                 kwargs["time_limit"] = float(time_limit)
             if options.integral or options.max_transfers is not None:
                 kwargs["mip_rel_gap"] = 1e-9
+        configure_blas_threads("cvxpy")  # scipy's OpenBLAS too, now that cvxpy has loaded it
         try:
             with warnings.catch_warnings():
                 # cvxpy's bound propagation multiplies infinite bounds by zero; harmless.

@@ -16,8 +16,7 @@ relative. Integral allocations re-solve the same model as a MIP with the cuts fo
 
 from __future__ import annotations
 
-import os
-import sys
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,22 +37,23 @@ __all__ = ["HighsBackend"]
 INF = highspy.kHighsInf
 
 
-def _silence_banner() -> None:
-    """HiGHS prints a banner on stdout when the first instance of a process is made, whatever
-    its options; make that first instance with stdout pointed at /dev/null so that command-line
-    JSON output stays clean."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+@functools.cache
+def quiet_highs_banner() -> None:
+    """Have HiGHS's once-per-process banner written to no console.
+
+    HiGHS writes its banner when the first instance of a process gets a callback, and
+    ``highspy.Highs()`` sets one in its constructor, before any option can be set, so the banner
+    would land on stdout (in the middle of command-line JSON). A bare core instance with
+    ``log_to_console`` off takes that turn instead: every later instance, ours and cvxpy's, is
+    silent. HiGHS's own log settings only: no file descriptor of the host is touched. Called
+    before the first solve (never at import); idempotent.
+    """
+    first = highspy._core._Highs()  # the core class: no callback set by its constructor
+    first.setOptionValue("log_to_console", False)
+    first.setCallback(lambda *_: None, None)
+    first.setCallback(None, None)
 
 
-_silence_banner()
 GAP_TOLERANCE = 1e-10
 MIP_GAP = 1e-6
 MAX_ROUNDS = 500
@@ -147,8 +147,10 @@ class _CuttingPlaneModel:
         self.n_factors = n_factors
         self.lot = problem.lot
         options = problem.options
+        quiet_highs_banner()
         self.highs = highspy.Highs()
         self.highs.setOptionValue("output_flag", False)
+        self.highs.setOptionValue("log_to_console", False)
         self.highs.setOptionValue("simplex_strategy", 1)  # dual simplex
         self.highs.setOptionValue("mip_rel_gap", MIP_GAP)
         self.highs.setOptionValue("threads", 1)
@@ -249,7 +251,7 @@ class _CuttingPlaneModel:
                 addons = columns(active.size, 0.0, INF)
                 margin_index.extend(addons.tolist())
                 margin_value.extend([-1.0] * active.size)
-                for addon, k in zip(addons, active, strict=True):
+                for addon, k in zip(addons, active.tolist(), strict=True):
                     rate, threshold = model.addon_rate[k], model.addon_threshold[k]
                     rows.add([addon, exposure[k]], [1.0, -rate], -rate * threshold, INF)
                     rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold, INF)

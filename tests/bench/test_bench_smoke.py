@@ -40,6 +40,7 @@ def _solve_configs(results: dict[str, Any]) -> list[dict[str, Any]]:
     return reference + results["sweep"]
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
     code, out, results = quick_run
     assert code == 0
@@ -54,6 +55,7 @@ def test_quick_run_writes_results(quick_run: tuple[int, Path, dict[str, Any]]) -
     assert env["python"] and env["cpu_model"] and env["cores"] >= 1 and env["date"]
 
 
+@pytest.mark.slow
 def test_reference_by_both_paths(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
     reference = quick_run[2]["reference"]
     assert set(reference["continuous"]) == set(reference["integral"]) == {"highs", "cvxpy"}
@@ -68,6 +70,7 @@ def test_reference_by_both_paths(quick_run: tuple[int, Path, dict[str, Any]]) ->
         assert config["status"] in ("ok", "timed_out", "killed"), config
 
 
+@pytest.mark.slow
 def test_optimum_never_worse_than_a_simple_policy(
     quick_run: tuple[int, Path, dict[str, Any]],
 ) -> None:
@@ -83,6 +86,7 @@ def test_optimum_never_worse_than_a_simple_policy(
     assert checked >= 2
 
 
+@pytest.mark.slow
 def test_sweep_batch_grpc_and_headline(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
     results = quick_run[2]
     assert results["sweep"]

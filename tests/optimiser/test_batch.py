@@ -119,6 +119,7 @@ def test_folder_of_cases_groups_by_shared_inputs_and_matches_the_library() -> No
 # --- engines --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_pool_and_dask_cluster_give_identical_results(dask_engine: DaskEngine) -> None:
     reference = by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
     local = _outcomes(LocalPoolEngine(workers=2), 8, bad_lot_at=5)
@@ -132,6 +133,7 @@ def test_local_pool_and_dask_cluster_give_identical_results(dask_engine: DaskEng
     assert reference["CUST-5"].field == "accounts[5].positions[0].lot"
 
 
+@pytest.mark.slow
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client
@@ -165,6 +167,7 @@ def test_a_killed_pool_worker_is_replaced_and_every_account_comes_back_once() ->
     assert by_account(outcomes) == reference
 
 
+@pytest.mark.slow
 def test_a_killed_dask_worker_has_its_accounts_rerun(dask_engine: DaskEngine) -> None:
     reference = by_account(_outcomes(InlineEngine(), 8, positions=12, integral=True))
     selected = batch_group(8, positions=12, integral=True)
@@ -302,6 +305,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_cli_batch_on_a_separate_dask_scheduler_and_workers(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import xmargin.optimiser as optimiser_package
 from tests.conftest import CASE_FILES, close
 from xmargin.optimiser import (
     InfeasibleError,
@@ -30,6 +29,8 @@ from xmargin.optimiser import (
     load_case,
     optimise,
 )
+from xmargin.optimiser.cli import common as cli_common
+from xmargin.optimiser.cli import solve as cli_solve
 from xmargin.optimiser.sample import load_sample_book
 
 STATE_KEYS = {"total", "ficc_standalone", "cme_standalone", "xm", "S_F", "S_C", "C_F", "C_C", "r"}
@@ -340,7 +341,7 @@ def test_solver_failures_map_to_exit_codes(
         def failing(*args: object, error: Exception = error, **kwargs: object) -> None:
             raise error
 
-        monkeypatch.setattr(optimiser_package, "optimise", failing)
+        monkeypatch.setattr(cli_solve, "optimise", failing)
         got, out, err = run(capsys, "optimise", case)
         assert got == code and out == "" and str(error) in err
 
@@ -373,7 +374,7 @@ def test_missing_delegate_says_so(
 def test_progress_only_for_slow_work(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "PROGRESS_AFTER_SECONDS", 0.05)
+    monkeypatch.setattr(cli_common, "PROGRESS_AFTER_SECONDS", 0.05)
     with cli.progress("quick work"):
         pass
     with cli.progress("slow work"):
@@ -399,4 +400,4 @@ def test_console_script_entry_point() -> None:
 def test_json_output_has_no_nan() -> None:
     """Strict JSON: a figure that is not finite (a solver's missing bound) is written as null."""
     data = {"bound": float("nan"), "gap": np.float64(np.inf), "values": [np.float64(1.5)]}
-    assert cli._jsonable(data) == {"bound": None, "gap": None, "values": [1.5]}
+    assert cli_common.jsonable(data) == {"bound": None, "gap": None, "values": [1.5]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def assert_invariants(result: OptimisationResult) -> None:
         lots = allocation[problem.movable] / problem.lot[problem.movable]
         assert np.allclose(lots, np.round(lots), rtol=0, atol=1e-9)
     # The reported total is the exact evaluator's, independent of the solver.
-    assert result.optimised.total == evaluate(problem, allocation).total
+    assert result.optimised.total == pytest.approx(evaluate(problem, allocation).total, rel=1e-12)
     # Transfers take current to optimised.
     moved = problem.current_xm.copy()
     index = {pid: i for i, pid in enumerate(problem.position_ids)}
@@ -211,17 +212,39 @@ def test_var_model_reports_exact_var_and_gap() -> None:
 
 # The fallback backend, given the same microsecond, may warn that its answer is inaccurate.
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
-def test_time_limit_reports_best_found_or_fails_clearly() -> None:
-    problem = _with_options(
-        build_problem(random_book(9, n_positions=10, integral=True)), time_limit=1e-6
-    )
+@functools.cache
+def _time_limited() -> tuple[OptimisationResult | SolverError, float]:
+    """A whole-lot book solved with a 1 µs time limit (or the error), and its optimum."""
+    problem = build_problem(random_book(9, n_positions=10, integral=True))
+    optimum = optimise(problem).optimised.total
     try:
-        result = optimise(problem)
+        return optimise(_with_options(problem, time_limit=1e-6)), optimum
     except SolverError as error:
-        assert error.advice
-    else:
-        assert result.status in (Status.TIME_LIMIT, Status.OPTIMAL)
-        assert_invariants(result)
+        return error, optimum
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_time_limit_reports_best_found_or_fails_clearly() -> None:
+    """A 1 µs limit cannot prove a whole-lot answer optimal: the result says TIME_LIMIT and
+    carries a feasible allocation no better than the optimum; or no backend found one, and the
+    error says to raise the time limit."""
+    result, optimum = _time_limited()
+    if isinstance(result, SolverError):
+        assert "time limit" in f"{result} {result.advice}".lower(), result
+        return
+    assert result.status is Status.TIME_LIMIT, result.status
+    assert_invariants(result)
+    assert result.optimised.total >= optimum - (1e-6 * optimum + 1e-2)
+
+
+# Found while making the test above able to fail: under a time limit the cvxpy backend (the
+# fallback here) reports its objective as the bound (5.22e6 against an optimum of 1.55e6).
+@pytest.mark.xfail(strict=True, reason="cvxpy backend: bound = objective under TIME_LIMIT")
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_time_limit_bound_is_a_lower_bound() -> None:
+    result, optimum = _time_limited()
+    assert isinstance(result, OptimisationResult)
+    assert result.stats.bound <= optimum + 1e-6 * optimum + 1e-2
 
 
 def test_marginal_margins_match_finite_differences() -> None:
@@ -333,7 +356,7 @@ def test_continuous_allocation_reaches_a_quantity_off_the_lot_grid() -> None:
         assert result.allocation[0] == pytest.approx(100.5e6, rel=1e-9)
         assert_invariants(result)
     integral = optimise(_with_options(build_problem(book), integral=True))
-    assert integral.allocation[0] == 100e6
+    assert integral.allocation[0] == pytest.approx(100e6, rel=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

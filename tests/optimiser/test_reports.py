@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import struct
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES
-from xmargin.optimiser import load_case, optimise
+from xmargin.optimiser import load_case, optimise, parse_case
 from xmargin.optimiser.reports import (
     FIXML_NAMESPACE,
     STATE_COLOURS,
@@ -249,3 +250,31 @@ def test_html_report_renders_in_headless_chromium(
     assert (
         dom.returncode == 0 and "<svg" in dom.stdout and "Where the margin comes from" in dom.stdout
     )
+
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def test_html_report_escapes_whatever_the_case_says() -> None:
+    """Ids, names and contracts come from the case: they reach the page as text, never markup."""
+    data = json.loads(next(p for p in CASE_FILES if p.name.startswith("01-")).read_text())
+    data.pop("expected", None)
+    note, future = data["instruments"]
+    renamed = {note["id"]: f"N{HOSTILE}", future["id"]: f"F{HOSTILE}"}
+    for instrument in data["instruments"]:
+        instrument["id"] = renamed[instrument["id"]]
+    for position in data["positions"]:
+        position["instrument"] = renamed[position["instrument"]]
+    future["contract"] = HOSTILE
+    data["name"] = f"book {HOSTILE}"
+    data["customer"]["id"] = f"C{HOSTILE}"
+    data["clearing_member"]["id"] = f"M{HOSTILE}"
+    page = savings_report_html(optimise(parse_case(data)))
+
+    collector = _Collector()
+    collector.feed(page)
+    assert "img" not in collector.tags and "script" not in collector.tags
+    assert "<img" not in page and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+    text = "".join(collector.text)
+    for value in (*renamed.values(), data["name"], data["customer"]["id"], HOSTILE):
+        assert value in text  # shown, as text

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import assert_tree_close
 from xmargin.optimiser import (
     Ccp,
     InstrumentKind,
@@ -208,7 +209,8 @@ def test_bundled_sample_book_is_the_generators_output() -> None:
     """The bundled file is ``xmargin sample --positions 40 --scenarios 1260 --seed SAMPLE_SEED``;
     regenerate it with that command if the generator changes."""
     bundled = json.loads(sample_book_path().read_text())
-    assert bundled == json.loads(json.dumps(generate_case(40, 1260, SAMPLE_SEED)))
+    # to 1e-12 relative: another OpenBLAS kernel moves the last bit of some figures
+    assert_tree_close(json.loads(json.dumps(generate_case(40, 1260, SAMPLE_SEED))), bundled)
 
 
 def test_big_books_get_unique_identifiers() -> None:

@@ -312,30 +312,25 @@ def test_tls_without_client_certificates(
         running.stop(0)
 
 
-class FakeContext:
-    def __init__(self, remaining: float | None) -> None:
-        self.remaining = remaining
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-
 @pytest.mark.parametrize(
     "remaining, requested, expected",
     [(None, None, None), (None, 7.0, 7.0), (10.0, None, 8.0), (10.0, 3.0, 3.0), (1.0, 5.0, 0.8)],
 )
 def test_the_deadline_bounds_the_solver_time_limit(
-    server: RunningServer, remaining: float | None, requested: float | None, expected: float | None
+    remaining: float | None, requested: float | None, expected: float | None
 ) -> None:
-    limit = server.servicer._time_limit(FakeContext(remaining), requested)  # type: ignore[arg-type]
+    from xmargin.server.batching import solve_budget
+
+    limit = solve_budget(remaining, requested)
     assert limit == (None if expected is None else pytest.approx(expected))
 
 
-def test_a_deadline_with_no_time_to_solve_is_refused(server: RunningServer) -> None:
+def test_a_deadline_with_no_time_to_solve_is_refused() -> None:
+    from xmargin.server.batching import solve_budget
     from xmargin.server.errors import DeadlineError
 
     with pytest.raises(DeadlineError):
-        server.servicer._time_limit(FakeContext(0.001), None)  # type: ignore[arg-type]
+        solve_budget(0.001, None)
 
 
 def test_the_call_deadline_reaches_the_solver(

@@ -1,7 +1,7 @@
 """Does highspy release the GIL while it solves? Time 2 solves sequentially, in 2 threads and in
 2 processes (the figure behind the server's choice of a thread pool; see the README).
 
-    python -m xmargin.server.gil_probe [--scenarios 2520] [--positions 300] [--repeats 3]
+    python -m xmargin.bench.gil_probe [--scenarios 2520] [--positions 300] [--repeats 3]
 
 The LP is the Rockafellar-Uryasev form of two expected shortfalls (a standalone and an XM
 account) over ``--scenarios`` scenarios of 10 factors for ``--positions`` positions: the

@@ -1,0 +1,64 @@
+"""``xmargin explain``: why each account margins what it does (xmargin.optimiser.explain)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..model import Mode
+from ..problem import build_problem
+from .common import EXIT_OK, _command, _load_book, _output_flags, _print_json
+from .solve import _run_optimise
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """The explanation of the current and/or optimised allocation, as a table or JSON."""
+    from ..explain import explain, explain_result
+    from ..explain_render import explanation_table
+
+    book = _load_book(args.case, args.quiet)
+    states = (args.state,) if args.state else ("current", "optimised")
+    if states == ("current",):
+        explanation = explain(build_problem(book), states=states)
+    else:
+        explanation = explain_result(_run_optimise(book, args), states, args.transfers)
+    if args.json:
+        _print_json(explanation.to_dict(losses=args.losses))
+    else:
+        print(explanation_table(explanation, args.account))
+    return EXIT_OK
+
+
+def add_parsers(commands: Any) -> None:
+    """The ``explain`` subcommand."""
+    explain_parser = _command(
+        commands,
+        "explain",
+        "the scenarios, factors and positions behind each account's margin",
+        "Per account and state: the tail scenarios that set each figure, the stress and "
+        "add-on terms, the split by factor and by position (adding up to the figure), and "
+        "what each transfer of the optimised allocation saves.",
+    )
+    explain_parser.add_argument("case", metavar="CASE.json")
+    explain_parser.add_argument("--state", choices=["current", "optimised"], help="default: both")
+    explain_parser.add_argument(
+        "--account",
+        nargs="+",
+        choices=["ficc_standalone", "cme_standalone", "xm", "S_F", "S_C", "C_F", "C_C"],
+        help="accounts to show in the table (default: all)",
+    )
+    explain_parser.add_argument(
+        "--losses", action="store_true", help="JSON: every scenario loss of each window"
+    )
+    explain_parser.add_argument(
+        "--transfers",
+        choices=["path", "sequential"],
+        default="path",
+        help="how each transfer's saving is credited",
+    )
+    explain_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
+    explain_parser.add_argument("--integral", action="store_true", help="whole lots only")
+    explain_parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
+    explain_parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound it")
+    _output_flags(explain_parser, "table")
+    explain_parser.set_defaults(handler=cmd_explain)

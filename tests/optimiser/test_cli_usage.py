@@ -1,0 +1,127 @@
+"""The command line as a new user meets it: help, flags in either place, refusals that say why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CASE_FILES
+from xmargin.optimiser import cli
+from xmargin.optimiser.batch import DaskEngine
+from xmargin.optimiser.extras import MissingExtraError
+
+CASE_01 = next(path for path in CASE_FILES if path.name.startswith("01-"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found |= {f"{name} {k}": v for k, v in _subparsers(sub).items()}
+    return found
+
+
+def test_quiet_goes_before_or_after_the_subcommand() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["-q", "margin", "c.json"]).quiet is True
+    assert parser.parse_args(["margin", "c.json", "-q"]).quiet is True
+    assert parser.parse_args(["margin", "-q", "c.json"]).quiet is True
+    assert parser.parse_args(["margin", "c.json"]).quiet is False
+    assert parser.parse_args(["audit", "list", "--business-date", "2026-11-24", "--cycle",
+                              "EOD", "--run-number", "1", "--quiet"]).quiet is True  # fmt: skip
+
+
+def test_every_command_describes_itself_and_its_defaults_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    commands = _subparsers(cli.build_parser())
+    assert {"optimise", "what-if", "batch", "audit show", "audit list"} <= set(commands)
+    for name, parser in commands.items():
+        assert parser.description, f"{name} has no description"
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and " 5 " in out and "130" in out
+    code, out, _ = run(capsys, "sample", "--help")
+    assert code == 0 and "(default: 40)" in out and "(default: 1260)" in out
+    code, out, _ = run(capsys, "batch", "--help")
+    assert "(default: 1)" in out and "130" in out
+
+
+def test_what_if_exclude_does_not_swallow_the_case(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "what-if", "--exclude", "TYZ6", str(CASE_01))
+    assert code == cli.EXIT_OK, err
+    assert json.loads(out)["excluded"] == ["TYZ6"]
+    parser = cli.build_parser()
+    args = parser.parse_args(["what-if", "--exclude", "A,B", "--exclude", "C", "case.json"])
+    assert args.exclude == ["A", "B", "C"] and args.case == "case.json"
+
+
+def test_audit_readers_refuse_a_missing_store_and_create_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("XMARGIN_AUDIT", raising=False)
+    key = ["--business-date", "2026-11-24", "--cycle", "EOD", "--run-number", "1"]
+    code, out, err = run(capsys, "audit", "list", *key)
+    assert code == cli.EXIT_BAD_INPUT and "no audit store" in err and out == ""
+    code, _, err = run(capsys, "audit", "show", *key, "--account", "X", "--audit", "sqlite:///a.db")
+    assert code == cli.EXIT_BAD_INPUT and "no audit store" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _case_with_customer(path: Path, customer: str) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    data["customer"]["id"] = customer
+    return data
+
+
+def test_an_unreadable_file_fails_alone_and_audit_show_has_a_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for number in (1, 2):
+        case = _case_with_customer(CASE_01, f"CUST-{number}")
+        (folder / f"case-{number}.json").write_text(json.dumps(case))
+    (folder / "broken.json").write_text("{not json")
+    (folder / "list.json").write_text("[]")
+    store = f"sqlite:///{tmp_path / 'audit.db'}"
+    code, out, err = run(capsys, "batch", str(folder), "--engine", "inline", "--audit", store)
+    assert code == cli.EXIT_INCOMPLETE, err
+    summary = json.loads(out)
+    assert (summary["accounts"], summary["computed"], summary["failed"]) == (4, 2, 2)
+    assert {Path(f["source"]).name for f in summary["failures"]} == {"broken.json", "list.json"}
+
+    case = json.loads(CASE_01.read_text())
+    key = ["--business-date", case["business_date"], "--cycle", case["cycle"]]
+    key += ["--run-number", "1", "--account", "CUST-2", "--audit", store]
+    code, out, err = run(capsys, "audit", "show", *key, "--table")
+    assert code == cli.EXIT_OK, err
+    assert "CUST-2" in out and "optimised" in out and "total margin" in out.lower()
+
+
+def test_demo_header_names_the_book_not_a_package_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "-q", "demo")
+    assert code == cli.EXIT_OK, err
+    header = out.splitlines()[0]
+    assert header.startswith("The bundled sample book") and "xmargin.optimiser/" not in header
+
+
+def test_a_missing_extra_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(MissingExtraError, match=r"xmargin\[batch\]"):
+        DaskEngine()
