@@ -17,7 +17,7 @@ from tests.optimiser.test_reports import CHROMIUM, _Collector, _png_pixels
 from xmargin.optimiser import Book, OptimisationResult, load_case, optimise
 from xmargin.optimiser.explain import explain_result
 from xmargin.optimiser.explain_html import TAIL_COLOUR, explanation_html
-from xmargin.optimiser.reports import STYLE, savings_report_html
+from xmargin.optimiser.reports import savings_report_html
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +87,11 @@ def test_text_is_escaped() -> None:
 def test_section_renders_in_headless_chromium(result: OptimisationResult, tmp_path: Path) -> None:
     """The section on its own page (so its first charts are on the first screen): the tail
     bars are drawn in their colour; the full report's DOM carries the section."""
+    report = savings_report_html(result)
+    style = report[report.index("<style>") + len("<style>") : report.index("</style>")]
     page = tmp_path / "explain.html"
     page.write_text(
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><style>{STYLE}</style>'
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><style>{style}</style>'
         f"</head><body>{explanation_html(explain_result(result))}</body></html>",
         encoding="utf-8",
     )
