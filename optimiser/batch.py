@@ -30,6 +30,7 @@ Batch file format ``xmargin-batch/1`` (see the README)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -270,7 +271,9 @@ def _customer_id(account: Mapping[str, Any]) -> str | None:
 def _check_shared(shared: Mapping[str, Any]) -> None:
     """Validate the shared parts once (a case with no positions), so a bad scenario set or
     model rejects the whole batch instead of failing every account alike."""
-    probe = merge_case(shared, {"customer": {"id": "-"}, "positions": []})
+    probe = merge_case(
+        shared, {"customer": {"id": "-", "ficc_account_type": "NONE"}, "positions": []}
+    )
     probe.setdefault("clearing_member", {"id": "-"})
     parse_case(probe)
 
@@ -280,11 +283,9 @@ def _account_of(data: Any, where: str) -> BatchAccount:
         raise CaseValidationError(where, data, "must be an object")
     unknown = sorted(set(data) - ACCOUNT_KEYS)
     if unknown:
-        raise CaseValidationError(
-            f"{where}.{unknown[0]}",
-            data[unknown[0]],
-            f"is not an account key {sorted(ACCOUNT_KEYS)}",
-        )
+        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(ACCOUNT_KEYS), n=1)
+        hint = f"did you mean {where}.{close[0]}?" if close else f"known: {sorted(ACCOUNT_KEYS)}"
+        raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; {hint}")
     customer = _customer_id(data)
     if customer is None:
         raise CaseValidationError(f"{where}.customer.id", None, "is required (the audit key)")
