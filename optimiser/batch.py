@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from xmargin.schema import clip
+
 from .case_format import CASE_FORMAT, book_to_dict, parse_case
 from .errors import CaseValidationError, SolverError
 from .model import Book, ScenarioSet
@@ -448,7 +450,11 @@ def solve_account(
     except CaseValidationError as error:
         n_shared = len(shared.get("instruments", []) or [])
         where = _field_in_batch(error.field, account, n_shared)
-        message = f"{where}: {error.reason} (got {error.value!r})"
+        message = "; ".join(
+            f"{_field_in_batch(v.path, account, n_shared)}: {v.message}"
+            + ("" if v.value is None else f" (got {clip(repr(v.value))})")
+            for v in error.violations[:20]
+        )
         return failed(AccountError("CaseValidationError", message, where))
     except SolverError as error:
         return failed(AccountError(type(error).__name__, str(error), None, error.advice))

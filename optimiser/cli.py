@@ -41,6 +41,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from xmargin.schema import clip
+
 from .case_format import book_to_dict, parse_case
 from .eligibility import default_rulebook, evaluate_eligibility, instrument_eligibility
 from .errors import CaseValidationError, InfeasibleError, SolverError
@@ -113,10 +115,10 @@ def _read_json(path: str, what: str) -> Any:
         raise UsageError(f"{what} {path!r} does not exist or is not a file")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{what} {path!r} is not valid JSON: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {what} {path!r}: {error}") from error
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, a 5,000-digit number
+        raise UsageError(f"{what} {path!r} is not valid JSON: {clip(str(error))}") from error
 
 
 def _load_book(path: str, quiet: bool) -> Book:
@@ -475,13 +477,16 @@ def _validated_trade_book(
     try:
         trade_book = parse_case(case)
     except CaseValidationError as error:
-        field = error.field
-        for section, offset in (("instruments", n_instruments), ("positions", 0)):
-            if field.startswith(f"{section}["):
-                index = int(field[len(section) + 1 : field.index("]")])
-                if index >= offset:
-                    field = f"add.{section}[{index - offset}]" + field[field.index("]") + 1 :]
-        raise CaseValidationError(field, error.value, error.reason) from error
+        moved = []
+        for violation in error.violations:
+            field = violation.path
+            for section, offset in (("instruments", n_instruments), ("positions", 0)):
+                if field.startswith(f"{section}["):
+                    index = int(field[len(section) + 1 : field.index("]")])
+                    if index >= offset:
+                        field = f"add.{section}[{index - offset}]" + field[field.index("]") + 1 :]
+            moved.append(dataclasses.replace(violation, path=field))
+        raise CaseValidationError.of(moved) from error
     full = dataclasses.replace(book, instruments=trade_book.instruments)
     return full, list(trade_book.positions)
 
@@ -1053,7 +1058,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except CaseValidationError as error:
-        print(f"xmargin: invalid case: {error}", file=sys.stderr)
+        count = len(error.violations)
+        print(f"xmargin: invalid case ({count} violation{'s' * (count != 1)}):", file=sys.stderr)
+        for violation in error.violations:
+            shown = "" if violation.value is None else f" (got {clip(repr(violation.value))})"
+            print(f"  {violation.path}: {violation.message}{shown}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UsageError as error:
         print(f"xmargin: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CaseValidationError
-from .model import Book, Ccp, ClearingMember, Customer, Instrument
+from .model import FICC_ACCOUNT_TYPES, Book, Ccp, ClearingMember, Customer, Instrument
 
 __all__ = [
     "Eligibility",
@@ -75,13 +75,21 @@ class Rulebook:
                 raise CaseValidationError(f"rulebook.{key}", value, "must be a list of names")
             return frozenset(str(v) for v in value)
 
+        account_types = names("customer_ficc_account_types")
+        unknown = sorted(account_types - FICC_ACCOUNT_TYPES)
+        if unknown:
+            raise CaseValidationError(
+                "rulebook.customer_ficc_account_types",
+                unknown[0],
+                f"must be among {', '.join(sorted(FICC_ACCOUNT_TYPES))}",
+            )
         return cls(
             name=str(data["name"]),
             effective_date=dt.date.fromisoformat(str(data["effective_date"])),
             require_bd_fcm=bool(member["bd_fcm"]),
             require_cme_clearing_member=bool(member["cme_clearing_member"]),
             require_ficc_netting_member=bool(member["ficc_netting_member"]),
-            customer_ficc_account_types=names("customer_ficc_account_types"),
+            customer_ficc_account_types=account_types,
             ficc_eligible_kinds=names("ficc_eligible_kinds"),
             ficc_repo_kinds=names("ficc_repo_kinds"),
             ficc_excluded_kinds=names("ficc_excluded_kinds"),
@@ -121,15 +129,18 @@ def default_rulebook(business_date: dt.date | None = None) -> Rulebook:
 
 
 def _add_years(day: dt.date, years: int) -> dt.date:
+    year = day.year + years
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:
+        raise CaseValidationError(
+            "business_date", day.isoformat(), f"the rulebook cannot add {years} years to it"
+        )
     try:
-        return day.replace(year=day.year + years)
+        return day.replace(year=year)
     except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
+        return day.replace(year=year, day=28)
 
 
-def _firm_reasons(
-    rulebook: Rulebook, member: ClearingMember, customer: Customer
-) -> list[Reason]:
+def _firm_reasons(rulebook: Rulebook, member: ClearingMember, customer: Customer) -> list[Reason]:
     reasons = []
     if (
         (rulebook.require_bd_fcm and not member.bd_fcm)
