@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,7 @@ __all__ = [
     "load_case",
     "parse_case",
     "parse_scenarios",
+    "trust_scenarios",
 ]
 
 Vector = tuple[Literal["sensitivities", "pnl"], npt.NDArray[np.float64]]
@@ -190,6 +193,46 @@ def parse_scenarios(factors: Sequence[str], ids: Sequence[str], shocks: Any) -> 
     _check_vector(out, matrix, BOUNDS["shock"], "scenarios.shocks", None)
     out.raise_if_any()
     return ScenarioData(tuple(factors), ScenarioSet(ids=tuple(ids), shocks=matrix))
+
+
+_TRUSTED: OrderedDict[int, tuple[ScenarioData, list[str], list[str], list[Any]]] = OrderedDict()
+_TRUSTED_LOCK = threading.Lock()
+_TRUSTED_MAX = 16
+
+
+def trust_scenarios(
+    validated: ScenarioData, factors: list[str], ids: list[str], shocks: list[Any]
+) -> None:
+    """Let :func:`parse_case` take ``validated`` for a case whose ``factors``,
+    ``scenarios.ids`` and ``scenarios.shocks`` are these very list objects (identity, not
+    equality): a scenario set validated once (the server's registered sets) is not checked
+    again per account. The caller must never change the lists afterwards. The 16 sets used
+    last are kept (and their lists with them)."""
+    with _TRUSTED_LOCK:
+        _TRUSTED[id(shocks)] = (validated, factors, ids, shocks)
+        _TRUSTED.move_to_end(id(shocks))
+        while len(_TRUSTED) > _TRUSTED_MAX:
+            _TRUSTED.popitem(last=False)
+
+
+def _trusted(data: Any) -> ScenarioData | None:
+    """The validated set of ``data``'s scenario lists, if :func:`trust_scenarios` has it."""
+    if not isinstance(data, Mapping):
+        return None
+    scenarios, factors = data.get("scenarios"), data.get("factors")
+    shocks = scenarios.get("shocks") if isinstance(scenarios, Mapping) else None
+    with _TRUSTED_LOCK:
+        entry = _TRUSTED.get(id(shocks))
+        if entry is None or entry[3] is not shocks:
+            return None
+        _TRUSTED.move_to_end(id(shocks))
+    validated, known_factors, known_ids, _ = entry
+    assert isinstance(scenarios, Mapping)
+    if factors is not known_factors or scenarios.get("ids") is not known_ids:
+        return None
+    if set(scenarios) != {"ids", "shocks"}:
+        return None
+    return validated
 
 
 # --- the rules across fields, on a document that passed the schema ----------------------------
@@ -337,6 +380,8 @@ def parse_case(
     by the caller (then those instruments have no ``sensitivities``/``pnl`` key): checked here
     against the same bounds as the schema's.
     """
+    if scenarios is None and (scenarios := _trusted(data)) is not None:
+        data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
     if scenarios is None:
         doc = _schema(validate_case, data)
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)

@@ -27,6 +27,7 @@ from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 
 from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
+from .errors import RequestBytesInterceptor
 from .recorder import Recorder
 from .service import ScenarioRegistry, SolverPool, XmarginServicer
 
@@ -197,7 +198,7 @@ def build_server(config: ServerConfig) -> RunningServer:
         raise
     servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits, engines, recorder)
     max_bytes = config.max_message_mb * MB
-    interceptors = [_Auth(config.token)] if config.token else []
+    interceptors = [RequestBytesInterceptor(), *([_Auth(config.token)] if config.token else [])]
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
     # reflection and refusals (RESOURCE_EXHAUSTED must not queue behind solves).
     handlers = ThreadPoolExecutor(pool.capacity + 8, thread_name_prefix="xmargin-rpc")

@@ -6,8 +6,15 @@ Requests become case-format dicts (../shared/cases/README.md) and go through
 translated into the request's proto field path (``account.positions[2].lot``) by a
 :class:`FieldPaths`. Results go the other way: domain objects -> proto messages.
 
-Conversion-only checks (enum values the case format cannot express, limits on sizes) raise
-:class:`RequestError` directly, already holding proto paths.
+Conversion-only checks (limits on sizes) raise :class:`RequestError` directly, already holding
+proto paths. An enum at its zero value (``*_UNSPECIFIED``) keeps its proto name in the case
+dict, so the schema refuses it naming the field: where a default would change the answer
+(clearing house, instrument kind, measure, cycle) the value must be set. Every violation comes
+back, not only the first; any input string echoed into a message is cut to 80 characters.
+
+A scenario set is validated once, when it is converted (:func:`scenario_set_case`, so once at
+registration for a registered set): the validated numpy form is kept and handed to
+``parse_case`` (trusted by identity of its lists), never checked again per account.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from google.protobuf import duration_pb2
 
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2
 from xmargin.optimiser import CaseValidationError, State
+from xmargin.optimiser.case_format import ScenarioData, parse_scenarios, trust_scenarios
 from xmargin.optimiser.margin import Attribution
 from xmargin.optimiser.results import OptimisationResult
+from xmargin.schema import clip
 
 __all__ = [
     "FieldPaths",
@@ -45,7 +55,7 @@ class RequestError(ValueError):
     """A request is invalid: ``violations`` lists (proto field path, description) pairs."""
 
     def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
-        self.violations = list(violations)
+        self.violations = [(clip(path, 200), why) for path, why in violations]
         super().__init__("; ".join(f"{path}: {why}" for path, why in self.violations))
 
 
@@ -67,6 +77,8 @@ class ResolvedScenarios:
     ids: list[str]
     shocks: list[list[float]]
     path: str
+    validated: ScenarioData | None = None
+    """The set as validated once (numpy), when it came through :func:`scenario_set_case`."""
 
 
 # --- field paths ------------------------------------------------------------------------------
@@ -132,28 +144,32 @@ class FieldPaths:
         return f"{self.scenarios}.{rest}" if rest else self.scenarios
 
     def error(self, error: CaseValidationError) -> RequestError:
-        return RequestError([(self.translate(error.field), _describe(error))])
+        """Every violation of ``error`` with the request's proto paths."""
+        return RequestError(
+            [(self.translate(v.path), _describe(v.value, v.message)) for v in error.violations]
+        )
 
 
-def _describe(error: CaseValidationError) -> str:
-    value = error.value
-    shown = repr(value) if not isinstance(value, str | int | float) else str(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"{error.reason} (got {shown})" if value is not None else error.reason
+def _describe(value: object, reason: str) -> str:
+    """``reason (got value)``, the value cut to 80 characters."""
+    if value is None:
+        return reason
+    shown = str(value) if isinstance(value, str | int | float) else repr(value)
+    return f"{reason} (got {clip(shown)})"
 
 
 # --- enums ------------------------------------------------------------------------------------
 
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:
-    """The case-format name of a proto enum value (CCP_FICC -> FICC); unknown values keep
-    their proto spelling so that the case format's own check names them."""
+    """The case-format name of a proto enum value (CCP_FICC -> FICC); the zero value
+    (CCP_UNSPECIFIED) and unknown numbers keep their proto spelling, so that the schema refuses
+    them naming the field."""
     try:
         name = str(enum.Name(value))
     except ValueError:
         return f"<{value}>"
-    return name.removeprefix(prefix)
+    return name if value == 0 else name.removeprefix(prefix)
 
 
 def cycle_name(cycle: int) -> str:
@@ -167,7 +183,7 @@ def scenario_set_case(
     message: book_pb2.ScenarioSet, path: str, limits: Limits
 ) -> ResolvedScenarios:
     """Reshape a proto scenario set (flat shocks) into case-format rows, checking sizes."""
-    factors, ids, shocks = list(message.factors), list(message.ids), list(message.shocks)
+    factors, ids, shocks = list(message.factors), list(message.ids), message.shocks
     violations = []
     if len(ids) > limits.max_scenarios:
         violations.append((f"{path}.ids", f"at most {limits.max_scenarios} scenarios"))
@@ -183,9 +199,14 @@ def scenario_set_case(
         )
     if violations:
         raise RequestError(violations)
-    width = len(factors)
-    rows = [shocks[i * width : (i + 1) * width] for i in range(len(ids))]
-    return ResolvedScenarios(factors=factors, ids=ids, shocks=rows, path=path)
+    paths = FieldPaths(scenarios=path, factor_count=len(factors))
+    try:
+        validated = parse_scenarios(factors, ids, np.array(shocks, dtype=np.float64))
+    except CaseValidationError as error:
+        raise paths.error(error) from error
+    rows: list[list[float]] = validated.scenarios.shocks.tolist()
+    trust_scenarios(validated, factors, ids, rows)
+    return ResolvedScenarios(factors, ids, rows, path, validated)
 
 
 def member_case(message: book_pb2.ClearingMember) -> dict[str, Any]:
@@ -248,14 +269,10 @@ def model_case(message: book_pb2.MarginModel) -> dict[str, Any]:
     out: dict[str, Any] = {
         "confidence": message.confidence,
         "horizon_days": message.horizon_days,
-        "measure": "VaR" if message.measure == book_pb2.MEASURE_VAR else "ES",
+        "measure": {book_pb2.MEASURE_ES: "ES", book_pb2.MEASURE_VAR: "VaR"}.get(
+            message.measure, _enum_name(book_pb2.Measure, message.measure, "MEASURE_")
+        ),
     }
-    if message.measure not in (
-        book_pb2.MEASURE_UNSPECIFIED,
-        book_pb2.MEASURE_ES,
-        book_pb2.MEASURE_VAR,
-    ):
-        out["measure"] = f"<{message.measure}>"
     if message.HasField("lookback"):
         out["lookback"] = message.lookback
     if message.stress_ids:
@@ -275,7 +292,7 @@ def options_case(message: book_pb2.SolveOptions) -> dict[str, Any]:
         "mode": _enum_name(book_pb2.AllocationMode, message.mode, "ALLOCATION_MODE_"),
     }
     if message.mode == book_pb2.ALLOCATION_MODE_UNSPECIFIED:
-        out["mode"] = "JOINT"
+        out["mode"] = "JOINT"  # the documented default; JOINT never gives a higher total
     if message.HasField("max_transfers"):
         out["max_transfers"] = message.max_transfers
     if message.HasField("time_limit"):

@@ -52,7 +52,9 @@ def test_batch_and_assembled_paths() -> None:
 
 
 def test_scenario_set_shape_is_checked_before_reshaping() -> None:
-    message = book_pb2.ScenarioSet(factors=["a", "b"], ids=["s1", "s2"], shocks=[1.0, 2.0, 3.0])
+    message = book_pb2.ScenarioSet(
+        factors=["a", "b"], ids=["2026-11-23", "2026-11-24"], shocks=[1.0, 2.0, 3.0]
+    )
     with pytest.raises(RequestError) as caught:
         scenario_set_case(message, "scenario_set", Limits())
     ((path, why),) = caught.value.violations

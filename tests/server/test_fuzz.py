@@ -3,6 +3,7 @@ details, never UNKNOWN or INTERNAL, and keeps serving."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +53,8 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
 def tiny_case() -> dict[str, Any]:
     """A small valid case (3 factors, 40 scenarios): fast to solve, every field present."""
     factors = ["F1", "F2", "F3"]
-    ids = [f"s{i}" for i in range(40)]
+    first = dt.date(2026, 9, 1)
+    ids = [(first + dt.timedelta(days=i)).isoformat() for i in range(40)]
     shocks = [[((i * 7 + k * 3) % 11 - 5) * 0.8 for k in range(3)] for i in range(40)]
     return {
         "business_date": "2026-11-24",
@@ -100,7 +102,7 @@ def tiny_case() -> dict[str, Any]:
             "CME": {
                 "confidence": 0.95,
                 "horizon_days": 2,
-                "stress_ids": ["s3"],
+                "stress_ids": [ids[3]],
                 "stress_weight": 0.2,
                 "addon_rate": [0.1, 0.1, 0.1],
                 "addon_threshold": [1e4, 1e4, 1e4],
