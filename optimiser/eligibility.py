@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -105,14 +106,16 @@ def load_rulebook(path: str | Path) -> Rulebook:
     return Rulebook.from_dict(json.loads(Path(path).read_text()))
 
 
-def _bundled_rulebooks() -> list[Rulebook]:
+@functools.cache
+def _bundled_rulebooks() -> tuple[Rulebook, ...]:
+    """The bundled rulebooks, oldest first (read once: they ship with the package)."""
     folder = resources.files("xmargin.optimiser") / "rulebooks"
     books = [
         Rulebook.from_dict(json.loads(entry.read_text()))
         for entry in folder.iterdir()
         if entry.name.endswith(".json")
     ]
-    return sorted(books, key=lambda book: book.effective_date)
+    return tuple(sorted(books, key=lambda book: book.effective_date))
 
 
 def default_rulebook(business_date: dt.date | None = None) -> Rulebook:

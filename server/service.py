@@ -331,6 +331,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             self._field(request, "options") if with_options else None,
             paths,
             self.limits,
+            numpy_vectors=True,
         )
         book: Book = parse(case, paths, parse_case)
         if book.options.backend is not None:
@@ -465,6 +466,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             None,
             FieldPaths(),
             self.limits,
+            numpy_vectors=True,
         )
         paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
         paths.instruments = [f"account.instruments[{k}]" for k in range(len(account.instruments))]
