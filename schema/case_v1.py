@@ -41,8 +41,10 @@ __all__ = [
     "MAX_ECHO",
     "CaseBody",
     "CaseV1",
+    "ScenarioSetDoc",
     "SchemaError",
     "Violation",
+    "check",
     "clip",
     "json_schema",
     "schema_path",
@@ -341,6 +343,13 @@ class CaseV1(CaseBody):
     scenarios: Scenarios
 
 
+class ScenarioSetDoc(_Strict):
+    """A scenario set on its own (what RegisterScenarioSet carries)."""
+
+    factors: list[Id] = Field(min_length=1, max_length=int(BOUNDS["max_factors"]))
+    scenarios: Scenarios
+
+
 # --- violations ---------------------------------------------------------------------------------
 
 
@@ -487,6 +496,17 @@ def validate_body(data: Any) -> CaseBody:
         return CaseBody.model_validate(data)
     except ValidationError as error:
         raise SchemaError(violations_of(CaseBody, error)) from None
+
+
+def check(model: type[BaseModel], data: Any) -> list[Violation]:
+    """Every violation of ``data`` against ``model`` (empty when it is valid)."""
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        return violations_of(model, error)
+    except RecursionError:
+        return [Violation("<case>", None, "nested too deeply")]
+    return []
 
 
 # --- the published JSON Schema ------------------------------------------------------------------
