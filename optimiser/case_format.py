@@ -403,7 +403,16 @@ def parse_case(
         doc = _schema(validate_case, data)
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
     else:
-        doc = _schema(validate_body, data)
+        try:
+            doc = _schema(validate_body, data)
+        except CaseValidationError as error:  # the vectors' violations too, all at once
+            found = _Violations()
+            for i, (name, values) in (vectors or {}).items():
+                bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
+                _check_vector(found, values, bound, f"instruments[{i}].{name}", None)
+            if not found.found:
+                raise
+            raise CaseValidationError.of([*error.violations, *found.found]) from None
     out = _Violations()
     vectors = vectors or {}
     if vectors and _in_bounds(vectors):
