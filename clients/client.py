@@ -214,7 +214,7 @@ class XmarginClient:
         """Optimise one account; ``options`` override the case's (``integral=True``, ...)."""
         data = convert.load_case_dict(case)
         merged = {**data, "options": {**data.get("options", {}), **options}} if options else data
-        convert.check_case(merged, scenarios=None if scenario_set else True)
+        convert.check_case(merged, scenarios=scenario_set is None)
         request = convert.optimise_request(data, self._run(data, run_number, request_id), **options)
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
@@ -241,7 +241,7 @@ class XmarginClient:
         books = [convert.load_case_dict(c) for c in cases]
         base = convert.load_case_dict(shared) if shared is not None else (books[0] if books else {})
         merged = {**base, "options": {**base.get("options", {}), **options}} if options else base
-        convert.check_case(merged, scenarios=None if scenario_set else True)
+        convert.check_case(merged, scenarios=scenario_set is None)
         shared_parts = {k: v for k, v in merged.items() if k not in ("factors", "scenarios")}
         for index, book in enumerate(books):
             own = ("name", "customer", "clearing_member", "instruments", "positions")
@@ -291,7 +291,7 @@ class XmarginClient:
         """Exact margin of ``allocation`` (instrument -> XM quantity; default: the case's
         current ``xm_quantity``), no solve."""
         data = convert.load_case_dict(case)
-        convert.check_case(data, scenarios=None if scenario_set else True)
+        convert.check_case(data, scenarios=scenario_set is None)
         if allocation is not None:
             convert.check_allocation(allocation)
         request = service_pb2.ComputeMarginRequest(
@@ -322,7 +322,7 @@ class XmarginClient:
         in the case go in ``add_instruments``, case-format dicts) and leaving out the positions
         in ``exclude``, and each trade's best placement."""
         data = convert.load_case_dict(case)
-        convert.check_case(data, scenarios=None if scenario_set else True)
+        convert.check_case(data, scenarios=scenario_set is None)
         convert.check_trades(add_trades, add_instruments)
         request = service_pb2.WhatIfRequest(
             run=self._run(data, run_number, request_id),

@@ -86,11 +86,14 @@ def invalid(violations: Sequence[Violation], where: str = "") -> InvalidRequestE
 
 
 def check_case(case: Mapping[str, Any], *, scenarios: bool | None = None, where: str = "") -> None:
-    """Check ``case`` against case format v1; ``scenarios``: whether it must carry its scenario
-    set (None: when it has ``factors`` or ``scenarios``). Raises :class:`InvalidRequestError`
-    naming every bad field."""
+    """Check ``case`` against case format v1; ``scenarios``: whether it carries the scenario set
+    the request sends (None: when it has ``factors`` or ``scenarios``; False: a registered set is
+    referred to, and any ``factors``/``scenarios`` of the case are not sent, so not checked).
+    Raises :class:`InvalidRequestError` naming every bad field."""
     if scenarios is None:
         scenarios = "factors" in case or "scenarios" in case
+    if not scenarios:
+        case = {k: v for k, v in case.items() if k not in ("factors", "scenarios")}
     found = check(CaseV1 if scenarios else CaseBody, case)
     if found:
         raise invalid(found, where)

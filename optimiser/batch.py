@@ -341,9 +341,9 @@ def load_batch(path: str | Path) -> list[BatchGroup]:
 def _read(file: Path) -> Any:
     try:
         return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, huge numbers
         raise CaseValidationError(
-            "<file>", str(file), f"cannot be read as JSON: {error}"
+            "<file>", str(file), f"cannot be read as JSON: {clip(str(error))}"
         ) from error
 
 

@@ -78,8 +78,10 @@ def load_case(path: str | Path, rulebook: Rulebook | None = None) -> Book:
     """Read and validate a case file."""
     try:
         data = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CaseValidationError("<file>", str(path), f"not valid JSON: {error}") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+        raise CaseValidationError(
+            "<file>", str(path), f"not valid JSON: {clip(str(error))}"
+        ) from error
     except RecursionError as error:
         raise CaseValidationError("<file>", str(path), "nested too deeply") from error
     return parse_case(data, rulebook)
