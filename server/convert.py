@@ -279,21 +279,24 @@ def instrument_vector(message: book_pb2.Instrument) -> Vector | None:
 
 def _vectors(instruments: Sequence[book_pb2.Instrument], n_factors: int) -> dict[int, Vector]:
     """Every instrument's risk vector in numpy: the sensitivities of K values as rows of one
-    matrix (one conversion), the rest one by one."""
+    matrix (one conversion of one flat list), the rest one by one."""
     out: dict[int, Vector] = {}
     rows: list[int] = []
+    flat: list[float] = []
     for index, instrument in enumerate(instruments):
         which = instrument.WhichOneof("risk")
-        if which == "sensitivities" and len(instrument.sensitivities.values) == n_factors:
-            rows.append(index)
-        elif which is not None:
+        if which == "sensitivities":
+            values = instrument.sensitivities.values
+            if len(values) == n_factors:
+                rows.append(index)
+                flat.extend(values)
+                continue
+        if which is not None:
             vector = instrument_vector(instrument)
             if vector is not None:
                 out[index] = vector
     if rows:
-        matrix = np.array(
-            [instruments[i].sensitivities.values for i in rows], dtype=np.float64
-        ).reshape(len(rows), n_factors)
+        matrix = np.array(flat, dtype=np.float64).reshape(len(rows), n_factors)
         for row, index in enumerate(rows):
             out[index] = ("sensitivities", matrix[row])
     return out
