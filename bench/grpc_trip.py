@@ -35,7 +35,7 @@ from xmargin.optimiser.case_format import book_to_dict
 from .books import make_book
 from .stats import percentile, summarise
 
-__all__ = ["run_grpc", "server_command"]
+__all__ = ["request_to_book", "run_grpc", "server_command"]
 
 READY_TIMEOUT = 120.0
 
@@ -82,6 +82,43 @@ def _server_durations(log: Path, method: str) -> list[float]:
             if "duration_ms" in entry:
                 durations.append(float(entry["duration_ms"]) / 1e3)
     return durations
+
+
+def request_to_book(request: Any, repeat: int = 20) -> dict[str, Any]:
+    """The server's request -> validated book, in this process, on a registered scenario set:
+    ``book_case`` + ``parse_case`` as ComputeMargin/WhatIf do (risk vectors into numpy) and as
+    Optimise does (the batch path, vectors as lists); seconds, wall and CPU."""
+    from xmargin.optimiser import parse_case
+    from xmargin.server.convert import FieldPaths, Limits, book_case, parse, scenario_set_case
+
+    limits = Limits()
+    registered = scenario_set_case(request.scenario_set, "scenario_set", limits)
+
+    def convert(numpy_vectors: bool) -> Any:
+        paths = FieldPaths()
+        case = book_case(
+            request.run,
+            request.account,
+            registered,
+            request.models,
+            request.program,
+            request.options,
+            paths,
+            limits,
+            numpy_vectors=numpy_vectors,
+        )
+        return parse(case, paths, parse_case)
+
+    out: dict[str, Any] = {}
+    for name, numpy_vectors in (("numpy_vectors", True), ("lists", False)):
+        wall, cpu = [], []
+        for _ in range(repeat):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            convert(numpy_vectors)
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
+        out[name] = {"wall": summarise(wall), "cpu": summarise(cpu)}
+    return out
 
 
 def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +183,9 @@ def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
         "server_side": summarise(server_seconds),
         "client_request_build": summarise(request_build),
         "request_bytes": request_bytes,
+        "request_to_book": request_to_book(
+            client_convert.optimise_request(case, client_convert.run_context(case))
+        ),
         "optimum": None if answer is None else answer.optimised.total,
         "answer_status": None if answer is None else str(answer.status),
     }

@@ -215,6 +215,8 @@ class XmarginClient:
     ) -> OptimiseAnswer:
         """Optimise one account; ``options`` override the case's (``integral=True``, ...)."""
         data = convert.load_case_dict(case)
+        merged = {**data, "options": {**data.get("options", {}), **options}} if options else data
+        convert.check_case(merged, scenarios=scenario_set is None)
         request = convert.optimise_request(data, self._run(data, run_number, request_id), **options)
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
@@ -240,6 +242,13 @@ class XmarginClient:
         it fails before the first item arrives."""
         books = [convert.load_case_dict(c) for c in cases]
         base = convert.load_case_dict(shared) if shared is not None else (books[0] if books else {})
+        merged = {**base, "options": {**base.get("options", {}), **options}} if options else base
+        convert.check_case(merged, scenarios=scenario_set is None)
+        shared_parts = {k: v for k, v in merged.items() if k not in ("factors", "scenarios")}
+        for index, book in enumerate(books):
+            own = ("name", "customer", "clearing_member", "instruments", "positions")
+            account = {**shared_parts, **{k: book[k] for k in own if k in book}}
+            convert.check_case(account, scenarios=False, where=f"cases[{index}].")
         request = service_pb2.OptimiseBatchRequest(
             run=self._run(base, run_number, request_id),
             accounts=[convert.account_book(b) for b in books],
@@ -360,6 +369,9 @@ class XmarginClient:
         """Exact margin of ``allocation`` (instrument -> XM quantity; default: the case's
         current ``xm_quantity``), no solve."""
         data = convert.load_case_dict(case)
+        convert.check_case(data, scenarios=scenario_set is None)
+        if allocation is not None:
+            convert.check_allocation(allocation)
         request = service_pb2.ComputeMarginRequest(
             run=self._run(data, run_number, request_id),
             account=convert.account_book(data),
@@ -388,6 +400,8 @@ class XmarginClient:
         in the case go in ``add_instruments``, case-format dicts) and leaving out the positions
         in ``exclude``, and each trade's best placement."""
         data = convert.load_case_dict(case)
+        convert.check_case(data, scenarios=scenario_set is None)
+        convert.check_trades(add_trades, add_instruments)
         request = service_pb2.WhatIfRequest(
             run=self._run(data, run_number, request_id),
             account=convert.account_book(data),
@@ -410,6 +424,7 @@ class XmarginClient:
     ) -> EligibilityAnswer:
         """Eligibility of the case's instruments for its clearing member and customer."""
         data = convert.load_case_dict(case)
+        convert.check_case(data)
         account = convert.account_book(data)
         request = service_pb2.CheckEligibilityRequest(
             run=self._run(data, run_number, request_id),
@@ -431,6 +446,7 @@ class XmarginClient:
         """Register the case's factors and scenarios (a case dict or file, or a dict with
         ``factors`` and ``scenarios``) under ``set_id``; later calls refer to the handle."""
         data = convert.load_case_dict(case)
+        convert.check_scenario_set(data)
         request = service_pb2.RegisterScenarioSetRequest(
             run=self._run(data, run_number, request_id),
             id=set_id,

@@ -1,7 +1,10 @@
 """Case files and dicts -> request messages; response messages -> plain dataclasses.
 
 Pure Python over the generated stubs: no numpy, no solver. A case dict is the case file format
-v1 (../shared/cases/README.md); extra keys (``expected``) are ignored.
+v1 (../shared/cases/README.md), checked against its one schema (:mod:`xmargin.schema`, pydantic
+only) before anything is sent: :func:`check_case` raises :class:`InvalidRequestError` listing
+every violation by its case-format path. Nothing is coerced: ``"pinned": "false"`` or
+``"measure": "CVaR"`` is an error, never true or ES.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import duration_pb2
+from pydantic import TypeAdapter, ValidationError
 
+from xmargin.schema import BOUNDS, CaseBody, CaseV1, ScenarioSetDoc, Violation, check, clip
+from xmargin.schema.case_v1 import Instrument, Position, violations_of
+
+from .errors import FieldViolation, InvalidRequestError
 from .v1 import book_pb2, common_pb2, result_pb2, service_pb2
 
 __all__ = [
@@ -29,6 +38,10 @@ __all__ = [
     "TransferLine",
     "WhatIfAnswer",
     "account_book",
+    "check_allocation",
+    "check_case",
+    "check_scenario_set",
+    "check_trades",
     "load_case_dict",
     "margin_figures",
     "models_message",
@@ -49,6 +62,87 @@ def load_case_dict(case: CaseLike) -> Mapping[str, Any]:
     return case
 
 
+# --- checks before sending ----------------------------------------------------------------------
+
+
+def invalid(violations: Sequence[Violation], where: str = "") -> InvalidRequestError:
+    """The error of a request refused before sending (case-format paths)."""
+    found = [
+        FieldViolation(
+            f"{where}{v.path}",
+            v.message if v.value is None else f"{v.message} (got {clip(repr(v.value))})",
+        )
+        for v in violations
+    ]
+    summary = "; ".join(f"{v.field}: {v.description}" for v in found[:5])
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return InvalidRequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"invalid request (not sent): {summary}{more}",
+        violations=found,
+        reason="INVALID_ARGUMENT",
+    )
+
+
+def check_case(case: Mapping[str, Any], *, scenarios: bool | None = None, where: str = "") -> None:
+    """Check ``case`` against case format v1; ``scenarios``: whether it carries the scenario set
+    the request sends (None: when it has ``factors`` or ``scenarios``; False: a registered set is
+    referred to, and any ``factors``/``scenarios`` of the case are not sent, so not checked).
+    Raises :class:`InvalidRequestError` naming every bad field."""
+    if scenarios is None:
+        scenarios = "factors" in case or "scenarios" in case
+    if not scenarios:
+        case = {k: v for k, v in case.items() if k not in ("factors", "scenarios")}
+    found = check(CaseV1 if scenarios else CaseBody, case)
+    if found:
+        raise invalid(found, where)
+
+
+def check_scenario_set(data: Mapping[str, Any]) -> None:
+    """Check the ``factors`` and ``scenarios`` of ``data`` (a case, or just those two keys)."""
+    picked = {k: data[k] for k in ("factors", "scenarios") if k in data}
+    found = check(ScenarioSetDoc, picked)
+    if found:
+        raise invalid(found)
+
+
+def check_allocation(allocation: Mapping[str, Any]) -> None:
+    """An allocation maps instrument ids to XM quantities: JSON numbers, finite, in range."""
+    found = [
+        Violation(f"allocation[{clip(str(key))}]", value, "must be a finite number within 1e11")
+        for key, value in allocation.items()
+        if isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not abs(value) <= BOUNDS["ficc_quantity"]
+    ]
+    if found:
+        raise invalid(found)
+
+
+_INSTRUMENTS = TypeAdapter(list[Instrument])
+_TRADES = TypeAdapter(list[Position])
+
+
+def check_trades(
+    trades: Sequence[Mapping[str, Any]], instruments: Sequence[Mapping[str, Any]]
+) -> None:
+    """Check what-if trades (positions) and added instruments against the schema."""
+    found: list[Violation] = []
+    for adapter, values, where in (
+        (_TRADES, trades, "add_trades"),
+        (_INSTRUMENTS, instruments, "add_instruments"),
+    ):
+        try:
+            adapter.validate_python(list(values))
+        except ValidationError as error:
+            found += [
+                Violation(f"{where}{v.path}", v.value, v.message)
+                for v in violations_of(CaseBody, error)
+            ]
+    if found:
+        raise invalid(found)
+
+
 # --- case -> request --------------------------------------------------------------------------
 
 
@@ -63,30 +157,34 @@ def run_context(
     """The run stamp: from the case's business date and cycle unless given; a fresh request
     id (uuid4) unless given."""
     case = case or {}
-    cycle_name = (cycle or case.get("cycle") or "EOD").upper()
+    cycle_name = cycle or case.get("cycle") or "EOD"
     return common_pb2.RunContext(
         business_date=business_date or str(case.get("business_date", "")),
-        cycle=common_pb2.Cycle.Value(f"CYCLE_{cycle_name}")
-        if f"CYCLE_{cycle_name}" in common_pb2.Cycle.keys()
-        else common_pb2.CYCLE_UNSPECIFIED,
+        cycle=_enum(common_pb2.Cycle, "CYCLE_", cycle_name, "cycle"),
         run_number=run_number,
         request_id=request_id or uuid.uuid4().hex,
     )
 
 
-def _enum(enum: Any, prefix: str, name: str | None) -> Any:
-    """The proto enum value named ``prefix + name`` (0, unspecified, when there is none)."""
-    if not name:
+def _enum(enum: Any, prefix: str, name: str | None, field: str = "") -> Any:
+    """The proto enum value named ``prefix + name`` (0, unspecified, when ``name`` is absent);
+    a name the enum does not have is an error, never 0."""
+    if name is None:
         return 0
-    key = f"{prefix}{name.upper()}"
-    return int(enum.Value(key)) if key in enum.keys() else 0
+    key = f"{prefix}{name}".upper()
+    if not isinstance(name, str) or key not in enum.keys():
+        names = ", ".join(k.removeprefix(prefix) for k in enum.keys()[1:])
+        raise invalid(
+            [Violation(field or prefix.lower().strip("_"), name, f"must be one of {names}")]
+        )
+    return int(enum.Value(key))
 
 
 def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
     message = book_pb2.Instrument(
         id=str(data.get("id", "")),
-        ccp=_enum(common_pb2.Ccp, "CCP_", data.get("ccp")),
-        kind=_enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("kind")),
+        ccp=_enum(common_pb2.Ccp, "CCP_", data.get("ccp"), "ccp"),
+        kind=_enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("kind"), "kind"),
         contract=str(data.get("contract") or ""),
         maturity=str(data.get("maturity") or ""),
         collateral_maturity=str(data.get("collateral_maturity") or ""),
@@ -155,11 +253,13 @@ def case_scenario_set(case: Mapping[str, Any]) -> book_pb2.ScenarioSet:
 
 
 def _model(data: Mapping[str, Any]) -> book_pb2.MarginModel:
-    measure = str(data.get("measure", "ES")).upper()
+    measure = data.get("measure", "ES")
+    if measure not in ("ES", "VaR"):
+        raise invalid([Violation("models.measure", measure, "must be one of ES or VaR")])
     message = book_pb2.MarginModel(
         confidence=float(data.get("confidence", 0.0)),
         horizon_days=float(data.get("horizon_days", 0.0)),
-        measure=book_pb2.MEASURE_VAR if measure == "VAR" else book_pb2.MEASURE_ES,
+        measure=book_pb2.MEASURE_VAR if measure == "VaR" else book_pb2.MEASURE_ES,
         stress_ids=[str(s) for s in data.get("stress_ids", [])],
         stress_weight=float(data.get("stress_weight", 0.0)),
         addon_rate=[float(v) for v in data.get("addon_rate", [])],
@@ -192,7 +292,9 @@ def options_message(options: Mapping[str, Any]) -> book_pb2.SolveOptions:
     message = book_pb2.SolveOptions(
         integral=bool(options.get("integral", False)),
         transfer_cost=float(options.get("transfer_cost", 0.0)),
-        mode=_enum(book_pb2.AllocationMode, "ALLOCATION_MODE_", options.get("mode")),
+        mode=_enum(
+            book_pb2.AllocationMode, "ALLOCATION_MODE_", options.get("mode"), "options.mode"
+        ),
         backend=str(options.get("backend") or ""),
     )
     if options.get("max_transfers") is not None:

@@ -30,6 +30,7 @@ Batch file format ``xmargin-batch/1`` (see the README)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from xmargin.schema import clip
 
 from .case_format import CASE_FORMAT, book_to_dict, parse_case
 from .errors import CaseValidationError, SolverError
@@ -272,7 +275,9 @@ def _customer_id(account: Mapping[str, Any]) -> str | None:
 def _check_shared(shared: Mapping[str, Any]) -> None:
     """Validate the shared parts once (a case with no positions), so a bad scenario set or
     model rejects the whole batch instead of failing every account alike."""
-    probe = merge_case(shared, {"customer": {"id": "-"}, "positions": []})
+    probe = merge_case(
+        shared, {"customer": {"id": "-", "ficc_account_type": "NONE"}, "positions": []}
+    )
     probe.setdefault("clearing_member", {"id": "-"})
     parse_case(probe)
 
@@ -282,11 +287,9 @@ def _account_of(data: Any, where: str) -> BatchAccount:
         raise CaseValidationError(where, data, "must be an object")
     unknown = sorted(set(data) - ACCOUNT_KEYS)
     if unknown:
-        raise CaseValidationError(
-            f"{where}.{unknown[0]}",
-            data[unknown[0]],
-            f"is not an account key {sorted(ACCOUNT_KEYS)}",
-        )
+        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(ACCOUNT_KEYS), n=1)
+        hint = f"did you mean {where}.{close[0]}?" if close else f"known: {sorted(ACCOUNT_KEYS)}"
+        raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; {hint}")
     customer = _customer_id(data)
     if customer is None:
         raise CaseValidationError(f"{where}.customer.id", None, "is required (the audit key)")
@@ -363,9 +366,9 @@ def _rejected(label: str, error: CaseValidationError) -> AccountOutcome:
 def _read(file: Path) -> Any:
     try:
         return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, huge numbers
         raise CaseValidationError(
-            "<file>", str(file), f"cannot be read as JSON: {error}"
+            "<file>", str(file), f"cannot be read as JSON: {clip(str(error))}"
         ) from error
 
 
@@ -480,7 +483,11 @@ def solve_account(
     except CaseValidationError as error:
         n_shared = len(shared.get("instruments", []) or [])
         where = _field_in_batch(error.field, account, n_shared)
-        message = f"{where}: {error.reason} (got {error.value!r})"
+        message = "; ".join(
+            f"{_field_in_batch(v.path, account, n_shared)}: {v.message}"
+            + ("" if v.value is None else f" (got {clip(repr(v.value))})")
+            for v in error.violations[:20]
+        )
         return failed(AccountError("CaseValidationError", message, where))
     except SolverError as error:
         return failed(AccountError(type(error).__name__, str(error), None, error.advice))

@@ -1,20 +1,41 @@
 """Reader and writer of the case file format v1 (../shared/cases/README.md).
 
-``parse_case`` validates everything before it builds anything, so a bad case raises one
-:class:`CaseValidationError` naming the field (``positions[2].xm_quantity``) and the value, and
-nothing is half-loaded.
+The format's one schema is :mod:`xmargin.schema` (types, units, ranges, closed vocabularies,
+strict dates, unknown keys refused with the nearest known key suggested); ``parse_case`` checks
+a document against it, then checks the rules across fields (vector lengths, references,
+eligibility), and only then builds a :class:`Book`. A bad case raises one
+:class:`CaseValidationError` listing every violation (``positions[2].xm_quantity`` and the value
+found), and nothing is half-loaded. The server passes a scenario set it validated once, at
+registration (:func:`parse_scenarios`), and vectors it read straight from the request into
+numpy (``vectors``), so neither is checked again per account.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
+from pydantic import TypeAdapter, ValidationError
+
+from xmargin.schema import (
+    BOUNDS,
+    CASE_FORMAT,
+    CaseBody,
+    SchemaError,
+    Violation,
+    clip,
+    validate_body,
+    validate_case,
+)
+from xmargin.schema.case_v1 import Id, IsoDate, violations_of
 
 from .eligibility import Rulebook, default_rulebook, instrument_eligibility
 from .errors import CaseValidationError
@@ -38,391 +59,458 @@ from .model import (
 )
 from .problem import tail_count
 
-__all__ = ["CASE_FORMAT", "book_to_dict", "load_case", "parse_case"]
+__all__ = [
+    "CASE_FORMAT",
+    "ScenarioData",
+    "Vector",
+    "book_to_dict",
+    "load_case",
+    "parse_case",
+    "parse_scenarios",
+    "trust_scenarios",
+]
 
-CASE_FORMAT = "xmargin-case/1"
-E = TypeVar("E")
+Vector = tuple[Literal["sensitivities", "pnl"], npt.NDArray[np.float64]]
+"""An instrument's risk vector read straight into numpy (not yet checked)."""
 
 
 def load_case(path: str | Path, rulebook: Rulebook | None = None) -> Book:
     """Read and validate a case file."""
     try:
         data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise CaseValidationError("<file>", str(path), f"not valid JSON: {error}") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+        raise CaseValidationError(
+            "<file>", str(path), f"not valid JSON: {clip(str(error))}"
+        ) from error
+    except RecursionError as error:
+        raise CaseValidationError("<file>", str(path), "nested too deeply") from error
     return parse_case(data, rulebook)
 
 
-# --- small typed readers: each names the field it reads -------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class ScenarioData:
+    """A validated scenario set: the factor names and the scenarios (numpy)."""
+
+    factors: tuple[str, ...]
+    scenarios: ScenarioSet
 
 
-def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise CaseValidationError(f"{where}{key}", None, "is required")
-    return data[key]
+class _Violations:
+    """Collects violations; ``raise_if_any`` raises them all as one error."""
+
+    def __init__(self) -> None:
+        self.found: list[Violation] = []
+
+    def add(self, path: str, value: object, message: str) -> None:
+        self.found.append(
+            Violation(path, clip(value) if isinstance(value, str) else value, message)
+        )
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise CaseValidationError.of(self.found)
 
 
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise CaseValidationError(where, value, "must be an object")
-    return value
+def _in_bounds(vectors: Mapping[int, Any]) -> bool:
+    """Whether every vector is finite and within its bound (one bulk check; on failure each
+    is checked alone, naming the bad elements)."""
+    for kind, bound in (("sensitivities", "sensitivity"), ("pnl", "pnl")):
+        chosen = [v[1] for v in vectors.values() if v[0] == kind]
+        if chosen:
+            values = np.concatenate(chosen)
+            if values.size and not (
+                values.min() >= -BOUNDS[bound] and values.max() <= BOUNDS[bound]
+            ):  # NaN fails both comparisons
+                return False
+    return True
 
 
-def _list(value: Any, where: str) -> Sequence[Any]:
-    if not isinstance(value, list):
-        raise CaseValidationError(where, value, "must be a list")
-    return value
+def _check_vector(
+    out: _Violations, values: npt.NDArray[np.float64], bound: float, where: str, low: float | None
+) -> None:
+    """Finite, within [low or -bound, bound]: every bad element named (the first 20)."""
+    low = -bound if low is None else low
+    bad = ~(np.isfinite(values) & (values >= low) & (values <= bound))
+    if not bad.any():
+        return
+    for flat in np.flatnonzero(bad)[:20]:
+        index = np.unravel_index(flat, values.shape)
+        path = where + "".join(f"[{int(i)}]" for i in index)
+        value = float(values[index])
+        why = (
+            "must be finite (no NaN or infinity)"
+            if not np.isfinite(value)
+            else (f"must lie in [{low:g}, {bound:g}]")
+        )
+        out.add(path, value, why)
+    if int(bad.sum()) > 20:
+        out.add(where, f"<{int(bad.sum())} values>", "more values out of range")
 
 
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise CaseValidationError(where, value, "must be a non-empty string")
-    return value
+_LABELS = TypeAdapter(list[Id])
+_DATES = TypeAdapter(list[IsoDate])
 
 
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise CaseValidationError(where, value, "must be true or false")
-    return value
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CaseValidationError(where, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise CaseValidationError(where, value, "must be finite (no NaN or infinity)")
-    return number
-
-
-def _date(value: Any, where: str) -> dt.date:
+def _labels(out: _Violations, adapter: TypeAdapter[Any], values: Any, where: str) -> None:
     try:
-        return dt.date.fromisoformat(_string(value, where))
-    except ValueError as error:
-        raise CaseValidationError(where, value, "must be an ISO date YYYY-MM-DD") from error
+        adapter.validate_python(values, strict=True)
+    except ValidationError as error:
+        for v in violations_of(CaseBody, error):
+            out.add(
+                f"{where}{v.path}" if v.path.startswith("[") else f"{where}.{v.path}",
+                v.value,
+                v.message,
+            )
 
 
-def _enum(kind: type[E], value: Any, where: str) -> E:
-    try:
-        return kind(value)  # type: ignore[call-arg]
-    except ValueError as error:
-        allowed = ", ".join(str(v) for v in kind)  # type: ignore[attr-defined]
-        raise CaseValidationError(where, value, f"must be one of {allowed}") from error
+def parse_scenarios(factors: Sequence[str], ids: Sequence[str], shocks: Any) -> ScenarioData:
+    """Validate a scenario set once: ``factors`` (K unique names), ``ids`` (S dates, strictly
+    increasing) and ``shocks`` (S x K bp; S rows, or S*K values row-major as numpy)."""
+    out = _Violations()
+    _labels(out, _LABELS, list(factors), "factors")
+    _labels(out, _DATES, list(ids), "scenarios.ids")
+    if not factors:
+        out.add("factors", [], "must name at least one factor")
+    if len(factors) > BOUNDS["max_factors"]:
+        out.add("factors", f"<{len(factors)} names>", f"at most {BOUNDS['max_factors']:g}")
+    if not ids:
+        out.add("scenarios.ids", [], "must hold at least one scenario")
+    if len(ids) > BOUNDS["max_scenarios"]:
+        out.add("scenarios.ids", f"<{len(ids)} ids>", f"at most {BOUNDS['max_scenarios']:g}")
+    out.raise_if_any()
+    if len(set(factors)) != len(factors):
+        seen: set[str] = set()
+        for k, name in enumerate(factors):
+            if name in seen:
+                out.add(f"factors[{k}]", name, "duplicate factor name")
+            seen.add(name)
+    for i in range(1, len(ids)):
+        if ids[i] <= ids[i - 1]:  # YYYY-MM-DD strings order as dates
+            out.add(f"scenarios.ids[{i}]", ids[i], f"must come after {ids[i - 1]} (oldest first)")
+            break
+    n, k = len(ids), len(factors)
+    if isinstance(shocks, np.ndarray):
+        matrix = np.asarray(shocks, dtype=np.float64)
+        if matrix.size != n * k:
+            out.add("scenarios.shocks", f"<{matrix.size} values>", f"must hold {n} x {k} values")
+            out.raise_if_any()
+        matrix = matrix.reshape(n, k)
+    else:
+        rows = list(shocks) if isinstance(shocks, list | tuple) else None
+        if rows is None or len(rows) != n:
+            shown = f"<{len(rows)} rows>" if rows is not None else type(shocks).__name__
+            out.add("scenarios.shocks", shown, f"must have {n} rows (one per scenario)")
+        else:
+            for i, row in enumerate(rows):
+                if not isinstance(row, list | tuple) or len(row) != k:
+                    out.add(f"scenarios.shocks[{i}]", "<row>", f"must have {k} values")
+        out.raise_if_any()
+        matrix = np.array(rows, dtype=np.float64).reshape(n, k)
+    _check_vector(out, matrix, BOUNDS["shock"], "scenarios.shocks", None)
+    out.raise_if_any()
+    return ScenarioData(tuple(factors), ScenarioSet(ids=tuple(ids), shocks=matrix))
 
 
-_JSON_NUMBER_TYPES = frozenset({float, int})
+_TRUSTED: OrderedDict[int, tuple[ScenarioData, list[str], list[str], list[Any]]] = OrderedDict()
+_TRUSTED_LOCK = threading.Lock()
+_TRUSTED_MAX = 16
 
 
-def _all_json_numbers(items: Sequence[Any]) -> bool:
-    """Whether every item is an int or float (numpy would also take "0.5" and true)."""
-    return set(map(type, items)) <= _JSON_NUMBER_TYPES
+def trust_scenarios(
+    validated: ScenarioData, factors: list[str], ids: list[str], shocks: list[Any]
+) -> None:
+    """Let :func:`parse_case` take ``validated`` for a case whose ``factors``,
+    ``scenarios.ids`` and ``scenarios.shocks`` are these very list objects (identity, not
+    equality): a scenario set validated once (the server's registered sets) is not checked
+    again per account. The caller must never change the lists afterwards. The 16 sets used
+    last are kept (and their lists with them)."""
+    with _TRUSTED_LOCK:
+        _TRUSTED[id(shocks)] = (validated, factors, ids, shocks)
+        _TRUSTED.move_to_end(id(shocks))
+        while len(_TRUSTED) > _TRUSTED_MAX:
+            _TRUSTED.popitem(last=False)
 
 
-def _vector(value: Any, length: int, where: str) -> np.ndarray:
-    items = _list(value, where)
-    if len(items) != length:
-        raise CaseValidationError(where, f"<{len(items)} values>", f"must have {length} values")
-    if _all_json_numbers(items):  # the fast path; the slow one names the bad element
-        vector = np.array(items, dtype=float)
-        if np.all(np.isfinite(vector)):
-            return vector
-    return np.array([_number(v, f"{where}[{i}]") for i, v in enumerate(items)], dtype=float)
+def _trusted(data: Any) -> ScenarioData | None:
+    """The validated set of ``data``'s scenario lists, if :func:`trust_scenarios` has it."""
+    if not isinstance(data, Mapping):
+        return None
+    scenarios, factors = data.get("scenarios"), data.get("factors")
+    shocks = scenarios.get("shocks") if isinstance(scenarios, Mapping) else None
+    with _TRUSTED_LOCK:
+        entry = _TRUSTED.get(id(shocks))
+        if entry is None or entry[3] is not shocks:
+            return None
+        _TRUSTED.move_to_end(id(shocks))
+    validated, known_factors, known_ids, _ = entry
+    assert isinstance(scenarios, Mapping)
+    if factors is not known_factors or scenarios.get("ids") is not known_ids:
+        return None
+    if set(scenarios) != {"ids", "shocks"}:
+        return None
+    return validated
 
 
-def _matrix(value: Any, rows: int, columns: int, where: str) -> np.ndarray:
-    items = _list(value, where)
-    if len(items) != rows:
-        raise CaseValidationError(where, f"<{len(items)} rows>", f"must have {rows} rows")
-    # numpy would turn "0.5" and true into numbers: only JSON numbers take the fast path
-    numeric = all(isinstance(row, list) and _all_json_numbers(row) for row in items)
-    try:
-        matrix = np.array(items, dtype=float) if numeric else None
-    except (TypeError, ValueError):
-        matrix = None
-    if matrix is None or matrix.shape != (rows, columns):
-        for i, row in enumerate(items):
-            _vector(row, columns, f"{where}[{i}]")
-        raise CaseValidationError(where, "<matrix>", f"must be {rows} x {columns} numbers")
-    if not np.all(np.isfinite(matrix)):
-        i, k = np.argwhere(~np.isfinite(matrix))[0]
-        raise CaseValidationError(f"{where}[{i}][{k}]", items[i][k], "must be finite")
-    return matrix
+# --- the rules across fields, on a document that passed the schema ----------------------------
 
 
-# --- sections --------------------------------------------------------------------------------
-
-
-def _parse_model(
-    data: Mapping[str, Any], where: str, scenario_ids: tuple[str, ...], n_factors: int
+def _model(
+    out: _Violations, data: Any, where: str, scenarios: ScenarioSet, n_factors: int
 ) -> MarginModel:
-    n_scenarios = len(scenario_ids)
-    lookback = data.get("lookback", n_scenarios)
-    if isinstance(lookback, bool) or not isinstance(lookback, int):
-        raise CaseValidationError(f"{where}.lookback", lookback, "must be a whole number")
-    if not 1 <= lookback <= n_scenarios:
-        raise CaseValidationError(
-            f"{where}.lookback", lookback, f"must be between 1 and the {n_scenarios} scenarios"
-        )
-    confidence = _number(_require(data, "confidence", f"{where}."), f"{where}.confidence")
-    if not 0.0 < confidence < 1.0:
-        raise CaseValidationError(f"{where}.confidence", confidence, "must lie in (0, 1)")
-    n_tail = tail_count(confidence, lookback)
-    if not 0.0 < n_tail or math.floor(n_tail) >= lookback:
-        raise CaseValidationError(
-            f"{where}.confidence",
-            confidence,
-            f"leaves a tail of {n_tail:g} of the {lookback} scenarios; the tail (1 - confidence)"
-            " x lookback must be above 0 and leave at least one scenario out",
-        )
-    horizon = _number(_require(data, "horizon_days", f"{where}."), f"{where}.horizon_days")
-    if horizon <= 0:
-        raise CaseValidationError(f"{where}.horizon_days", horizon, "must be positive")
-    measure = _enum(Measure, data.get("measure", "ES"), f"{where}.measure")
-    known = set(scenario_ids)
-    stress_ids = tuple(
-        _string(v, f"{where}.stress_ids[{i}]")
-        for i, v in enumerate(_list(data.get("stress_ids", []), f"{where}.stress_ids"))
-    )
-    for i, stress_id in enumerate(stress_ids):
+    n_scenarios = scenarios.size
+    lookback = n_scenarios if data.lookback is None else data.lookback
+    if lookback > n_scenarios:
+        out.add(f"{where}.lookback", lookback, f"must be between 1 and the {n_scenarios} scenarios")
+    else:
+        n_tail = tail_count(data.confidence, lookback)
+        if not 0.0 < n_tail or int(n_tail) >= lookback:
+            out.add(
+                f"{where}.confidence",
+                data.confidence,
+                f"leaves a tail of {n_tail:g} of the {lookback} scenarios; the tail"
+                " (1 - confidence) x lookback must be above 0 and leave at least one scenario out",
+            )
+    known = set(scenarios.ids)
+    for i, stress_id in enumerate(data.stress_ids):
         if stress_id not in known:
-            raise CaseValidationError(f"{where}.stress_ids[{i}]", stress_id, "unknown scenario id")
-    weight = _number(data.get("stress_weight", 0.0), f"{where}.stress_weight")
-    if not 0.0 <= weight <= 1.0:
-        raise CaseValidationError(f"{where}.stress_weight", weight, "must lie in [0, 1]")
-    if weight > 0 and not stress_ids:
-        raise CaseValidationError(
-            f"{where}.stress_weight", weight, "needs stress_ids when positive"
-        )
+            out.add(f"{where}.stress_ids[{i}]", stress_id, "unknown scenario id")
+    if data.stress_weight > 0 and not data.stress_ids:
+        out.add(f"{where}.stress_weight", data.stress_weight, "needs stress_ids when positive")
     rate = threshold = None
-    if "addon_rate" in data or "addon_threshold" in data:
-        rate = _vector(data.get("addon_rate"), n_factors, f"{where}.addon_rate")
-        threshold = _vector(data.get("addon_threshold"), n_factors, f"{where}.addon_threshold")
-        for name, values in (("addon_rate", rate), ("addon_threshold", threshold)):
-            if np.any(values < 0):
-                k = int(np.argmax(values < 0))
-                raise CaseValidationError(f"{where}.{name}[{k}]", values[k], "must be >= 0")
+    if (data.addon_rate is None) != (data.addon_threshold is None):
+        missing = "addon_rate" if data.addon_rate is None else "addon_threshold"
+        out.add(f"{where}.{missing}", None, "is required with the other add-on vector")
+    elif data.addon_rate is not None and data.addon_threshold is not None:
+        for name, values in (
+            ("addon_rate", data.addon_rate),
+            ("addon_threshold", data.addon_threshold),
+        ):
+            if len(values) != n_factors:
+                out.add(
+                    f"{where}.{name}", f"<{len(values)} values>", f"must have {n_factors} values"
+                )
+        rate = np.array(data.addon_rate, dtype=np.float64)
+        threshold = np.array(data.addon_threshold, dtype=np.float64)
     return MarginModel(
         lookback=lookback,
-        confidence=confidence,
-        horizon_days=horizon,
-        measure=measure,
-        stress_ids=stress_ids,
-        stress_weight=weight,
+        confidence=data.confidence,
+        horizon_days=data.horizon_days,
+        measure=Measure(data.measure),
+        stress_ids=tuple(data.stress_ids),
+        stress_weight=data.stress_weight,
         addon_rate=rate,
         addon_threshold=threshold,
     )
 
 
-def _parse_instrument(
-    data: Mapping[str, Any], where: str, n_factors: int, n_scenarios: int
+_CCPS = {ccp.value: ccp for ccp in Ccp}
+_KINDS = {kind.value: kind for kind in InstrumentKind}
+
+
+def _instrument(
+    out: _Violations, data: Any, where: str, vector: Vector | None, n_factors: int, n_scenarios: int
 ) -> Instrument:
-    ccp = _enum(Ccp, _require(data, "ccp", f"{where}."), f"{where}.ccp")
-    kind = _enum(InstrumentKind, _require(data, "kind", f"{where}."), f"{where}.kind")
+    ccp = _CCPS[data.ccp]
+    kind = _KINDS[data.kind]
     if kind not in (FICC_KINDS if ccp is Ccp.FICC else CME_KINDS):
-        raise CaseValidationError(f"{where}.kind", str(kind), f"is not a {ccp} instrument kind")
-    has_sens, has_pnl = "sensitivities" in data, "pnl" in data
-    if has_sens == has_pnl:
-        raise CaseValidationError(
-            f"{where}.sensitivities", None, "give exactly one of sensitivities or pnl"
+        out.add(f"{where}.kind", data.kind, f"is not a {ccp} instrument kind")
+    given = [name for name in ("sensitivities", "pnl") if getattr(data, name) is not None]
+    if vector is not None:
+        given.append(vector[0])
+    sensitivities = pnl = None
+    if len(given) != 1:
+        out.add(f"{where}.sensitivities", None, "give exactly one of sensitivities or pnl")
+    else:
+        name = given[0]
+        length, bound = (
+            (n_factors, "sensitivity") if name == "sensitivities" else (n_scenarios, "pnl")
         )
-    sensitivities = (
-        _vector(data["sensitivities"], n_factors, f"{where}.sensitivities") if has_sens else None
-    )
-    pnl = _vector(data["pnl"], n_scenarios, f"{where}.pnl") if has_pnl else None
-    contract = data.get("contract")
-    if ccp is Ccp.CME:
-        contract = _string(_require(data, "contract", f"{where}."), f"{where}.contract")
-    maturity = _date(data["maturity"], f"{where}.maturity") if "maturity" in data else None
-    collateral_maturity = collateral_kind = None
+        if vector is not None:
+            values = vector[1]
+            if len(vector) < 3:  # not among the vectors checked in bulk
+                _check_vector(out, values, BOUNDS[bound], f"{where}.{name}", None)
+        else:
+            values = np.array(getattr(data, name), dtype=np.float64)
+        if len(values) != length:
+            out.add(f"{where}.{name}", f"<{len(values)} values>", f"must have {length} values")
+        sensitivities, pnl = (values, None) if name == "sensitivities" else (None, values)
+    if ccp is Ccp.CME and data.contract is None:
+        out.add(f"{where}.contract", None, "is required for CME instruments")
     if kind is InstrumentKind.REPO:
-        collateral_maturity = _date(
-            _require(data, "collateral_maturity", f"{where}."), f"{where}.collateral_maturity"
-        )
-        collateral_kind = _enum(
-            InstrumentKind,
-            _require(data, "collateral_kind", f"{where}."),
-            f"{where}.collateral_kind",
-        )
-    elif ccp is Ccp.FICC and maturity is None:
-        raise CaseValidationError(f"{where}.maturity", None, "is required for FICC securities")
-    coupon = _number(data["coupon"], f"{where}.coupon") if "coupon" in data else None
+        for name in ("collateral_maturity", "collateral_kind"):
+            if getattr(data, name) is None:
+                out.add(f"{where}.{name}", None, "is required for REPO")
+    else:
+        for name in ("collateral_maturity", "collateral_kind"):
+            if getattr(data, name) is not None:
+                out.add(f"{where}.{name}", getattr(data, name), "is for REPO only")
+        if ccp is Ccp.FICC and data.maturity is None:
+            out.add(f"{where}.maturity", None, "is required for FICC securities")
     return Instrument(
-        id=_string(_require(data, "id", f"{where}."), f"{where}.id"),
+        id=data.id,
         ccp=ccp,
         kind=kind,
-        contract=contract,
-        maturity=maturity,
-        coupon=coupon,
-        collateral_maturity=collateral_maturity,
-        collateral_kind=collateral_kind,
+        contract=data.contract,
+        maturity=None if data.maturity is None else dt.date.fromisoformat(data.maturity),
+        coupon=data.coupon,
+        collateral_maturity=(
+            None
+            if data.collateral_maturity is None
+            else dt.date.fromisoformat(data.collateral_maturity)
+        ),
+        collateral_kind=None if data.collateral_kind is None else _KINDS[data.collateral_kind],
         sensitivities=sensitivities,
         pnl=pnl,
     )
 
 
-def _parse_position(data: Mapping[str, Any], where: str) -> Position:
-    quantity = _number(_require(data, "quantity", f"{where}."), f"{where}.quantity")
-    xm_quantity = _number(data.get("xm_quantity", 0.0), f"{where}.xm_quantity")
-    lot = _number(data.get("lot", 1.0), f"{where}.lot")
-    if lot <= 0:
-        raise CaseValidationError(f"{where}.lot", lot, "must be positive")
-    if xm_quantity != 0 and (xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity)):
-        raise CaseValidationError(
-            f"{where}.xm_quantity",
-            xm_quantity,
-            f"must have the sign of quantity {quantity:g} and not exceed it",
-        )
-    return Position(
-        instrument=_string(_require(data, "instrument", f"{where}."), f"{where}.instrument"),
-        quantity=quantity,
-        xm_quantity=xm_quantity,
-        lot=lot,
-        pinned=_bool(data.get("pinned", False), f"{where}.pinned"),
-    )
-
-
-def _parse_options(data: Mapping[str, Any]) -> SolveOptions:
-    where = "options"
-    max_transfers = data.get("max_transfers")
-    if max_transfers is not None and (
-        isinstance(max_transfers, bool) or not isinstance(max_transfers, int) or max_transfers < 0
-    ):
-        raise CaseValidationError(f"{where}.max_transfers", max_transfers, "must be a whole >= 0")
-    cost = _number(data.get("transfer_cost", 0.0), f"{where}.transfer_cost")
-    if cost < 0:
-        raise CaseValidationError(f"{where}.transfer_cost", cost, "must be >= 0")
-    time_limit = data.get("time_limit")
-    if time_limit is not None:
-        time_limit = _number(time_limit, f"{where}.time_limit")
-        if time_limit <= 0:
-            raise CaseValidationError(f"{where}.time_limit", time_limit, "must be positive")
-    backend = data.get("backend")
-    if backend is not None:
-        backend = _string(backend, f"{where}.backend")
+def _options(data: Any) -> SolveOptions:
+    defaults = SolveOptions()
     return SolveOptions(
-        integral=_bool(data.get("integral", False), f"{where}.integral"),
-        transfer_cost=cost,
-        max_transfers=max_transfers,
-        mode=_enum(Mode, data.get("mode", "JOINT"), f"{where}.mode"),
-        time_limit=time_limit,
-        backend=backend,
+        integral=defaults.integral if data.integral is None else data.integral,
+        transfer_cost=data.transfer_cost,
+        max_transfers=data.max_transfers,
+        mode=Mode(data.mode),
+        time_limit=data.time_limit,
+        backend=data.backend,
     )
 
 
-def parse_case(data: Any, rulebook: Rulebook | None = None) -> Book:
-    """Validate a case (the parsed JSON) and build a :class:`Book`."""
-    data = _mapping(data, "<case>")
-    case_format = data.get("format", CASE_FORMAT)
-    if case_format != CASE_FORMAT:
-        raise CaseValidationError("format", case_format, f"must be {CASE_FORMAT!r}")
-    business_date = _date(_require(data, "business_date", ""), "business_date")
-    cycle = _enum(Cycle, data.get("cycle", "EOD"), "cycle")
+def _schema(check: Any, data: Any) -> Any:
+    try:
+        return check(data)
+    except SchemaError as error:
+        raise CaseValidationError.of(error.violations) from None
+    except RecursionError:
+        raise CaseValidationError("<case>", None, "nested too deeply") from None
 
-    member_data = _mapping(_require(data, "clearing_member", ""), "clearing_member")
+
+def parse_case(
+    data: Any,
+    rulebook: Rulebook | None = None,
+    *,
+    scenarios: ScenarioData | None = None,
+    vectors: Mapping[int, Vector] | None = None,
+) -> Book:
+    """Validate a case (the parsed JSON) and build a :class:`Book`.
+
+    ``scenarios``: a scenario set validated before (then ``data`` has no ``factors`` and
+    ``scenarios``); ``vectors``: instruments' risk vectors by instrument index, read into numpy
+    by the caller (then those instruments have no ``sensitivities``/``pnl`` key): checked here
+    against the same bounds as the schema's.
+    """
+    if scenarios is None and (scenarios := _trusted(data)) is not None:
+        data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
+    if scenarios is None:
+        doc = _schema(validate_case, data)
+        scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
+    else:
+        try:
+            doc = _schema(validate_body, data)
+        except CaseValidationError as error:  # the vectors' violations too, all at once
+            found = _Violations()
+            for i, (name, values) in (vectors or {}).items():
+                bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
+                _check_vector(found, values, bound, f"instruments[{i}].{name}", None)
+            if not found.found:
+                raise
+            raise CaseValidationError.of([*error.violations, *found.found]) from None
+    out = _Violations()
+    vectors = vectors or {}
+    if vectors and _in_bounds(vectors):
+        vectors = {i: (name, values, True) for i, (name, values) in vectors.items()}
+    business_date = dt.date.fromisoformat(doc.business_date)
+    factors, scenario_set = scenarios.factors, scenarios.scenarios
     member = ClearingMember(
-        id=_string(_require(member_data, "id", "clearing_member."), "clearing_member.id"),
-        **{
-            key: _bool(member_data.get(key, False), f"clearing_member.{key}")
-            for key in ("bd_fcm", "cme_clearing_member", "ficc_netting_member")
-        },
+        id=doc.clearing_member.id,
+        bd_fcm=doc.clearing_member.bd_fcm,
+        cme_clearing_member=doc.clearing_member.cme_clearing_member,
+        ficc_netting_member=doc.clearing_member.ficc_netting_member,
     )
-    customer_data = _mapping(_require(data, "customer", ""), "customer")
     customer = Customer(
-        id=_string(_require(customer_data, "id", "customer."), "customer.id"),
-        xm_enrolled=_bool(customer_data.get("xm_enrolled", False), "customer.xm_enrolled"),
-        ficc_account_type=str(customer_data.get("ficc_account_type", "")),
+        id=doc.customer.id,
+        xm_enrolled=doc.customer.xm_enrolled,
+        ficc_account_type=doc.customer.ficc_account_type,
     )
-
-    factors = tuple(
-        _string(v, f"factors[{i}]")
-        for i, v in enumerate(_list(_require(data, "factors", ""), "factors"))
-    )
-    if not factors:
-        raise CaseValidationError("factors", [], "must name at least one factor")
-    if len(set(factors)) != len(factors):
-        raise CaseValidationError("factors", list(factors), "has duplicate names")
-    scenario_data = _mapping(_require(data, "scenarios", ""), "scenarios")
-    ids = tuple(
-        _string(v, f"scenarios.ids[{i}]")
-        for i, v in enumerate(_list(_require(scenario_data, "ids", "scenarios."), "scenarios.ids"))
-    )
-    if not ids:
-        raise CaseValidationError("scenarios.ids", [], "must hold at least one scenario")
-    seen: set[str] = set()
-    for i, scenario_id in enumerate(ids):
-        if scenario_id in seen:
-            raise CaseValidationError(f"scenarios.ids[{i}]", scenario_id, "duplicate scenario id")
-        seen.add(scenario_id)
-    shocks = _matrix(
-        _require(scenario_data, "shocks", "scenarios."), len(ids), len(factors), "scenarios.shocks"
-    )
-    scenarios = ScenarioSet(ids=ids, shocks=shocks)
-
     instruments: dict[str, Instrument] = {}
-    for i, item in enumerate(_list(_require(data, "instruments", ""), "instruments")):
+    for i, item in enumerate(doc.instruments):
         where = f"instruments[{i}]"
-        instrument = _parse_instrument(_mapping(item, where), where, len(factors), len(ids))
+        instrument = _instrument(out, item, where, vectors.get(i), len(factors), scenario_set.size)
         if instrument.id in instruments:
-            raise CaseValidationError(f"{where}.id", instrument.id, "duplicate instrument id")
+            out.add(f"{where}.id", instrument.id, "duplicate instrument id")
         instruments[instrument.id] = instrument
-
-    models_data = _mapping(_require(data, "models", ""), "models")
     models = {
-        ccp: _parse_model(
-            _mapping(_require(models_data, ccp.value, "models."), f"models.{ccp.value}"),
-            f"models.{ccp.value}",
-            ids,
-            len(factors),
+        ccp: _model(
+            out, getattr(doc.models, ccp.value), f"models.{ccp.value}", scenario_set, len(factors)
         )
         for ccp in Ccp
     }
-    program_data = _mapping(data.get("program", {}), "program")
-    cap = _number(program_data.get("savings_cap", 0.8), "program.savings_cap")
-    if not 0.0 <= cap <= 1.0:
-        raise CaseValidationError("program.savings_cap", cap, "must lie in [0, 1]")
-    options = _parse_options(_mapping(data.get("options", {}), "options"))
-
-    rulebook = rulebook or default_rulebook(business_date)
+    try:
+        rulebook = rulebook or default_rulebook(business_date)
+    except CaseValidationError as error:
+        out.found += error.violations
+        out.raise_if_any()
+        raise
     positions: list[Position] = []
     held: set[str] = set()
-    for i, item in enumerate(_list(_require(data, "positions", ""), "positions")):
+    cme_bound = BOUNDS["cme_quantity"]
+    for i, item in enumerate(doc.positions):
         where = f"positions[{i}]"
-        position = _parse_position(_mapping(item, where), where)
-        if position.instrument not in instruments:
-            raise CaseValidationError(
-                f"{where}.instrument", position.instrument, "unknown instrument"
+        instrument = instruments.get(item.instrument)
+        if instrument is None:
+            out.add(f"{where}.instrument", item.instrument, "unknown instrument")
+        elif item.instrument in held:
+            out.add(f"{where}.instrument", item.instrument, "duplicate position in one instrument")
+        held.add(item.instrument)
+        quantity, xm_quantity = item.quantity, item.xm_quantity
+        if instrument is not None and instrument.ccp is Ccp.CME:
+            for name in ("quantity", "xm_quantity", "lot"):
+                if abs(getattr(item, name)) > cme_bound:
+                    out.add(
+                        f"{where}.{name}",
+                        getattr(item, name),
+                        f"must be <= {cme_bound:g} contracts",
+                    )
+        if xm_quantity != 0 and (xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity)):
+            out.add(
+                f"{where}.xm_quantity",
+                xm_quantity,
+                f"must have the sign of quantity {quantity:g} and not exceed it",
             )
-        if position.instrument in held:
-            raise CaseValidationError(
-                f"{where}.instrument", position.instrument, "duplicate position in one instrument"
-            )
-        held.add(position.instrument)
-        if position.xm_quantity != 0:
+        elif xm_quantity != 0 and instrument is not None:
             eligibility = instrument_eligibility(
-                rulebook, member, customer, instruments[position.instrument], business_date
+                rulebook, member, customer, instrument, business_date
             )
             if not eligibility.eligible:
                 reasons = ", ".join(eligibility.reasons)
-                raise CaseValidationError(
+                out.add(
                     f"{where}.xm_quantity",
-                    position.xm_quantity,
+                    xm_quantity,
                     f"position is not eligible for XM ({reasons}) so must be 0",
                 )
-        positions.append(position)
-
+        positions.append(
+            Position(
+                instrument=item.instrument,
+                quantity=quantity,
+                xm_quantity=xm_quantity,
+                lot=item.lot,
+                pinned=item.pinned,
+            )
+        )
+    out.raise_if_any()
     return Book(
-        name=str(data.get("name", "")),
+        name=doc.name,
         business_date=business_date,
-        cycle=cycle,
+        cycle=Cycle(doc.cycle),
         clearing_member=member,
         customer=customer,
         factors=factors,
-        scenarios=scenarios,
+        scenarios=scenario_set,
         instruments=instruments,
         positions=tuple(positions),
         models=models,
-        program=ProgramRules(savings_cap=cap),
-        options=options,
+        program=ProgramRules(savings_cap=doc.program.savings_cap),
+        options=_options(doc.options),
     )
 
 

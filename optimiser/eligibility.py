@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from .errors import CaseValidationError
-from .model import Book, Ccp, ClearingMember, Customer, Instrument
+from .model import FICC_ACCOUNT_TYPES, Book, Ccp, ClearingMember, Customer, Instrument
 
 __all__ = [
     "Eligibility",
@@ -75,13 +76,21 @@ class Rulebook:
                 raise CaseValidationError(f"rulebook.{key}", value, "must be a list of names")
             return frozenset(str(v) for v in value)
 
+        account_types = names("customer_ficc_account_types")
+        unknown = sorted(account_types - FICC_ACCOUNT_TYPES)
+        if unknown:
+            raise CaseValidationError(
+                "rulebook.customer_ficc_account_types",
+                unknown[0],
+                f"must be among {', '.join(sorted(FICC_ACCOUNT_TYPES))}",
+            )
         return cls(
             name=str(data["name"]),
             effective_date=dt.date.fromisoformat(str(data["effective_date"])),
             require_bd_fcm=bool(member["bd_fcm"]),
             require_cme_clearing_member=bool(member["cme_clearing_member"]),
             require_ficc_netting_member=bool(member["ficc_netting_member"]),
-            customer_ficc_account_types=names("customer_ficc_account_types"),
+            customer_ficc_account_types=account_types,
             ficc_eligible_kinds=names("ficc_eligible_kinds"),
             ficc_repo_kinds=names("ficc_repo_kinds"),
             ficc_excluded_kinds=names("ficc_excluded_kinds"),
@@ -97,14 +106,16 @@ def load_rulebook(path: str | Path) -> Rulebook:
     return Rulebook.from_dict(json.loads(Path(path).read_text()))
 
 
-def _bundled_rulebooks() -> list[Rulebook]:
+@functools.cache
+def _bundled_rulebooks() -> tuple[Rulebook, ...]:
+    """The bundled rulebooks, oldest first (read once: they ship with the package)."""
     folder = resources.files("xmargin.optimiser") / "rulebooks"
     books = [
         Rulebook.from_dict(json.loads(entry.read_text()))
         for entry in folder.iterdir()
         if entry.name.endswith(".json")
     ]
-    return sorted(books, key=lambda book: book.effective_date)
+    return tuple(sorted(books, key=lambda book: book.effective_date))
 
 
 def default_rulebook(business_date: dt.date | None = None) -> Rulebook:
@@ -121,15 +132,18 @@ def default_rulebook(business_date: dt.date | None = None) -> Rulebook:
 
 
 def _add_years(day: dt.date, years: int) -> dt.date:
+    year = day.year + years
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:
+        raise CaseValidationError(
+            "business_date", day.isoformat(), f"the rulebook cannot add {years} years to it"
+        )
     try:
-        return day.replace(year=day.year + years)
+        return day.replace(year=year)
     except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
+        return day.replace(year=year, day=28)
 
 
-def _firm_reasons(
-    rulebook: Rulebook, member: ClearingMember, customer: Customer
-) -> list[Reason]:
+def _firm_reasons(rulebook: Rulebook, member: ClearingMember, customer: Customer) -> list[Reason]:
     reasons = []
     if (
         (rulebook.require_bd_fcm and not member.bd_fcm)

@@ -10,7 +10,11 @@ The hierarchy is small on purpose::
 
 from __future__ import annotations
 
-__all__ = ["CaseValidationError", "InfeasibleError", "SolverError", "XmarginError"]
+from collections.abc import Sequence
+
+from xmargin.schema import Violation, clip
+
+__all__ = ["CaseValidationError", "InfeasibleError", "SolverError", "Violation", "XmarginError"]
 
 
 class XmarginError(Exception):
@@ -20,15 +24,43 @@ class XmarginError(Exception):
 class CaseValidationError(XmarginError, ValueError):
     """A case (file, dict or request) is invalid.
 
-    ``field`` is the path of the offending field in the case format (for example
-    ``positions[3].xm_quantity``), ``value`` the value found there.
+    ``violations`` lists every rule the input breaks, each a
+    :class:`~xmargin.schema.Violation` (case-format ``path`` such as
+    ``positions[3].xm_quantity``, the ``value`` found there, the ``message``). ``field``,
+    ``value`` and ``reason`` are the first violation's (what single-error callers read).
     """
 
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{field}: {reason} (got {value!r})")
+    def __init__(
+        self,
+        field: str,
+        value: object = None,
+        reason: str = "",
+        *,
+        violations: Sequence[Violation] | None = None,
+    ) -> None:
+        found = list(violations) if violations else [Violation(field, _shown(value), reason)]
+        self.violations = found
+        self.field, self.value, self.reason = found[0].path, found[0].value, found[0].message
+        shown = "; ".join(_line(v) for v in found[:10])
+        more = f"; and {len(found) - 10} more" if len(found) > 10 else ""
+        super().__init__(shown + more)
+
+    @classmethod
+    def of(cls, violations: Sequence[Violation]) -> CaseValidationError:
+        """One error carrying every violation of ``violations`` (not empty)."""
+        first = violations[0]
+        return cls(first.path, first.value, first.message, violations=violations)
+
+
+def _shown(value: object) -> object:
+    return clip(value) if isinstance(value, str) else value
+
+
+def _line(violation: Violation) -> str:
+    """``path: message (got value)``, the value cut to a bounded length."""
+    if violation.value is None:
+        return f"{violation.path}: {violation.message}"
+    return f"{violation.path}: {violation.message} (got {clip(repr(violation.value))})"
 
 
 class SolverError(XmarginError, RuntimeError):

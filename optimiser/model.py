@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from xmargin.schema import FICC_ACCOUNT_TYPES as _ACCOUNT_TYPES
+
 __all__ = [
+    "FICC_ACCOUNT_TYPES",
     "Book",
     "Ccp",
     "ClearingMember",
@@ -103,8 +106,15 @@ class ClearingMember:
     ficc_netting_member: bool
 
 
+FICC_ACCOUNT_TYPES = frozenset(_ACCOUNT_TYPES)
+"""The closed vocabulary of ``Customer.ficc_account_type`` (the case format's): SPONSORED,
+AGENT_CLEARING, OMNIBUS, PROPRIETARY, NONE; the rulebook lists the ones that qualify."""
+
+
 @dataclass(frozen=True, slots=True)
 class Customer:
+    """A customer; ``ficc_account_type`` is one of :data:`FICC_ACCOUNT_TYPES`."""
+
     id: str
     xm_enrolled: bool
     ficc_account_type: str

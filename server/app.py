@@ -27,6 +27,7 @@ from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 
 from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
+from .errors import RequestBytesInterceptor
 from .recorder import Recorder
 from .scenario_store import ScenarioRegistry
 from .service import SolverPool, XmarginServicer
@@ -227,7 +228,10 @@ def build_server(config: ServerConfig) -> RunningServer:
         pool, registry, config.limits, engines, recorder, config.stream_window
     )
     max_bytes = config.max_message_mb * MB
-    interceptors: list[grpc.ServerInterceptor] = [_Auth(config.token)] if config.token else []
+    interceptors: list[grpc.ServerInterceptor] = [
+        RequestBytesInterceptor(),
+        *([_Auth(config.token)] if config.token else []),
+    ]
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
     # reflection and refusals (RESOURCE_EXHAUSTED must not queue behind solves).
     handlers = ThreadPoolExecutor(pool.capacity + 8, thread_name_prefix="xmargin-rpc")

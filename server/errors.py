@@ -13,13 +13,17 @@ The server's own exceptions (all internal to the server, never seen by a client)
 
 and from elsewhere: :class:`~xmargin.server.convert.RequestError` and the library's
 ``CaseValidationError`` -> INVALID_ARGUMENT + BadRequest (field paths of the request);
+request bytes that do not parse as the method's request message -> INVALID_ARGUMENT
+(:class:`RequestBytesInterceptor`; grpc's own answer would be INTERNAL);
 ``InfeasibleError`` -> FAILED_PRECONDITION + ErrorInfo(reason INFEASIBLE); ``SolverError`` ->
 FAILED_PRECONDITION + ErrorInfo(reason SOLVER_FAILED); anything else -> INTERNAL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -28,6 +32,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from xmargin.optimiser import CaseValidationError, InfeasibleError, SolverError
+from xmargin.schema import clip
 
 from .convert import RequestError
 
@@ -38,6 +43,7 @@ __all__ = [
     "EngineError",
     "ErrorReport",
     "OverloadedError",
+    "RequestBytesInterceptor",
     "RunConflictError",
     "ScenarioSetNotFoundError",
     "ServiceError",
@@ -127,6 +133,8 @@ def _bad_request(violations: list[tuple[str, str]]) -> ErrorReport:
         ]
     )
     summary = "; ".join(f"{path}: {why}" for path, why in violations[:5])
+    if len(violations) > 5:
+        summary += f"; and {len(violations) - 5} more (see the BadRequest details)"
     return ErrorReport(
         grpc.StatusCode.INVALID_ARGUMENT,
         f"invalid request: {summary}",
@@ -141,7 +149,7 @@ def report(error: BaseException, retry_after: float = 0.2) -> ErrorReport:
     if isinstance(error, RequestError):
         return _bad_request(error.violations)
     if isinstance(error, CaseValidationError):  # a path the converter did not translate
-        return _bad_request([(error.field, error.reason)])
+        return _bad_request([(clip(v.path), v.message) for v in error.violations])
     if isinstance(error, InfeasibleError | SolverError):
         reason = "INFEASIBLE" if isinstance(error, InfeasibleError) else "SOLVER_FAILED"
         info = error_details_pb2.ErrorInfo(
@@ -181,3 +189,73 @@ def report(error: BaseException, retry_after: float = 0.2) -> ErrorReport:
 def abort(context: grpc.ServicerContext, error_report: ErrorReport) -> None:
     """End the call with ``error_report`` (raises, as grpc's abort does)."""
     context.abort_with_status(error_report.status())
+
+
+@dataclass(frozen=True, slots=True)
+class _Unparsable:
+    """What the wrapped deserializer hands on when the request bytes do not parse."""
+
+    size: int
+    why: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        if deserialize is None:
+            return raw
+        try:
+            return deserialize(raw)
+        except Exception as error:  # DecodeError, RecursionError, ...
+            return _Unparsable(len(raw), clip(f"{type(error).__name__}: {error}"))
+
+    return parse
+
+
+def _refuse(context: grpc.ServicerContext, bad: _Unparsable) -> None:
+    why = f"the request is not a valid protobuf message of this method ({bad.why})"
+    violation = error_details_pb2.BadRequest.FieldViolation(field="<request>", description=why)
+    detail = error_details_pb2.BadRequest(field_violations=[violation])
+    abort(
+        context,
+        ErrorReport(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"invalid request: {bad.size} bytes that do not parse",
+            [detail],
+            reason="INVALID_ARGUMENT",
+        ),
+    )
+
+
+class RequestBytesInterceptor(grpc.ServerInterceptor):
+    """Unary-request methods answer INVALID_ARGUMENT (with a BadRequest) to bytes that do not
+    parse, instead of grpc's INTERNAL: the deserializer is wrapped so a parse failure reaches
+    the handler as a marker, which refuses it."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        parse = _lenient(handler.request_deserializer)
+        if handler.response_streaming:
+            stream = handler.unary_stream
+
+            def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                if isinstance(request, _Unparsable):
+                    _refuse(context, request)
+                yield from stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, parse, handler.response_serializer
+            )
+        unary = handler.unary_unary
+
+        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Unparsable):
+                _refuse(context, request)
+            return unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, parse, handler.response_serializer)

@@ -58,6 +58,7 @@ from xmargin.optimiser.batch import (
 from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.results import OptimisationResult
 from xmargin.optimiser.what_if import Placement, WhatIfResult, what_if
+from xmargin.schema import clip
 
 from .batch_stream import StreamRun, duplicate_ids
 from .batching import (
@@ -179,7 +180,7 @@ def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> d
         "business_date": run.business_date,
         "cycle": "EOD",
         "clearing_member": {"id": "-"},
-        "customer": {"id": "-"},
+        "customer": {"id": "-", "ficc_account_type": "NONE"},
         "factors": scenarios.factors,
         "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
         "instruments": [],
@@ -218,8 +219,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             json.dumps(
                 {
                     "method": method,
-                    "request_id": run.request_id if run is not None else "",
-                    "business_date": run.business_date if run is not None else "",
+                    "request_id": clip(run.request_id) if run is not None else "",
+                    "business_date": clip(run.business_date) if run is not None else "",
                     "status": code.name,
                     "duration_ms": round((time.perf_counter() - started) * 1e3, 3),
                 }
@@ -294,6 +295,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             self._field(request, "options") if with_options else None,
             paths,
             self.limits,
+            numpy_vectors=True,
         )
         book: Book = parse(case, paths, parse_case)
         if book.options.backend is not None:
@@ -307,7 +309,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         """The case parts every account of ``request`` shares (date, cycle, factors, scenarios,
         models, program, options): the shared inputs of the batch engines and the audit."""
         blank = book_pb2.AccountBook(
-            customer=book_pb2.Customer(id="-"), clearing_member=book_pb2.ClearingMember(id="-")
+            customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
+            clearing_member=book_pb2.ClearingMember(id="-"),
         )
         shared, _ = split_case(
             book_case(
@@ -426,6 +429,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             None,
             paths,
             self.limits,
+            numpy_vectors=True,
         )
         paths.instruments = [f"account.instruments[{k}]" for k in range(len(account.instruments))]
         paths.instruments += [f"add_instruments[{k}]" for k in range(len(request.add_instruments))]
@@ -450,7 +454,9 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                     [("instruments", f"at most {self.limits.max_positions} instruments")]
                 )
             # Eligibility needs no risk: a one-factor dummy scenario set stands in for it.
-            case = _minimal_case(request.run, ResolvedScenarios(["-"], ["-"], [[0.0]], "-"))
+            case = _minimal_case(
+                request.run, ResolvedScenarios(["-"], ["2000-01-03"], [[0.0]], "-")
+            )
             case["cycle"] = cycle_name(request.run.cycle)
             case["clearing_member"] = member_case(request.clearing_member)
             case["customer"] = customer_case(request.customer)
@@ -612,7 +618,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         shared = book_case(
             request.run,
             book_pb2.AccountBook(
-                customer=book_pb2.Customer(id="-"),
+                customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
                 clearing_member=book_pb2.ClearingMember(id="-"),
             ),
             scenarios,

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from xmargin.schema import clip
+
 from ..errors import CaseValidationError, InfeasibleError, SolverError
 from ..extras import MissingExtraError
 from . import batch, explain, solve, what_if
@@ -87,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except CaseValidationError as error:
-        print(f"xmargin: invalid case: {error}", file=sys.stderr)
+        count = len(error.violations)
+        print(f"xmargin: invalid case ({count} violation{'s' * (count != 1)}):", file=sys.stderr)
+        for violation in error.violations:
+            shown = "" if violation.value is None else f" (got {clip(repr(violation.value))})"
+            print(f"  {violation.path}: {violation.message}{shown}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UsageError as error:
         print(f"xmargin: {error}", file=sys.stderr)

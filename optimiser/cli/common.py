@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from xmargin.schema import clip
+
 from ..batch import jsonable
 from ..case_format import parse_case
 from ..model import Book, Mode
@@ -74,10 +76,10 @@ def _read_json(path: str, what: str) -> Any:
         raise UsageError(f"{what} {path!r} does not exist or is not a file")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{what} {path!r} is not valid JSON: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {what} {path!r}: {error}") from error
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, a 5,000-digit number
+        raise UsageError(f"{what} {path!r} is not valid JSON: {clip(str(error))}") from error
 
 
 def _load_book(path: str, quiet: bool) -> Book:

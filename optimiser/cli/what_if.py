@@ -61,13 +61,16 @@ def _validated_trade_book(
     try:
         trade_book = parse_case(case)
     except CaseValidationError as error:
-        field = error.field
-        for section, offset in (("instruments", n_instruments), ("positions", 0)):
-            if field.startswith(f"{section}["):
-                index = int(field[len(section) + 1 : field.index("]")])
-                if index >= offset:
-                    field = f"add.{section}[{index - offset}]" + field[field.index("]") + 1 :]
-        raise CaseValidationError(field, error.value, error.reason) from error
+        moved = []
+        for violation in error.violations:
+            field = violation.path
+            for section, offset in (("instruments", n_instruments), ("positions", 0)):
+                if field.startswith(f"{section}["):
+                    index = int(field[len(section) + 1 : field.index("]")])
+                    if index >= offset:
+                        field = f"add.{section}[{index - offset}]" + field[field.index("]") + 1 :]
+            moved.append(dataclasses.replace(violation, path=field))
+        raise CaseValidationError.of(moved) from error
     full = dataclasses.replace(book, instruments=trade_book.instruments)
     return full, list(trade_book.positions)
 
@@ -126,9 +129,12 @@ def cmd_what_if(args: argparse.Namespace) -> int:
         try:
             result = what_if(book, trades, args.exclude or [])
         except CaseValidationError as error:  # name the command line's fields
-            field = error.field.replace("trades[", "add.positions[", 1)
-            field = "--exclude" if field.startswith("exclude[") else field
-            raise CaseValidationError(field, error.value, error.reason) from error
+            named = []
+            for violation in error.violations:
+                field = violation.path.replace("trades[", "add.positions[", 1)
+                field = "--exclude" if field.startswith("exclude[") else field
+                named.append(dataclasses.replace(violation, path=field))
+            raise CaseValidationError.of(named) from error
         report = what_if_report(result)
     if args.table:
         print(f"{book.name}: current total margin {report['current']['total']:,.0f} USD")

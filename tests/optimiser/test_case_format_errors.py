@@ -351,7 +351,7 @@ def test_duplicate_scenario_ids_and_factors(originals: dict[str, dict[str, Any]]
     rejected(data, "scenarios.ids[5]")
     data = _case(originals, CASE_01)
     put(data, "factors[3]", get(data, "factors[2]"))
-    rejected(data, "factors")
+    rejected(data, "factors[3]")
 
 
 # --- XM quantities ---------------------------------------------------------------------------

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 
+from xmargin.clients import convert as client_convert
 from xmargin.clients.v1 import book_pb2
-from xmargin.server.convert import FieldPaths, Limits, RequestError, scenario_set_case
+from xmargin.optimiser import case_format, parse_case
+from xmargin.server.convert import (
+    FieldPaths,
+    Limits,
+    RequestError,
+    book_case,
+    parse,
+    scenario_set_case,
+)
 
 TRANSLATIONS = [
     ("business_date", "run.business_date"),
@@ -52,7 +64,9 @@ def test_batch_and_assembled_paths() -> None:
 
 
 def test_scenario_set_shape_is_checked_before_reshaping() -> None:
-    message = book_pb2.ScenarioSet(factors=["a", "b"], ids=["s1", "s2"], shocks=[1.0, 2.0, 3.0])
+    message = book_pb2.ScenarioSet(
+        factors=["a", "b"], ids=["2026-11-23", "2026-11-24"], shocks=[1.0, 2.0, 3.0]
+    )
     with pytest.raises(RequestError) as caught:
         scenario_set_case(message, "scenario_set", Limits())
     ((path, why),) = caught.value.violations
@@ -60,3 +74,43 @@ def test_scenario_set_shape_is_checked_before_reshaping() -> None:
     message.shocks.append(4.0)
     resolved = scenario_set_case(message, "scenario_set", Limits())
     assert resolved.shocks == [[1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize("numpy_vectors", [True, False])
+def test_a_converted_scenario_set_is_not_validated_again_per_account(
+    cases: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, numpy_vectors: bool
+) -> None:
+    case = cases["07-cme-stress-addons"]
+    request = client_convert.optimise_request(case, client_convert.run_context(case))
+    registered = scenario_set_case(request.scenario_set, "scenario_set", Limits())
+    calls: list[int] = []
+    real = case_format.parse_scenarios
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(case_format, "parse_scenarios", counting)
+    for _ in range(2):
+        paths = FieldPaths()
+        converted = book_case(
+            request.run,
+            request.account,
+            registered,
+            request.models,
+            request.program,
+            request.options,
+            paths,
+            Limits(),
+            numpy_vectors=numpy_vectors,
+        )
+        book = parse(converted, paths, parse_case)
+        assert book.scenarios is registered.validated.scenarios  # the validated set, kept
+    assert calls == []
+    fresh = copy.copy(converted)  # its numpy vectors too; equal scenario lists, not the same
+    fresh["scenarios"] = {
+        "ids": list(converted["scenarios"]["ids"]),
+        "shocks": [list(row) for row in converted["scenarios"]["shocks"]],
+    }
+    parse(fresh, FieldPaths(), parse_case)
+    assert calls == [1]  # trusted by identity only: a copy is validated

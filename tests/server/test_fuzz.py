@@ -3,13 +3,17 @@ details, never UNKNOWN or INTERNAL, and keeps serving."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
@@ -52,7 +56,8 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
 def tiny_case() -> dict[str, Any]:
     """A small valid case (3 factors, 40 scenarios): fast to solve, every field present."""
     factors = ["F1", "F2", "F3"]
-    ids = [f"s{i}" for i in range(40)]
+    first = dt.date(2026, 9, 1)
+    ids = [(first + dt.timedelta(days=i)).isoformat() for i in range(40)]
     shocks = [[((i * 7 + k * 3) % 11 - 5) * 0.8 for k in range(3)] for i in range(40)]
     return {
         "business_date": "2026-11-24",
@@ -100,7 +105,7 @@ def tiny_case() -> dict[str, Any]:
             "CME": {
                 "confidence": 0.95,
                 "horizon_days": 2,
-                "stress_ids": ["s3"],
+                "stress_ids": [ids[3]],
                 "stress_weight": 0.2,
                 "addon_rate": [0.1, 0.1, 0.1],
                 "addon_threshold": [1e4, 1e4, 1e4],
@@ -280,3 +285,186 @@ def test_server_keeps_serving_after_the_fuzzing(fuzz_channel: grpc.Channel) -> N
     _, request = REQUESTS["Optimise"]
     response = XmarginServiceStub(fuzz_channel).Optimise(request, timeout=30)
     assert response.result.optimised.total >= 0
+
+
+# --- raw bytes: random, truncated, bit-flipped, deeply nested -----------------------------------
+
+METHODS = {
+    "Optimise": False,
+    "OptimiseBatch": True,
+    "ComputeMargin": False,
+    "WhatIf": False,
+    "CheckEligibility": False,
+    "RegisterScenarioSet": False,
+}
+
+
+def _nested(depth: int, group: bool) -> bytes:
+    """Field 1 inside field 1 inside ... ``depth`` deep (length-delimited, or groups)."""
+    if group:
+        return b"\x0b" * depth + b"\x0c" * depth
+    body = b""
+    for _ in range(depth):
+        body = b"\x0a" + _varint(len(body)) + body
+    return body
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _raw_requests(count: int, seed: int = 20261124) -> list[tuple[str, bytes]]:
+    """``count`` (method, bytes) pairs, the same every run (a seeded generator)."""
+    rng = random.Random(seed)
+    valid = {name: REQUESTS[name][1].SerializeToString() for name in METHODS}
+    out: list[tuple[str, bytes]] = []
+    cheap = ["ComputeMargin", "CheckEligibility", "RegisterScenarioSet"]  # no solve
+    for k in range(count):
+        kind = k % 5
+        # bytes that may still parse as a valid request go to the methods that do not solve
+        method = rng.choice(cheap if kind in (2, 4) else list(METHODS))
+        if kind == 0:
+            raw = rng.randbytes(rng.randint(0, 400))
+        elif kind == 1:
+            good = valid[method]
+            raw = good[: rng.randint(0, len(good) - 1)]
+        elif kind == 2:
+            flipped = bytearray(valid[method])
+            for _ in range(rng.randint(1, 4)):
+                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+            raw = bytes(flipped)
+        elif kind == 3:
+            raw = _nested(rng.choice([50, 101, 1000, 20_000]), rng.random() < 0.5)
+        else:  # a valid prefix and random tail, or a huge length prefix
+            good = valid[method]
+            raw = good[: rng.randint(0, len(good))] + rng.choice(
+                [rng.randbytes(rng.randint(1, 40)), b"\x0a\xff\xff\xff\xff\x0f"]
+            )
+        out.append((method, raw))
+    return out
+
+
+def test_raw_bytes_never_get_internal(fuzz_channel: grpc.Channel) -> None:
+    """>= 2,000 requests of random, truncated, bit-flipped and deeply nested bytes: a client
+    error status every time (INVALID_ARGUMENT for bytes that do not parse), never INTERNAL or
+    UNKNOWN, and the server keeps serving."""
+    calls = {
+        name: (
+            fuzz_channel.unary_stream(f"/xmargin.v1.XmarginService/{name}")
+            if streaming
+            else fuzz_channel.unary_unary(f"/xmargin.v1.XmarginService/{name}")
+        )
+        for name, streaming in METHODS.items()
+    }
+    requests = _raw_requests(2_000)
+    codes: dict[grpc.StatusCode, int] = {}
+
+    def send(item: tuple[str, bytes]) -> grpc.StatusCode:
+        method, raw = item
+        try:
+            if METHODS[method]:
+                for _ in calls[method](raw, timeout=30):
+                    pass
+            else:
+                calls[method](raw, timeout=30)
+        except grpc.RpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(8) as pool:
+        for code in pool.map(send, requests):
+            codes[code] = codes.get(code, 0) + 1
+    assert set(codes) <= ACCEPTED, codes
+    assert codes.get(grpc.StatusCode.INVALID_ARGUMENT, 0) > 1_000, codes
+    health = health_pb2_grpc.HealthStub(fuzz_channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == (
+        health_pb2.HealthCheckResponse.SERVING
+    )
+
+
+# --- every violation comes back ------------------------------------------------------------------
+
+
+def _set_path(message: Message, path: str, value: Any) -> None:
+    """Set a proto field by a path like ``account.positions[0].lot``."""
+    parts = path.replace("]", "").replace("[", ".").split(".")
+    target: Any = message
+    for part in parts[:-1]:
+        target = target[int(part)] if part.isdigit() else getattr(target, part)
+    last = parts[-1]
+    if last.isdigit():
+        target[int(last)] = value
+    else:
+        setattr(target, last, value)
+
+
+BAD_FIELDS: dict[str, Any] = {
+    "account.positions[0].quantity": 1e300,
+    "account.positions[1].lot": 1e20,
+    "account.instruments[0].maturity": "20340515",
+    "account.instruments[0].sensitivities.values[1]": 1e300,
+    "account.instruments[1].ccp": 0,
+    "account.instruments[2].kind": 0,
+    "account.instruments[2].pnl.values[3]": float("nan"),
+    "account.customer.ficc_account_type": "FOO",
+    "models.cme.measure": 0,
+    "models.ficc.confidence": 1.5,
+    "models.ficc.horizon_days": 1e9,
+    "models.cme.addon_rate[0]": 1e15,
+    "run.business_date": "20261124",
+}
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(bad=st.sets(st.sampled_from(sorted(BAD_FIELDS)), min_size=1, max_size=6))
+def test_every_violation_comes_back_as_a_field_violation(
+    fuzz_channel: grpc.Channel, bad: set[str]
+) -> None:
+    request = service_pb2.ComputeMarginRequest()
+    request.CopyFrom(REQUESTS["ComputeMargin"][1])
+    for path in bad:
+        _set_path(request, path, BAD_FIELDS[path])
+    with pytest.raises(grpc.RpcError) as raised:
+        XmarginServiceStub(fuzz_channel).ComputeMargin(request, timeout=30)
+    error = raised.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    status = rpc_status.from_call(error)
+    assert status is not None
+    reported: set[str] = set()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            reported |= {v.field for v in bad_request.field_violations}
+    assert bad <= reported, (bad - reported, reported)
+
+
+def test_a_zero_enum_is_refused_naming_the_field(fuzz_channel: grpc.Channel) -> None:
+    """MEASURE_UNSPECIFIED (what protobufjs sends for an unknown name) is not silently ES."""
+    request = service_pb2.ComputeMarginRequest()
+    request.CopyFrom(REQUESTS["ComputeMargin"][1])
+    request.models.ficc.measure = book_pb2.MEASURE_UNSPECIFIED
+    with pytest.raises(grpc.RpcError) as raised:
+        XmarginServiceStub(fuzz_channel).ComputeMargin(request, timeout=30)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "models.ficc.measure" in raised.value.details()
+
+
+def test_long_strings_are_cut_in_the_error(fuzz_channel: grpc.Channel) -> None:
+    request = service_pb2.ComputeMarginRequest()
+    request.CopyFrom(REQUESTS["ComputeMargin"][1])
+    request.account.customer.ficc_account_type = "X" * 5000
+    request.run.business_date = "Y" * 5000
+    with pytest.raises(grpc.RpcError) as raised:
+        XmarginServiceStub(fuzz_channel).ComputeMargin(request, timeout=30)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len(raised.value.details()) < 1_000

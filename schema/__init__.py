@@ -1,0 +1,47 @@
+"""The case format v1 contract (``xmargin.schema``): one schema, checked the same everywhere.
+
+Pure pydantic (no numpy), so the client-only install validates with it too. The JSON Schema it
+exports ships beside it as ``case-v1.schema.json`` (``python -m xmargin.schema`` rewrites it).
+"""
+
+from __future__ import annotations
+
+from .case_v1 import (
+    BOUNDS,
+    CASE_FORMAT,
+    DATE_PATTERN,
+    FICC_ACCOUNT_TYPES,
+    MAX_ECHO,
+    CaseBody,
+    CaseV1,
+    ScenarioSetDoc,
+    SchemaError,
+    Violation,
+    check,
+    clip,
+    json_schema,
+    schema_path,
+    validate_body,
+    validate_case,
+    violations_of,
+)
+
+__all__ = [
+    "BOUNDS",
+    "CASE_FORMAT",
+    "DATE_PATTERN",
+    "FICC_ACCOUNT_TYPES",
+    "MAX_ECHO",
+    "CaseBody",
+    "CaseV1",
+    "ScenarioSetDoc",
+    "SchemaError",
+    "Violation",
+    "check",
+    "clip",
+    "json_schema",
+    "schema_path",
+    "validate_body",
+    "validate_case",
+    "violations_of",
+]
