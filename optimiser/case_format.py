@@ -308,13 +308,21 @@ _KINDS = {kind.value: kind for kind in InstrumentKind}
 
 
 def _instrument(
-    out: _Violations, data: Any, where: str, vector: Vector | None, n_factors: int, n_scenarios: int
+    out: _Violations,
+    data: Any,
+    where: str,
+    vector: Vector | None,
+    checked_in_bulk: bool,
+    n_factors: int,
+    n_scenarios: int,
 ) -> Instrument:
     ccp = _CCPS[data.ccp]
     kind = _KINDS[data.kind]
     if kind not in (FICC_KINDS if ccp is Ccp.FICC else CME_KINDS):
         out.add(f"{where}.kind", data.kind, f"is not a {ccp} instrument kind")
-    given = [name for name in ("sensitivities", "pnl") if getattr(data, name) is not None]
+    given: list[Literal["sensitivities", "pnl"]] = [
+        name for name in ("sensitivities", "pnl") if getattr(data, name) is not None
+    ]
     if vector is not None:
         given.append(vector[0])
     sensitivities = pnl = None
@@ -327,7 +335,7 @@ def _instrument(
         )
         if vector is not None:
             values = vector[1]
-            if len(vector) < 3:  # not among the vectors checked in bulk
+            if not checked_in_bulk:
                 _check_vector(out, values, BOUNDS[bound], f"{where}.{name}", None)
         else:
             values = np.array(getattr(data, name), dtype=np.float64)
@@ -337,13 +345,13 @@ def _instrument(
     if ccp is Ccp.CME and data.contract is None:
         out.add(f"{where}.contract", None, "is required for CME instruments")
     if kind is InstrumentKind.REPO:
-        for name in ("collateral_maturity", "collateral_kind"):
-            if getattr(data, name) is None:
-                out.add(f"{where}.{name}", None, "is required for REPO")
+        for collateral_field in ("collateral_maturity", "collateral_kind"):
+            if getattr(data, collateral_field) is None:
+                out.add(f"{where}.{collateral_field}", None, "is required for REPO")
     else:
-        for name in ("collateral_maturity", "collateral_kind"):
-            if getattr(data, name) is not None:
-                out.add(f"{where}.{name}", getattr(data, name), "is for REPO only")
+        for collateral_field in ("collateral_maturity", "collateral_kind"):
+            if getattr(data, collateral_field) is not None:
+                out.add(f"{where}.{collateral_field}", getattr(data, collateral_field), "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
             out.add(f"{where}.maturity", None, "is required for FICC securities")
     return Instrument(
@@ -417,8 +425,7 @@ def parse_case(
             raise CaseValidationError.of([*error.violations, *found.found]) from None
     out = _Violations()
     vectors = vectors or {}
-    if vectors and _in_bounds(vectors):
-        vectors = {i: (name, values, True) for i, (name, values) in vectors.items()}
+    checked_in_bulk = bool(vectors) and _in_bounds(vectors)
     business_date = dt.date.fromisoformat(doc.business_date)
     factors, scenario_set = scenarios.factors, scenarios.scenarios
     member = ClearingMember(
@@ -435,7 +442,9 @@ def parse_case(
     instruments: dict[str, Instrument] = {}
     for i, item in enumerate(doc.instruments):
         where = f"instruments[{i}]"
-        instrument = _instrument(out, item, where, vectors.get(i), len(factors), scenario_set.size)
+        instrument = _instrument(
+            out, item, where, vectors.get(i), checked_in_bulk, len(factors), scenario_set.size
+        )
         if instrument.id in instruments:
             out.add(f"{where}.id", instrument.id, "duplicate instrument id")
         instruments[instrument.id] = instrument
@@ -456,19 +465,19 @@ def parse_case(
     cme_bound = BOUNDS["cme_quantity"]
     for i, item in enumerate(doc.positions):
         where = f"positions[{i}]"
-        instrument = instruments.get(item.instrument)
-        if instrument is None:
+        position_instrument = instruments.get(item.instrument)
+        if position_instrument is None:
             out.add(f"{where}.instrument", item.instrument, "unknown instrument")
         elif item.instrument in held:
             out.add(f"{where}.instrument", item.instrument, "duplicate position in one instrument")
         held.add(item.instrument)
         quantity, xm_quantity = item.quantity, item.xm_quantity
-        if instrument is not None and instrument.ccp is Ccp.CME:
-            for name in ("quantity", "xm_quantity", "lot"):
-                if abs(getattr(item, name)) > cme_bound:
+        if position_instrument is not None and position_instrument.ccp is Ccp.CME:
+            for field in ("quantity", "xm_quantity", "lot"):
+                if abs(getattr(item, field)) > cme_bound:
                     out.add(
-                        f"{where}.{name}",
-                        getattr(item, name),
+                        f"{where}.{field}",
+                        getattr(item, field),
                         f"must be <= {cme_bound:g} contracts",
                     )
         if xm_quantity != 0 and (xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity)):
@@ -477,9 +486,9 @@ def parse_case(
                 xm_quantity,
                 f"must have the sign of quantity {quantity:g} and not exceed it",
             )
-        elif xm_quantity != 0 and instrument is not None:
+        elif xm_quantity != 0 and position_instrument is not None:
             eligibility = instrument_eligibility(
-                rulebook, member, customer, instrument, business_date
+                rulebook, member, customer, position_instrument, business_date
             )
             if not eligibility.eligible:
                 reasons = ", ".join(eligibility.reasons)

@@ -129,8 +129,10 @@ Name = Annotated[str, StringConstraints(max_length=200)]
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
     """A float in [low, high] (open at the ends asked)."""
     return Field(
-        **({"gt": low} if low_open else {"ge": low}),
-        **({"lt": high} if high_open else {"le": high}),
+        gt=low if low_open else None,
+        ge=None if low_open else low,
+        lt=high if high_open else None,
+        le=None if high_open else high,
     )
 
 
@@ -314,7 +316,7 @@ class CaseBody(_Strict):
     """A case without its scenario set (``factors``, ``scenarios``): what one account of a
     request carries when the scenario set is shared or registered."""
 
-    format: Literal["xmargin-case/1"] = Field(CASE_FORMAT, description="Format tag.")
+    format: Literal["xmargin-case/1"] = Field("xmargin-case/1", description="Format tag.")
     name: Name = Field("", description="Free text, at most 200 characters.")
     business_date: IsoDate = Field(description="Business date, YYYY-MM-DD.")
     cycle: Literal["ITD", "EOD"] = Field("EOD", description="ITD or EOD (default).")

@@ -242,6 +242,7 @@ class RequestBytesInterceptor(grpc.ServerInterceptor):
         parse = _lenient(handler.request_deserializer)
         if handler.response_streaming:
             stream = handler.unary_stream
+            assert stream is not None
 
             def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 if isinstance(request, _Unparsable):
@@ -252,6 +253,7 @@ class RequestBytesInterceptor(grpc.ServerInterceptor):
                 unary_stream, parse, handler.response_serializer
             )
         unary = handler.unary_unary
+        assert unary is not None
 
         def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, _Unparsable):
