@@ -351,7 +351,8 @@ def _instrument(
     else:
         for collateral_field in ("collateral_maturity", "collateral_kind"):
             if getattr(data, collateral_field) is not None:
-                out.add(f"{where}.{collateral_field}", getattr(data, collateral_field), "is for REPO only")
+                given_value = getattr(data, collateral_field)
+                out.add(f"{where}.{collateral_field}", given_value, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
             out.add(f"{where}.maturity", None, "is required for FICC securities")
     return Instrument(
