@@ -300,7 +300,7 @@ def _parse_options(data: Mapping[str, Any]) -> SolveOptions:
     if backend is not None:
         backend = _string(backend, f"{where}.backend")
     return SolveOptions(
-        integral=_bool(data.get("integral", False), f"{where}.integral"),
+        integral=_bool(data.get("integral", True), f"{where}.integral"),
         transfer_cost=cost,
         max_transfers=max_transfers,
         mode=_enum(Mode, data.get("mode", "JOINT"), f"{where}.mode"),

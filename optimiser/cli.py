@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    xmargin optimise CASE.json [--backend highs|cvxpy] [--integral] [--mode JOINT|FICC_FIXED]
+    xmargin optimise CASE.json [--backend highs|cvxpy] [--continuous] [--mode JOINT|FICC_FIXED]
                                [--time-limit S] [--csv F] [--fixml F] [--html F]
     xmargin margin CASE.json          the three states (and all eligible in XM) of the case
     xmargin eligibility CASE.json     each position's eligibility and reason codes
@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,8 +47,8 @@ from .eligibility import default_rulebook, evaluate_eligibility, instrument_elig
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, evaluate
 from .model import Book, Mode, Position, SolveOptions
-from .problem import Problem, build_problem
-from .results import OptimisationResult, Status
+from .problem import build_problem
+from .results import OptimisationResult, Status, all_eligible_allocation
 from .sample import SAMPLE_SEED
 
 __all__ = [
@@ -155,6 +156,8 @@ def format_table(
     def cell(value: Any) -> str:
         if isinstance(value, bool):
             return "yes" if value else "no"
+        if isinstance(value, Decimal):  # an exact quantity: every digit it has
+            return f"{value:,f}"
         if isinstance(value, float | int | np.floating | np.integer):
             number = float(value)
             if number.is_integer() or abs(number) >= 100:
@@ -165,7 +168,7 @@ def format_table(
     text_rows = [[cell(v) for v in row] for row in rows]
     numeric = [
         any(
-            isinstance(row[i], float | int | np.floating | np.integer)
+            isinstance(row[i], float | int | np.floating | np.integer | Decimal)
             and not isinstance(row[i], bool)
             for row in rows
         )
@@ -218,12 +221,21 @@ def transfers_table(result: OptimisationResult) -> str:
     if not result.transfers:
         return "No transfers: the current allocation is already optimal."
     rows = [
-        [t.instrument, t.from_account.value, t.to_account.value, t.quantity, t.lots]
+        [t.instrument, t.from_account.value, t.to_account.value, exact(t.quantity), exact(t.lots)]
         for t in result.transfers
     ]
-    return format_table(
-        ["instrument", "from", "to", "quantity", "lots"], rows, f"Transfers ({len(rows)})"
-    )
+    title = f"Transfers ({len(rows)})"
+    if result.relaxation:
+        title += ": continuous relaxation, not whole lots (rerun without --continuous to book)"
+    return format_table(["instrument", "from", "to", "quantity", "lots"], rows, title)
+
+
+def exact(value: float) -> Decimal:
+    """A quantity for a table, exactly: whole numbers as such, others to 1e-6 (never 119.71
+    lots as "120")."""
+    if abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)):
+        return Decimal(round(value))
+    return Decimal(f"{value:.6f}".rstrip("0"))
 
 
 def result_table(result: OptimisationResult) -> str:
@@ -248,21 +260,28 @@ def result_table(result: OptimisationResult) -> str:
         f"{result.current.total - result.optimised.total:,.0f} USD against the current allocation."
     )
     solver = (
-        f"Solver: {result.stats.backend}, {result.status.value}, "
+        f"Solver: {result.stats.backend}, {result.status.value}, answer "
+        f"{result.stats.source.value.lower().replace('_', ' ')}, "
         f"{result.stats.build_seconds + result.stats.solve_seconds:.3f} s"
     )
-    parts = [header, "", states, "", savings, solver, "", transfers_table(result)]
+    lots = (
+        "Lots: CONTINUOUS RELAXATION, a lower bound; transfers are not whole lots"
+        if result.relaxation
+        else "Lots: whole lots (or whole holdings)"
+    )
+    parts = [header, "", states, "", savings, solver, lots, "", transfers_table(result)]
     if result.var_gap:
         parts.append(f"\nVaR gap of the ES stand-in: {result.var_gap:,.0f} USD")
+    if result.stand_in_total is not None:
+        parts.append(
+            f"Exact total at the ES stand-in's optimum: {result.stand_in_total:,.0f} USD; "
+            f"answer after the exact-VaR phase: {result.optimised.total:,.0f} USD"
+        )
     parts += [f"note: {note}" for note in result.notes]
     return "\n".join(parts)
 
 
 # --- subcommands ----------------------------------------------------------------------------
-
-
-def _all_eligible(problem: Problem) -> np.ndarray:
-    return np.where(problem.eligible, problem.quantity, 0.0)
 
 
 def margin_report(book: Book) -> dict[str, Any]:
@@ -276,7 +295,7 @@ def margin_report(book: Book) -> dict[str, Any]:
         ),
         "baseline": evaluate(problem, np.zeros(problem.n_positions)).summary(),
         "current": evaluate(problem, problem.current_xm).summary(),
-        "all_eligible_in_xm": evaluate(problem, _all_eligible(problem)).summary(),
+        "all_eligible_in_xm": evaluate(problem, all_eligible_allocation(problem)).summary(),
     }
 
 
@@ -362,6 +381,8 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
     changes: dict[str, Any] = {}
     if getattr(args, "integral", False):
         changes["integral"] = True
+    if getattr(args, "continuous", False):
+        changes["integral"] = False
     if getattr(args, "mode", None):
         changes["mode"] = Mode(args.mode)
     if getattr(args, "time_limit", None) is not None:
@@ -380,7 +401,7 @@ def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
         raise UsageError(f"unknown backend {backend!r}: use highs, cvxpy or cvxpy:SOLVER")
     message = (
         f"optimising {len(book.positions)} positions x {book.scenarios.size} scenarios"
-        f"{' (integral)' if options.integral else ''}"
+        f"{' (whole lots)' if options.integral else ' (continuous relaxation)'}"
     )
     with progress(message, enabled=not args.quiet):
         result = optimise(book, options=options, backend=backend)
@@ -397,12 +418,17 @@ def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
 
 
 def _write_reports(result: OptimisationResult, args: argparse.Namespace) -> None:
-    from .reports import write_reports
+    from .reports import FractionalLotsError, rounding_warnings, write_reports
 
     try:
-        written = write_reports(result, args.csv, args.fixml, args.html)
+        written = write_reports(result, args.csv, args.fixml, args.html, round_lots=args.round_lots)
     except OSError as error:
         raise UsageError(f"cannot write a report: {error}") from error
+    except FractionalLotsError as error:
+        raise UsageError(str(error)) from error
+    if not args.quiet and (args.csv or args.fixml):
+        for warning in rounding_warnings(result) if args.round_lots else []:
+            print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         for path in written:
             print(f"wrote {path}", file=sys.stderr)
@@ -424,6 +450,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with progress("reading the bundled sample book", enabled=not args.quiet):
         book = load_sample_book()
+    # Whole lots unless --continuous, whatever the bundled file says.
+    book = dataclasses.replace(
+        book, options=dataclasses.replace(book.options, integral=not args.continuous)
+    )
     result = _run_optimise(book, args)
     _write_reports(result, args)
     if args.json:
@@ -967,11 +997,20 @@ def _output_flags(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _solve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
-    parser.add_argument("--integral", action="store_true", help="whole lots only (a MIP)")
+    lots = parser.add_mutually_exclusive_group()
+    lots.add_argument("--integral", action="store_true", help="whole lots (the default)")
+    lots.add_argument(
+        "--continuous", action="store_true", help="the continuous relaxation (a lower bound)"
+    )
     parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound the solve")
     parser.add_argument("--csv", metavar="FILE", help="write the transfers as CSV")
     parser.add_argument("--fixml", metavar="FILE", help="write the transfers as FIXML")
+    parser.add_argument(
+        "--round-lots",
+        action="store_true",
+        help="let CSV/FIXML round a continuous answer's transfers to whole lots (with a warning)",
+    )
     parser.add_argument("--html", metavar="FILE", help="write the customer's savings report")
 
 
