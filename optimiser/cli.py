@@ -675,7 +675,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ):
         try:
             book = generate_book(
-                args.positions, args.scenarios, args.seed, business_date, args.integral
+                args.positions, args.scenarios, args.seed, business_date, not args.continuous
             )
         except ValueError as error:
             raise UsageError(str(error)) from error
@@ -1063,7 +1063,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample_parser.add_argument("--scenarios", type=int, default=1260)
     sample_parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
     sample_parser.add_argument("--business-date", default="2026-11-24", metavar="YYYY-MM-DD")
-    sample_parser.add_argument("--integral", action="store_true", help="options.integral true")
+    sample_lots = sample_parser.add_mutually_exclusive_group()
+    sample_lots.add_argument(
+        "--integral", action="store_true", help="options.integral true (the default)"
+    )
+    sample_lots.add_argument("--continuous", action="store_true", help="options.integral false")
     sample_parser.add_argument("-o", "--output", metavar="CASE.json", help="default: stdout")
     sample_parser.set_defaults(handler=cmd_sample)
 

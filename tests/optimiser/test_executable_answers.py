@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from xmargin.optimiser import (
     SolveOptions,
     Status,
     build_problem,
+    cli,
     evaluate,
     load_case,
     optimise,
@@ -322,3 +324,44 @@ def test_var_answer_is_improved_on_the_exact_var_and_locally_optimal() -> None:
     )
     assert_no_lower_neighbour(result, 13, rel=1e-9)
     assert result.optimised.total <= result.all_eligible.total
+
+
+# --- command line and wire ------------------------------------------------------------------
+
+
+def test_cli_labels_a_relaxation_and_refuses_its_transfer_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    case, target = str(CASE_FILES[2]), tmp_path / "transfers.csv"
+    code = cli.main(["-q", "optimise", case, "--continuous", "--csv", str(target)])
+    assert code == cli.EXIT_BAD_INPUT and "not whole lots" in capsys.readouterr().err
+    assert not target.exists()
+    argv = ["optimise", case, "--continuous", "--round-lots", "--csv", str(target), "--table"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "CONTINUOUS RELAXATION" in out and "warning:" in err and "rounded" in err
+    assert target.exists()
+    data = json.loads(CASE_FILES[2].read_text())
+    del data["options"]["integral"]
+    (tmp_path / "case.json").write_text(json.dumps(data))
+    assert cli.main(["-q", "optimise", str(tmp_path / "case.json")]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["relaxation"] is False  # no options.integral: whole lots
+
+
+def test_tables_print_lots_exactly() -> None:
+    table = cli.format_table(["lots"], [[cli.exact(119.71)], [cli.exact(53.638838090542406)]])
+    assert "119.71" in table and "53.638838" in table and "120" not in table
+    assert str(cli.exact(120.0)) == "120"
+
+
+def test_wire_options_default_to_whole_lots() -> None:
+    from xmargin.clients.convert import options_message
+    from xmargin.clients.v1 import book_pb2
+    from xmargin.server.convert import options_case
+
+    assert options_case(book_pb2.SolveOptions())["integral"] is True
+    assert options_case(book_pb2.SolveOptions(integral=True))["integral"] is True
+    assert options_case(book_pb2.SolveOptions(continuous=True))["integral"] is False
+    assert options_message({}).continuous is False
+    assert options_message({"integral": False}).continuous is True
