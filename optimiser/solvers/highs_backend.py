@@ -63,6 +63,8 @@ def _silence_banner() -> None:
 _silence_banner()
 GAP_TOLERANCE = 1e-10
 MIP_GAP = 1e-6
+FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
+CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
@@ -165,6 +167,8 @@ class _CuttingPlaneModel:
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("simplex_strategy", 1)  # dual simplex
         self.highs.setOptionValue("mip_rel_gap", MIP_GAP)
+        for tolerance in ("primal_feasibility_tolerance", "mip_feasibility_tolerance"):
+            self.highs.setOptionValue(tolerance, FEASIBILITY_TOLERANCE)
         self.highs.setOptionValue("threads", 1)
 
         cost: list[float] = []
@@ -604,10 +608,13 @@ class _CuttingPlaneModel:
                 loop.message = "converged"
                 return
             thetas = solution[theta_columns] * unit
+            # A MIP's rows hold to its feasibility tolerance in scaled units: a cut violated by
+            # less would come back every round at the same point.
+            floor = CUT_TOLERANCE * unit if integral else 0.0
             violated = [
                 j
                 for j, figure in enumerate(figures)
-                if figure.es > thetas[j] + 1e-9 * max(1.0, abs(figure.es))
+                if figure.es > thetas[j] + max(1e-9 * max(1.0, abs(figure.es)), floor)
             ]
             rows = _Rows()
             loop.cuts += self._add_cuts(rows, figures, violated)
