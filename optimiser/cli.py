@@ -410,8 +410,10 @@ def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
     if result.status is Status.ERROR:
         raise SolverError("the solver returned no usable allocation")
     if result.status is Status.TIME_LIMIT and not args.quiet:
+        source = result.stats.source.value.lower().replace("_", " ")
         print(
-            "warning: the time limit stopped the solver; this is the best allocation found",
+            f"warning: the solve stopped early ({result.stats.message}); the answer is the "
+            f"{source} allocation, never above the current one",
             file=sys.stderr,
         )
     return result
