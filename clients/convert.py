@@ -290,7 +290,7 @@ def program_message(case: Mapping[str, Any]) -> book_pb2.ProgramRules:
 
 def options_message(options: Mapping[str, Any]) -> book_pb2.SolveOptions:
     message = book_pb2.SolveOptions(
-        integral=bool(options.get("integral", False)),
+        continuous=not bool(options.get("integral", True)),
         transfer_cost=float(options.get("transfer_cost", 0.0)),
         mode=_enum(
             book_pb2.AllocationMode, "ALLOCATION_MODE_", options.get("mode"), "options.mode"
@@ -418,6 +418,7 @@ class OptimiseAnswer:
     transfer_cost: float
     var_gap: float | None
     notes: list[str]
+    relaxation: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -474,11 +475,14 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
             "cuts": stats.cuts,
             "message": stats.message,
             "fallback_from": stats.fallback_from or None,
+            "source": result_pb2.AnswerSource.Name(stats.source).removeprefix("ANSWER_SOURCE_"),
+            "failures": list(stats.failures),
         },
         savings=message.savings,
         transfer_cost=message.transfer_cost,
         var_gap=message.var_gap if message.HasField("var_gap") else None,
         notes=list(message.notes),
+        relaxation=message.relaxation,
     )
 
 

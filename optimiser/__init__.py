@@ -41,10 +41,11 @@ from .model import (
 )
 from .optimise import optimise
 from .problem import Problem, build_problem
-from .results import OptimisationResult, Status, Transfer
+from .results import AnswerSource, OptimisationResult, Status, Transfer
 
 __all__ = [
     "CASE_FORMAT",
+    "AnswerSource",
     "Attribution",
     "Book",
     "CaseValidationError",

@@ -182,11 +182,14 @@ class ProgramRules:
 class SolveOptions:
     """How to allocate.
 
-    ``transfer_cost`` is USD per lot moved; ``max_transfers`` bounds the number of positions
-    whose XM quantity changes; ``time_limit`` is in seconds.
+    ``integral`` (the default): whole lots, every movable XM quantity a multiple of its lot
+    within the holding or the whole holding; ``False`` asks for the continuous relaxation (a
+    lower bound, not bookable as it stands). ``transfer_cost`` is USD per lot moved;
+    ``max_transfers`` bounds the number of positions whose XM quantity changes;
+    ``time_limit`` is one wall-clock budget in seconds for the whole call, fallback included.
     """
 
-    integral: bool = False
+    integral: bool = True
     transfer_cost: float = 0.0
     max_transfers: int | None = None
     mode: Mode = Mode.JOINT

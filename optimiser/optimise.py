@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,13 +20,24 @@ from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
 from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
-from .results import MarginalMargin, OptimisationResult, SolverStats, Status, transfers_between
-from .solvers.base import Backend, RawSolution, allocation_bounds
+from .results import (
+    AnswerSource,
+    MarginalMargin,
+    OptimisationResult,
+    SolverStats,
+    Status,
+    all_eligible_allocation,
+    transfers_between,
+)
+from .solvers.base import Backend, RawSolution, on_allowed_set, snap_to_allowed
 from .solvers.highs_backend import HighsBackend
+from .solvers.local_search import exact_objective, improve
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "all_eligible_allocation",
+    "always_feasible",
     "make_backend",
     "optimise",
     "report_allocation",
@@ -55,28 +67,46 @@ def make_backend(name: str) -> Backend:
 
 
 def snap_allocation(problem: Problem, xm_quantity: PositionVector) -> PositionVector:
-    """Clip a solver's allocation to its bounds; in integral mode round movable positions to
-    whole lots. Removes solver round-off only; never moves a fixed position."""
-    lower, upper = allocation_bounds(problem)
-    snapped = np.clip(xm_quantity, lower, upper)
-    if problem.options.integral:
-        lots = np.round(snapped / problem.lot)
-        snapped = np.where(problem.movable, lots * problem.lot, snapped)
-    else:
-        # Values within a relative 1e-9 of a bound are that bound.
-        tolerance = 1e-9 * np.maximum(1.0, np.abs(problem.quantity))
-        snapped = np.where(np.abs(snapped - lower) <= tolerance, lower, snapped)
-        snapped = np.where(np.abs(snapped - upper) <= tolerance, upper, snapped)
-    return np.where(problem.movable, snapped, problem.current_xm)
+    """Clip a solver's allocation to its bounds; with whole lots move each movable position to
+    the nearest allowed quantity (a lot multiple within the holding, or the whole holding).
+    Removes solver round-off only; never moves a fixed position."""
+    return snap_to_allowed(problem, xm_quantity)
 
 
 def _has_var_model(problem: Problem) -> bool:
     return any(w.model.measure is Measure.VAR for w in problem.models.values())
 
 
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.perf_counter()
+
+
+def always_feasible(problem: Problem) -> bool:
+    """Whether some allocation satisfies every constraint whatever the data: without a transfer
+    limit the empty XM account (fixed positions as given) is allowed; with one, the current
+    allocation is, when it lies on the allowed set."""
+    if problem.options.max_transfers is None:
+        return True
+    return bool(on_allowed_set(problem, problem.current_xm).all())
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """A solve and its provenance: the backend used, which one failed first, every failure."""
+
+    raw: RawSolution
+    used: str
+    fallback_from: str | None
+    failures: list[str] = field(default_factory=list)
+
+
 def _solve_with_fallback(
-    problem: Problem, backend_name: str, time_limit: float | None, reduction: bool = True
-) -> tuple[RawSolution, str, str | None]:
+    problem: Problem, backend_name: str, deadline: float | None, reduction: bool = True
+) -> _Attempt:
+    """The first backend's answer, else the next one's, all within one wall-clock deadline.
+    A crash, an error status, or "infeasible" on a problem that always has a feasible
+    allocation is a failure to fall back from; with no time left the answer has no
+    allocation (status TIME_LIMIT) and the caller keeps the current one."""
     try:
         make_backend(backend_name)
     except ValueError as error:
@@ -84,20 +114,36 @@ def _solve_with_fallback(
     order = [backend_name] + [name for name in BACKENDS if name != backend_name.partition(":")[0]]
     failures: list[str] = []
     for name in order:
+        remaining = _remaining(deadline)
+        if remaining is not None and remaining <= 0:
+            failures.append(f"{name}: not run, the time limit was spent")
+            break
         try:
-            raw = make_backend(name).solve(problem, time_limit, reduction)
+            raw = make_backend(name).solve(problem, remaining, reduction)
         except Exception as error:  # a backend crash is a failure to fall back from
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
         if raw.status is Status.INFEASIBLE:
-            raise InfeasibleError(
-                f"no allocation satisfies the constraints ({name}: {raw.message})",
-                "relax options.max_transfers, unpin positions or allow continuous allocation",
+            if not always_feasible(problem):
+                raise InfeasibleError(
+                    f"no allocation satisfies the constraints ({name}: {raw.message})",
+                    "relax options.max_transfers, unpin positions or allow continuous allocation",
+                )
+            failures.append(
+                f"{name}: reported infeasible, but the current allocation is feasible "
+                f"(numerical failure: {raw.message})"
             )
+            continue
         if raw.xm_quantity is not None and raw.status in (Status.OPTIMAL, Status.TIME_LIMIT):
             fallback_from = backend_name if name != backend_name else None
-            return raw, name, fallback_from
+            return _Attempt(raw, name, fallback_from, failures)
         failures.append(f"{name}: {raw.status.value} {raw.message}")
+        if raw.status is Status.TIME_LIMIT:
+            break  # the budget is spent: no other backend gets a fresh one
+    remaining = _remaining(deadline)
+    if remaining is not None and remaining <= 0:
+        stopped = RawSolution(Status.TIME_LIMIT, None, message="time limit before any answer")
+        return _Attempt(stopped, backend_name, None, failures)
     raise SolverError(
         "every backend failed: " + "; ".join(failures),
         "raise options.time_limit, switch to continuous allocation, or check the inputs' scale",
@@ -124,48 +170,46 @@ def needs_no_reduction_branch(problem: Problem) -> bool:
 
 def _exact_objective(problem: Problem, raw: RawSolution) -> float:
     assert raw.xm_quantity is not None
-    allocation = snap_allocation(problem, raw.xm_quantity)
-    return evaluate(problem, allocation).total + problem.transfer_cost(allocation)
+    return exact_objective(problem, snap_allocation(problem, raw.xm_quantity))
 
 
-def _solve(
-    problem: Problem, backend_name: str, time_limit: float | None
-) -> tuple[RawSolution, str, str | None]:
+def _solve(problem: Problem, backend_name: str, deadline: float | None) -> _Attempt:
     """The better of the XM rule's two convex branches (see solvers.base), by exact total."""
-    started = time.perf_counter()
-    raw, used, fallback_from = _solve_with_fallback(problem, backend_name, time_limit)
-    if not needs_no_reduction_branch(problem):
-        return raw, used, fallback_from
-    remaining = (
-        None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - started))
-    )
+    first = _solve_with_fallback(problem, backend_name, deadline)
+    if not needs_no_reduction_branch(problem) or first.raw.xm_quantity is None:
+        return first
     try:
-        other, other_used, other_fallback = _solve_with_fallback(
-            problem, backend_name, remaining, reduction=False
-        )
-    except SolverError:
-        return raw, used, fallback_from  # the first branch's answer stands
+        second = _solve_with_fallback(problem, backend_name, deadline, reduction=False)
+    except SolverError as error:
+        first.failures.append(f"branch without XM reduction: {error}")
+        return first  # the first branch's answer stands
+    failures = first.failures + second.failures
+    if second.raw.xm_quantity is None:
+        first.failures = failures
+        first.raw.status = Status.TIME_LIMIT
+        return first
+    raw, other = first.raw, second.raw
     better = _exact_objective(problem, other) < _exact_objective(problem, raw)
-    chosen, chosen_used, chosen_fallback = (
-        (other, other_used, other_fallback) if better else (raw, used, fallback_from)
+    chosen = second if better else first
+    combined = RawSolution(
+        status=Status.OPTIMAL
+        if raw.status is other.status is Status.OPTIMAL
+        else Status.TIME_LIMIT,
+        xm_quantity=chosen.raw.xm_quantity,
+        objective=min(raw.objective, other.objective),
+        bound=min(raw.bound, other.bound),
+        iterations=raw.iterations + other.iterations,
+        cuts=raw.cuts + other.cuts,
+        build_seconds=raw.build_seconds + other.build_seconds,
+        solve_seconds=raw.solve_seconds + other.solve_seconds,
+        message=f"{chosen.raw.message}; branch {'without' if better else 'with'} XM reduction",
     )
-    return (
-        RawSolution(
-            status=Status.OPTIMAL
-            if raw.status is other.status is Status.OPTIMAL
-            else Status.TIME_LIMIT,
-            xm_quantity=chosen.xm_quantity,
-            objective=min(raw.objective, other.objective),
-            bound=min(raw.bound, other.bound),
-            iterations=raw.iterations + other.iterations,
-            cuts=raw.cuts + other.cuts,
-            build_seconds=raw.build_seconds + other.build_seconds,
-            solve_seconds=raw.solve_seconds + other.solve_seconds,
-            message=f"{chosen.message}; branch {'without' if better else 'with'} XM reduction",
-        ),
-        chosen_used,
-        chosen_fallback,
-    )
+    return _Attempt(combined, chosen.used, chosen.fallback_from, failures)
+
+
+VAR_SEARCH_SECONDS = 2.0
+"""Without a time limit, the exact-VaR improvement phase runs at most this long, or as long as
+the solve took if that is longer."""
 
 
 def optimise(
@@ -174,6 +218,11 @@ def optimise(
     backend: str | None = None,
 ) -> OptimisationResult:
     """Find the XM quantities that minimise the customer's total margin.
+
+    The answer is the best, by exact objective (total + transfer cost), of the solver's
+    allocation, the result of the exact-VaR improvement phase where a model measures VaR, and
+    the current allocation: never worse than holding still. ``stats.source`` says which, and
+    ``options.time_limit`` is one wall-clock budget for all of it, fallback included.
 
     Parameters
     ----------
@@ -186,6 +235,7 @@ def optimise(
         ``options.backend``.
     """
     configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
+    started = time.perf_counter()
     if isinstance(book_or_problem, Book):
         problem = build_problem(book_or_problem, options=options)
     elif options is not None and options != book_or_problem.options:
@@ -193,12 +243,37 @@ def optimise(
     else:
         problem = book_or_problem
     backend_name = backend or problem.options.backend or DEFAULT_BACKEND
-    raw, used, fallback_from = _solve(problem, backend_name, problem.options.time_limit)
-    assert raw.xm_quantity is not None
-    allocation = snap_allocation(problem, raw.xm_quantity)
-    optimised = evaluate(problem, allocation)
+    limit = problem.options.time_limit
+    deadline = None if limit is None else started + limit
+    attempt = _solve(problem, backend_name, deadline)
+    raw = attempt.raw
     notes: list[str] = []
-    var_gap = None
+    current_objective = exact_objective(problem, problem.current_xm)
+    if raw.xm_quantity is not None:
+        allocation = snap_allocation(problem, raw.xm_quantity)
+        objective = exact_objective(problem, allocation)
+        source = AnswerSource.OPTIMUM if raw.status is Status.OPTIMAL else AnswerSource.BEST_FOUND
+    else:
+        allocation, objective, source = problem.current_xm, math.inf, AnswerSource.CURRENT
+    var_gap = stand_in_total = None
+    if _has_var_model(problem) and raw.xm_quantity is not None:
+        stand_in_total = evaluate(problem, allocation).total
+        allocation, objective, source = _improve_var(
+            problem, allocation, objective, source, started, deadline, notes
+        )
+    if current_objective <= objective:
+        if raw.xm_quantity is None or current_objective < objective:
+            notes.append(
+                "kept the current allocation: "
+                + (
+                    "the time limit stopped the solver before it found an allocation"
+                    if raw.xm_quantity is None
+                    else f"nothing found was lower (best found {objective:,.2f} USD against "
+                    f"{current_objective:,.2f} USD now)"
+                )
+            )
+        allocation, source = problem.current_xm, AnswerSource.CURRENT
+    optimised = evaluate(problem, allocation)
     if _has_var_model(problem):
         stand_in = evaluate(problem, allocation, es_for_var=True)
         var_gap = optimised.total - stand_in.total
@@ -206,8 +281,10 @@ def optimise(
             "a VaR model was optimised through ES at the same confidence; reported figures are "
             f"exact VaR, {var_gap:+.2f} USD from the ES stand-in's total at this allocation"
         )
+    if raw.status is Status.TIME_LIMIT and source is not AnswerSource.CURRENT:
+        notes.append(f"the time limit stopped the solver: {raw.message}")
     stats = SolverStats(
-        backend=used,
+        backend=attempt.used,
         status=raw.status,
         objective=raw.objective,
         bound=raw.bound,
@@ -216,14 +293,62 @@ def optimise(
         iterations=raw.iterations,
         cuts=raw.cuts,
         message=raw.message,
-        fallback_from=fallback_from,
+        fallback_from=attempt.fallback_from,
+        source=source,
+        failures=attempt.failures,
     )
-    if fallback_from is not None:
-        notes.append(f"backend {fallback_from} failed; the answer is from {used}")
-    _check_against_solver(problem, optimised, raw, notes)
+    if attempt.fallback_from is not None:
+        notes.append(
+            f"backend {attempt.fallback_from} failed; the answer is from {attempt.used} "
+            f"({'; '.join(attempt.failures)})"
+        )
+    if raw.xm_quantity is not None and source is AnswerSource.OPTIMUM:
+        _check_against_solver(problem, optimised, raw, notes)
     return report_allocation(
-        problem, allocation, stats, notes=notes, var_gap=var_gap, optimised=optimised
+        problem,
+        allocation,
+        stats,
+        notes=notes,
+        var_gap=var_gap,
+        optimised=optimised,
+        stand_in_total=stand_in_total,
     )
+
+
+def _improve_var(
+    problem: Problem,
+    allocation: PositionVector,
+    objective: float,
+    source: AnswerSource,
+    started: float,
+    deadline: float | None,
+    notes: list[str],
+) -> tuple[PositionVector, float, AnswerSource]:
+    """The exact-VaR improvement phase: local search on the exact objective from the best of
+    the ES stand-in's answer and the allowed references (current, all eligible in XM, empty
+    XM), within the deadline (or ``VAR_SEARCH_SECONDS``, at least the solve's own time)."""
+    if deadline is None:
+        spent = time.perf_counter() - started
+        deadline = time.perf_counter() + max(VAR_SEARCH_SECONDS, spent)
+    starts = [(allocation, objective, source)]
+    if problem.options.max_transfers is None:  # the references are allowed allocations
+        for reference in (
+            all_eligible_allocation(problem),
+            np.where(problem.movable, 0.0, problem.current_xm),
+        ):
+            value = exact_objective(problem, reference)
+            starts.append((reference, value, AnswerSource.LOCAL_SEARCH))
+    start, start_objective, start_source = min(starts, key=lambda item: item[1])
+    found = improve(problem, start, deadline)
+    if found.objective < start_objective - 1e-9 * max(1.0, abs(start_objective)):
+        notes.append(
+            f"exact-VaR local search: {objective:,.2f} USD at the ES stand-in's answer, "
+            f"{found.objective:,.2f} USD after {found.moves} moves in {found.sweeps} sweeps"
+        )
+        return found.xm_quantity, found.objective, AnswerSource.LOCAL_SEARCH
+    if start_source is AnswerSource.OPTIMUM:
+        start_source = AnswerSource.STAND_IN
+    return start, start_objective, start_source
 
 
 def report_allocation(
@@ -233,6 +358,7 @@ def report_allocation(
     notes: list[str] | None = None,
     var_gap: float | None = None,
     optimised: State | None = None,
+    stand_in_total: float | None = None,
 ) -> OptimisationResult:
     """The answer for an allocation, every figure from the exact evaluator: the optimised,
     baseline, current and all-eligible states, transfers, marginal margins and attribution.
@@ -246,7 +372,7 @@ def report_allocation(
         baseline=evaluate(problem, np.zeros(problem.n_positions)),
         current=evaluate(problem, problem.current_xm),
         optimised=optimised,
-        all_eligible=evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0)),
+        all_eligible=evaluate(problem, all_eligible_allocation(problem)),
         transfers=transfers_between(problem, problem.current_xm, allocation),
         marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
         attribution=attribute(problem, allocation),
@@ -254,6 +380,7 @@ def report_allocation(
         transfer_cost=problem.transfer_cost(allocation),
         var_gap=var_gap,
         notes=list(notes or []),
+        stand_in_total=stand_in_total,
     )
 
 

@@ -29,15 +29,18 @@ import numpy as np
 
 from .margin import State
 from .model import Ccp
-from .results import Account, OptimisationResult
+from .results import Account, OptimisationResult, Transfer
 
 if TYPE_CHECKING:
     import jinja2
 
 __all__ = [
     "FIXML_NAMESPACE",
+    "FractionalLotsError",
     "Side",
     "TransferLeg",
+    "bookable_transfers",
+    "rounding_warnings",
     "savings_report_html",
     "transfer_legs",
     "transfers_csv",
@@ -61,6 +64,75 @@ CSV_COLUMNS = (
     "lots",
     "position",
 )
+
+
+class FractionalLotsError(ValueError):
+    """A transfer file was asked for an answer whose transfers are not whole lots."""
+
+
+def _is_bookable(result: OptimisationResult, transfer: Transfer) -> bool:
+    """Whole lots, or the leaving account's whole holding (always bookable)."""
+    problem = result.problem
+    i = problem.position_ids.index(transfer.instrument)
+    lots = transfer.lots
+    if abs(lots - round(lots)) <= 1e-9 * max(1.0, abs(lots)):
+        return True
+    tolerance = 1e-9 * max(1.0, abs(problem.quantity[i]))
+    after = result.allocation[i]
+    empties = after if transfer.to_account is Account.XM else problem.quantity[i] - after
+    return abs(problem.quantity[i] - empties) <= tolerance or abs(after) <= tolerance
+
+
+def bookable_transfers(result: OptimisationResult, round_lots: bool = False) -> list[Transfer]:
+    """The transfers a clearing firm can book: whole lots or whole holdings. A transfer of a
+    fractional number of lots (a continuous relaxation's) raises :class:`FractionalLotsError`
+    unless ``round_lots``; then it is rounded to the nearest whole lot, at most the leaving
+    account's holding, and dropped when that is none (see :func:`rounding_warnings`)."""
+    fractional = [t for t in result.transfers if not _is_bookable(result, t)]
+    if fractional and not round_lots:
+        names = ", ".join(f"{t.instrument} ({t.lots:.6g} lots)" for t in fractional[:5])
+        raise FractionalLotsError(
+            f"{len(fractional)} transfer(s) are not whole lots: {names}"
+            f"{', ...' if len(fractional) > 5 else ''}; this is the continuous relaxation. "
+            "Solve with whole lots (the default; drop --continuous / integral=False), or "
+            "ask to round them (--round-lots, round_lots=True)"
+        )
+    problem = result.problem
+    out: list[Transfer] = []
+    for transfer in result.transfers:
+        if transfer in fractional:
+            i = problem.position_ids.index(transfer.instrument)
+            lot = float(problem.lot[i])
+            before = float(problem.current_xm[i])
+            leaving = (
+                abs(problem.quantity[i] - before)
+                if transfer.to_account is Account.XM
+                else abs(before)
+            )
+            quantity = min(round(transfer.lots) * lot, leaving)
+            if quantity <= 0:
+                continue
+            transfer = Transfer(
+                transfer.instrument,
+                transfer.from_account,
+                transfer.to_account,
+                quantity,
+                quantity / lot,
+            )
+        out.append(transfer)
+    return out
+
+
+def rounding_warnings(result: OptimisationResult) -> list[str]:
+    """What rounding to whole lots changed in the transfer files (empty when nothing)."""
+    rounded = [t for t in result.transfers if not _is_bookable(result, t)]
+    if not rounded:
+        return []
+    return [
+        f"{len(rounded)} of {len(result.transfers)} transfers rounded to whole lots in the "
+        "transfer files; the reported margins are the continuous relaxation's, not the rounded "
+        "allocation's (solve with whole lots for bookable figures)"
+    ]
 
 
 class Side(enum.StrEnum):
@@ -97,12 +169,13 @@ def _position_sign(result: OptimisationResult) -> dict[str, float]:
     }
 
 
-def transfer_legs(result: OptimisationResult) -> list[TransferLeg]:
-    """Both sides of every transfer, leaving account first (see the module docstring)."""
+def transfer_legs(result: OptimisationResult, round_lots: bool = False) -> list[TransferLeg]:
+    """Both sides of every bookable transfer, leaving account first (see the module docstring
+    and :func:`bookable_transfers`)."""
     sign = _position_sign(result)
     instruments = result.problem.book.instruments
     legs: list[TransferLeg] = []
-    for number, transfer in enumerate(result.transfers, start=1):
+    for number, transfer in enumerate(bookable_transfers(result, round_lots), start=1):
         is_long = sign[transfer.instrument] >= 0
         leaving_side, receiving_side = (Side.SELL, Side.BUY) if is_long else (Side.BUY, Side.SELL)
         for account, side in (
@@ -131,13 +204,14 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else repr(float(value))
 
 
-def transfers_csv(result: OptimisationResult) -> str:
-    """The transfers as CSV, one row per side (columns :data:`CSV_COLUMNS`)."""
+def transfers_csv(result: OptimisationResult, round_lots: bool = False) -> str:
+    """The transfers as CSV, one row per side (columns :data:`CSV_COLUMNS`); whole lots only
+    (:func:`bookable_transfers`)."""
     book = result.problem.book
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for leg in transfer_legs(result):
+    for leg in transfer_legs(result, round_lots):
         writer.writerow(
             [
                 leg.transfer_id,
@@ -162,13 +236,18 @@ def _account_id(customer: str, account: Account) -> str:
     return f"{customer}-{account.value}"
 
 
-def transfers_fixml(result: OptimisationResult, transact_time: dt.datetime | None = None) -> str:
+def transfers_fixml(
+    result: OptimisationResult,
+    transact_time: dt.datetime | None = None,
+    round_lots: bool = False,
+) -> str:
     """The transfers as FIXML position transfer instructions, one ``PosXferInstr`` each.
 
     Each instruction names the clearing firm and the customer's leaving account (``Pty``, roles
     4 clearing firm and 24 customer account), the receiving account (``TrgtPty``), the
     instrument (``Instrmt``: futures by exchange symbol, FICC securities by CUSIP) and the
-    quantity moved as a long or short position (``Qty``). Element and attribute names follow
+    quantity moved as a long or short position (``Qty``), whole lots only
+    (:func:`bookable_transfers`). Element and attribute names follow
     FIXML 5.0 SP2's abbreviations; check them against the clearing house's schema before use.
     """
     problem = result.problem
@@ -178,7 +257,7 @@ def transfers_fixml(result: OptimisationResult, transact_time: dt.datetime | Non
     root = ET.Element(f"{{{FIXML_NAMESPACE}}}FIXML", {"v": "5.0 SP2"})
     batch = ET.SubElement(root, f"{{{FIXML_NAMESPACE}}}Batch")
     sign = _position_sign(result)
-    for number, transfer in enumerate(result.transfers, start=1):
+    for number, transfer in enumerate(bookable_transfers(result, round_lots), start=1):
         instrument = book.instruments[transfer.instrument]
         instruction = ET.SubElement(
             batch,
@@ -501,12 +580,17 @@ def write_reports(
     csv_path: str | Path | None = None,
     fixml_path: str | Path | None = None,
     html_path: str | Path | None = None,
+    round_lots: bool = False,
 ) -> list[Path]:
-    """Write whichever reports have a path; return the paths written."""
+    """Write whichever reports have a path; return the paths written. The transfer files
+    refuse fractional lots (:class:`FractionalLotsError`, before anything is written) unless
+    ``round_lots``."""
+    if csv_path is not None or fixml_path is not None:
+        bookable_transfers(result, round_lots)  # refuse before writing anything
     written = []
     for path, render in (
-        (csv_path, transfers_csv),
-        (fixml_path, transfers_fixml),
+        (csv_path, lambda r: transfers_csv(r, round_lots)),
+        (fixml_path, lambda r: transfers_fixml(r, round_lots=round_lots)),
         (html_path, savings_report_html),
     ):
         if path is not None:

@@ -17,11 +17,13 @@ from .problem import PositionVector, Problem
 
 __all__ = [
     "Account",
+    "AnswerSource",
     "MarginalMargin",
     "OptimisationResult",
     "SolverStats",
     "Status",
     "Transfer",
+    "all_eligible_allocation",
     "transfers_between",
 ]
 
@@ -31,6 +33,16 @@ class Status(enum.StrEnum):
     TIME_LIMIT = "TIME_LIMIT"  # the best allocation found within the time limit
     INFEASIBLE = "INFEASIBLE"
     ERROR = "ERROR"
+
+
+class AnswerSource(enum.StrEnum):
+    """Where the returned allocation came from."""
+
+    OPTIMUM = "OPTIMUM"  # the solver's proven optimum (to its tolerance)
+    BEST_FOUND = "BEST_FOUND"  # the best allocation found before the solve stopped early
+    STAND_IN = "STAND_IN"  # the ES stand-in's optimum, not improved on the exact VaR
+    LOCAL_SEARCH = "LOCAL_SEARCH"  # improved on the exact total by local search (VaR models)
+    CURRENT = "CURRENT"  # the current allocation, kept: nothing found was lower
 
 
 class Account(enum.StrEnum):
@@ -57,6 +69,13 @@ class Transfer:
             "quantity": self.quantity,
             "lots": self.lots,
         }
+
+
+def all_eligible_allocation(problem: Problem) -> PositionVector:
+    """The "all eligible in XM" reference under the problem's own pins, mode and lots: every
+    movable eligible position wholly in XM (a whole holding is always allowed), pinned
+    positions and (FICC_FIXED) FICC allocations as given."""
+    return np.where(problem.movable, problem.quantity, problem.current_xm)
 
 
 def transfers_between(
@@ -107,6 +126,8 @@ class SolverStats:
     cuts: int = 0
     message: str = ""
     fallback_from: str | None = None
+    source: AnswerSource = AnswerSource.OPTIMUM
+    failures: list[str] = field(default_factory=list)  # each failed backend and why
 
     @property
     def gap(self) -> float:
@@ -126,6 +147,8 @@ class SolverStats:
             "cuts": self.cuts,
             "message": self.message,
             "fallback_from": self.fallback_from,
+            "source": self.source.value,
+            "failures": list(self.failures),
         }
 
 
@@ -147,10 +170,17 @@ class OptimisationResult:
     transfer_cost: float = 0.0
     var_gap: float | None = None
     notes: list[str] = field(default_factory=list)
+    stand_in_total: float | None = None  # VaR models: exact total at the ES stand-in's optimum
 
     @property
     def savings(self) -> float:
         return self.baseline.total - self.optimised.total
+
+    @property
+    def relaxation(self) -> bool:
+        """Whether this is the continuous relaxation (quantities need not be whole lots): a
+        lower bound on the whole-lot answer, not a bookable set of transfers as it stands."""
+        return not self.problem.options.integral
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the keys of the case format's ``expected`` block."""
@@ -168,13 +198,17 @@ class OptimisationResult:
         return {
             "name": problem.book.name,
             "status": self.status.value,
+            "relaxation": self.relaxation,
+            "lots": "continuous relaxation" if self.relaxation else "whole lots",
             "eligible": eligibility,
             "baseline": self.baseline.summary(),
             "current": self.current.summary(),
             "optimised": optimised,
             "all_eligible_in_xm": self.all_eligible.summary(),
+            "all_eligible_in_xm_basis": ALL_ELIGIBLE_BASIS,
             "savings": self.savings,
             "var_gap": self.var_gap,
+            "stand_in_total": self.stand_in_total,
             "marginal_margin": {
                 pid: {"in_xm": _finite_or_none(x), "in_standalone": float(s)}
                 for pid, x, s in zip(
@@ -191,6 +225,12 @@ class OptimisationResult:
             "solver": self.stats.to_dict(),
             "notes": list(self.notes),
         }
+
+
+ALL_ELIGIBLE_BASIS = (
+    "every movable eligible position wholly in XM (a whole holding is always allowed); pinned "
+    "positions and, in FICC_FIXED mode, FICC allocations as given"
+)
 
 
 def _finite_or_none(value: float) -> float | None:

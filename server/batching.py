@@ -43,6 +43,7 @@ from xmargin.optimiser.batch import (
 from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
+    AnswerSource,
     OptimisationResult,
     SolverStats,
     Status,
@@ -330,14 +331,17 @@ def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> Optimi
         cuts=int(solver["cuts"]),
         message=str(solver["message"]),
         fallback_from=solver.get("fallback_from"),
+        source=AnswerSource(solver.get("source", AnswerSource.OPTIMUM.value)),
+        failures=[str(f) for f in solver.get("failures", [])],
     )
-    var_gap = stored.get("var_gap")
+    var_gap, stand_in = stored.get("var_gap"), stored.get("stand_in_total")
     return report_allocation(
         problem,
         allocation,
         stats,
         notes=[str(n) for n in stored.get("notes", [])],
         var_gap=None if var_gap is None else float(var_gap),
+        stand_in_total=None if stand_in is None else float(stand_in),
     )
 
 

@@ -344,7 +344,7 @@ def model_case(message: book_pb2.MarginModel) -> dict[str, Any]:
 
 def options_case(message: book_pb2.SolveOptions) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "integral": message.integral,
+        "integral": not message.continuous,
         "transfer_cost": message.transfer_cost,
         "mode": _enum_name(book_pb2.AllocationMode, message.mode, "ALLOCATION_MODE_"),
     }
@@ -575,7 +575,10 @@ def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
             cuts=max(0, int(stats.cuts)),
             message=stats.message,
             fallback_from=stats.fallback_from or "",
+            source=result_pb2.AnswerSource.Value(f"ANSWER_SOURCE_{stats.source.value}"),
+            failures=list(stats.failures),
         ),
+        relaxation=result.relaxation,
         savings=result.savings,
         transfer_cost=result.transfer_cost,
         notes=list(result.notes),
@@ -583,4 +586,6 @@ def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
     )
     if result.var_gap is not None:
         out.var_gap = result.var_gap
+    if result.stand_in_total is not None:
+        out.stand_in_total = result.stand_in_total
     return out

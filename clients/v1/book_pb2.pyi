@@ -677,9 +677,10 @@ class SolveOptions(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    CONTINUOUS_FIELD_NUMBER: _builtins.int
     integral: _builtins.bool
-    """Move whole lots only (a MIP; each movable XM quantity a multiple of its lot, or the whole
-    holding). Default false: the continuous relaxation.
+    """Move whole lots only (a MIP). Whole lots are the default now, so this field changes
+    nothing; it stays for old clients. Ask for the continuous relaxation with continuous.
     """
     transfer_cost: _builtins.float
     """Cost charged per lot moved, in USD per lot, in [0, 1e6]. Default 0."""
@@ -692,6 +693,11 @@ class SolveOptions(_message.Message):
     backend: _builtins.str
     """Solver backend: "highs", "cvxpy" or "cvxpy:SOLVER" (any installed cvxpy solver), 1-64
     characters. Default (empty): the server's default, "highs".
+    """
+    continuous: _builtins.bool
+    """The continuous relaxation instead of whole lots: quantities need not be lot multiples,
+    the answer is a lower bound and labelled a relaxation. False (the default): whole lots,
+    each XM quantity a multiple of its lot within the holding or the whole holding.
     """
     @_builtins.property
     def time_limit(self) -> _duration_pb2.Duration:
@@ -709,10 +715,11 @@ class SolveOptions(_message.Message):
         mode: Global___AllocationMode.ValueType = ...,
         time_limit: _duration_pb2.Duration | None = ...,
         backend: _builtins.str = ...,
+        continuous: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_transfers", b"_max_transfers", "max_transfers", b"max_transfers", "time_limit", b"time_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_transfers", b"_max_transfers", "backend", b"backend", "integral", b"integral", "max_transfers", b"max_transfers", "mode", b"mode", "time_limit", b"time_limit", "transfer_cost", b"transfer_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_transfers", b"_max_transfers", "backend", b"backend", "continuous", b"continuous", "integral", b"integral", "max_transfers", b"max_transfers", "mode", b"mode", "time_limit", b"time_limit", "transfer_cost", b"transfer_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_transfers: _TypeAlias = _typing.Literal["max_transfers"]  # noqa: Y015
     _WhichOneofArgType__max_transfers: _TypeAlias = _typing.Literal["_max_transfers", b"_max_transfers"]  # noqa: Y015

@@ -57,6 +57,42 @@ SOLVE_STATUS_ERROR: SolveStatus.ValueType  # 4
 """The solver failed. A call answers this with FAILED_PRECONDITION (reason SOLVER_FAILED)."""
 Global___SolveStatus: _TypeAlias = SolveStatus  # noqa: Y015
 
+class _AnswerSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnswerSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnswerSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANSWER_SOURCE_UNSPECIFIED: _AnswerSource.ValueType  # 0
+    """Not set (an older server)."""
+    ANSWER_SOURCE_OPTIMUM: _AnswerSource.ValueType  # 1
+    """The solver's proven optimum, to its tolerance."""
+    ANSWER_SOURCE_BEST_FOUND: _AnswerSource.ValueType  # 2
+    """The best allocation found before the solve stopped early (a time limit)."""
+    ANSWER_SOURCE_STAND_IN: _AnswerSource.ValueType  # 3
+    """Where a model measures VaR: the ES stand-in's optimum, not improved on the exact VaR."""
+    ANSWER_SOURCE_LOCAL_SEARCH: _AnswerSource.ValueType  # 4
+    """Where a model measures VaR: improved on the exact total by local search."""
+    ANSWER_SOURCE_CURRENT: _AnswerSource.ValueType  # 5
+    """The current allocation, kept: nothing found was lower, or nothing was found in time."""
+
+class AnswerSource(_AnswerSource, metaclass=_AnswerSourceEnumTypeWrapper):
+    """Where the returned allocation came from."""
+
+ANSWER_SOURCE_UNSPECIFIED: AnswerSource.ValueType  # 0
+"""Not set (an older server)."""
+ANSWER_SOURCE_OPTIMUM: AnswerSource.ValueType  # 1
+"""The solver's proven optimum, to its tolerance."""
+ANSWER_SOURCE_BEST_FOUND: AnswerSource.ValueType  # 2
+"""The best allocation found before the solve stopped early (a time limit)."""
+ANSWER_SOURCE_STAND_IN: AnswerSource.ValueType  # 3
+"""Where a model measures VaR: the ES stand-in's optimum, not improved on the exact VaR."""
+ANSWER_SOURCE_LOCAL_SEARCH: AnswerSource.ValueType  # 4
+"""Where a model measures VaR: improved on the exact total by local search."""
+ANSWER_SOURCE_CURRENT: AnswerSource.ValueType  # 5
+"""The current allocation, kept: nothing found was lower, or nothing was found in time."""
+Global___AnswerSource: _TypeAlias = AnswerSource  # noqa: Y015
+
 @_typing.final
 class ModelFigures(_message.Message):
     """One model on one portfolio: its parts and the margin (margin-model.md), all in USD. ES, VaR
@@ -417,6 +453,8 @@ class SolverStats(_message.Message):
     CUTS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     FALLBACK_FROM_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """Backend that produced the answer ("highs", "cvxpy", "cvxpy:SOLVER")."""
     status: Global___SolveStatus.ValueType
@@ -437,6 +475,8 @@ class SolverStats(_message.Message):
     """Set to the backend that failed when a fallback backend produced the answer; empty
     otherwise.
     """
+    source: Global___AnswerSource.ValueType
+    """Where the returned allocation came from."""
     @_builtins.property
     def build_time(self) -> _duration_pb2.Duration:
         """Time spent building the model."""
@@ -444,6 +484,12 @@ class SolverStats(_message.Message):
     @_builtins.property
     def solve_time(self) -> _duration_pb2.Duration:
         """Time spent solving."""
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each backend that failed during the call, and why (for example "cvxpy: reported
+        infeasible, but the current allocation is feasible").
+        """
 
     def __init__(
         self,
@@ -459,10 +505,12 @@ class SolverStats(_message.Message):
         cuts: _builtins.int = ...,
         message: _builtins.str = ...,
         fallback_from: _builtins.str = ...,
+        source: Global___AnswerSource.ValueType = ...,
+        failures: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["build_time", b"build_time", "solve_time", b"solve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "bound", b"bound", "build_time", b"build_time", "cuts", b"cuts", "fallback_from", b"fallback_from", "gap", b"gap", "iterations", b"iterations", "message", b"message", "objective", b"objective", "solve_time", b"solve_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "bound", b"bound", "build_time", b"build_time", "cuts", b"cuts", "failures", b"failures", "fallback_from", b"fallback_from", "gap", b"gap", "iterations", b"iterations", "message", b"message", "objective", b"objective", "solve_time", b"solve_time", "source", b"source", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,6 +538,8 @@ class OptimiseResult(_message.Message):
     VAR_GAP_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
+    RELAXATION_FIELD_NUMBER: _builtins.int
+    STAND_IN_TOTAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The book's name (AccountBook.name, or the customer id)."""
     status: Global___SolveStatus.ValueType
@@ -501,6 +551,14 @@ class OptimiseResult(_message.Message):
     var_gap: _builtins.float
     """Where a model measures VaR: exact VaR total minus its ES stand-in's total at the solution,
     USD. Absent when both models measure ES.
+    """
+    relaxation: _builtins.bool
+    """True when the answer is the continuous relaxation: quantities need not be whole lots, so
+    its transfers are not bookable as they stand (a lower bound on the whole-lot answer).
+    """
+    stand_in_total: _builtins.float
+    """Where a model measures VaR: the exact total at the ES stand-in's optimum, before the
+    exact-VaR improvement phase (optimised.total is the answer's).
     """
     @_builtins.property
     def baseline(self) -> Global___MarginState:
@@ -567,13 +625,20 @@ class OptimiseResult(_message.Message):
         var_gap: _builtins.float | None = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         eligibility: _abc.Iterable[Global___PositionEligibility] | None = ...,
+        relaxation: _builtins.bool = ...,
+        stand_in_total: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "baseline", b"baseline", "current", b"current", "optimised", b"optimised", "solver_stats", b"solver_stats", "var_gap", b"var_gap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "baseline", b"baseline", "current", b"current", "optimised", b"optimised", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "var_gap", b"var_gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "allocation", b"allocation", "attribution", b"attribution", "baseline", b"baseline", "current", b"current", "eligibility", b"eligibility", "marginal_margin", b"marginal_margin", "name", b"name", "notes", b"notes", "optimised", b"optimised", "savings", b"savings", "solver_stats", b"solver_stats", "status", b"status", "transfer_cost", b"transfer_cost", "transfers", b"transfers", "var_gap", b"var_gap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "allocation", b"allocation", "attribution", b"attribution", "baseline", b"baseline", "current", b"current", "eligibility", b"eligibility", "marginal_margin", b"marginal_margin", "name", b"name", "notes", b"notes", "optimised", b"optimised", "relaxation", b"relaxation", "savings", b"savings", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "status", b"status", "transfer_cost", b"transfer_cost", "transfers", b"transfers", "var_gap", b"var_gap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stand_in_total: _TypeAlias = _typing.Literal["stand_in_total"]  # noqa: Y015
+    _WhichOneofArgType__stand_in_total: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total"]  # noqa: Y015
     _WhichOneofReturnType__var_gap: _TypeAlias = _typing.Literal["var_gap"]  # noqa: Y015
     _WhichOneofArgType__var_gap: _TypeAlias = _typing.Literal["_var_gap", b"_var_gap"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stand_in_total) -> _WhichOneofReturnType__stand_in_total | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__var_gap) -> _WhichOneofReturnType__var_gap | None: ...
 
 Global___OptimiseResult: _TypeAlias = OptimiseResult  # noqa: Y015

@@ -2,11 +2,12 @@
 
 Subcommands::
 
-    xmargin optimise CASE.json [--backend highs|cvxpy] [--integral] [--mode JOINT|FICC_FIXED]
+    xmargin optimise CASE.json [--backend highs|cvxpy] [--continuous] [--mode JOINT|FICC_FIXED]
                                [--time-limit S] [--csv F] [--fixml F] [--html F]
     xmargin margin CASE.json          the three states (and all eligible in XM) of the case
     xmargin eligibility CASE.json     each position's eligibility and reason codes
     xmargin what-if CASE.json --add TRADES.json --exclude ID ...
+    xmargin explain CASE.json [--state current|optimised] [--account A ...] [--json]
     xmargin demo                      optimise the bundled sample book, as a table
     xmargin sample --positions N --scenarios S --seed K -o CASE.json
     xmargin batch DIR-or-BATCH.json [--run-number N] [--audit URL] [--engine local|dask]

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -103,6 +104,8 @@ def format_table(
     def cell(value: Any) -> str:
         if isinstance(value, bool):
             return "yes" if value else "no"
+        if isinstance(value, Decimal):  # an exact quantity: every digit it has
+            return f"{value:,f}"
         if isinstance(value, float | int | np.floating | np.integer):
             number = float(value)
             if number.is_integer() or abs(number) >= 100:
@@ -113,7 +116,7 @@ def format_table(
     text_rows = [[cell(v) for v in row] for row in rows]
     numeric = [
         any(
-            isinstance(row[i], float | int | np.floating | np.integer)
+            isinstance(row[i], float | int | np.floating | np.integer | Decimal)
             and not isinstance(row[i], bool)
             for row in rows
         )
@@ -166,12 +169,21 @@ def transfers_table(result: OptimisationResult) -> str:
     if not result.transfers:
         return "No transfers: the current allocation is already optimal."
     rows = [
-        [t.instrument, t.from_account.value, t.to_account.value, t.quantity, t.lots]
+        [t.instrument, t.from_account.value, t.to_account.value, exact(t.quantity), exact(t.lots)]
         for t in result.transfers
     ]
-    return format_table(
-        ["instrument", "from", "to", "quantity", "lots"], rows, f"Transfers ({len(rows)})"
-    )
+    title = f"Transfers ({len(rows)})"
+    if result.relaxation:
+        title += ": continuous relaxation, not whole lots (rerun without --continuous to book)"
+    return format_table(["instrument", "from", "to", "quantity", "lots"], rows, title)
+
+
+def exact(value: float) -> Decimal:
+    """A quantity for a table, exactly: whole numbers as such, others to 1e-6 (never 119.71
+    lots as "120")."""
+    if abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)):
+        return Decimal(round(value))
+    return Decimal(f"{value:.6f}".rstrip("0"))
 
 
 def result_table(result: OptimisationResult) -> str:
@@ -196,12 +208,23 @@ def result_table(result: OptimisationResult) -> str:
         f"{result.current.total - result.optimised.total:,.0f} USD against the current allocation."
     )
     solver = (
-        f"Solver: {result.stats.backend}, {result.status.value}, "
+        f"Solver: {result.stats.backend}, {result.status.value}, answer "
+        f"{result.stats.source.value.lower().replace('_', ' ')}, "
         f"{result.stats.build_seconds + result.stats.solve_seconds:.3f} s"
     )
-    parts = [header, "", states, "", savings, solver, "", transfers_table(result)]
+    lots = (
+        "Lots: CONTINUOUS RELAXATION, a lower bound; transfers are not whole lots"
+        if result.relaxation
+        else "Lots: whole lots (or whole holdings)"
+    )
+    parts = [header, "", states, "", savings, solver, lots, "", transfers_table(result)]
     if result.var_gap:
         parts.append(f"\nVaR gap of the ES stand-in: {result.var_gap:,.0f} USD")
+    if result.stand_in_total is not None:
+        parts.append(
+            f"Exact total at the ES stand-in's optimum: {result.stand_in_total:,.0f} USD; "
+            f"answer after the exact-VaR phase: {result.optimised.total:,.0f} USD"
+        )
     parts += [f"note: {note}" for note in result.notes]
     return "\n".join(parts)
 
@@ -227,11 +250,20 @@ def _output_flags(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _solve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
-    parser.add_argument("--integral", action="store_true", help="whole lots only (a MIP)")
+    lots = parser.add_mutually_exclusive_group()
+    lots.add_argument("--integral", action="store_true", help="whole lots (the default)")
+    lots.add_argument(
+        "--continuous", action="store_true", help="the continuous relaxation (a lower bound)"
+    )
     parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound the solve")
     parser.add_argument("--csv", metavar="FILE", help="write the transfers as CSV")
     parser.add_argument("--fixml", metavar="FILE", help="write the transfers as FIXML")
+    parser.add_argument(
+        "--round-lots",
+        action="store_true",
+        help="let CSV/FIXML round a continuous answer's transfers to whole lots (with a warning)",
+    )
     parser.add_argument("--html", metavar="FILE", help="write the customer's savings report")
 
 

@@ -57,7 +57,11 @@ def add_parsers(commands: Any) -> None:
         help="how each transfer's saving is credited",
     )
     explain_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
-    explain_parser.add_argument("--integral", action="store_true", help="whole lots only")
+    lots = explain_parser.add_mutually_exclusive_group()
+    lots.add_argument("--integral", action="store_true", help="whole lots (the default)")
+    lots.add_argument(
+        "--continuous", action="store_true", help="the continuous relaxation (a lower bound)"
+    )
     explain_parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
     explain_parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound it")
     _output_flags(explain_parser, "table")

@@ -18,8 +18,8 @@ from ..errors import InfeasibleError, SolverError
 from ..margin import evaluate
 from ..model import Book, Mode, SolveOptions
 from ..optimise import optimise
-from ..problem import Problem, build_problem
-from ..results import OptimisationResult, Status
+from ..problem import build_problem
+from ..results import OptimisationResult, Status, all_eligible_allocation
 from ..sample import SAMPLE_SEED
 from .common import (
     EXIT_OK,
@@ -36,10 +36,6 @@ from .common import (
 )
 
 
-def _all_eligible(problem: Problem) -> np.ndarray:
-    return np.where(problem.eligible, problem.quantity, 0.0)
-
-
 def margin_report(book: Book) -> dict[str, Any]:
     """The figures of ``xmargin margin``: eligibility and three allocations, evaluated exactly."""
     problem = build_problem(book)
@@ -51,7 +47,7 @@ def margin_report(book: Book) -> dict[str, Any]:
         ),
         "baseline": evaluate(problem, np.zeros(problem.n_positions)).summary(),
         "current": evaluate(problem, problem.current_xm).summary(),
-        "all_eligible_in_xm": evaluate(problem, _all_eligible(problem)).summary(),
+        "all_eligible_in_xm": evaluate(problem, all_eligible_allocation(problem)).summary(),
     }
 
 
@@ -134,6 +130,8 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
     changes: dict[str, Any] = {}
     if getattr(args, "integral", False):
         changes["integral"] = True
+    if getattr(args, "continuous", False):
+        changes["integral"] = False
     if getattr(args, "mode", None):
         changes["mode"] = Mode(args.mode)
     if getattr(args, "time_limit", None) is not None:
@@ -150,7 +148,7 @@ def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
         raise UsageError(f"unknown backend {backend!r}: use highs, cvxpy or cvxpy:SOLVER")
     message = (
         f"optimising {len(book.positions)} positions x {book.scenarios.size} scenarios"
-        f"{' (integral)' if options.integral else ''}"
+        f"{' (whole lots)' if options.integral else ' (continuous relaxation)'}"
     )
     with progress(message, enabled=not args.quiet):
         result = optimise(book, options=options, backend=backend)
@@ -159,20 +157,27 @@ def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
     if result.status is Status.ERROR:
         raise SolverError("the solver returned no usable allocation")
     if result.status is Status.TIME_LIMIT and not args.quiet:
+        source = result.stats.source.value.lower().replace("_", " ")
         print(
-            "warning: the time limit stopped the solver; this is the best allocation found",
+            f"warning: the solve stopped early ({result.stats.message}); the answer is the "
+            f"{source} allocation, never above the current one",
             file=sys.stderr,
         )
     return result
 
 
 def _write_reports(result: OptimisationResult, args: argparse.Namespace) -> None:
-    from ..reports import write_reports
+    from ..reports import FractionalLotsError, rounding_warnings, write_reports
 
     try:
-        written = write_reports(result, args.csv, args.fixml, args.html)
+        written = write_reports(result, args.csv, args.fixml, args.html, round_lots=args.round_lots)
     except OSError as error:
         raise UsageError(f"cannot write a report: {error}") from error
+    except FractionalLotsError as error:
+        raise UsageError(str(error)) from error
+    if not args.quiet and (args.csv or args.fixml):
+        for warning in rounding_warnings(result) if args.round_lots else []:
+            print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         for path in written:
             print(f"wrote {path}", file=sys.stderr)
@@ -194,6 +199,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with progress("reading the bundled sample book", enabled=not args.quiet):
         book = load_sample_book()
+    # Whole lots unless --continuous, whatever the bundled file says.
+    book = dataclasses.replace(
+        book, options=dataclasses.replace(book.options, integral=not args.continuous)
+    )
     result = _run_optimise(book, args)
     _write_reports(result, args)
     if args.json:
@@ -222,7 +231,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ):
         try:
             book = generate_book(
-                args.positions, args.scenarios, args.seed, business_date, args.integral
+                args.positions, args.scenarios, args.seed, business_date, not args.continuous
             )
         except ValueError as error:
             raise UsageError(str(error)) from error
@@ -304,6 +313,10 @@ def add_parsers(commands: Any) -> None:
     sample_parser.add_argument(
         "--business-date", default="2026-11-24", metavar="YYYY-MM-DD", help="the case's date"
     )
-    sample_parser.add_argument("--integral", action="store_true", help="options.integral true")
+    sample_lots = sample_parser.add_mutually_exclusive_group()
+    sample_lots.add_argument(
+        "--integral", action="store_true", help="options.integral true (the default)"
+    )
+    sample_lots.add_argument("--continuous", action="store_true", help="options.integral false")
     sample_parser.add_argument("-o", "--output", metavar="CASE.json", help="default: stdout")
     sample_parser.set_defaults(handler=cmd_sample)

@@ -28,7 +28,17 @@ import numpy as np
 from ..problem import PositionVector, Problem
 from ..results import Status
 
-__all__ = ["Backend", "Capabilities", "RawSolution", "allocation_bounds", "lot_bounds"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "LotGrid",
+    "RawSolution",
+    "allocation_bounds",
+    "lot_grid",
+    "on_allowed_set",
+    "problem_scale",
+    "snap_to_allowed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +84,73 @@ def allocation_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]
     return lower, upper
 
 
-def lot_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]:
-    """Bounds on the number of lots k with x = k * lot (integral allocation)."""
+@dataclass(frozen=True, slots=True)
+class LotGrid:
+    """The whole-lot allowed set of each position (margin-model.md, "Whole lots").
+
+    A movable position holding q may put y = sign(q) * (lot * k + remainder * z) in XM, with k a
+    whole number in [0, kmax] and z in {0, 1} where k = kmax when z = 1: any multiple of the
+    lot within the holding, or the whole holding. kmax = floor(|q| / lot) and remainder
+    = |q| - lot * kmax (0 when |q| is a multiple of the lot, to a relative 1e-9)."""
+
+    sign: PositionVector
+    kmax: PositionVector
+    remainder: PositionVector
+
+    @property
+    def has_remainder(self) -> np.ndarray:
+        return self.remainder > 0.0
+
+
+def lot_grid(problem: Problem) -> LotGrid:
+    """The :class:`LotGrid` of ``problem``'s positions."""
+    size = np.abs(problem.quantity)
+    lots = size / problem.lot
+    kmax = np.floor(lots + 1e-9)
+    remainder = np.maximum(size - kmax * problem.lot, 0.0)
+    remainder = np.where(remainder <= 1e-9 * np.maximum(1.0, size), 0.0, remainder)
+    return LotGrid(sign=np.where(problem.quantity < 0, -1.0, 1.0), kmax=kmax, remainder=remainder)
+
+
+def snap_to_allowed(problem: Problem, xm_quantity: PositionVector) -> PositionVector:
+    """The nearest allowed allocation: movable positions clipped to their holding and, with
+    whole lots, moved to the nearest of the nearest lot multiple and the whole holding; fixed
+    positions at their current allocation. Removes solver round-off; never moves a fixed
+    position."""
     lower, upper = allocation_bounds(problem)
-    fixed = ~problem.movable
-    lot_lower = np.where(fixed, lower / problem.lot, np.ceil(lower / problem.lot - 1e-9))
-    lot_upper = np.where(fixed, upper / problem.lot, np.floor(upper / problem.lot + 1e-9))
-    return lot_lower, lot_upper
+    snapped = np.clip(np.asarray(xm_quantity, dtype=float), lower, upper)
+    size = np.abs(problem.quantity)
+    if problem.options.integral:
+        grid = lot_grid(problem)
+        held = np.abs(snapped)
+        multiple = np.clip(np.round(held / problem.lot), 0.0, grid.kmax) * problem.lot
+        whole = np.abs(size - held) < np.abs(multiple - held)
+        snapped = grid.sign * np.where(whole, size, multiple)
+    else:
+        # Values within a relative 1e-9 of a bound are that bound.
+        tolerance = 1e-9 * np.maximum(1.0, size)
+        snapped = np.where(np.abs(snapped - lower) <= tolerance, lower, snapped)
+        snapped = np.where(np.abs(snapped - upper) <= tolerance, upper, snapped)
+    return np.where(problem.movable, snapped, problem.current_xm)
+
+
+def on_allowed_set(problem: Problem, xm_quantity: PositionVector) -> np.ndarray:
+    """Per position: whether ``xm_quantity`` is allowed (fixed ones at their current value)."""
+    snapped = snap_to_allowed(problem, xm_quantity)
+    tolerance = 1e-9 * np.maximum(1.0, np.abs(problem.quantity))
+    return np.abs(snapped - xm_quantity) <= tolerance
+
+
+def problem_scale(problem: Problem) -> tuple[PositionVector, float]:
+    """Units that put the formulations' coefficients near 1: each position's quantity in units
+    of its holding (``size``: |q|, or its lot where q = 0), and margin in units of ``margin``,
+    a typical position's largest scenario loss (bounded by sum_k |d_k| max_s |shock_s,k| per
+    unit, or the largest |P&L| of a vector; their mean over positions, at least 1 USD)."""
+    size = np.where(problem.quantity != 0.0, np.abs(problem.quantity), problem.lot)
+    largest_shock = np.abs(problem.shocks).max(axis=0) if problem.shocks.size else 0.0
+    per_unit = np.abs(problem.exposure) @ np.atleast_1d(largest_shock)
+    if problem.pnl_columns.size:
+        per_unit[problem.pnl_columns] += np.abs(problem.pnl_vectors).max(axis=0)
+    largest = per_unit * size
+    margin = float(largest.mean()) if largest.size else 1.0
+    return size, max(1.0, margin)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import ClassVar
 
 import cvxpy as cp
@@ -23,9 +24,11 @@ from ..blas import configure_blas_threads
 from ..model import Ccp
 from ..problem import ModelWindow, Problem
 from ..results import Status
-from .base import Capabilities, RawSolution, allocation_bounds, lot_bounds
+from .base import Capabilities, RawSolution, allocation_bounds, lot_grid, problem_scale
 
 __all__ = ["CvxpyBackend"]
+
+_RETRY_SOLVER = "CLARABEL"
 
 _STATUS = {
     cp.OPTIMAL: Status.OPTIMAL,
@@ -36,27 +39,54 @@ _STATUS = {
 }
 
 
-def _model_margin(problem: Problem, window: ModelWindow, held: cp.Expression) -> cp.Expression:
-    """M(v) of ``window``'s model on the portfolio ``held`` (an affine expression, shape n)."""
+def _model_margin(
+    problem: Problem, window: ModelWindow, held: cp.Expression, units: _Units
+) -> cp.Expression:
+    """M(v) / margin_unit of ``window``'s model on the portfolio ``held`` (an affine expression
+    in holding units, shape n): losses and add-ons in units of ``units.margin``."""
     model = window.as_es().model
-    exposure = problem.exposure.T @ held
+    exposure = units.exposure @ held  # (K,), USD per factor move / margin unit
 
     def losses(rows: slice | np.ndarray) -> cp.Expression:
         loss = -(problem.shocks[rows] @ exposure)
         if problem.pnl_columns.size:
-            loss = loss - problem.pnl_vectors[rows] @ held[problem.pnl_columns]
+            loss = loss - units.pnl[rows] @ held[problem.pnl_columns]
         return loss
 
-    t = cp.Variable()
-    expected_shortfall = t + cp.sum(cp.pos(losses(window.window) - t)) / window.n_tail
-    risk = (1.0 - model.stress_weight) * expected_shortfall
+    weight = model.stress_weight
+    risk: cp.Expression | float = 0.0
+    if weight < 1.0:  # at w = 1 the ES term carries no weight: leave its variables out
+        t = cp.Variable()
+        expected_shortfall = t + cp.sum(cp.pos(losses(window.window) - t)) / window.n_tail
+        risk = (1.0 - weight) * expected_shortfall
     if window.has_stress:
-        risk = risk + model.stress_weight * cp.max(losses(window.stress_rows))
+        risk = risk + weight * cp.max(losses(window.stress_rows))
     addons: cp.Expression | float = 0.0
     if window.has_addons:
         assert model.addon_rate is not None and model.addon_threshold is not None
-        addons = model.addon_rate @ cp.pos(cp.abs(exposure) - model.addon_threshold)
+        threshold = model.addon_threshold / units.margin
+        addons = model.addon_rate @ cp.pos(cp.abs(exposure) - threshold)
     return cp.pos(window.scale * risk + addons)
+
+
+@dataclass(frozen=True, slots=True)
+class _Units:
+    """Scaled data (solvers.base.problem_scale): quantities in holdings, margin in ``margin``."""
+
+    size: np.ndarray  # (n,) USD par or contracts per holding unit
+    margin: float  # USD per margin unit
+    exposure: np.ndarray  # (K, n) d_ik * size_i / margin
+    pnl: np.ndarray  # (S, m) pnl_i * size_i / margin for the P&L-vector positions
+
+
+def _units(problem: Problem) -> _Units:
+    size, margin = problem_scale(problem)
+    pnl = problem.pnl_vectors * size[problem.pnl_columns] / margin
+    return _Units(size, margin, problem.exposure.T * size / margin, pnl)
+
+
+def _has_integers(program: cp.Problem) -> bool:
+    return any(v.attributes["integer"] or v.attributes["boolean"] for v in program.variables())
 
 
 class CvxpyBackend:
@@ -80,49 +110,60 @@ class CvxpyBackend:
         started = time.perf_counter()
         n = problem.n_positions
         options = problem.options
+        units = _units(problem)
+        size = units.size
         lower, upper = allocation_bounds(problem)
-        xm = cp.Variable(n, name="xm_quantity")
-        constraints = [xm >= lower, xm <= upper]
-        if options.integral:
-            lots = cp.Variable(n, integer=True, name="lots")
-            lot_lower, lot_upper = lot_bounds(problem)
-            movable = problem.movable
-            constraints += [
-                xm[movable] == cp.multiply(problem.lot[movable], lots[movable]),
-                lots[movable] >= lot_lower[movable],
-                lots[movable] <= lot_upper[movable],
-                lots[~movable] == 0,
-            ]
-        change = xm - problem.current_xm
+        # u: XM quantity in units of the holding (x = size * u), so |u| <= 1.
+        u = cp.Variable(n, name="xm_holdings")
+        constraints = [u >= lower / size, u <= upper / size]
+        movable = problem.movable
+        if options.integral and movable.any():
+            # u = sign * (lot * k + remainder * z) / size, k <= kmax, z binary, k >= kmax * z.
+            grid = lot_grid(problem)
+            index = np.flatnonzero(movable)
+            lots = cp.Variable(index.size, integer=True, name="lots")
+            step = grid.sign[index] * problem.lot[index] / size[index]
+            held: cp.Expression = cp.multiply(step, lots)
+            constraints += [lots <= grid.kmax[index], lots >= 0]
+            odd = np.flatnonzero(grid.has_remainder[index])  # sizes off the lot grid
+            if odd.size:
+                whole = cp.Variable(odd.size, boolean=True, name="whole_holding")
+                rest = np.zeros((index.size, odd.size))
+                rest[odd, np.arange(odd.size)] = (grid.sign * grid.remainder / size)[index[odd]]
+                held = held + rest @ whole
+                constraints.append(lots[odd] >= cp.multiply(grid.kmax[index[odd]], whole))
+            constraints.append(u[index] == held)
+        current = problem.current_xm / size
+        change = u - current
         if options.max_transfers is not None:
             moved = cp.Variable(n, boolean=True, name="moved")
-            size = np.abs(problem.quantity)
-            constraints += [
-                cp.abs(change) <= cp.multiply(size, moved),
-                cp.sum(moved) <= options.max_transfers,
-            ]
+            constraints += [cp.abs(change) <= 2.0 * moved, cp.sum(moved) <= options.max_transfers]
 
         ficc = problem.is_ficc.astype(float)
         cme = 1.0 - ficc
-        standalone = problem.quantity - xm
+        standalone = problem.quantity / size - u
         ficc_model, cme_model = problem.models[Ccp.FICC], problem.models[Ccp.CME]
-        ficc_standalone = _model_margin(problem, ficc_model, cp.multiply(ficc, standalone))
-        cme_standalone = _model_margin(problem, cme_model, cp.multiply(cme, standalone))
-        S_F = _model_margin(problem, ficc_model, cp.multiply(ficc, xm))
-        S_C = _model_margin(problem, cme_model, cp.multiply(cme, xm))
-        C_F = _model_margin(problem, ficc_model, xm)
-        C_C = _model_margin(problem, cme_model, xm)
+
+        def margin(window: ModelWindow, held: cp.Expression) -> cp.Expression:
+            return _model_margin(problem, window, held, units)
+
+        ficc_standalone = margin(ficc_model, cp.multiply(ficc, standalone))
+        cme_standalone = margin(cme_model, cp.multiply(cme, standalone))
+        S_F = margin(ficc_model, cp.multiply(ficc, u))
+        S_C = margin(cme_model, cp.multiply(cme, u))
+        C_F = margin(ficc_model, u)
+        C_C = margin(cme_model, u)
         if reduction:
             xm_margin = cp.maximum(C_F, C_C, (1.0 - problem.savings_cap) * (S_F + S_C))
         else:  # the branch of the XM rule where cross-margining reduces nothing
             xm_margin = S_F + S_C
-        transfer_cost = options.transfer_cost * cp.sum(
-            cp.multiply(1.0 / problem.lot, cp.abs(change))
-        )
+        per_holding = options.transfer_cost * size / problem.lot / units.margin
+        transfer_cost = cp.sum(cp.multiply(per_holding, cp.abs(change)))
         objective = cp.Minimize(ficc_standalone + cme_standalone + xm_margin + transfer_cost)
         program = cp.Problem(objective, constraints)
 
         kwargs: dict[str, object] = {}
+        note = ""
         if self.solver == "HIGHS":
             from .highs_backend import quiet_highs_banner
 
@@ -137,25 +178,31 @@ class CvxpyBackend:
                 # cvxpy's bound propagation multiplies infinite bounds by zero; harmless.
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module="cvxpy")
                 program.solve(solver=self.solver, **kwargs)
+                retry = _RETRY_SOLVER if program.status in cp.settings.INF_OR_UNB else None
+                if retry and not _has_integers(program) and retry in cp.installed_solvers():
+                    # HiGHS through cvxpy can call a feasible LP infeasible (seen with a
+                    # model whose stress_weight is 1); an interior-point solver checks it.
+                    program.solve(solver=retry)
+                    note = f" ({self.solver} said infeasible; {retry} solved)"
         except cp.SolverError as error:
             return RawSolution(status=Status.ERROR, xm_quantity=None, message=str(error))
         finished = time.perf_counter()
         stats = program.solver_stats
         solve_seconds = float(stats.solve_time or 0.0) if stats else 0.0
         status = _STATUS.get(program.status, Status.ERROR)
-        value = xm.value
+        value = None if u.value is None else np.asarray(u.value, dtype=float) * size
         if value is None:
             if status is Status.OPTIMAL:
                 status = Status.ERROR
             return RawSolution(status=status, xm_quantity=None, message=str(program.status))
-        objective_value = float(program.value)
+        objective_value = float(program.value) * units.margin
         return RawSolution(
             status=status,
-            xm_quantity=np.asarray(value, dtype=float),
+            xm_quantity=value,
             objective=objective_value,
             bound=objective_value,
             iterations=int(stats.num_iters or 0) if stats else 0,
             build_seconds=max(0.0, finished - started - solve_seconds),
             solve_seconds=solve_seconds,
-            message=str(program.status),
+            message=str(program.status) + note,
         )

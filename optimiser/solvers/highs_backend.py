@@ -30,7 +30,14 @@ from ..margin import FIGURES, ModelFigures, account_figures, convex_xm_margin, t
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
-from .base import Capabilities, RawSolution, allocation_bounds, lot_bounds
+from .base import (
+    Capabilities,
+    RawSolution,
+    allocation_bounds,
+    lot_grid,
+    problem_scale,
+    snap_to_allowed,
+)
 
 __all__ = ["HighsBackend"]
 
@@ -56,7 +63,14 @@ def quiet_highs_banner() -> None:
 
 GAP_TOLERANCE = 1e-10
 MIP_GAP = 1e-6
+FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
+CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
+TAIL_SECONDS = 5.0
+TAIL_FACTOR = 20.0
+"""Without a time limit the whole-lot phase (after the continuous one) runs at most
+max(TAIL_SECONDS, TAIL_FACTOR x the continuous phase's time); the answer is then the best
+whole-lot allocation found, with its gap to the continuous bound."""
 
 
 @dataclass(slots=True)
@@ -99,8 +113,8 @@ class _Rows:
 
 @dataclass(frozen=True, slots=True)
 class _Portfolio:
-    """An account (or XM leg) as an affine map of the lot variables: v = constant + sign * lot * k
-    on ``members``, 0 elsewhere."""
+    """An account (or XM leg) as an affine map of the allocation variables: v = constant + sign *
+    size * u on ``members``, 0 elsewhere (u: XM quantity in units of the holding)."""
 
     name: str
     members: npt.NDArray[np.bool_]
@@ -145,7 +159,9 @@ class _CuttingPlaneModel:
         self.reduction = reduction
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
-        self.lot = problem.lot
+        # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
+        # every margin, loss and exposure column is in units of ``margin`` USD.
+        self.size, self.margin_unit = problem_scale(problem)
         options = problem.options
         quiet_highs_banner()
         self.highs = highspy.Highs()
@@ -153,6 +169,8 @@ class _CuttingPlaneModel:
         self.highs.setOptionValue("log_to_console", False)
         self.highs.setOptionValue("simplex_strategy", 1)  # dual simplex
         self.highs.setOptionValue("mip_rel_gap", MIP_GAP)
+        for tolerance in ("primal_feasibility_tolerance", "mip_feasibility_tolerance"):
+            self.highs.setOptionValue(tolerance, FEASIBILITY_TOLERANCE)
         self.highs.setOptionValue("threads", 1)
 
         cost: list[float] = []
@@ -171,14 +189,33 @@ class _CuttingPlaneModel:
             upper.extend(np.broadcast_to(np.asarray(high, dtype=float), (count,)).tolist())
             return np.arange(first, first + count, dtype=np.int64)
 
-        if options.integral:
-            lot_lower, lot_upper = lot_bounds(problem)
-        else:  # continuous: any quantity up to the whole position, in units of lots
-            lower_bound, upper_bound = allocation_bounds(problem)
-            lot_lower, lot_upper = lower_bound / problem.lot, upper_bound / problem.lot
-        self.lots = columns(n, lot_lower, lot_upper)
-        self.current_lots = problem.current_xm / problem.lot
+        lower_bound, upper_bound = allocation_bounds(problem)
+        lot_lower, lot_upper = lower_bound / self.size, upper_bound / self.size
+        self.lots = columns(n, lot_lower, lot_upper)  # u, the allocation in holdings
+        self.current_lots = problem.current_xm / self.size
+        unit = self.margin_unit
         rows = _Rows()
+        # Whole lots: u_i = sign_i * (lot_i * k_i + remainder_i * z_i) / size_i, k_i whole in
+        # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i.
+        self.grid = lot_grid(problem)
+        self.lot_columns = np.zeros(0, dtype=np.int64)
+        self.whole_columns = np.zeros(0, dtype=np.int64)
+        self.whole_of = np.zeros(0, dtype=np.int64)  # position of each whole-holding column
+        if options.integral and problem.movable.any():
+            grid, movable_index = self.grid, np.flatnonzero(problem.movable)
+            self.lot_columns = columns(movable_index.size, 0.0, grid.kmax[movable_index])
+            self.whole_of = movable_index[grid.has_remainder[movable_index]]
+            self.whole_columns = columns(self.whole_of.size, 0.0, 1.0)
+            whole_by_position = dict(zip(self.whole_of.tolist(), self.whole_columns, strict=True))
+            for column, i in zip(self.lot_columns, movable_index, strict=True):
+                sign, size = grid.sign[i], self.size[i]
+                index = [self.lots[i], column]
+                value = [1.0, -sign * problem.lot[i] / size]
+                if i in whole_by_position:
+                    index.append(whole_by_position[i])
+                    value.append(-sign * grid.remainder[i] / size)
+                    rows.add([column, whole_by_position[i]], [1.0, -grid.kmax[i]], 0.0, INF)
+                rows.add(index, value, 0.0, 0.0)
 
         ficc, quantity = problem.is_ficc, problem.quantity
         zero = np.zeros(n)
@@ -199,11 +236,13 @@ class _CuttingPlaneModel:
         legs = {"xm_ficc_only": "ficc_standalone", "xm_cme_only": "cme_standalone"}
         for leg, standalone in legs.items():
             members = np.flatnonzero(portfolios[leg].members & has_sensitivities)
-            held_exposure = problem.exposure[members].T @ quantity[members]
+            held_exposure = problem.exposure[members].T @ quantity[members] / unit
             for k in range(n_factors):
                 rows.add(
                     np.concatenate(([exposure_of[leg][k]], self.lots[members])),
-                    np.concatenate(([1.0], -problem.lot[members] * problem.exposure[members, k])),
+                    np.concatenate(
+                        ([1.0], -self.size[members] * problem.exposure[members, k] / unit)
+                    ),
                     0.0,
                     0.0,
                 )
@@ -253,8 +292,8 @@ class _CuttingPlaneModel:
                 margin_value.extend([-1.0] * active.size)
                 for addon, k in zip(addons, active.tolist(), strict=True):
                     rate, threshold = model.addon_rate[k], model.addon_threshold[k]
-                    rows.add([addon, exposure[k]], [1.0, -rate], -rate * threshold, INF)
-                    rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold, INF)
+                    rows.add([addon, exposure[k]], [1.0, -rate], -rate * threshold / unit, INF)
+                    rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold / unit, INF)
             rows.add(margin_index, margin_value, 0.0, INF)
             self.terms.append(_Term(window, portfolio, exposure, theta, margin))
 
@@ -275,7 +314,10 @@ class _CuttingPlaneModel:
         movable = np.flatnonzero(problem.movable)
         self.movable = movable
         if options.transfer_cost > 0 and movable.size:
-            moved = columns(movable.size, 0.0, INF, objective=options.transfer_cost)
+            per_holding = options.transfer_cost * self.size[movable] / problem.lot[movable] / unit
+            moved = columns(movable.size, 0.0, INF)
+            for d, value in zip(moved, per_holding, strict=True):
+                cost[d] = float(value)
             for d, i in zip(moved, movable, strict=True):
                 rows.add([d, self.lots[i]], [1.0, -1.0], -self.current_lots[i], INF)
                 rows.add([d, self.lots[i]], [1.0, 1.0], self.current_lots[i], INF)
@@ -283,7 +325,7 @@ class _CuttingPlaneModel:
         if options.max_transfers is not None and movable.size:
             self.binaries = columns(movable.size, 0.0, 1.0)
             for b, i in zip(self.binaries, movable, strict=True):
-                span = max(abs(lot_upper[i] - lot_lower[i]), 1.0)
+                span = max(abs(lot_upper[i] - lot_lower[i]), 1e-9)
                 rows.add([self.lots[i], b], [1.0, -span], -INF, self.current_lots[i])
                 rows.add([self.lots[i], b], [1.0, span], self.current_lots[i], INF)
             rows.add(self.binaries, np.ones(movable.size), -INF, float(options.max_transfers))
@@ -295,8 +337,7 @@ class _CuttingPlaneModel:
         lp.col_upper_ = np.array(upper)
         self.highs.passModel(lp)
         rows.push(self.highs)
-        integral_lots = self.lots[movable] if options.integral else np.zeros(0, dtype=np.int64)
-        self.integer_columns = np.concatenate((integral_lots, self.binaries))
+        self.integer_columns = np.concatenate((self.lot_columns, self.whole_columns, self.binaries))
         self.needs_mip = bool(options.integral and movable.size) or self.binaries.size > 0
         rows = _Rows()
         self._directional_cuts(rows)
@@ -328,8 +369,9 @@ class _CuttingPlaneModel:
             inside = portfolio.members[columns]
             members, weights = columns[inside], pnl[inside]
             index.extend(self.lots[members].tolist())
-            value.extend((weights * portfolio.sign * problem.lot[members]).tolist())
-            lower = -float(weights @ portfolio.constant[members])
+            scale = self.size[members] / self.margin_unit
+            value.extend((weights * portfolio.sign * scale).tolist())
+            lower = -float(weights @ portfolio.constant[members]) / self.margin_unit
         rows.add(index, value, lower, INF)
 
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
@@ -407,13 +449,25 @@ class _CuttingPlaneModel:
         loop = _Loop(time_limit, started)
         self._cutting_loop(loop, integral=False)
         if loop.status is Status.OPTIMAL and self.needs_mip:
+            if time_limit is None:  # bound the integral tail (TAIL_SECONDS, TAIL_FACTOR)
+                spent = time.perf_counter() - started
+                loop.time_limit = spent + max(TAIL_SECONDS, TAIL_FACTOR * spent)
+                loop.tail_budget = True
             continuous_bound, continuous_x = loop.lower_bound, loop.best_x
             loop.best_x, loop.best_upper = None, np.inf  # not admissible once integral
             self._set_integral()
             if self.problem.options.integral and continuous_x is not None:
-                self._local_phase(loop, continuous_x, continuous_bound)
+                self._round_continuous(loop, continuous_x, continuous_bound)
+                if not loop.proven:
+                    self._local_phase(loop, continuous_x, continuous_bound)
             if not loop.proven:
                 self._cutting_loop(loop, integral=True)
+        if loop.tail_budget and loop.status is Status.TIME_LIMIT:
+            gap = (loop.best_upper - loop.lower_bound) / max(1.0, abs(loop.best_upper))
+            loop.message = (
+                f"whole-lot search stopped at its default budget ({loop.time_limit:.1f} s; set "
+                f"time_limit for more), {gap:.2g} above the continuous bound"
+            )
         if loop.best_x is None:
             failed = Status.ERROR if loop.status is Status.OPTIMAL else loop.status
             return RawSolution(failed, None, message=loop.message)
@@ -427,18 +481,41 @@ class _CuttingPlaneModel:
             message=f"{loop.message} in {loop.rounds} rounds",
         )
 
+    def _round_continuous(
+        self, loop: _Loop, continuous_x: PositionVector, continuous_bound: float
+    ) -> None:
+        """The continuous optimum moved to the nearest allowed quantities: the first incumbent
+        (and the MIP's start), optimal outright when it meets the continuous bound."""
+        problem = self.problem
+        rounded = snap_to_allowed(problem, continuous_x)
+        limit = problem.options.max_transfers
+        if limit is not None and np.count_nonzero(rounded != problem.current_xm) > limit:
+            return
+        loop.offer(rounded, self._convex_objective(self._term_figures(rounded), rounded))
+        loop.lower_bound = continuous_bound
+        if loop.best_upper - continuous_bound <= MIP_GAP * max(1.0, abs(loop.best_upper)):
+            loop.proven, loop.message = True, "rounded continuous optimum meets its bound"
+        else:
+            self._start_from(rounded)
+
     def _local_phase(
         self, loop: _Loop, continuous_x: PositionVector, continuous_bound: float
     ) -> None:
-        """MIP in the box floor/ceil of the continuous optimum's lots; optimal outright when
-        its best total meets the continuous bound (a lower bound of every integral answer)."""
-        highs, lots = self.highs, self.lots[self.movable]
+        """MIP in the box of the allowed quantities next to the continuous optimum (the lot
+        multiples either side, or the whole holding); optimal outright when its best total
+        meets the continuous bound (a lower bound of every integral answer)."""
+        highs, problem, movable = self.highs, self.problem, self.movable
+        lots = self.lots[movable]
         lp = highs.getLp()
         lower = np.asarray(lp.col_lower_)[lots]
         upper = np.asarray(lp.col_upper_)[lots]
-        centre = continuous_x[self.movable] / self.lot[self.movable]
-        local_lower = np.maximum(lower, np.floor(centre + 1e-9))
-        local_upper = np.minimum(upper, np.ceil(centre - 1e-9))
+        size, lot, sign = self.size[movable], problem.lot[movable], self.grid.sign[movable]
+        held = np.abs(continuous_x[movable])
+        below = np.floor(held / lot + 1e-9) * lot
+        above = np.minimum(np.ceil(held / lot - 1e-9) * lot, np.abs(problem.quantity[movable]))
+        ends = np.stack((sign * below, sign * np.maximum(above, below))) / size
+        local_lower = np.maximum(lower, ends.min(axis=0))
+        local_upper = np.minimum(upper, ends.max(axis=0))
         local_upper = np.maximum(local_upper, local_lower)
         index = lots.astype(np.int32)
         highs.changeColsBounds(index.size, index, local_lower, local_upper)
@@ -449,8 +526,23 @@ class _CuttingPlaneModel:
         if loop.status is Status.OPTIMAL and gap <= MIP_GAP * max(1.0, abs(loop.best_upper)):
             loop.proven = True
         elif loop.status is Status.OPTIMAL and loop.best_x is not None:
-            start = loop.best_x[self.movable] / self.lot[self.movable]
-            highs.setSolution(index.size, index, np.round(start))
+            self._start_from(loop.best_x)
+
+    def _start_from(self, xm_quantity: PositionVector) -> None:
+        """Give HiGHS an allowed allocation as its MIP start: u, and k, z of whole lots."""
+        problem, movable = self.problem, np.flatnonzero(self.problem.movable)
+        grid = self.grid
+        index = [self.lots[movable]]
+        value = [xm_quantity[movable] / self.size[movable]]
+        if self.lot_columns.size:
+            held = np.abs(xm_quantity)
+            whole = (grid.remainder > 0) & (held > grid.kmax * problem.lot + 0.5 * grid.remainder)
+            lots = np.where(whole, grid.kmax, np.round(held / problem.lot))
+            index += [self.lot_columns, self.whole_columns]
+            value += [lots[movable], whole[self.whole_of].astype(float)]
+        columns = np.concatenate(index).astype(np.int32)
+        highs = self.highs
+        highs.setSolution(columns.size, columns, np.concatenate(value))
 
     def _cutting_loop(self, loop: _Loop, integral: bool, local: bool = False) -> None:
         """Kelley's cutting-plane loop on the current model (LP or MIP).
@@ -461,7 +553,7 @@ class _CuttingPlaneModel:
         separation), which damps Kelley's zig-zag. A local phase that is infeasible (a transfer
         limit) just ends.
         """
-        highs, problem = self.highs, self.problem
+        highs, problem, unit = self.highs, self.problem, self.margin_unit
         theta_columns = [term.theta for term in self.terms]
         tolerance = MIP_GAP if integral else GAP_TOLERANCE
         while True:
@@ -471,14 +563,18 @@ class _CuttingPlaneModel:
                 if remaining <= 0:
                     loop.stop(Status.TIME_LIMIT, "time limit reached")
                     return
-                highs.setOptionValue("time_limit", remaining)
+                # HiGHS (1.16) checks an LP's time limit against its run clock, summed over
+                # every run of this instance, and a MIP's against the run alone.
+                limit = remaining if integral else highs.getRunTime() + remaining
+                highs.setOptionValue("time_limit", limit)
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
-                highs.setOptionValue("objective_bound", float(loop.best_upper))
+                highs.setOptionValue("objective_bound", float(loop.best_upper) / unit)
             highs.run()
             model_status = highs.getModelStatus()
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
-                loop.lower_bound = max(loop.lower_bound, float(highs.getInfo().mip_dual_bound))
+                bound = float(highs.getInfo().mip_dual_bound) * unit
+                loop.lower_bound = max(loop.lower_bound, bound)
                 loop.message = "incumbent proven optimal"
                 return
             info = highs.getInfo()
@@ -498,27 +594,29 @@ class _CuttingPlaneModel:
                     loop.stop(Status.ERROR, highs.modelStatusToString(model_status))
                 return
             solution = np.asarray(highs.getSolution().col_value)
-            lots = solution[self.lots]
+            x = solution[self.lots] * self.size
             if integral and problem.options.integral:
-                lots = np.where(problem.movable, np.round(lots), lots)
-            x = lots * self.lot
+                x = snap_to_allowed(problem, x)
             figures = self._term_figures(x)
             previous_best = loop.best_x
             loop.offer(x, self._convex_objective(figures, x))
             if timed_out:
                 loop.stop(Status.TIME_LIMIT, "time limit reached")
                 return
-            loop.lower_bound = float(
+            loop.lower_bound = unit * float(
                 info.mip_dual_bound if integral else info.objective_function_value
             )
             if loop.best_upper - loop.lower_bound <= tolerance * max(1.0, abs(loop.best_upper)):
                 loop.message = "converged"
                 return
-            thetas = solution[theta_columns]
+            thetas = solution[theta_columns] * unit
+            # A MIP's rows hold to its feasibility tolerance in scaled units: a cut violated by
+            # less would come back every round at the same point.
+            floor = CUT_TOLERANCE * unit if integral else 0.0
             violated = [
                 j
                 for j, figure in enumerate(figures)
-                if figure.es > thetas[j] + 1e-9 * max(1.0, abs(figure.es))
+                if figure.es > thetas[j] + max(1e-9 * max(1.0, abs(figure.es)), floor)
             ]
             rows = _Rows()
             loop.cuts += self._add_cuts(rows, figures, violated)
@@ -557,6 +655,7 @@ class _Loop:
     rounds: int = 0
     iterations: int = 0
     cuts: int = 0
+    tail_budget: bool = False  # the time limit is the default integral-tail budget
 
     def remaining(self) -> float | None:
         if self.time_limit is None:

@@ -22,6 +22,7 @@ from tests.conftest import CASE_FILES, close
 from xmargin.optimiser import (
     InfeasibleError,
     Measure,
+    SolveOptions,
     SolverError,
     build_problem,
     cli,
@@ -31,6 +32,7 @@ from xmargin.optimiser import (
 )
 from xmargin.optimiser.cli import common as cli_common
 from xmargin.optimiser.cli import solve as cli_solve
+from xmargin.optimiser.results import all_eligible_allocation
 from xmargin.optimiser.sample import load_sample_book
 
 STATE_KEYS = {"total", "ficc_standalone", "cme_standalone", "xm", "S_F", "S_C", "C_F", "C_C", "r"}
@@ -79,7 +81,7 @@ def test_margin_reports_the_cases_expected_figures(
         _assert_figures(report[state], expected[state])
     # all eligible in XM is the evaluator's figure for that allocation
     problem = build_problem(load_case(case_path))
-    all_in = evaluate(problem, np.where(problem.eligible, problem.quantity, 0.0))
+    all_in = evaluate(problem, all_eligible_allocation(problem))
     assert report["all_eligible_in_xm"]["total"] == pytest.approx(all_in.total, rel=1e-12)
 
 
@@ -247,7 +249,8 @@ def test_demo_prints_the_three_states_savings_and_transfers(
 ) -> None:
     code, out, err = run(capsys, "demo")
     assert code == 0, err
-    result = optimise(load_sample_book())
+    result = optimise(load_sample_book(), options=SolveOptions(integral=True))
+    assert "Lots: whole lots" in out
     for state in (result.baseline, result.current, result.optimised):
         assert f"{round(state.total):,d}" in out
     assert f"Savings: {result.savings:,.0f} USD" in out

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES
-from xmargin.optimiser import load_case, optimise, parse_case
+from xmargin.optimiser import SolveOptions, load_case, optimise, parse_case
 from xmargin.optimiser.reports import (
     FIXML_NAMESPACE,
     STATE_COLOURS,
@@ -36,9 +36,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def results() -> list[OptimisationResult]:
-    """Optimised worked cases that move something, and a generated book with shorts and longs."""
-    cases = [optimise(load_case(path)) for path in CASE_FILES]
-    sample = optimise(generate_book(30, 400, 17))
+    """Optimised worked cases that move something, and a generated book with shorts and longs,
+    in whole lots (the transfer files refuse a continuous answer's fractional lots)."""
+    whole_lots = SolveOptions(integral=True)
+    cases = [optimise(load_case(path), options=whole_lots) for path in CASE_FILES]
+    sample = optimise(generate_book(30, 400, 17), options=whole_lots)
     return [r for r in cases if r.transfers] + [sample]
 
 
