@@ -207,7 +207,7 @@ class _CuttingPlaneModel:
             self.whole_of = movable_index[grid.has_remainder[movable_index]]
             self.whole_columns = columns(self.whole_of.size, 0.0, 1.0)
             whole_by_position = dict(zip(self.whole_of.tolist(), self.whole_columns, strict=True))
-            for column, i in zip(self.lot_columns, movable_index, strict=True):
+            for column, i in zip(self.lot_columns, movable_index.tolist(), strict=True):
                 sign, size = grid.sign[i], self.size[i]
                 index = [self.lots[i], column]
                 value = [1.0, -sign * problem.lot[i] / size]
