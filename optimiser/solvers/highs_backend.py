@@ -318,13 +318,13 @@ class _CuttingPlaneModel:
             moved = columns(movable.size, 0.0, INF)
             for d, value in zip(moved, per_holding, strict=True):
                 cost[d] = float(value)
-            for d, i in zip(moved, movable, strict=True):
+            for d, i in zip(moved, movable.tolist(), strict=True):
                 rows.add([d, self.lots[i]], [1.0, -1.0], -self.current_lots[i], INF)
                 rows.add([d, self.lots[i]], [1.0, 1.0], self.current_lots[i], INF)
         self.binaries = np.zeros(0, dtype=np.int64)
         if options.max_transfers is not None and movable.size:
             self.binaries = columns(movable.size, 0.0, 1.0)
-            for b, i in zip(self.binaries, movable, strict=True):
+            for b, i in zip(self.binaries, movable.tolist(), strict=True):
                 span = max(abs(lot_upper[i] - lot_lower[i]), 1e-9)
                 rows.add([self.lots[i], b], [1.0, -span], -INF, self.current_lots[i])
                 rows.add([self.lots[i], b], [1.0, span], self.current_lots[i], INF)
