@@ -40,7 +40,11 @@ def random_book(
     """
     rng = np.random.default_rng(seed)
     shocks = rng.standard_t(4, (n_scenarios, n_factors)) * rng.uniform(2, 8, n_factors)
-    ids = tuple(f"s{i:04d}" for i in range(n_scenarios))
+    # Scenario ids are dates, oldest first (the case format's rule), ending the day before.
+    ids = tuple(
+        (BUSINESS_DATE - dt.timedelta(days=n_scenarios - i)).isoformat()
+        for i in range(n_scenarios)
+    )
     instruments: dict[str, Instrument] = {}
     positions: list[Position] = []
     kinds = ["NOTE", "FUTURE", "NOTE", "FUTURE", "TIPS", "OPTION"]

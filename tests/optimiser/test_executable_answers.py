@@ -31,6 +31,7 @@ from xmargin.optimiser import (
     optimise,
 )
 from xmargin.optimiser.case_format import book_to_dict, parse_case
+from xmargin.optimiser.cli import common as cli_common
 from xmargin.optimiser.reports import (
     FractionalLotsError,
     bookable_transfers,
@@ -350,9 +351,11 @@ def test_cli_labels_a_relaxation_and_refuses_its_transfer_files(
 
 
 def test_tables_print_lots_exactly() -> None:
-    table = cli.format_table(["lots"], [[cli.exact(119.71)], [cli.exact(53.638838090542406)]])
+    table = cli_common.format_table(
+        ["lots"], [[cli_common.exact(119.71)], [cli_common.exact(53.638838090542406)]]
+    )
     assert "119.71" in table and "53.638838" in table and "120" not in table
-    assert str(cli.exact(120.0)) == "120"
+    assert str(cli_common.exact(120.0)) == "120"
 
 
 def test_wire_options_default_to_whole_lots() -> None:

@@ -332,15 +332,23 @@ def test_cli_explain_table_and_json(prefix: str, capsys: pytest.CaptureFixture[s
 
 
 def test_readme_quotes_the_commands_output(capsys: pytest.CaptureFixture[str]) -> None:
-    """Every line of the README's Explain excerpts is a line the command prints."""
+    """Every line of the README's Explain excerpts is a line the command prints.
+
+    Case 03's optimum is an LP vertex where its FICC standalone tail has ties at the boundary, so
+    that account's split by position and factor follows float noise in the allocation (the
+    margin does not): of case 03 only the headline, XM rule and transfer lines must match."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Explain\n", 1)[1].split("\n## ", 1)[0]
-    quoted = [
-        line.rstrip()
-        for block in re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
-        for line in block.splitlines()
-        if line.strip() and line.strip() != "..."
-    ]
+    blocks = re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+
+    def lines(block: str, stable_only: bool) -> list[str]:
+        kept = [ln.rstrip() for ln in block.splitlines() if ln.strip() and ln.strip() != "..."]
+        if stable_only:
+            kept = [ln for ln in kept if re.match(r"(==|XM account|#  |\d+  [A-Z])", ln)]
+        return kept
+
+    quoted = lines(blocks[0], stable_only=False) + lines(blocks[1], stable_only=True)
     assert len(quoted) > 20
     printed: set[str] = set()
     for prefix, accounts in (("01", ["S_F", "S_C", "C_F"]), ("03", ["ficc_standalone"])):
