@@ -36,6 +36,7 @@ from xmargin.optimiser.batch import (
     split_case,
     strip_volatile,
 )
+from xmargin.optimiser.batch import run as batch_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -349,20 +350,21 @@ def test_cli_batch_reports_an_audit_store_failure_and_keeps_what_was_committed(
     source = tmp_path / "batch.json"
     source.write_text(json.dumps(batch_file_data(4)))
     audit = f"sqlite:///{tmp_path / 'audit.db'}"
-    record = AuditStore.record
+    record_many = AuditStore.record_many
     calls = []
 
-    def failing_record(self: AuditStore, *args: Any) -> bool:
+    def failing_record_many(self: AuditStore, *args: Any) -> int:
         calls.append(1)
         if len(calls) == 3:
             raise sqlite3.OperationalError("disk I/O error")
-        return record(self, *args)
+        return record_many(self, *args)
 
-    monkeypatch.setattr(AuditStore, "record", failing_record)
+    monkeypatch.setattr(batch_run, "COMMIT_ROWS", 1)  # one commit per account
+    monkeypatch.setattr(AuditStore, "record_many", failing_record_many)
     code = cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"])
     assert code == cli.EXIT_INCOMPLETE
     assert "the audit store failed: OperationalError: disk I/O error" in capsys.readouterr().err
-    monkeypatch.setattr(AuditStore, "record", record)
+    monkeypatch.setattr(AuditStore, "record_many", record_many)
     with open_store(audit) as store:
         assert store.count() == 2
     assert cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"]) == 0
