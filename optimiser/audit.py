@@ -632,7 +632,7 @@ def _run_row(
         "OK" if result is not None else "FAILED",
         shared.sha256,
         _account_json(account),
-        canonical_json(result) if result is not None else None,
+        None if result is None else outcome.result_json or canonical_json(result),
         error.type if error else None,
         error.message if error else None,
         error.field if error else None,

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VOLATILE_RESULT_KEYS", "canonical_json", "jsonable", "sha256_of", "strip_volatile"]
+__all__ = [
+    "VOLATILE_RESULT_KEYS",
+    "canonical_json",
+    "json_and_text",
+    "jsonable",
+    "sha256_of",
+    "strip_volatile",
+]
 
 VOLATILE_RESULT_KEYS = (("solver", "build_seconds"), ("solver", "solve_seconds"))
 """Timings in a result that differ between two runs of the same request."""
@@ -32,6 +39,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def json_and_text(value: Any) -> tuple[Any, str]:
+    """``value`` as plain JSON values and as canonical JSON text, converting only when needed:
+    data that is already plain (a result's ``to_dict()``) is encoded once and not walked."""
+    try:
+        return value, canonical_json(value)
+    except (TypeError, ValueError):  # numpy values, NaN or infinity, non-string keys
+        clean = jsonable(value)
+        return clean, canonical_json(clean)
 
 
 def canonical_json(value: Any) -> str:

@@ -23,7 +23,7 @@ from xmargin.schema import clip
 
 from ..case_format import ScenarioData, parse_case, trust_scenarios
 from ..errors import CaseValidationError, SolverError
-from ..jsonvalues import jsonable
+from ..jsonvalues import json_and_text
 from ..optimise import optimise
 from ..results import Status
 from .data import AccountError, AccountOutcome, BatchAccount
@@ -105,7 +105,7 @@ def solve_account(
         result = optimise(book, backend=backend)
         if result.status in (Status.INFEASIBLE, Status.ERROR):
             return failed(AccountError("SolverError", f"solver status {result.status.value}"))
-        answer = jsonable(result.to_dict())
+        answer, answer_json = json_and_text(result.to_dict())  # serialised once, here
     except CaseValidationError as error:
         n_shared = len(shared.get("instruments", []) or [])
         where = field_in_batch(error.field, account, n_shared)
@@ -121,5 +121,12 @@ def solve_account(
         return failed(AccountError(type(error).__name__, str(error) or repr(error)))
     seconds = time.perf_counter() - started
     return AccountOutcome(
-        index, account.account, account.label, answer, None, seconds, xmargin_version()
+        index,
+        account.account,
+        account.label,
+        answer,
+        None,
+        seconds,
+        xmargin_version(),
+        result_json=answer_json,
     )
