@@ -84,26 +84,23 @@ def _serialise_after(result: Any) -> str:
     return json_and_text(result.to_dict())[1]
 
 
-def _per_account_store(
-    path: Path, shared: SharedInputs, items: list[tuple[BatchAccount, AccountOutcome]]
+def _store_seconds(
+    path: Path,
+    shared: SharedInputs,
+    items: list[tuple[BatchAccount, AccountOutcome]],
+    chunked: bool,
 ) -> float:
-    """Before: one commit per account, the result encoded by the store (seconds per account)."""
+    """Seconds per account to store ``items``. Before (``chunked`` False): one commit per
+    account, the result encoded by the store; after: the outcomes committed together, their
+    results' text (made in the worker) written as it is."""
     with open_store(path) as store:
         store.prepare(shared)
         started = time.perf_counter()
-        for account, outcome in items:
-            store.record(shared, account, dataclasses.replace(outcome, result_json=None), 1)
-        return (time.perf_counter() - started) / len(items)
-
-
-def _chunked_store(
-    path: Path, shared: SharedInputs, items: list[tuple[BatchAccount, AccountOutcome]]
-) -> float:
-    """After: the outcomes committed together, their results' text written as it is."""
-    with open_store(path) as store:
-        store.prepare(shared)
-        started = time.perf_counter()
-        store.record_many(shared, items, 1)
+        if chunked:
+            store.record_many(shared, items, 1)
+        else:
+            for account, outcome in items:
+                store.record(shared, account, dataclasses.replace(outcome, result_json=None), 1)
         return (time.perf_counter() - started) / len(items)
 
 
@@ -139,8 +136,9 @@ def measure(accounts: int = 20) -> dict[str, Any]:
         timed("serialise_after", _serialise_after, result)
         timed("pickle_outcome", lambda o: pickle.loads(pickle.dumps(o)), outcome)
     with tempfile.TemporaryDirectory() as folder:
-        phases["store_before"] = [_per_account_store(Path(folder) / "a.db", group.shared, items)]
-        phases["store_after"] = [_chunked_store(Path(folder) / "b.db", group.shared, items)]
+        before = _store_seconds(Path(folder) / "a.db", group.shared, items, chunked=False)
+        after = _store_seconds(Path(folder) / "b.db", group.shared, items, chunked=True)
+        phases["store_before"], phases["store_after"] = [before], [after]
     figures = {f"{k}_ms": _ms(v) for k, v in phases.items()}
     common = figures["merge_case_ms"] + figures["pickle_outcome_ms"]
     before = sum(figures[f"{k}_before_ms"] for k in ("validate", "serialise", "store")) + common

@@ -41,20 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from .batch import (
-    AccountOutcome,
-    BatchAccount,
-    SharedInputs,
-    canonical_json,
-    jsonable,
-    merge_case,
-    sha256_of,
-    solve_account,
-    strip_volatile,
-    xmargin_version,
-)
+from .batch.accounts import solve_account, xmargin_version
+from .batch.data import AccountOutcome, BatchAccount, SharedInputs
+from .batch.format import merge_case
 from .eligibility import default_rulebook
 from .extras import require_extra
+from .jsonvalues import canonical_json, jsonable, sha256_of, strip_volatile
 
 __all__ = [
     "SCENARIO_SCHEMA",

@@ -46,7 +46,6 @@ def xmargin_version() -> str:
         return "unknown"
 
 
-
 def validate_shared(shared: Mapping[str, Any]) -> ScenarioData | None:
     """The shared part's scenario set, validated as :func:`parse_case` validates a case's;
     None when the shared part does not validate (each account then reports the violations)."""

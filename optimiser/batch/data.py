@@ -100,7 +100,6 @@ class AccountOutcome:
         return self.error is None
 
 
-
 AccountSolver = Callable[[int, BatchAccount, Mapping[str, Any], "str | None"], AccountOutcome]
 """What an engine runs per account: ``solve(index, account, shared, backend)``;
 :func:`~xmargin.optimiser.batch.accounts.solve_account` by default. Process and Dask engines

@@ -67,6 +67,13 @@ class InlineEngine:
         return None
 
 
+def _failure(index: int, account: BatchAccount, error: Exception | AccountError) -> AccountOutcome:
+    """The failed outcome of an account the engine lost (not the account's own failure)."""
+    if isinstance(error, Exception):
+        error = AccountError(type(error).__name__, str(error) or repr(error))
+    return AccountOutcome(index, account.account, account.label, None, error)
+
+
 # Worker-process state of LocalPoolEngine: the shared part, set once by the pool initializer.
 _WORKER_SHARED: dict[str, Any] = {}
 _WORKER_BACKEND: list[str | None] = [None]
@@ -171,11 +178,7 @@ class LocalPoolEngine:
                         except BrokenProcessPool:
                             lost.append(index)
                         except Exception as error:  # pickling and the like
-                            account = accounts[index]
-                            failure = AccountError(type(error).__name__, str(error))
-                            yield AccountOutcome(
-                                index, account.account, account.label, None, failure
-                            )
+                            yield _failure(index, accounts[index], error)
                     if lost:  # the rest of the pool's work is lost too
                         for future, index in list(running.items()):
                             try:
@@ -195,11 +198,10 @@ class LocalPoolEngine:
                 self.restarts = restarts
                 if restarts > self.max_restarts:
                     for index in lost + pending:
-                        account = accounts[index]
                         failure = AccountError(
                             "WorkerLost", f"a worker process died {restarts} times; not retried"
                         )
-                        yield AccountOutcome(index, account.account, account.label, None, failure)
+                        yield _failure(index, accounts[index], failure)
                     return
                 pending = lost + pending
 
@@ -300,9 +302,7 @@ class DaskEngine:
                 try:
                     yield future.result()
                 except Exception as error:  # KilledWorker, lost scheduler, ...
-                    account = accounts[index]
-                    failure = AccountError(type(error).__name__, str(error) or repr(error))
-                    yield AccountOutcome(index, account.account, account.label, None, failure)
+                    yield _failure(index, accounts[index], error)
                 finally:
                     future.release()
         finally:

@@ -151,9 +151,7 @@ def parse_batch(data: Any) -> BatchGroup:
     return BatchGroup(shared, accounts)
 
 
-def load_batch(
-    path: str | Path, rejected: list[AccountOutcome] | None = None
-) -> list[BatchGroup]:
+def load_batch(path: str | Path, rejected: list[AccountOutcome] | None = None) -> list[BatchGroup]:
     """A batch file, or a folder of case files (``*.json``, grouped by identical shared parts).
 
     With a ``rejected`` list, a file of a folder that cannot be read as a case (unreadable, not
@@ -267,7 +265,6 @@ def _same_scenarios(first: Book, book: Book) -> bool:
         first.scenarios.ids == book.scenarios.ids
         and np.array_equal(first.scenarios.shocks, book.scenarios.shocks)
     )
-
 
 
 def field_in_batch(field: str, account: BatchAccount, n_shared_instruments: int) -> str:

@@ -357,13 +357,17 @@ class Catalogue:
             return self.instruments[future_id]
         ctd, factor, _ = self.cheapest_to_deliver(contract, offset)
         assert ctd.sensitivities is not None
+        return self._future(future_id, contract, ctd.sensitivities * spec.face / factor)
+
+    def _future(self, future_id: str, contract: str, sensitivities: FactorVector) -> Instrument:
+        """A CME future with these sensitivities (USD per contract per bp), registered."""
         return self._register(
             Instrument(
                 id=future_id,
                 ccp=Ccp.CME,
                 kind=InstrumentKind.FUTURE,
                 contract=contract,
-                sensitivities=ctd.sensitivities * spec.face / factor,
+                sensitivities=sensitivities,
             )
         )
 
@@ -376,15 +380,7 @@ class Catalogue:
         t1, t2 = _years(self.business_date, start), _years(self.business_date, end)
         weights = key_rate_weights([t1, t2])
         forward_sensitivity = (t2 * weights[1] - t1 * weights[0]) / (t2 - t1)
-        return self._register(
-            Instrument(
-                id=future_id,
-                ccp=Ccp.CME,
-                kind=InstrumentKind.FUTURE,
-                contract=contract,
-                sensitivities=-usd_per_bp * forward_sensitivity,
-            )
-        )
+        return self._future(future_id, contract, -usd_per_bp * forward_sensitivity)
 
     def sofr_future(self, offset: int) -> Instrument:
         """Three-month SOFR future on the ``offset``-th quarterly IMM period (USD 25 per bp)."""
