@@ -6,13 +6,16 @@ the stand-in for a day's accounts waiting in storage. Then three timed variants:
 
 - ``engine``: the product's batch path, :func:`xmargin.optimiser.batch.run_groups` on a
   :class:`~xmargin.optimiser.batch.LocalPoolEngine` of ``workers`` processes: the shared part
-  (scenarios, models, options) reaches each worker once; per account the worker merges the case,
-  validates it (``parse_case``), optimises it and returns ``OptimisationResult.to_dict()``.
+  (scenarios, models, options) reaches each worker once, with its scenario set validated once
+  in the parent; per account the worker merges the case, validates the account's own parts
+  (``parse_case``, the scenario set trusted), optimises it and returns the result as a dict
+  and as JSON text made once.
   The clock runs from the engine's pool start to the last answer; turning the accounts into
   batch groups (``batch_from_books``) happens before, untimed, and is reported. The engine's
   default start method is forkserver: the first engine run starts the fork server (with the
   solver stack preloaded), the second reuses it.
-- ``engine_audit``: the same with every outcome committed to a SQLite audit store.
+- ``engine_audit``: the same with every outcome stored in a SQLite audit store (commits in
+  chunks, :class:`~xmargin.optimiser.batch.run.AuditCommits`).
 - ``engine_dask``: the same path on the Dask engine (a ``LocalCluster`` of ``workers``
   processes, started inside the clock), when dask is installed.
 - ``pool``: the bare minimum for comparison: a ``multiprocessing`` pool whose workers build
@@ -178,9 +181,10 @@ def _engine(
         "measured": (
             f"run_groups on the {kind} engine ({type(engine).__name__}): "
             + ("LocalCluster start" if kind == "dask" else "pool start")
-            + ", the shared part to each worker once, per account merge + parse_case + "
-            "optimise + to_dict, answers back to the parent"
-            + (", each committed to a SQLite audit store" if audit_path else "")
+            + ", the shared part to each worker once (its scenario set validated once), per "
+            "account merge + parse_case of its own parts + optimise + to_dict and its JSON text, "
+            "answers back to the parent"
+            + (", stored in a SQLite audit store (commits in chunks)" if audit_path else "")
         ),
         "groups": len(groups),
         "prepare_seconds_untimed": prepare,

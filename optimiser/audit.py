@@ -33,7 +33,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from .batch import (
-    AccountOutcome,
-    BatchAccount,
-    SharedInputs,
-    canonical_json,
-    jsonable,
-    merge_case,
-    sha256_of,
-    solve_account,
-    strip_volatile,
-    xmargin_version,
-)
+from .batch.accounts import solve_account, xmargin_version
+from .batch.data import AccountOutcome, BatchAccount, SharedInputs
+from .batch.format import merge_case
 from .eligibility import default_rulebook
 from .extras import require_extra
+from .jsonvalues import canonical_json, jsonable, sha256_of, strip_volatile
 
 __all__ = [
     "SCENARIO_SCHEMA",
@@ -341,48 +333,31 @@ class AuditStore:
         run_number: int,
     ) -> bool:
         """Commit one outcome. False when an OK row was already there (left as it was)."""
+        return self.record_many(shared, [(account, outcome)], run_number) > 0
+
+    def record_many(
+        self,
+        shared: SharedInputs,
+        items: Sequence[tuple[BatchAccount, AccountOutcome]],
+        run_number: int,
+    ) -> int:
+        """Commit several outcomes of one group in one transaction (a batch's commits come
+        in chunks: one disk sync per chunk, not per account); how many rows were written
+        (an OK row already there is left as it was)."""
+        if not items:
+            return 0
         versions = self.prepare(shared)
-        result = outcome.result
-        totals: tuple[float | None, ...] = (None, None, None)
-        if result is not None:
-            totals = (
-                result["baseline"]["total"],
-                result["current"]["total"],
-                result["optimised"]["total"],
-            )
-        error = outcome.error
-        row = (
-            shared.business_date,
-            shared.cycle,
-            run_number,
-            account.account,
-            account.label,
-            "OK" if result is not None else "FAILED",
-            shared.sha256,
-            _account_json(account),
-            canonical_json(result) if result is not None else None,
-            error.type if error else None,
-            error.message if error else None,
-            error.field if error else None,
-            *totals,
-            outcome.code_version or versions.xmargin,  # the code that solved it
-            versions.rulebook_name,
-            versions.rulebook_effective_date,
-            versions.models_sha256,
-            versions.scenarios_sha256,
-            float(outcome.seconds),
-            dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-        )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in KEY_COLUMNS)
-        statement = (
-            f"INSERT INTO xm_runs ({', '.join(RUN_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in RUN_COLUMNS)}) "
-            f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {updates} "
-            "WHERE xm_runs.status <> 'OK'"
-        )
+        recorded_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        rows = [
+            _run_row(shared, account, outcome, run_number, versions, recorded_at)
+            for account, outcome in items
+        ]
+        written = 0
         with self._transaction() as cursor:
-            cursor.execute(self._sql(statement), row)
-            return bool(cursor.rowcount)
+            for row in rows:
+                cursor.execute(self._sql(_RECORD_STATEMENT), row)
+                written += max(0, cursor.rowcount)
+        return written
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -609,6 +584,58 @@ def _stored_set(row: tuple[Any, ...]) -> StoredScenarioSet:
         byte_count=int(data["byte_count"]),
         registered_at=str(data["registered_at"]),
         registered_by=str(data["registered_by"]),
+    )
+
+
+_RECORD_STATEMENT = (
+    f"INSERT INTO xm_runs ({', '.join(RUN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in RUN_COLUMNS)}) "
+    f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in KEY_COLUMNS)
+    + " WHERE xm_runs.status <> 'OK'"
+)
+"""Insert an account's row; a stored FAILED row is replaced, a stored OK row is kept."""
+
+
+def _run_row(
+    shared: SharedInputs,
+    account: BatchAccount,
+    outcome: AccountOutcome,
+    run_number: int,
+    versions: Versions,
+    recorded_at: str,
+) -> tuple[Any, ...]:
+    """The ``xm_runs`` row of one outcome (columns in :data:`RUN_COLUMNS` order)."""
+    result = outcome.result
+    totals: tuple[float | None, ...] = (None, None, None)
+    if result is not None:
+        totals = (
+            result["baseline"]["total"],
+            result["current"]["total"],
+            result["optimised"]["total"],
+        )
+    error = outcome.error
+    return (
+        shared.business_date,
+        shared.cycle,
+        run_number,
+        account.account,
+        account.label,
+        "OK" if result is not None else "FAILED",
+        shared.sha256,
+        _account_json(account),
+        None if result is None else outcome.result_json or canonical_json(result),
+        error.type if error else None,
+        error.message if error else None,
+        error.field if error else None,
+        *totals,
+        outcome.code_version or versions.xmargin,  # the code that solved it
+        versions.rulebook_name,
+        versions.rulebook_effective_date,
+        versions.models_sha256,
+        versions.scenarios_sha256,
+        float(outcome.seconds),
+        recorded_at,
     )
 
 

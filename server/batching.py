@@ -35,10 +35,12 @@ from xmargin.optimiser.batch import (
     Engine,
     LocalPoolEngine,
     SharedInputs,
-    _field_in_batch,
     jsonable,
     merge_case,
     xmargin_version,
+)
+from xmargin.optimiser.batch import (
+    field_in_batch as _field_in_batch,
 )
 from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem

@@ -18,8 +18,8 @@ import numpy as np
 
 from xmargin.schema import clip
 
-from ..batch import jsonable
 from ..case_format import parse_case
+from ..jsonvalues import jsonable
 from ..model import Book, Mode
 from ..results import OptimisationResult
 

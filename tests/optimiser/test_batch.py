@@ -20,7 +20,14 @@ import pytest
 
 from tests.conftest import CASE_FILES, CASES_DIR
 from tests.optimiser.batches import batch_file_data, batch_group, books, by_account, group
-from xmargin.optimiser import CaseValidationError, book_to_dict, cli, load_case, optimise
+from xmargin.optimiser import (
+    CaseValidationError,
+    book_to_dict,
+    case_format,
+    cli,
+    load_case,
+    optimise,
+)
 from xmargin.optimiser.audit import AuditStore, open_store
 from xmargin.optimiser.batch import (
     AccountOutcome,
@@ -33,9 +40,11 @@ from xmargin.optimiser.batch import (
     merge_case,
     parse_batch,
     run_batch,
+    solve_account,
     split_case,
     strip_volatile,
 )
+from xmargin.optimiser.batch import run as batch_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +84,66 @@ def test_inline_outcome_is_the_library_answer() -> None:
     [first, *_] = _outcomes(InlineEngine(), 2)
     assert first.ok and first.account == "CUST-0" and first.index == 0
     assert strip_volatile(first.result) == strip_volatile(jsonable(optimise(books(2)[0]).to_dict()))
+
+
+def test_the_shared_scenario_set_is_validated_once_per_batch_and_answers_do_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each account's case is validated with the scenario set validated once (trusted by
+    identity of the shared lists): one scenario validation for the batch, not one per account,
+    and the same answers as the library on the same books."""
+    calls: list[int] = []
+    real = case_format.parse_scenarios
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(case_format, "parse_scenarios", counted)
+    selected = batch_group(4)
+    calls.clear()  # parse_batch validated the shared part once, for its own check
+    outcomes = list(InlineEngine().run(selected.accounts, selected.shared))
+    assert len(calls) == 1
+    for outcome, book in zip(outcomes, books(4), strict=True):
+        assert outcome.result is not None and outcome.result_json is not None
+        assert strip_volatile(outcome.result) == strip_volatile(jsonable(optimise(book).to_dict()))
+        assert json.loads(outcome.result_json) == outcome.result  # the text the store writes
+
+
+def test_a_bad_shared_scenario_set_is_not_trusted_and_every_account_names_the_field() -> None:
+    selected = group(2)
+    shared = dict(selected.shared.data)
+    scenarios = dict(shared["scenarios"])
+    scenarios["shocks"] = [list(row) for row in scenarios["shocks"]]
+    scenarios["shocks"][3][0] = "x"
+    shared["scenarios"] = scenarios
+    outcomes = [solve_account(i, a, shared) for i, a in enumerate(selected.accounts)]
+    for outcome in outcomes:
+        assert outcome.error is not None and outcome.error.type == "CaseValidationError"
+        assert outcome.error.field is not None
+        assert outcome.error.field.startswith("scenarios.shocks[3]")
+
+
+def test_audit_commits_come_in_chunks_and_store_every_account_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks: list[int] = []
+    record_many = AuditStore.record_many
+
+    def counted(self: AuditStore, shared: Any, items: Any, run_number: int) -> int:
+        chunks.append(len(items))
+        return record_many(self, shared, items, run_number)
+
+    monkeypatch.setattr(AuditStore, "record_many", counted)
+    monkeypatch.setattr(batch_run, "COMMIT_ROWS", 3)
+    monkeypatch.setattr(batch_run, "COMMIT_SECONDS", 3600.0)
+    with open_store(tmp_path / "audit.db") as store:
+        summary = run_batch(list(books(7)), engine="inline", audit=store, keep_outcomes=True)
+        assert chunks == [3, 3, 1]  # full chunks, then the rest when the run ends
+        assert store.count() == 7
+        for outcome in summary.outcomes:
+            record = store.get("2026-11-24", "EOD", 1, outcome.account)
+            assert record is not None and record.result == outcome.result
 
 
 def test_batch_file_errors_name_the_field() -> None:
@@ -349,20 +418,21 @@ def test_cli_batch_reports_an_audit_store_failure_and_keeps_what_was_committed(
     source = tmp_path / "batch.json"
     source.write_text(json.dumps(batch_file_data(4)))
     audit = f"sqlite:///{tmp_path / 'audit.db'}"
-    record = AuditStore.record
+    record_many = AuditStore.record_many
     calls = []
 
-    def failing_record(self: AuditStore, *args: Any) -> bool:
+    def failing_record_many(self: AuditStore, *args: Any) -> int:
         calls.append(1)
         if len(calls) == 3:
             raise sqlite3.OperationalError("disk I/O error")
-        return record(self, *args)
+        return record_many(self, *args)
 
-    monkeypatch.setattr(AuditStore, "record", failing_record)
+    monkeypatch.setattr(batch_run, "COMMIT_ROWS", 1)  # one commit per account
+    monkeypatch.setattr(AuditStore, "record_many", failing_record_many)
     code = cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"])
     assert code == cli.EXIT_INCOMPLETE
     assert "the audit store failed: OperationalError: disk I/O error" in capsys.readouterr().err
-    monkeypatch.setattr(AuditStore, "record", record)
+    monkeypatch.setattr(AuditStore, "record_many", record_many)
     with open_store(audit) as store:
         assert store.count() == 2
     assert cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"]) == 0

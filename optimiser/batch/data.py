@@ -1,0 +1,107 @@
+"""The data of a batch: shared inputs, accounts, groups, and each account's outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..jsonvalues import jsonable, sha256_of
+
+__all__ = [
+    "AccountError",
+    "AccountOutcome",
+    "AccountSolver",
+    "BatchAccount",
+    "BatchGroup",
+    "SharedInputs",
+]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SharedInputs:
+    """What every account of a group shares (JSON-ready case parts), and its content hash."""
+
+    data: dict[str, Any]
+    sha256: str
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any], from_json: bool = False) -> SharedInputs:
+        """``from_json``: the data was read from JSON, so it needs no cleaning (faster)."""
+        if from_json:
+            try:
+                return cls(dict(data), sha256_of(data))
+            except ValueError:  # NaN or infinity: JSON reads them, canonical JSON has null
+                pass
+        clean = jsonable(dict(data))
+        return cls(clean, sha256_of(clean))
+
+    @property
+    def business_date(self) -> str:
+        return str(self.data.get("business_date", ""))
+
+    @property
+    def cycle(self) -> str:
+        return str(self.data.get("cycle", "EOD"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAccount:
+    """One account's own case parts. ``account`` (its customer id) keys the audit store;
+    ``label`` says where it came from (``accounts[3]`` or a file path)."""
+
+    account: str
+    data: dict[str, Any]
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchGroup:
+    """Accounts that share one :class:`SharedInputs`."""
+
+    shared: SharedInputs
+    accounts: list[BatchAccount]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountError:
+    """Why an account failed: the exception type, its message and, for bad input, the field."""
+
+    type: str
+    message: str
+    field: str | None = None
+    advice: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "field": self.field}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOutcome:
+    """One account's answer (``result``, the JSON of ``OptimisationResult.to_dict()``) or its
+    failure (``error``); ``index`` is its place in the list given to the engine."""
+
+    index: int
+    account: str
+    label: str
+    result: dict[str, Any] | None = None
+    error: AccountError | None = None
+    seconds: float = 0.0
+    code_version: str = ""
+    """The xmargin version of the process that solved it (a Dask worker may differ)."""
+    payload: bytes | None = None
+    """An :data:`AccountSolver` hook's own encoding of the answer (the gRPC server's proto)."""
+    result_json: str | None = None
+    """``result`` as canonical JSON (:func:`~xmargin.optimiser.jsonvalues.canonical_json`),
+    made once where the account was solved: the audit store writes this text as it is."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+AccountSolver = Callable[[int, BatchAccount, Mapping[str, Any], "str | None"], AccountOutcome]
+"""What an engine runs per account: ``solve(index, account, shared, backend)``;
+:func:`~xmargin.optimiser.batch.accounts.solve_account` by default. Process and Dask engines
+pickle it to their workers, so a replacement must be picklable (a module-level function or an
+instance of a module's class)."""

@@ -1,0 +1,337 @@
+"""Batch engines: each runs accounts that share one :class:`SharedInputs` and yields an
+:class:`AccountOutcome` per account as it finishes (in completion order); a failing account
+yields a failure and never stops the others.
+
+- :class:`LocalPoolEngine` (default): a :class:`~concurrent.futures.ProcessPoolExecutor` whose
+  initializer receives the shared part; a worker that dies is replaced and its accounts re-run.
+- :class:`DaskEngine`: Dask distributed, on a scheduler (``tcp://host:port``) or a
+  ``LocalCluster``; the shared part is scattered with ``broadcast=True``.
+- :class:`InlineEngine`: sequential, in the calling process (tests, tiny batches).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol, runtime_checkable
+
+from ..case_format import ScenarioData
+from ..extras import require_extra
+from .accounts import prepare_shared, solve_account, validate_shared
+from .data import AccountError, AccountOutcome, AccountSolver, BatchAccount, SharedInputs
+
+__all__ = [
+    "ENGINES",
+    "DaskEngine",
+    "Engine",
+    "InlineEngine",
+    "LocalPoolEngine",
+    "make_engine",
+]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs accounts that share ``shared``; yields each outcome as it finishes."""
+
+    name: str
+
+    def run(
+        self, accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]: ...
+
+    def close(self) -> None: ...
+
+
+class InlineEngine:
+    """Sequential, in this process: the test double, and the engine for a handful of accounts."""
+
+    name = "inline"
+
+    def __init__(self, backend: str | None = None, solve: AccountSolver = solve_account) -> None:
+        self.backend = backend
+        self.solve = solve
+
+    def run(
+        self, accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]:
+        prepare_shared(shared.data)
+        for index, account in enumerate(accounts):
+            yield self.solve(index, account, shared.data, self.backend)
+
+    def close(self) -> None:
+        return None
+
+
+def _failure(index: int, account: BatchAccount, error: Exception | AccountError) -> AccountOutcome:
+    """The failed outcome of an account the engine lost (not the account's own failure)."""
+    if isinstance(error, Exception):
+        error = AccountError(type(error).__name__, str(error) or repr(error))
+    return AccountOutcome(index, account.account, account.label, None, error)
+
+
+# Worker-process state of LocalPoolEngine: the shared part, set once by the pool initializer.
+_WORKER_SHARED: dict[str, Any] = {}
+_WORKER_BACKEND: list[str | None] = [None]
+_WORKER_SOLVE: list[AccountSolver] = [solve_account]
+
+
+def _init_worker(
+    shared: dict[str, Any],
+    backend: str | None,
+    solve: AccountSolver = solve_account,
+    validated: ScenarioData | None = None,
+) -> None:
+    """A pool worker's start: the shared part once, its scenario set trusted as the parent
+    validated it (``validated``), so no account validates it again."""
+    _WORKER_SHARED.clear()
+    _WORKER_SHARED.update(shared)
+    _WORKER_BACKEND[0] = backend
+    _WORKER_SOLVE[0] = solve
+    prepare_shared(_WORKER_SHARED, validated)
+
+
+def _solve_in_worker(index: int, account: BatchAccount) -> AccountOutcome:
+    return _WORKER_SOLVE[0](index, account, _WORKER_SHARED, _WORKER_BACKEND[0])
+
+
+def _default_start_method() -> str:
+    """forkserver where it exists: safe beside threads (gRPC, progress), and fast to start once
+    the server has imported the solver stack; spawn elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class LocalPoolEngine:
+    """A process pool on this machine; the shared part reaches each worker once, through the
+    pool initializer. A worker that dies breaks the pool: a new pool re-runs the accounts that
+    had not finished, at most ``max_restarts`` times, then they fail with ``WorkerLost``."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        start_method: str | None = None,
+        backend: str | None = None,
+        max_in_flight: int | None = None,
+        max_restarts: int = 2,
+        solve: AccountSolver = solve_account,
+    ) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.solve = solve
+        self.start_method = start_method or _default_start_method()
+        self.backend = backend
+        self.max_in_flight = max_in_flight or 4 * self.workers
+        self.max_restarts = max_restarts
+        self._pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+        """How many times the last run replaced a broken pool."""
+
+    def _context(self) -> multiprocessing.context.BaseContext:
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            context.set_forkserver_preload(["xmargin.optimiser.batch", "xmargin.optimiser"])
+        return context
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running pool's workers (empty between runs)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return [int(pid) for pid in processes]
+
+    def run(
+        self, accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]:
+        pending = list(range(len(accounts)))
+        self.restarts = restarts = 0
+        validated = validate_shared(shared.data)  # once per batch, in the parent
+        while pending:
+            lost: list[int] = []
+            pool = ProcessPoolExecutor(
+                max_workers=min(self.workers, len(pending)),
+                mp_context=self._context(),
+                initializer=_init_worker,
+                initargs=(shared.data, self.backend, self.solve, validated),
+            )
+            self._pool = pool
+            running: dict[Future[AccountOutcome], int] = {}
+            try:
+                while pending or running:
+                    while pending and len(running) < self.max_in_flight and not lost:
+                        index = pending.pop(0)
+                        try:
+                            running[pool.submit(_solve_in_worker, index, accounts[index])] = index
+                        except BrokenProcessPool:
+                            lost.append(index)
+                    if not running:
+                        break
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = running.pop(future)
+                        try:
+                            yield future.result()
+                        except BrokenProcessPool:
+                            lost.append(index)
+                        except Exception as error:  # pickling and the like
+                            yield _failure(index, accounts[index], error)
+                    if lost:  # the rest of the pool's work is lost too
+                        for future, index in list(running.items()):
+                            try:
+                                yield future.result()
+                            except Exception:
+                                lost.append(index)
+                        running.clear()
+                        break
+            finally:
+                for future in running:
+                    future.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+            if lost:
+                lost.sort()
+                restarts += 1
+                self.restarts = restarts
+                if restarts > self.max_restarts:
+                    for index in lost + pending:
+                        failure = AccountError(
+                            "WorkerLost", f"a worker process died {restarts} times; not retried"
+                        )
+                        yield _failure(index, accounts[index], failure)
+                    return
+                pending = lost + pending
+
+    def close(self) -> None:
+        return None
+
+
+def _dask_solve(
+    index: int,
+    account: BatchAccount,
+    shared: dict[str, Any],
+    backend: str | None,
+    solve: AccountSolver = solve_account,
+) -> AccountOutcome:
+    return solve(index, account, prepare_shared(shared), backend)
+
+
+class DaskEngine:
+    """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:port``; its workers need
+    xmargin installed), else a ``LocalCluster`` of ``workers`` processes, one thread each. The
+    shared part is scattered to every worker once (``broadcast=True``); a task carries one
+    account. Dask re-runs the tasks of a worker that dies on another one."""
+
+    name = "dask"
+
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        backend: str | None = None,
+        client: Any = None,
+        connect_timeout: float = 10.0,
+        solve: AccountSolver = solve_account,
+    ) -> None:
+        self.scheduler = scheduler
+        self.solve = solve
+        self.connect_timeout = connect_timeout
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.backend = backend
+        if client is None:  # fail now, with the extra to install, not at the first account
+            require_extra("distributed", "batch", "the Dask batch engine")
+        self._client = client
+        self._owns_client = client is None
+        self._cluster: Any = None
+        self.shared_key: str | None = None
+        """The key of the scattered shared inputs of the current run (each worker holds it)."""
+
+    @property
+    def client(self) -> Any:
+        """The distributed Client (a LocalCluster starts on first use)."""
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.scheduler:
+                self._client = Client(self.scheduler, timeout=self.connect_timeout)
+            else:
+                self._cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",  # any free port: never clash on 8787
+                    silence_logs=40,  # logging.ERROR
+                    env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+                )
+                self._client = Client(self._cluster)
+        return self._client
+
+    def connect(self) -> Any:
+        """Connect to the scheduler (or start the LocalCluster) now; the Client."""
+        return self.client
+
+    def run(
+        self, accounts: Sequence[BatchAccount], shared: SharedInputs
+    ) -> Iterator[AccountOutcome]:
+        from distributed import as_completed
+
+        client = self.client
+        # a list, so that the dict is one piece of data (a dict would scatter its values)
+        [shared_future] = client.scatter([shared.data], broadcast=True, hash=False)
+        self.shared_key = str(shared_future.key)
+        token = f"{shared.sha256[:12]}-{time.time_ns()}"
+        futures = {
+            client.submit(
+                _dask_solve,
+                index,
+                account,
+                shared_future,
+                self.backend,
+                self.solve,
+                key=f"xmargin-account-{token}-{index}",
+                pure=False,
+            ): index
+            for index, account in enumerate(accounts)
+        }
+        try:
+            for future in as_completed(list(futures)):
+                index = futures[future]
+                try:
+                    yield future.result()
+                except Exception as error:  # KilledWorker, lost scheduler, ...
+                    yield _failure(index, accounts[index], error)
+                finally:
+                    future.release()
+        finally:
+            client.cancel(list(futures))
+            client.cancel([shared_future])
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+ENGINES = ("local", "dask", "inline")
+
+
+def make_engine(
+    name: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    backend: str | None = None,
+) -> Engine:
+    """``local`` (process pool), ``dask`` (``scheduler`` or a LocalCluster) or ``inline``."""
+    if name == "local":
+        return LocalPoolEngine(workers, backend=backend)
+    if name == "dask":
+        return DaskEngine(scheduler, workers, backend=backend)
+    if name == "inline":
+        return InlineEngine(backend)
+    raise ValueError(f"unknown engine {name!r}; use one of {ENGINES}")

@@ -1,0 +1,225 @@
+"""The run loop: a batch's groups through an engine, with progress, totals and the audit
+store (accounts already stored for the run are skipped, so a run resumes where it stopped)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..model import Book
+from .data import AccountOutcome, BatchAccount, BatchGroup, SharedInputs
+from .engines import Engine, make_engine
+from .format import batch_from_books
+
+if TYPE_CHECKING:
+    from ..audit import AuditStore
+
+__all__ = [
+    "COMMIT_ROWS",
+    "COMMIT_SECONDS",
+    "AuditCommits",
+    "BatchSummary",
+    "run_batch",
+    "run_groups",
+]
+
+
+@dataclass(slots=True)
+class BatchSummary:
+    """Totals over a batch's accounts (computed now or found already stored); ``before`` is
+    the current allocation's total margin, ``after`` the optimised one."""
+
+    engine: str
+    accounts: int = 0
+    computed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    baseline_total: float = 0.0
+    before_total: float = 0.0
+    after_total: float = 0.0
+    seconds: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[AccountOutcome] = field(default_factory=list)
+
+    @property
+    def savings(self) -> float:
+        """Margin released against the current allocations."""
+        return self.before_total - self.after_total
+
+    @property
+    def savings_vs_baseline(self) -> float:
+        return self.baseline_total - self.after_total
+
+    def add_totals(self, baseline: float, before: float, after: float) -> None:
+        self.baseline_total += baseline
+        self.before_total += before
+        self.after_total += after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "accounts": self.accounts,
+            "computed": self.computed,
+            "skipped_already_stored": self.skipped,
+            "failed": self.failed,
+            "succeeded": self.accounts - self.failed,
+            "total_margin_baseline": self.baseline_total,
+            "total_margin_before": self.before_total,
+            "total_margin_after": self.after_total,
+            "savings": self.savings,
+            "savings_vs_baseline": self.savings_vs_baseline,
+            "seconds": self.seconds,
+            "accounts_per_second": self.computed / self.seconds if self.seconds > 0 else None,
+            "failures": self.failures,
+        }
+
+
+def _totals(result: Mapping[str, Any]) -> tuple[float, float, float]:
+    return (
+        float(result["baseline"]["total"]),
+        float(result["current"]["total"]),
+        float(result["optimised"]["total"]),
+    )
+
+
+COMMIT_SECONDS = 0.25
+"""A batch's audit rows wait at most this long (or until a group ends) before a commit."""
+COMMIT_ROWS = 256
+"""... or until this many are waiting."""
+
+
+class AuditCommits:
+    """Outcomes on their way to the audit store, committed together (one transaction, one
+    disk sync per chunk): every :data:`COMMIT_SECONDS`, every :data:`COMMIT_ROWS` outcomes,
+    at a change of group and at :meth:`flush`. A run killed between two commits re-runs the
+    accounts of the last chunk when resumed."""
+
+    def __init__(self, audit: AuditStore, run_number: int) -> None:
+        self.audit = audit
+        self.run_number = run_number
+        self._shared: SharedInputs | None = None
+        self._waiting: list[tuple[BatchAccount, AccountOutcome]] = []
+        self._last = time.monotonic()
+
+    def add(self, shared: SharedInputs, account: BatchAccount, outcome: AccountOutcome) -> None:
+        if self._shared is not None and shared is not self._shared:
+            self.flush()
+        self._shared = shared
+        self._waiting.append((account, outcome))
+        if len(self._waiting) >= COMMIT_ROWS or time.monotonic() - self._last >= COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what is waiting."""
+        waiting, self._waiting = self._waiting, []
+        self._last = time.monotonic()
+        if waiting and self._shared is not None:
+            self.audit.record_many(self._shared, waiting, self.run_number)
+
+
+def run_batch(
+    accounts: Sequence[BatchAccount] | Sequence[Book],
+    shared: SharedInputs | None = None,
+    engine: Engine | str = "local",
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    audit: AuditStore | None = None,
+    run_number: int = 1,
+    keep_outcomes: bool = False,
+    on_outcome: Callable[[AccountOutcome, int, int], None] | None = None,
+) -> BatchSummary:
+    """Optimise every account and return the totals.
+
+    ``accounts`` are :class:`BatchAccount`\\ s sharing ``shared``, or :class:`Book`\\ s (grouped
+    by :func:`batch_from_books`; ``shared`` is then None). ``engine`` is an :class:`Engine` (left
+    open) or a name for :func:`make_engine` (closed at the end). With ``audit``, accounts already
+    stored for (business date, cycle, ``run_number``) are skipped and each outcome is committed
+    in chunks (:class:`AuditCommits`: every :data:`COMMIT_SECONDS` or :data:`COMMIT_ROWS`
+    outcomes, and whenever the run stops). ``on_outcome(outcome, done, total)`` is called after
+    each one (progress).
+    """
+    books = [a for a in accounts if isinstance(a, Book)]
+    if shared is None and len(books) == len(accounts):
+        groups = batch_from_books(books)
+    elif shared is not None and not books:
+        groups = [BatchGroup(shared, [a for a in accounts if isinstance(a, BatchAccount)])]
+    else:
+        raise TypeError("give BatchAccounts with their SharedInputs, or Books and no shared")
+    return run_groups(
+        groups,
+        engine,
+        workers=workers,
+        scheduler=scheduler,
+        audit=audit,
+        run_number=run_number,
+        keep_outcomes=keep_outcomes,
+        on_outcome=on_outcome,
+    )
+
+
+def run_groups(
+    groups: Sequence[BatchGroup],
+    engine: Engine | str = "local",
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    audit: AuditStore | None = None,
+    run_number: int = 1,
+    keep_outcomes: bool = False,
+    on_outcome: Callable[[AccountOutcome, int, int], None] | None = None,
+) -> BatchSummary:
+    """:func:`run_batch` over several groups (a folder of cases with different scenario sets)."""
+    owned = isinstance(engine, str)
+    runner = make_engine(engine, workers, scheduler) if isinstance(engine, str) else engine
+    summary = BatchSummary(engine=runner.name)
+    total = sum(len(g.accounts) for g in groups)
+    summary.accounts = total
+    done = 0
+    started = time.perf_counter()
+    commits = AuditCommits(audit, run_number) if audit is not None else None
+    try:
+        for group in groups:
+            todo = list(group.accounts)
+            if audit is not None:
+                stored = audit.completed_totals(
+                    group.shared.business_date, group.shared.cycle, run_number
+                )
+                for account in group.accounts:
+                    if account.account in stored:
+                        summary.skipped += 1
+                        summary.add_totals(*stored[account.account])
+                todo = [a for a in group.accounts if a.account not in stored]
+                done += len(group.accounts) - len(todo)
+                audit.prepare(group.shared)
+            if not todo:
+                continue
+            for outcome in runner.run(todo, group.shared):
+                done += 1
+                summary.computed += 1
+                if commits is not None:
+                    commits.add(group.shared, todo[outcome.index], outcome)
+                if outcome.result is not None:
+                    summary.add_totals(*_totals(outcome.result))
+                else:
+                    assert outcome.error is not None
+                    summary.failed += 1
+                    summary.failures.append(
+                        {"account": outcome.account, "source": outcome.label}
+                        | outcome.error.to_dict()
+                    )
+                if keep_outcomes:
+                    summary.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome, done, total)
+    finally:
+        try:
+            if commits is not None:  # also when stopped: what finished stays stored
+                commits.flush()
+        finally:
+            summary.seconds = time.perf_counter() - started
+            if owned:
+                runner.close()
+    return summary

@@ -1,0 +1,69 @@
+"""JSON-ready values: numpy unwrapped, NaN and infinity as null; canonical text and its hash.
+
+The one home of :func:`jsonable` (the CLI, the batch runner, the audit store and the server use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "VOLATILE_RESULT_KEYS",
+    "canonical_json",
+    "json_and_text",
+    "jsonable",
+    "sha256_of",
+    "strip_volatile",
+]
+
+VOLATILE_RESULT_KEYS = (("solver", "build_seconds"), ("solver", "solve_seconds"))
+"""Timings in a result that differ between two runs of the same request."""
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinity as null."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_and_text(value: Any) -> tuple[Any, str]:
+    """``value`` as plain JSON values and as canonical JSON text, converting only when needed:
+    data that is already plain (a result's ``to_dict()``) is encoded once and not walked."""
+    try:
+        return value, canonical_json(value)
+    except (TypeError, ValueError):  # numpy values, NaN or infinity, non-string keys
+        clean = jsonable(value)
+        return clean, canonical_json(clean)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, no NaN: equal data gives equal text (and equal hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def sha256_of(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def strip_volatile(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result without its timings, for comparing two runs of one request."""
+    out = json.loads(json.dumps(result))
+    for section, key in VOLATILE_RESULT_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
