@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..extras import MissingExtraError
+from ..solvers import parse_backend_name
 from .common import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -131,8 +132,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     rejected: list[AccountOutcome] = []  # files of a folder that are not readable cases
     with progress(f"reading {args.source}", enabled=not args.quiet):
         groups = load_batch(args.source, rejected)
-    if args.backend is not None and args.backend.partition(":")[0] not in ("highs", "cvxpy"):
-        raise UsageError(f"unknown backend {args.backend!r}: use highs, cvxpy or cvxpy:SOLVER")
+    if args.backend is not None:  # UnknownBackendError: reported like any invalid case field
+        parse_backend_name(args.backend)
     store = None if args.no_audit else _open_audit(args)
     engine = make_engine(engine_name, args.workers, args.scheduler, args.backend)
     bar = BatchProgress(enabled=not args.quiet)
