@@ -15,6 +15,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
+    _backend_flag,
     _command,
     _output_flags,
     _print_json,
@@ -298,7 +299,7 @@ def add_parsers(commands: Any) -> None:
     batch_parser.add_argument(
         "--workers", type=int, metavar="N", help="processes (default: one per core)"
     )
-    batch_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
+    _backend_flag(batch_parser)
     _output_flags(batch_parser, "json")
     batch_parser.set_defaults(handler=cmd_batch)
 

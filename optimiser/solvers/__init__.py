@@ -20,6 +20,7 @@ from .base import Backend
 __all__ = [
     "BACKENDS",
     "BACKEND_FIELD",
+    "BACKEND_HELP",
     "DEFAULT_BACKEND",
     "NOT_SOLVER_ERRORS",
     "BackendSpec",
@@ -32,6 +33,9 @@ BACKEND_FIELD = "options.backend"
 """The case-format path of the backend name, named by every refusal."""
 
 DEFAULT_BACKEND = "highs"
+
+BACKEND_HELP = "highs (default), cvxpy or cvxpy:SOLVER (any installed cvxpy solver)"
+"""The accepted backend names, as the command line's help and the server's docs say them."""
 
 
 def _highs(solver: str | None = None) -> Backend:
