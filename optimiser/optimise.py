@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .blas import configure_blas_threads
-from .errors import CaseValidationError, InfeasibleError, SolverError
+from .errors import InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
 from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
@@ -29,8 +28,15 @@ from .results import (
     all_eligible_allocation,
     transfers_between,
 )
+from .solvers import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    NOT_SOLVER_ERRORS,
+    BackendSpec,
+    expected_solver_errors,
+    parse_backend_name,
+)
 from .solvers.base import Backend, RawSolution, on_allowed_set, snap_to_allowed
-from .solvers.highs_backend import HighsBackend
 from .solvers.local_search import exact_objective, improve
 
 __all__ = [
@@ -45,25 +51,10 @@ __all__ = [
 ]
 
 
-def _cvxpy_backend(solver: str = "HIGHS") -> Backend:
-    # cvxpy takes half a second to import: only when the reference path is asked for.
-    from .solvers.cvxpy_backend import CvxpyBackend
-
-    return CvxpyBackend(solver)
-
-
-BACKENDS: dict[str, Callable[[], Backend]] = {"highs": HighsBackend, "cvxpy": _cvxpy_backend}
-DEFAULT_BACKEND = "highs"
-
-
 def make_backend(name: str) -> Backend:
-    """``highs``, ``cvxpy`` or ``cvxpy:SOLVER`` (any installed cvxpy solver)."""
-    base, _, solver = name.partition(":")
-    if base == "cvxpy" and solver:
-        return _cvxpy_backend(solver.upper())
-    if base not in BACKENDS or solver:
-        raise ValueError(f"unknown backend {name!r}; use one of {sorted(BACKENDS)} or cvxpy:SOLVER")
-    return BACKENDS[base]()
+    """A backend by name: ``highs``, ``cvxpy`` or ``cvxpy:SOLVER`` (any installed cvxpy
+    solver); :class:`~xmargin.optimiser.solvers.UnknownBackendError` otherwise."""
+    return parse_backend_name(name).create()
 
 
 def snap_allocation(problem: Problem, xm_quantity: PositionVector) -> PositionVector:
@@ -104,23 +95,33 @@ def _solve_with_fallback(
     problem: Problem, backend_name: str, deadline: float | None, reduction: bool = True
 ) -> _Attempt:
     """The first backend's answer, else the next one's, all within one wall-clock deadline.
-    A crash, an error status, or "infeasible" on a problem that always has a feasible
-    allocation is a failure to fall back from; with no time left the answer has no
-    allocation (status TIME_LIMIT) and the caller keeps the current one."""
-    try:
-        make_backend(backend_name)
-    except ValueError as error:
-        raise CaseValidationError("options.backend", backend_name, str(error)) from error
-    order = [backend_name] + [name for name in BACKENDS if name != backend_name.partition(":")[0]]
+
+    The chain is the requested backend, then each other family of ``solvers.BACKENDS`` with its
+    defaults. A backend whose capabilities refuse the problem (e.g. whole lots to a solver
+    without MIP) is skipped; an expected solver error (``solvers.expected_solver_errors``), an
+    error status, or "infeasible" on a problem that always has a feasible allocation is a
+    failure to fall back from; each is recorded with its reason. Any other exception is a bug
+    and propagates. With no time left the answer has no allocation (status TIME_LIMIT) and the
+    caller keeps the current one."""
+    requested = parse_backend_name(backend_name)  # UnknownBackendError: a CaseValidationError
+    chain = [requested] + [BackendSpec(family) for family in BACKENDS if family != requested.family]
     failures: list[str] = []
-    for name in order:
+    for spec in chain:
+        name = spec.name
         remaining = _remaining(deadline)
         if remaining is not None and remaining <= 0:
             failures.append(f"{name}: not run, the time limit was spent")
             break
+        backend = spec.create()
+        refusal = backend.capabilities.refusal(problem)
+        if refusal is not None:
+            failures.append(f"{name}: skipped, {refusal}")
+            continue
         try:
-            raw = make_backend(name).solve(problem, remaining, reduction)
-        except Exception as error:  # a backend crash is a failure to fall back from
+            raw = backend.solve(problem, remaining, reduction)
+        except expected_solver_errors(spec) as error:
+            if isinstance(error, NOT_SOLVER_ERRORS):
+                raise
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
         if raw.status is Status.INFEASIBLE:
@@ -135,7 +136,7 @@ def _solve_with_fallback(
             )
             continue
         if raw.xm_quantity is not None and raw.status in (Status.OPTIMAL, Status.TIME_LIMIT):
-            fallback_from = backend_name if name != backend_name else None
+            fallback_from = requested.name if spec != requested else None
             return _Attempt(raw, name, fallback_from, failures)
         failures.append(f"{name}: {raw.status.value} {raw.message}")
         if raw.status is Status.TIME_LIMIT:
@@ -143,7 +144,7 @@ def _solve_with_fallback(
     remaining = _remaining(deadline)
     if remaining is not None and remaining <= 0:
         stopped = RawSolution(Status.TIME_LIMIT, None, message="time limit before any answer")
-        return _Attempt(stopped, backend_name, None, failures)
+        return _Attempt(stopped, requested.name, None, failures)
     raise SolverError(
         "every backend failed: " + "; ".join(failures),
         "raise options.time_limit, switch to continuous allocation, or check the inputs' scale",

@@ -35,14 +35,12 @@ from xmargin.optimiser.batch import (
     Engine,
     LocalPoolEngine,
     SharedInputs,
+    field_in_batch,
     jsonable,
     merge_case,
     xmargin_version,
 )
-from xmargin.optimiser.batch import (
-    field_in_batch as _field_in_batch,
-)
-from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
+from xmargin.optimiser.optimise import optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
     AnswerSource,
@@ -50,8 +48,9 @@ from xmargin.optimiser.results import (
     SolverStats,
     Status,
 )
+from xmargin.optimiser.solvers import parse_backend_name
 
-from .convert import FieldPaths, RequestError, result_to_proto
+from .convert import FieldPaths, result_to_proto
 from .errors import DeadlineError, report
 
 __all__ = [
@@ -173,11 +172,8 @@ class ProtoSolve:
             case = merge_case(shared, account.data)
             paths.factor_count = len(shared.get("factors") or [])
             book = parse_case(case)
-            if book.options.backend is not None:
-                try:
-                    make_backend(book.options.backend)
-                except ValueError as error:
-                    raise RequestError([("options.backend", str(error))]) from error
+            if book.options.backend is not None:  # a CaseValidationError, handled below
+                parse_backend_name(book.options.backend)
             options = book.options
             limit = time_limit(self.deadline, options.time_limit)
             if limit is not None:
@@ -187,7 +183,7 @@ class ProtoSolve:
             payload = result_to_proto(result).SerializeToString()
         except CaseValidationError as error:
             n_shared = len(shared.get("instruments", []) or [])
-            where = _field_in_batch(error.field, account, n_shared)
+            where = field_in_batch(error.field, account, n_shared)
             message = f"{where}: {error.reason} (got {error.value!r})"
             return failed(paths.error(error), AccountError("CaseValidationError", message, where))
         except (InfeasibleError, SolverError) as error:

@@ -38,6 +38,7 @@ from xmargin.optimiser.case_format import (
 )
 from xmargin.optimiser.margin import Attribution
 from xmargin.optimiser.results import OptimisationResult
+from xmargin.optimiser.solvers import UnknownBackendError, parse_backend_name
 from xmargin.schema import clip
 
 __all__ = [
@@ -427,6 +428,17 @@ def check_run(run: common_pb2.RunContext) -> None:
         violations.append(("run.request_id", "at most 200 characters"))
     if violations:
         raise RequestError(violations)
+
+
+def check_backend(name: str | None, paths: FieldPaths | None = None) -> None:
+    """Refuse a backend name that ``solvers.parse_backend_name`` refuses (the one check every
+    entry point shares), as a :class:`RequestError` on the request's options.backend."""
+    if name is None:
+        return
+    try:
+        parse_backend_name(name)
+    except UnknownBackendError as error:
+        raise (paths or FieldPaths()).error(error) from error
 
 
 def parse(case: dict[str, Any], paths: FieldPaths, parser: Callable[..., Any]) -> Any:

@@ -55,7 +55,6 @@ from xmargin.optimiser.batch import (
     SharedInputs,
     split_case,
 )
-from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.results import OptimisationResult
 from xmargin.optimiser.what_if import Placement, WhatIfResult, what_if
 from xmargin.schema import clip
@@ -78,6 +77,7 @@ from .convert import (
     ResolvedScenarios,
     attribution_to_proto,
     book_case,
+    check_backend,
     check_run,
     customer_case,
     cycle_name,
@@ -298,11 +298,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             numpy_vectors=True,
         )
         book: Book = parse(case, paths, parse_case)
-        if book.options.backend is not None:
-            try:
-                make_backend(book.options.backend)
-            except ValueError as error:
-                raise RequestError([("options.backend", str(error))]) from error
+        check_backend(book.options.backend, paths)
         return book
 
     def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
@@ -630,11 +626,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         )
         paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
         shared_book = parse(shared, paths, parse_case)
-        if shared_book.options.backend is not None:
-            try:
-                make_backend(shared_book.options.backend)
-            except ValueError as error:
-                raise RequestError([("options.backend", str(error))]) from error
+        check_backend(shared_book.options.backend, paths)
         return scenarios
 
     def _batch(

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..extras import MissingExtraError
+from ..solvers import parse_backend_name
 from .common import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
+    _backend_flag,
     _command,
     _output_flags,
     _print_json,
@@ -131,8 +133,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     rejected: list[AccountOutcome] = []  # files of a folder that are not readable cases
     with progress(f"reading {args.source}", enabled=not args.quiet):
         groups = load_batch(args.source, rejected)
-    if args.backend is not None and args.backend.partition(":")[0] not in ("highs", "cvxpy"):
-        raise UsageError(f"unknown backend {args.backend!r}: use highs, cvxpy or cvxpy:SOLVER")
+    if args.backend is not None:  # UnknownBackendError: reported like any invalid case field
+        parse_backend_name(args.backend)
     store = None if args.no_audit else _open_audit(args)
     engine = make_engine(engine_name, args.workers, args.scheduler, args.backend)
     bar = BatchProgress(enabled=not args.quiet)
@@ -297,7 +299,7 @@ def add_parsers(commands: Any) -> None:
     batch_parser.add_argument(
         "--workers", type=int, metavar="N", help="processes (default: one per core)"
     )
-    batch_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
+    _backend_flag(batch_parser)
     _output_flags(batch_parser, "json")
     batch_parser.set_defaults(handler=cmd_batch)
 

@@ -22,6 +22,7 @@ from ..case_format import parse_case
 from ..jsonvalues import jsonable
 from ..model import Book, Mode
 from ..results import OptimisationResult
+from ..solvers import BACKEND_HELP
 
 EXIT_OK = 0
 EXIT_MISSING_COMPONENT = 1
@@ -248,8 +249,14 @@ def _output_flags(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def _solve_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
+def _backend_flag(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, checked by the handler through ``solvers.parse_backend_name``."""
+    parser.add_argument("--backend", help=BACKEND_HELP)
+
+
+def _solver_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every command that solves: backend, lots, mode and time limit."""
+    _backend_flag(parser)
     lots = parser.add_mutually_exclusive_group()
     lots.add_argument("--integral", action="store_true", help="whole lots (the default)")
     lots.add_argument(
@@ -257,6 +264,10 @@ def _solve_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound the solve")
+
+
+def _solve_flags(parser: argparse.ArgumentParser) -> None:
+    _solver_flags(parser)
     parser.add_argument("--csv", metavar="FILE", help="write the transfers as CSV")
     parser.add_argument("--fixml", metavar="FILE", help="write the transfers as FIXML")
     parser.add_argument(

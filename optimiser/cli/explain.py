@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..model import Mode
 from ..problem import build_problem
-from .common import EXIT_OK, _command, _load_book, _output_flags, _print_json
+from .common import (
+    EXIT_OK,
+    _command,
+    _load_book,
+    _output_flags,
+    _print_json,
+    _solver_flags,
+)
 from .solve import _run_optimise
 
 
@@ -56,13 +62,6 @@ def add_parsers(commands: Any) -> None:
         default="path",
         help="how each transfer's saving is credited",
     )
-    explain_parser.add_argument("--backend", help="highs (default), cvxpy or cvxpy:SOLVER")
-    lots = explain_parser.add_mutually_exclusive_group()
-    lots.add_argument("--integral", action="store_true", help="whole lots (the default)")
-    lots.add_argument(
-        "--continuous", action="store_true", help="the continuous relaxation (a lower bound)"
-    )
-    explain_parser.add_argument("--mode", choices=[m.value for m in Mode], help="what may move")
-    explain_parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="bound it")
+    _solver_flags(explain_parser)
     _output_flags(explain_parser, "table")
     explain_parser.set_defaults(handler=cmd_explain)

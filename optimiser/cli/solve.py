@@ -21,6 +21,7 @@ from ..optimise import optimise
 from ..problem import build_problem
 from ..results import OptimisationResult, Status, all_eligible_allocation
 from ..sample import SAMPLE_SEED
+from ..solvers import parse_backend_name
 from .common import (
     EXIT_OK,
     UsageError,
@@ -144,8 +145,8 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
 def _run_optimise(book: Book, args: argparse.Namespace) -> OptimisationResult:
     options = _solve_options(book, args)
     backend = getattr(args, "backend", None)
-    if backend is not None and backend.partition(":")[0] not in ("highs", "cvxpy"):
-        raise UsageError(f"unknown backend {backend!r}: use highs, cvxpy or cvxpy:SOLVER")
+    if backend is not None:  # UnknownBackendError: reported like any invalid case field
+        parse_backend_name(backend)
     message = (
         f"optimising {len(book.positions)} positions x {book.scenarios.size} scenarios"
         f"{' (whole lots)' if options.integral else ' (continuous relaxation)'}"

@@ -35,6 +35,7 @@ __all__ = [
     "RawSolution",
     "allocation_bounds",
     "lot_grid",
+    "needs_mip",
     "on_allowed_set",
     "problem_scale",
     "snap_to_allowed",
@@ -43,12 +44,38 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend can do, in the spirit of cvxpy's solver interfaces."""
+    """What a backend can do, in the spirit of cvxpy's solver interfaces; the caller consults
+    :meth:`refusal` before handing a problem to the backend."""
 
     lp: bool
     mip: bool
     duals: bool
     warm_start: bool
+
+    def refusal(self, problem: Problem) -> str | None:
+        """Why a backend with these capabilities cannot solve ``problem`` (None: it can).
+        Every problem is a linear program; whole lots (integer lot counts) or a transfer
+        limit (a binary per position) make it a mixed-integer one."""
+        if not self.lp:
+            return "cannot solve linear programs"
+        needs = needs_mip(problem)
+        if needs and not self.mip:
+            return f"cannot solve mixed-integer programs ({needs})"
+        return None
+
+    def accepts(self, problem: Problem) -> bool:
+        """Whether a backend with these capabilities can solve ``problem``."""
+        return self.refusal(problem) is None
+
+
+def needs_mip(problem: Problem) -> str | None:
+    """What makes ``problem`` a mixed-integer program, or None when it is a linear one."""
+    reasons = []
+    if problem.options.integral and bool(problem.movable.any()):
+        reasons.append("whole lots")
+    if problem.options.max_transfers is not None:
+        reasons.append("a transfer limit")
+    return " and ".join(reasons) or None
 
 
 @dataclass(slots=True)
@@ -70,7 +97,12 @@ class Backend(Protocol):
     """A solver backend: ``solve`` the problem within ``time_limit`` seconds."""
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can do (a class constant, or per instance where it depends on
+        the backend's settings, as cvxpy's on its solver)."""
+        ...
 
     def solve(
         self, problem: Problem, time_limit: float | None = None, reduction: bool = True

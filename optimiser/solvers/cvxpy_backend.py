@@ -93,9 +93,13 @@ class CvxpyBackend:
     """cvxpy formulation; ``solver`` is any installed cvxpy solver (HiGHS by default)."""
 
     name: ClassVar[str] = "cvxpy"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        lp=True, mip=True, duals=False, warm_start=False
-    )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """MIP only where the chosen cvxpy solver does it (cvxpy's MI_SOLVERS)."""
+        from cvxpy.reductions.solvers.defines import MI_SOLVERS
+
+        return Capabilities(lp=True, mip=self.solver in MI_SOLVERS, duals=False, warm_start=False)
 
     def __init__(self, solver: str = "HIGHS") -> None:
         if solver not in cp.installed_solvers():

@@ -41,7 +41,7 @@ from xmargin.optimiser.reports import (
 )
 from xmargin.optimiser.results import all_eligible_allocation
 from xmargin.optimiser.sample import generate_book
-from xmargin.optimiser.solvers.base import RawSolution, lot_grid, on_allowed_set
+from xmargin.optimiser.solvers.base import Capabilities, RawSolution, lot_grid, on_allowed_set
 from xmargin.optimiser.solvers.local_search import allowed_candidates, exact_objective
 
 optimise_module = importlib.import_module("xmargin.optimiser.optimise")
@@ -242,6 +242,7 @@ def test_the_current_allocation_is_kept_when_nothing_found_is_lower(
 
     class Poor:
         name = "highs"
+        capabilities = Capabilities(lp=True, mip=True, duals=False, warm_start=False)
 
         def solve(self, problem: object, time_limit: object = None, reduction: bool = True):
             return RawSolution(Status.TIME_LIMIT, worse.copy(), message="stopped")
@@ -260,6 +261,7 @@ def test_infeasible_from_a_backend_on_a_feasible_problem_falls_back(
 ) -> None:
     class Broken:
         name = "highs"
+        capabilities = Capabilities(lp=True, mip=True, duals=False, warm_start=False)
 
         def solve(self, problem: object, time_limit: object = None, reduction: bool = True):
             return RawSolution(Status.INFEASIBLE, None, message="infeasible")
