@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import cancellation
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
 from .model import Book, Measure, SolveOptions
@@ -73,6 +74,23 @@ def _has_var_model(problem: Problem) -> bool:
     return any(w.model.measure is Measure.VAR for w in problem.models.values())
 
 
+def _run_backend(
+    name: str, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    """``name``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
+    interrupted runs in a child process that is killed when the caller stops it."""
+    interruptible = getattr(BACKENDS.get(name.partition(":")[0]), "interruptible", False)
+    if interruptible or cancellation.current() is None:
+        return make_backend(name).solve(problem, time_limit, reduction)
+    return cancellation.call_stoppably(_solve_by_name, name, problem, time_limit, reduction)
+
+
+def _solve_by_name(
+    name: str, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    return make_backend(name).solve(problem, time_limit, reduction)
+
+
 def _solve_with_fallback(
     problem: Problem, backend_name: str, time_limit: float | None, reduction: bool = True
 ) -> tuple[RawSolution, str, str | None]:
@@ -83,8 +101,9 @@ def _solve_with_fallback(
     order = [backend_name] + [name for name in BACKENDS if name != backend_name.partition(":")[0]]
     failures: list[str] = []
     for name in order:
+        cancellation.check()  # a stopped solve starts no (uninterruptible) fallback
         try:
-            raw = make_backend(name).solve(problem, time_limit, reduction)
+            raw = _run_backend(name, problem, time_limit, reduction)
         except Exception as error:  # a backend crash is a failure to fall back from
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
@@ -171,6 +190,7 @@ def optimise(
     book_or_problem: Book | Problem,
     options: SolveOptions | None = None,
     backend: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OptimisationResult:
     """Find the XM quantities that minimise the customer's total margin.
 
@@ -183,7 +203,13 @@ def optimise(
     backend
         ``highs`` (default, the fast path), ``cvxpy`` or ``cvxpy:SOLVER``; overrides
         ``options.backend``.
+    should_stop
+        Checked while solving; once it returns True the solve stops and raises
+        :class:`~.cancellation.SolveCancelled` (see :mod:`.cancellation`).
     """
+    if should_stop is not None:
+        with cancellation.stop_when(should_stop):
+            return optimise(book_or_problem, options, backend)
     if isinstance(book_or_problem, Book):
         problem = build_problem(book_or_problem, options=options)
     elif options is not None and options != book_or_problem.options:
