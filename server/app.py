@@ -66,6 +66,8 @@ class ServerConfig:
     """Dask scheduler address (``tcp://host:port``); None with ``dask``: a LocalCluster."""
     audit: str | None = None
     """Audit store URL (``sqlite:///PATH.db`` or ``postgresql://...``); None: no audit."""
+    default_deadline: float | None = 300.0
+    """Seconds a unary call that came without a deadline may run (None: unbounded)."""
 
 
 class _Auth(grpc.ServerInterceptor):
@@ -195,7 +197,9 @@ def build_server(config: ServerConfig) -> RunningServer:
         if recorder is not None:
             recorder.store.close()
         raise
-    servicer = XmarginServicer(pool, ScenarioRegistry(), config.limits, engines, recorder)
+    servicer = XmarginServicer(
+        pool, ScenarioRegistry(), config.limits, engines, recorder, config.default_deadline
+    )
     max_bytes = config.max_message_mb * MB
     interceptors = [_Auth(config.token)] if config.token else []
     # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,

@@ -40,6 +40,7 @@ from xmargin.optimiser.batch import (
     merge_case,
     xmargin_version,
 )
+from xmargin.optimiser.cancellation import SolveCancelled, stop_when
 from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
@@ -204,7 +205,7 @@ class SolverPoolEngine:
 
     def __init__(self, pool: Any, solve: AccountSolver, stop: threading.Event) -> None:
         self.pool = pool
-        self.solve = solve
+        self.solve: AccountSolver = _StoppableSolve(solve, stop)
         self.stop = stop
 
     def run(
@@ -255,6 +256,23 @@ class SolverPoolEngine:
 
     def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _StoppableSolve:
+    """An account solve that stops (raises SolveCancelled) once ``stop`` is set, and never
+    starts when it is set before its turn (see :mod:`xmargin.optimiser.cancellation`)."""
+
+    solve: AccountSolver
+    stop: threading.Event
+
+    def __call__(
+        self, index: int, account: BatchAccount, shared: Mapping[str, Any], backend: Any = None
+    ) -> AccountOutcome:
+        if self.stop.is_set():
+            raise SolveCancelled("the batch ended before this account started")
+        with stop_when(self.stop.is_set):
+            return self.solve(index, account, shared, backend)
 
 
 class BatchEngines:

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight calls get to finish on SIGTERM (default 30)",
     )
+    parser.add_argument(
+        "--default-deadline",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="deadline of a call that comes without one: its solve stops then and it answers "
+        "DEADLINE_EXCEEDED (default 300; 0: none)",
+    )
     return parser
 
 
@@ -105,6 +113,7 @@ def main(argv: list[str]) -> int:
         batch_engine=engine,
         scheduler=args.scheduler,
         audit=args.audit,
+        default_deadline=args.default_deadline or None,
     )
     try:
         return serve(config)
