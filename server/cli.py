@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .admission import MB, AdmissionLimits
 from .app import ServerConfig, serve
 
 __all__ = ["build_parser", "main"]
@@ -46,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get("XMARGIN_TOKEN"),
-        help="require 'authorization: Bearer TOKEN' (default $XMARGIN_TOKEN)",
+        action="append",
+        default=[],
+        help="require 'authorization: Bearer TOKEN' (default $XMARGIN_TOKEN); repeat it to "
+        "give each client its own token (quotas go by token)",
     )
     parser.add_argument(
         "--scenario-set",
@@ -80,6 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight calls get to finish on SIGTERM (default 30)",
     )
     parser.add_argument(
+        "--max-light",
+        type=int,
+        default=4,
+        help="calls other than solves (CheckEligibility, RegisterScenarioSet, ...) in flight "
+        "at once; beyond: RESOURCE_EXHAUSTED (default 4)",
+    )
+    parser.add_argument(
+        "--max-inflight-mb",
+        type=int,
+        default=256,
+        help="request bytes in flight at once, MiB; beyond: RESOURCE_EXHAUSTED (default 256)",
+    )
+    parser.add_argument(
+        "--client-quota",
+        type=int,
+        default=0,
+        help="calls one client (certificate, token or IP) may have in flight (default 0: half "
+        "of --workers + --max-queue + --max-light)",
+    )
+    parser.add_argument(
         "--default-deadline",
         type=float,
         default=300.0,
@@ -97,6 +120,8 @@ def main(argv: list[str]) -> int:
     engine = args.batch_engine or ("dask" if args.scheduler else "threads")
     if args.scheduler and engine != "dask":
         parser.error("--scheduler needs --batch-engine dask")
+    env_token = os.environ.get("XMARGIN_TOKEN")
+    tokens = list(args.token) or ([env_token] if env_token else [])
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = ServerConfig(
         host=args.host,
@@ -107,7 +132,13 @@ def main(argv: list[str]) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         client_ca=args.client_ca,
-        token=args.token or None,
+        token=tokens[0] if tokens else None,
+        tokens=tuple(tokens[1:]),
+        admission=AdmissionLimits(
+            max_light=args.max_light,
+            max_bytes=args.max_inflight_mb * MB,
+            client_quota=args.client_quota or None,
+        ),
         scenario_sets=list(args.scenario_set),
         grace=args.grace,
         batch_engine=engine,

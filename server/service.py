@@ -164,6 +164,15 @@ class SolverPool:
         """Stop taking work; queued work is cancelled (its callers are gone by then)."""
         self._executor.shutdown(wait=wait, cancel_futures=True)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no slot is held; whether none is."""
+        end = time.monotonic() + timeout
+        while self.available() < self.capacity:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class RegisteredSet:
