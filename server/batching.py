@@ -40,7 +40,7 @@ from xmargin.optimiser.batch import (
     merge_case,
     xmargin_version,
 )
-from xmargin.optimiser.cancellation import SolveCancelled, stop_when
+from xmargin.optimiser.cancellation import SolveCancelled, stop_requested, stop_when
 from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
@@ -158,6 +158,8 @@ class ProtoSolve:
             case = merge_case(shared, account.data)
             paths.factor_count = len(shared.get("factors") or [])
             book = parse_case(case)
+            if stop_requested():  # the call ended while its request was read: stop here
+                raise SolveCancelled("the call ended before the solve started")
             if book.options.backend is not None:
                 try:
                     make_backend(book.options.backend)
