@@ -9,8 +9,9 @@ well under a millisecond of server time, when
 - it is a compute call (Optimise, ComputeMargin, WhatIf, OptimiseBatch) and no solver slot is
   free, or the compute calls admitted already fill the slots;
 - it is any other call and ``max_light`` of them are in flight;
-- its client already has ``client_quota`` calls in flight (a client is its peer certificate's
-  identity, else its bearer token, else its IP address), so one client cannot starve others;
+- its client already has its quota of calls of that kind in flight (a quarter of the solver
+  slots, half the light calls; a client is its peer certificate's identity, else its bearer
+  token, else its IP address), so one client cannot starve the others;
 - its request would take the bytes in flight over ``max_bytes`` (checked on the raw bytes,
   before they are parsed).
 
@@ -55,7 +56,8 @@ class AdmissionLimits:
     max_bytes: int = 256 * MB
     """Request bytes in flight at once (a single request may be up to the message limit)."""
     client_quota: int | None = None
-    """Calls one client may have in flight; None: half the slots and light calls."""
+    """Solver calls one client may have in flight (running or queued); None: a quarter of the
+    solver slots. Its light calls: at most half of ``max_light``."""
     retry_after: float = 0.25
     """The RetryInfo delay of a refusal, seconds."""
     trim_bytes: int = 8 * MB
@@ -83,26 +85,29 @@ class Admission:
         self.limits = limits
         self.slots = slots
         self._slots_free = slots_free
-        self.client_quota = limits.client_quota or max(1, (slots + limits.max_light + 1) // 2)
+        self.client_quota = limits.client_quota or max(1, slots // 4)
+        self.client_light_quota = max(1, min(self.client_quota, limits.max_light // 2))
         self._lock = threading.Lock()
         self._compute = 0
         self._light = 0
         self._bytes = 0
-        self._clients: Counter[str] = Counter()
+        self._clients: Counter[tuple[str, bool]] = Counter()
         self.refused: Counter[str] = Counter()
         self._trim = _malloc_trim()
 
     def enter(self, client: str, compute: bool) -> str | None:
         """Take a place for a call; the reason for a refusal, or None when admitted."""
         with self._lock:
-            if self._clients[client] >= self.client_quota:
-                why = f"this client already has {self.client_quota} calls in flight"
+            quota = self.client_quota if compute else self.client_light_quota
+            if self._clients[(client, compute)] >= quota:
+                kind = "solver" if compute else "light"
+                why = f"this client already has {quota} {kind} calls in flight"
             elif compute and (self._compute >= self.slots or self._slots_free() <= 0):
                 why = f"all {self.slots} solver slots are busy"
             elif not compute and self._light >= self.limits.max_light:
                 why = f"{self.limits.max_light} light calls are in flight"
             else:
-                self._clients[client] += 1
+                self._clients[(client, compute)] += 1
                 if compute:
                     self._compute += 1
                 else:
@@ -113,9 +118,9 @@ class Admission:
 
     def leave(self, client: str, compute: bool) -> None:
         with self._lock:
-            self._clients[client] -= 1
-            if self._clients[client] <= 0:
-                del self._clients[client]
+            self._clients[(client, compute)] -= 1
+            if self._clients[(client, compute)] <= 0:
+                del self._clients[(client, compute)]
             if compute:
                 self._compute -= 1
             else:

@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-quota",
         type=int,
         default=0,
-        help="calls one client (certificate, token or IP) may have in flight (default 0: half "
-        "of --workers + --max-queue + --max-light)",
+        help="solver calls one client (certificate, token or IP) may have running or queued "
+        "(default 0: a quarter of --workers + --max-queue; its light calls: half --max-light)",
     )
     parser.add_argument(
         "--default-deadline",

@@ -12,49 +12,23 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.conftest import CASE_FILES
-from tests.server.harness import optimise_request, start
+from tests.server.harness import start
 from tests.server.test_process import ServerProcess
-from xmargin.bench.books import make_book
+from xmargin.bench.load import hard_request, small_request
 from xmargin.clients.v1 import service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
-from xmargin.optimiser.case_format import book_to_dict
 from xmargin.server import AdmissionLimits
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@cache
-def hard_request() -> service_pb2.OptimiseRequest:
-    """A HiGHS solve that runs for many seconds: 3,600 whole-lot positions with a transfer cost
-    (twelve copies of a generated 300-position book, each copy's sensitivities scaled)."""
-    case = book_to_dict(make_book(300, 2520, 1, integral=True))
-    scales = np.random.default_rng(5).uniform(0.7, 1.3, size=12)
-    instruments, positions = [], []
-    for copy, scale in enumerate(scales):
-        for instrument in case["instruments"]:
-            renamed = dict(instrument, id=f"{instrument['id']}-{copy}")
-            if "sensitivities" in renamed:
-                renamed["sensitivities"] = [v * scale for v in renamed["sensitivities"]]
-            instruments.append(renamed)
-        positions += [dict(p, instrument=f"{p['instrument']}-{copy}") for p in case["positions"]]
-    case.update(instruments=instruments, positions=positions)
-    return optimise_request(case, integral=True, transfer_cost=5.0)
-
-
-@cache
-def small_request() -> service_pb2.OptimiseRequest:
-    return optimise_request(json.loads(CASE_FILES[0].read_text()))
 
 
 def cpu_seconds(pid: int) -> float:
