@@ -15,6 +15,8 @@ of the server knows, so ``--label before`` can measure an older checkout put fir
 - ``refusal_storm``: 4 callers as above while 32 others send large requests (a 3,600-position
   integral book) as fast as they are refused: the 4's throughput and the refusal latency;
 - ``registry_abuse``: one caller registers 100 distinct scenario sets while 4 call Optimise;
+- ``large_requests``: 16 ComputeMargin calls at once with a 20 MB inline scenario set: the
+  server's memory before, at its peak and 2 s after;
 - ``cancellations``: 4 hard solves cancelled after 1 s: how long until a small call is admitted
   again, and the server's CPU use in the second after;
 - ``sigterm``: 16 callers, then SIGTERM with ``--grace 3``: seconds until the process exits;
@@ -369,6 +371,63 @@ def registry_abuse(server: Server, seconds: float, sets: int = 100) -> dict[str,
     }
 
 
+def large_requests(server: Server, callers: int = 16) -> dict[str, Any]:
+    """``callers`` ComputeMargin calls at once, each with a 20,000 x 125 inline scenario set
+    (a 20 MB request that nothing keeps): the server's memory before, at its peak and after."""
+    case = json.loads((CASES / "01-basis-trade-10y.json").read_text())
+    factors = [f"F{j}" for j in range(125)]
+    for instrument in case["instruments"]:
+        if "sensitivities" in instrument:
+            instrument["sensitivities"] = (instrument["sensitivities"] * 125)[:125]
+    case["factors"] = factors
+    shocks = np.random.default_rng(3).normal(0, 1e-3, size=(20_000, 125))
+    case["scenarios"] = {"ids": [f"s{k}" for k in range(20_000)], "shocks": shocks.tolist()}
+    request = service_pb2.ComputeMarginRequest(
+        run=convert.run_context(case),
+        account=convert.account_book(case),
+        scenario_set=convert.case_scenario_set(case),
+        models=convert.models_message(case),
+        program=convert.program_message(case),
+    )
+    tally = Tally()
+    rss_before = server.rss_mib()
+    peak = [rss_before or 0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], server.rss_mib() or 0.0)
+
+    def call() -> None:
+        with _channel(server.target, "abuser" if server.tokens else None) as channel:
+            started = time.perf_counter()
+            try:
+                XmarginServiceStub(channel).ComputeMargin(request, timeout=60)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                code = error.code()
+            tally.record(time.perf_counter() - started, code)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    time.sleep(2.0)
+    done.set()
+    watcher.join()
+    return {
+        "callers": callers,
+        "request_mb": round(request.ByteSize() / 1e6, 1),
+        "calls": tally.summary(1.0),
+        "rss_before_mib": rss_before,
+        "rss_peak_mib": round(peak[0], 1),
+        "rss_2s_after_mib": server.rss_mib(),
+    }
+
+
 def cancellations(server: Server, hard: int = 4, wait_limit: float = 30.0) -> dict[str, Any]:
     """``hard`` hard solves, each cancelled after 1 s; then how soon a small call gets in."""
     with _channel(server.target, "caller-0" if server.tokens else None) as channel:
@@ -457,6 +516,7 @@ def run_load(
             results[f"clients_{clients}"] = concurrency(server, clients, seconds)
         results["refusal_storm"] = refusal_storm(server, seconds)
         results["registry_abuse"] = registry_abuse(server, seconds)
+        results["large_requests"] = large_requests(server)
         results["cancellations"] = cancellations(server)
         results["rss"] = server.rss
     finally:
@@ -501,6 +561,9 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     row(abuse, "good callers OK/s", lambda r: r[abuse]["good_callers"]["ok_per_s"])
     row(abuse, "health p50 / max ms", lambda r: _health(r[abuse]["health"]))
     row(abuse, "RSS before / after MiB", lambda r: _rss(r[abuse]))
+    large = "large_requests"
+    row(large, "calls OK / refused / other", lambda r: _codes(r[large]["calls"]))
+    row(large, "RSS before / peak / 2 s after MiB", lambda r: _rss3(r[large]))
     cancel = "cancellations"
     row(cancel, "small call admitted after s", lambda r: r[cancel]["small_call_admitted_after_s"])
     row(
@@ -531,6 +594,17 @@ def _ok_refused(summary: dict[str, Any]) -> str:
 def _rss(figures: dict[str, Any]) -> str:
     after = figures.get("rss_2s_after_mib", figures.get("rss_after_mib"))
     return f"{figures['rss_before_mib']:.0f} / {after:.0f}"
+
+
+def _codes(summary: dict[str, Any]) -> str:
+    return f"{summary['ok']} / {summary['refused']} / {summary['other'] or 0}"
+
+
+def _rss3(figures: dict[str, Any]) -> str:
+    return (
+        f"{figures['rss_before_mib']:.0f} / {figures['rss_peak_mib']:.0f} / "
+        f"{figures['rss_2s_after_mib']:.0f}"
+    )
 
 
 def _rss_range(run: dict[str, Any]) -> str:

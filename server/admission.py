@@ -45,6 +45,7 @@ COMPUTE_METHODS = frozenset({"Optimise", "ComputeMargin", "WhatIf", "OptimiseBat
 """Methods that take a solver slot; every other method of the service is a light call."""
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MB = 1024 * 1024
+TRIM_DELAY = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class Admission:
         self._clients: Counter[tuple[str, bool]] = Counter()
         self.refused: Counter[str] = Counter()
         self._trim = _malloc_trim()
+        self._trim_pending = False
 
     def enter(self, client: str, compute: bool) -> str | None:
         """Take a place for a call; the reason for a refusal, or None when admitted."""
@@ -137,7 +139,24 @@ class Admission:
         with self._lock:
             self._bytes -= size
         if self.limits.trim_bytes and size >= self.limits.trim_bytes:
+            self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        """Trim the heap a moment after a large call (once its request, its parsed form and
+        its reply are freed: gRPC drops them after the handler returns); one trim at a time."""
+        with self._lock:
+            if self._trim_pending:
+                return
+            self._trim_pending = True
+
+        def trim() -> None:
+            with self._lock:
+                self._trim_pending = False
             self._trim()
+
+        timer = threading.Timer(TRIM_DELAY, trim)
+        timer.daemon = True
+        timer.start()
 
     def in_flight(self) -> dict[str, int]:
         with self._lock:
