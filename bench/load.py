@@ -53,7 +53,7 @@ from xmargin.optimiser.case_format import book_to_dict
 
 from .books import make_book
 
-__all__ = ["hard_request", "main", "run_load", "small_request"]
+__all__ = ["hard_case", "hard_request", "main", "run_load", "small_request"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CASES = Path(
@@ -70,9 +70,8 @@ def small_request() -> service_pb2.OptimiseRequest:
     return convert.optimise_request(case, convert.run_context(case))
 
 
-@cache
-def hard_request(copies: int = 12) -> service_pb2.OptimiseRequest:
-    """A HiGHS solve that runs for many seconds: ``copies`` copies of a generated
+def hard_case(copies: int = 12) -> dict[str, Any]:
+    """A case whose HiGHS solve runs for many seconds: ``copies`` copies of a generated
     300-position book (each copy's sensitivities scaled), whole lots, a transfer cost."""
     case = book_to_dict(make_book(300, 2520, 1, integral=True))
     scales = np.random.default_rng(5).uniform(0.7, 1.3, size=copies)
@@ -85,9 +84,15 @@ def hard_request(copies: int = 12) -> service_pb2.OptimiseRequest:
             instruments.append(renamed)
         positions += [dict(p, instrument=f"{p['instrument']}-{copy}") for p in case["positions"]]
     case.update(instruments=instruments, positions=positions)
-    return convert.optimise_request(
-        case, convert.run_context(case), integral=True, transfer_cost=5.0
-    )
+    case["options"] = dict(case.get("options", {}), integral=True, transfer_cost=5.0)
+    return case
+
+
+@cache
+def hard_request(copies: int = 12) -> service_pb2.OptimiseRequest:
+    """:func:`hard_case` as an Optimise request."""
+    case = hard_case(copies)
+    return convert.optimise_request(case, convert.run_context(case))
 
 
 def _free_port() -> int:
