@@ -12,8 +12,10 @@ of the server knows, so ``--label before`` can measure an older checkout put fir
 
 - ``clients_N`` (N = 4, 16, 64 callers, each looping a small Optimise for ``--seconds``): OK
   throughput, p50/p99 latency of OK answers, refusals and their latency, health-check latency;
-- ``refusal_storm``: 4 callers as above while 32 others send large requests (a 3,600-position
-  integral book) as fast as they are refused: the 4's throughput and the refusal latency;
+- ``refusal_storm``: 4 callers as above while 32 others (one client) send large requests (a
+  3,600-position integral book) as fast as they are refused: the 4's throughput, the refusal
+  latency, and that of one more caller under the storm's identity in its own process (whose
+  figures no thread contention in this process distorts);
 - ``registry_abuse``: one caller registers 100 distinct scenario sets while 4 call Optimise;
 - ``large_requests``: 16 ComputeMargin calls at once with a 20 MB inline scenario set: the
   server's memory before, at its peak and 2 s after;
@@ -271,6 +273,25 @@ def _health_prober(target: str, seconds: float, out: Any) -> None:
     out.put(latencies)
 
 
+def _refusal_prober(target: str, seconds: float, token: str | None, out: Any) -> None:
+    """A small Optimise every 0.1 s for ``seconds`` from its own process (an uncontended
+    client) under the storm's identity: (latency, code name) of each."""
+    outcomes = []
+    end = time.monotonic() + seconds
+    with _channel(target, token) as channel:
+        stub = XmarginServiceStub(channel)
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            try:
+                stub.Optimise(small_request(), timeout=30)
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+            outcomes.append((time.perf_counter() - started, code))
+            time.sleep(0.1)
+    out.put(outcomes)
+
+
 Group = tuple[int, Callable[[XmarginServiceStub], Any], Tally, float, str]
 
 
@@ -320,11 +341,24 @@ def refusal_storm(server: Server, seconds: float) -> dict[str, Any]:
     good, storm = Tally(), Tally()
     rss_before = server.rss_mib()
     groups: list[Group] = [(4, _small, good, 0.05, "caller"), (32, _large, storm, 0.0, "storm")]
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    token = "storm" if server.tokens else None
+    prober = context.Process(
+        target=_refusal_prober, args=(server.target, seconds - 1.0, token, out)
+    )
+    prober.start()
     health = _run_group(server, groups, seconds)
+    probes = out.get(timeout=120)
+    prober.join(10)
+    refusals = [t for t, code in probes if code == "RESOURCE_EXHAUSTED"]
     time.sleep(2.0)
     return {
         "good_callers": good.summary(seconds),
         "storm_callers": storm.summary(seconds),
+        "prober_refusals": len(refusals),
+        "prober_calls": len(probes),
+        "prober_refusal_latency": _percentiles(refusals),
         "health": _percentiles(health),
         "rss_before_mib": rss_before,
         "rss_2s_after_mib": server.rss_mib(),
@@ -520,8 +554,8 @@ def run_load(
         for clients in levels:
             results[f"clients_{clients}"] = concurrency(server, clients, seconds)
         results["refusal_storm"] = refusal_storm(server, seconds)
-        results["registry_abuse"] = registry_abuse(server, seconds)
         results["large_requests"] = large_requests(server)
+        results["registry_abuse"] = registry_abuse(server, seconds)
         results["cancellations"] = cancellations(server)
         results["rss"] = server.rss
     finally:
@@ -560,6 +594,14 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     row(storm, "good OK p50 / p99 ms", lambda r: _pair(r[storm]["good_callers"]["ok_latency"]))
     row(storm, "storm refused (p50 / p99 ms)", lambda r: _refusals(r[storm]["storm_callers"]))
     row(storm, "health p50 / max ms", lambda r: _health(r[storm]["health"]))
+    row(
+        storm,
+        "one uncontended caller refused (p50 / p99 ms)",
+        lambda r: (
+            f"{r[storm]['prober_refusals']}/{r[storm]['prober_calls']} "
+            f"({_pair(r[storm]['prober_refusal_latency'])})"
+        ),
+    )
     row(storm, "RSS before / 2 s after MiB", lambda r: _rss(r[storm]))
     abuse = "registry_abuse"
     row(abuse, "registrations OK / refused", lambda r: _ok_refused(r[abuse]["registrations"]))
