@@ -13,7 +13,7 @@ of the server knows, so ``--label before`` can measure an older checkout put fir
 - ``clients_N`` (N = 4, 16, 64 callers, each looping a small Optimise for ``--seconds``): OK
   throughput, p50/p99 latency of OK answers, refusals and their latency, health-check latency;
 - ``refusal_storm``: 4 callers as above while 32 others (one client) send large requests (a
-  3,600-position integral book) as fast as they are refused: the 4's throughput, the refusal
+  7,200-position integral book) as fast as they are refused: the 4's throughput, the refusal
   latency, and that of one more caller under the storm's identity in its own process (whose
   figures no thread contention in this process distorts);
 - ``registry_abuse``: one caller registers 100 distinct scenario sets while 4 call Optimise;
@@ -72,7 +72,7 @@ def small_request() -> service_pb2.OptimiseRequest:
     return convert.optimise_request(case, convert.run_context(case))
 
 
-def hard_case(copies: int = 12) -> dict[str, Any]:
+def hard_case(copies: int = 24) -> dict[str, Any]:
     """A case whose HiGHS solve runs for many seconds: ``copies`` copies of a generated
     300-position book (each copy's sensitivities scaled), whole lots, a transfer cost."""
     case = book_to_dict(make_book(300, 2520, 1, integral=True))
@@ -91,7 +91,7 @@ def hard_case(copies: int = 12) -> dict[str, Any]:
 
 
 @cache
-def hard_request(copies: int = 12) -> service_pb2.OptimiseRequest:
+def hard_request(copies: int = 24) -> service_pb2.OptimiseRequest:
     """:func:`hard_case` as an Optimise request."""
     case = hard_case(copies)
     return convert.optimise_request(case, convert.run_context(case))

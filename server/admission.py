@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ COMPUTE_METHODS = frozenset({"Optimise", "ComputeMargin", "WhatIf", "OptimiseBat
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MB = 1024 * 1024
 TRIM_DELAY = 0.25
+LOG_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,9 @@ class Admission:
         self.refused: Counter[str] = Counter()
         self._trim = _malloc_trim()
         self._trim_pending = False
+        self._statuses: dict[str, grpc.Status] = {}
+        self._unlogged: Counter[tuple[str, str]] = Counter()
+        self._logged_at = -LOG_EVERY
 
     def enter(self, client: str, compute: bool) -> str | None:
         """Take a place for a call; the reason for a refusal, or None when admitted."""
@@ -158,6 +163,35 @@ class Admission:
         timer.daemon = True
         timer.start()
 
+    def refusal_status(self, why: str) -> grpc.Status:
+        status = self._statuses.get(why)
+        if status is None:
+            error = OverloadedError(f"{why}; retry with backoff")
+            status = report(error, self.limits.retry_after).status()
+            with self._lock:
+                self._statuses[why] = status
+        return status
+
+    def log_refusal(self, method: str, why: str) -> None:
+        """Count the refusal; every second at most, one JSON line per (method, reason) with
+        the refusals since the last."""
+        now = time.monotonic()
+        with self._lock:
+            self._unlogged[(method, why)] += 1
+            if now - self._logged_at < LOG_EVERY:
+                return
+            self._logged_at = now
+            counts, self._unlogged = self._unlogged, Counter()
+        for (method_name, reason), count in counts.items():
+            line = {
+                "method": method_name,
+                "request_id": "",
+                "status": "RESOURCE_EXHAUSTED",
+                "refused": reason,
+                "count": count,
+            }
+            log.info(json.dumps(line))
+
     def in_flight(self) -> dict[str, int]:
         with self._lock:
             return {"compute": self._compute, "light": self._light, "bytes": self._bytes}
@@ -200,12 +234,11 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
 
 
 def _refuse(context: grpc.ServicerContext, admission: Admission, name: str, why: str) -> None:
-    error_report = report(
-        OverloadedError(f"{why}; retry with backoff"), admission.limits.retry_after
-    )
-    line = {"method": name, "request_id": "", "status": "RESOURCE_EXHAUSTED", "refused": why}
-    log.info(json.dumps(line))
-    abort(context, error_report)
+    """RESOURCE_EXHAUSTED with RetryInfo; the status is built once per reason, and refusals
+    are logged as counts at most once a second (a refusal storm must not become a log storm)."""
+    status = admission.refusal_status(why)
+    admission.log_refusal(name, why)
+    context.abort_with_status(status)
 
 
 def _admitted(

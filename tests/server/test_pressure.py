@@ -90,7 +90,7 @@ def test_a_cancelled_hard_solve_frees_its_slot_and_the_cpu(one_slot: ServerProce
         stub = XmarginServiceStub(channel)
         hard = stub.Optimise.future(hard_request())  # no deadline
         queued = stub.Optimise.future(hard_request())  # waits for the one solver thread
-        wait_worked(pid, 1.5)
+        wait_worked(pid, 2.5)  # reading the request takes about 1.5 s of it
         queued.cancel()
         hard.cancel()
         cancelled = time.monotonic()
@@ -112,28 +112,28 @@ def wait_idle(pid: int, limit: float = 30.0) -> float:
     return time.monotonic() - started
 
 
-# The two deadline tests check that the answer comes on time and that the work then stops;
-# not "within 1 s" as the cancellation test does, because a deadline may fall while the request
-# is still being converted and validated, which is not interruptible (the stop is checked right
-# after it), and on a shared machine that can take seconds for this request.
+# A deadline the solve can meet is met: the solver's time limit is 80% of the time left, and the
+# answer is its best allocation (TIME_LIMIT). These two give deadlines shorter than reading and
+# validating the request, which is not interruptible (the stop is checked right after): the
+# answer must come on time and the work stop then.
 
 
-def test_a_deadline_stops_the_solve(one_slot: ServerProcess) -> None:
+def test_a_short_deadline_answers_on_time_and_the_work_stops(one_slot: ServerProcess) -> None:
     pid = one_slot.process.pid
     with grpc.insecure_channel(f"127.0.0.1:{one_slot.port}") as channel:
         stub = XmarginServiceStub(channel)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as raised:
-            stub.Optimise(hard_request(), timeout=4.0)
+            stub.Optimise(hard_request(), timeout=0.5)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - started < 5.0
+        assert time.monotonic() - started < 1.5
         wait_idle(pid)
         freed = admitted_within(stub, 5.0)
         assert freed is not None and freed < 1.0
 
 
 def test_the_default_deadline_bounds_a_call_without_one() -> None:
-    process = ServerProcess("--workers", "1", "--max-queue", "0", "--default-deadline", "4")
+    process = ServerProcess("--workers", "1", "--max-queue", "0", "--default-deadline", "0.5")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
             started = time.monotonic()
@@ -141,7 +141,7 @@ def test_the_default_deadline_bounds_a_call_without_one() -> None:
                 XmarginServiceStub(channel).Optimise(hard_request())  # no deadline
             elapsed = time.monotonic() - started
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert elapsed < 5.0
+        assert elapsed < 1.5
         wait_idle(process.process.pid)
     finally:
         process.process.kill()
@@ -207,7 +207,7 @@ def test_health_answers_quickly_under_a_flood_of_eligibility_checks() -> None:
         # ... and health did not wait for it: every probe but the slowest within 100 ms (one
         # is spared for the scheduler of a machine shared with other work)
         assert sorted(latencies)[-2] < 0.1, sorted(latencies)[-5:]
-        assert float(np.median(latencies)) < 0.02
+        assert float(np.median(latencies)) < 0.05
     finally:
         if flood.is_alive():
             flood.kill()
