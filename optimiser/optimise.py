@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cancellation
 from .blas import configure_blas_threads
 from .errors import CaseValidationError, InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
@@ -100,6 +101,23 @@ class _Attempt:
     failures: list[str] = field(default_factory=list)
 
 
+def _run_backend(
+    name: str, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    """``name``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
+    interrupted runs in a child process that is killed when the caller stops it."""
+    interruptible = getattr(BACKENDS.get(name.partition(":")[0]), "interruptible", False)
+    if interruptible or cancellation.current() is None:
+        return make_backend(name).solve(problem, time_limit, reduction)
+    return cancellation.call_stoppably(_solve_by_name, name, problem, time_limit, reduction)
+
+
+def _solve_by_name(
+    name: str, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    return make_backend(name).solve(problem, time_limit, reduction)
+
+
 def _solve_with_fallback(
     problem: Problem, backend_name: str, deadline: float | None, reduction: bool = True
 ) -> _Attempt:
@@ -114,12 +132,13 @@ def _solve_with_fallback(
     order = [backend_name] + [name for name in BACKENDS if name != backend_name.partition(":")[0]]
     failures: list[str] = []
     for name in order:
+        cancellation.check()  # a stopped solve starts no (uninterruptible) fallback
         remaining = _remaining(deadline)
         if remaining is not None and remaining <= 0:
             failures.append(f"{name}: not run, the time limit was spent")
             break
         try:
-            raw = make_backend(name).solve(problem, remaining, reduction)
+            raw = _run_backend(name, problem, remaining, reduction)
         except Exception as error:  # a backend crash is a failure to fall back from
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
@@ -216,6 +235,7 @@ def optimise(
     book_or_problem: Book | Problem,
     options: SolveOptions | None = None,
     backend: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OptimisationResult:
     """Find the XM quantities that minimise the customer's total margin.
 
@@ -233,7 +253,13 @@ def optimise(
     backend
         ``highs`` (default, the fast path), ``cvxpy`` or ``cvxpy:SOLVER``; overrides
         ``options.backend``.
+    should_stop
+        Checked while solving; once it returns True the solve stops and raises
+        :class:`~.cancellation.SolveCancelled` (see :mod:`.cancellation`).
     """
+    if should_stop is not None:
+        with cancellation.stop_when(should_stop):
+            return optimise(book_or_problem, options, backend)
     configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
     started = time.perf_counter()
     if isinstance(book_or_problem, Book):

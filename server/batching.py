@@ -42,6 +42,7 @@ from xmargin.optimiser.batch import (
 from xmargin.optimiser.batch import (
     field_in_batch as _field_in_batch,
 )
+from xmargin.optimiser.cancellation import SolveCancelled, stop_requested, stop_when
 from xmargin.optimiser.optimise import make_backend, optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
@@ -61,6 +62,7 @@ __all__ = [
     "BatchEngines",
     "ProtoSolve",
     "SolverPoolEngine",
+    "StoppableSolve",
     "error_proto",
     "outcome_error",
     "rebuild_result",
@@ -173,6 +175,8 @@ class ProtoSolve:
             case = merge_case(shared, account.data)
             paths.factor_count = len(shared.get("factors") or [])
             book = parse_case(case)
+            if stop_requested():  # the call ended while its request was read: stop here
+                raise SolveCancelled("the call ended before the solve started")
             if book.options.backend is not None:
                 try:
                     make_backend(book.options.backend)
@@ -220,7 +224,7 @@ class SolverPoolEngine:
 
     def __init__(self, pool: Any, solve: AccountSolver, stop: threading.Event) -> None:
         self.pool = pool
-        self.solve = solve
+        self.solve: AccountSolver = StoppableSolve(solve, stop)
         self.stop = stop
 
     def run(
@@ -271,6 +275,23 @@ class SolverPoolEngine:
 
     def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppableSolve:
+    """An account solve that stops (raises SolveCancelled) once ``stop`` is set, and never
+    starts when it is set before its turn (see :mod:`xmargin.optimiser.cancellation`)."""
+
+    solve: AccountSolver
+    stop: threading.Event
+
+    def __call__(
+        self, index: int, account: BatchAccount, shared: Mapping[str, Any], backend: Any = None
+    ) -> AccountOutcome:
+        if self.stop.is_set():
+            raise SolveCancelled("the batch ended before this account started")
+        with stop_when(self.stop.is_set):
+            return self.solve(index, account, shared, backend)
 
 
 class BatchEngines:
