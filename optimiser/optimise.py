@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cancellation
 from .blas import configure_blas_threads
 from .errors import InfeasibleError, SolverError
 from .margin import State, attribute, evaluate, marginal_margins
@@ -91,6 +93,22 @@ class _Attempt:
     failures: list[str] = field(default_factory=list)
 
 
+def _run_backend(
+    spec: BackendSpec, backend: Backend, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    """``backend``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
+    interrupted runs in a child process that is killed when the caller stops it."""
+    if getattr(backend, "interruptible", False) or cancellation.current() is None:
+        return backend.solve(problem, time_limit, reduction)
+    return cancellation.call_stoppably(_solve_by_spec, spec, problem, time_limit, reduction)
+
+
+def _solve_by_spec(
+    spec: BackendSpec, problem: Problem, time_limit: float | None, reduction: bool
+) -> RawSolution:
+    return spec.create().solve(problem, time_limit, reduction)
+
+
 def _solve_with_fallback(
     problem: Problem, backend_name: str, deadline: float | None, reduction: bool = True
 ) -> _Attempt:
@@ -108,6 +126,7 @@ def _solve_with_fallback(
     failures: list[str] = []
     for spec in chain:
         name = spec.name
+        cancellation.check()  # a stopped solve starts no (uninterruptible) fallback
         remaining = _remaining(deadline)
         if remaining is not None and remaining <= 0:
             failures.append(f"{name}: not run, the time limit was spent")
@@ -118,7 +137,7 @@ def _solve_with_fallback(
             failures.append(f"{name}: skipped, {refusal}")
             continue
         try:
-            raw = backend.solve(problem, remaining, reduction)
+            raw = _run_backend(spec, backend, problem, remaining, reduction)
         except expected_solver_errors(spec) as error:
             if isinstance(error, NOT_SOLVER_ERRORS):
                 raise
@@ -217,6 +236,7 @@ def optimise(
     book_or_problem: Book | Problem,
     options: SolveOptions | None = None,
     backend: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OptimisationResult:
     """Find the XM quantities that minimise the customer's total margin.
 
@@ -234,7 +254,13 @@ def optimise(
     backend
         ``highs`` (default, the fast path), ``cvxpy`` or ``cvxpy:SOLVER``; overrides
         ``options.backend``.
+    should_stop
+        Checked while solving; once it returns True the solve stops and raises
+        :class:`~.cancellation.SolveCancelled` (see :mod:`.cancellation`).
     """
+    if should_stop is not None:
+        with cancellation.stop_when(should_stop):
+            return optimise(book_or_problem, options, backend)
     configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
     started = time.perf_counter()
     if isinstance(book_or_problem, Book):

@@ -8,12 +8,14 @@ Run it with ``xmargin serve --port 50051`` (or ``python -m xmargin.server``); em
     running.stop()
 """
 
+from .admission import AdmissionLimits
 from .app import SERVICE_NAME, RunningServer, ServerConfig, build_server, serve
 from .convert import Limits
 from .service import ScenarioRegistry, SolverPool, XmarginServicer
 
 __all__ = [
     "SERVICE_NAME",
+    "AdmissionLimits",
     "Limits",
     "RunningServer",
     "ScenarioRegistry",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +23,14 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 
+from .admission import Admission, AdmissionInterceptor, AdmissionLimits
 from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
 from .errors import RequestBytesInterceptor
+from .probes import HealthServicer, enable_reflection
 from .recorder import Recorder
 from .scenario_store import ScenarioRegistry
 from .service import SolverPool, XmarginServicer
@@ -44,6 +47,7 @@ __all__ = [
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["XmarginService"].full_name
 log = logging.getLogger("xmargin.server")
 MB = 1024 * 1024
+SWITCH_INTERVAL = 0.001
 
 
 @dataclass(slots=True)
@@ -75,14 +79,20 @@ class ServerConfig:
     """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
     stream_window: int = 0
     """OptimiseStream: accounts of one call read but not yet answered; 0: 2 x workers."""
-    """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
+    default_deadline: float | None = 300.0
+    """Seconds a unary call that came without a deadline may run (None: unbounded)."""
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Budgets of light calls and request bytes in flight, the per-client quota."""
+    tokens: tuple[str, ...] = ()
+    """More accepted bearer tokens besides ``token`` (one per client: quotas go by token)."""
 
 
 class _Auth(grpc.ServerInterceptor):
-    """Bearer-token check on every method except health (so probes need no secret)."""
+    """Bearer-token check on every method except health (so probes need no secret); a call
+    without a valid token is refused before its request is read."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, tokens: list[str]) -> None:
+        self._expected = [f"Bearer {token}".encode() for token in tokens]
 
     def intercept_service(
         self,
@@ -94,17 +104,20 @@ class _Auth(grpc.ServerInterceptor):
             return continuation(handler_call_details)
         given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         given_bytes = given.encode() if isinstance(given, str) else bytes(given)
-        if hmac.compare_digest(given_bytes, self._expected):
+        # compare with every token (no early exit: the time says nothing about which matched)
+        matches = [hmac.compare_digest(given_bytes, expected) for expected in self._expected]
+        if any(matches):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
         return _refusal(handler, method)
 
 
 def _refusal(handler: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMethodHandler | None:
+    """A handler that answers UNAUTHENTICATED without reading the request."""
     if handler is None:
         return None
 
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
+    def deny(requests: Any, context: grpc.ServicerContext) -> Any:
         log.info(
             json.dumps(
                 {
@@ -117,17 +130,13 @@ def _refusal(handler: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMeth
         )
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
-    def deny_stream(request: Any, context: grpc.ServicerContext) -> Any:
-        deny(request, context)
+    def deny_stream(requests: Any, context: grpc.ServicerContext) -> Any:
+        deny(requests, context)
         yield  # pragma: no cover (abort raises)
 
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            deny_stream, handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        deny, handler.request_deserializer, handler.response_serializer
-    )
+        return grpc.stream_stream_rpc_method_handler(deny_stream, None, handler.response_serializer)
+    return grpc.stream_unary_rpc_method_handler(deny, None, handler.response_serializer)
 
 
 def load_scenario_file(path: Path, limits: Limits) -> tuple[str, Any]:
@@ -154,10 +163,11 @@ class RunningServer:
 
     server: grpc.Server
     servicer: XmarginServicer
-    health: health.HealthServicer
+    health: HealthServicer
     pool: SolverPool
     port: int
     config: ServerConfig
+    admission: Admission
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -168,15 +178,22 @@ class RunningServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, refuse new calls, let calls in flight finish, stop the pool."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Drain within ``grace`` seconds: NOT_SERVING (then Watch streams end), new calls
+        refused, calls in flight get the grace to finish; at its end gRPC cancels the rest,
+        which stops their solves (see :mod:`.cancellation`). True when every solver thread
+        was free again within a second after that."""
         self.set_serving(False)
+        self.health.enter_graceful_shutdown()
+        self.health.close_watches()
         self.server.stop(self.config.grace if grace is None else grace).wait()
-        self.pool.shutdown()
+        self.pool.shutdown(wait=False)
+        idle = self.pool.wait_idle(1.0)
         self.servicer.engines.close()
         if self.servicer.recorder is not None:
             self.servicer.recorder.store.close()
         self.servicer.registry.close()
+        return idle
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -225,16 +242,31 @@ def build_server(config: ServerConfig) -> RunningServer:
             recorder.store.close()
         raise
     servicer = XmarginServicer(
-        pool, registry, config.limits, engines, recorder, config.stream_window
+        pool,
+        registry,
+        config.limits,
+        engines,
+        recorder,
+        stream_window=config.stream_window,
+        default_deadline=config.default_deadline,
     )
     max_bytes = config.max_message_mb * MB
-    interceptors: list[grpc.ServerInterceptor] = [
-        RequestBytesInterceptor(),
-        *([_Auth(config.token)] if config.token else []),
-    ]
-    # Handler threads: every admitted solve waits on one, plus a few for cheap calls, health,
-    # reflection and refusals (RESOURCE_EXHAUSTED must not queue behind solves).
-    handlers = ThreadPoolExecutor(pool.capacity + 8, thread_name_prefix="xmargin-rpc")
+    tokens = [t for t in (config.token, *config.tokens) if t]
+    admission = Admission(config.admission, pool.capacity, pool.available)
+    # Outermost first: the token check and admission decide before the request is read; the
+    # request's bytes are then parsed (admission calls the deserializer the inner handler
+    # declares) leniently, so bytes that do not parse answer INVALID_ARGUMENT, not INTERNAL.
+    # RequestBytesInterceptor must be inside admission: it wraps unary handlers only, and
+    # admission serves every method as a request-streaming one.
+    interceptors: list[grpc.ServerInterceptor] = [_Auth(tokens)] if tokens else []
+    interceptors.append(AdmissionInterceptor(admission, SERVICE_NAME))
+    interceptors.append(RequestBytesInterceptor())
+    # Handler threads: one for every call admission lets in (compute and light), and spares
+    # for health, reflection, Watch streams and refusals, which therefore never queue.
+    spare = 16
+    handlers = ThreadPoolExecutor(
+        pool.capacity + config.admission.max_light + spare, thread_name_prefix="xmargin-rpc"
+    )
     server = grpc.server(
         handlers,
         interceptors=interceptors,
@@ -245,11 +277,9 @@ def build_server(config: ServerConfig) -> RunningServer:
         ],
     )
     service_pb2_grpc.add_XmarginServiceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     address = f"{config.host}:{config.port}"
     if tls:
         assert config.tls_cert is not None and config.tls_key is not None
@@ -263,7 +293,7 @@ def build_server(config: ServerConfig) -> RunningServer:
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    running = RunningServer(server, servicer, health_servicer, pool, port, config)
+    running = RunningServer(server, servicer, health_servicer, pool, port, config, admission)
     running.set_serving(False)
     server.start()
     for path in config.scenario_sets:
@@ -288,6 +318,9 @@ def build_server(config: ServerConfig) -> RunningServer:
 
 def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then drain gracefully; returns the exit status."""
+    # Health checks and refusals wait for the GIL behind the threads that convert requests:
+    # switch threads every millisecond rather than every five.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     running = build_server(config)
     stop = threading.Event()
     previous = {
@@ -315,18 +348,19 @@ def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = 
     )
     if ready is not None:
         ready(running)
+    idle = False
     try:
         while not stop.wait(0.5):
             pass
     finally:
         started = time.perf_counter()
         log.info(json.dumps({"event": "draining", "grace_s": config.grace}))
-        running.stop()
-        log.info(
-            json.dumps(
-                {"event": "stopped", "drain_ms": round((time.perf_counter() - started) * 1e3, 1)}
-            )
-        )
+        idle = running.stop()
+        drain_ms = round((time.perf_counter() - started) * 1e3, 1)
+        log.info(json.dumps({"event": "stopped", "drain_ms": drain_ms, "solvers_idle": idle}))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not idle:  # a solve that would not stop: do not let it hold the exit
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -31,8 +31,9 @@ import grpc
 
 from xmargin.clients.v1 import book_pb2, common_pb2, service_pb2
 from xmargin.optimiser.batch import AccountError, AccountOutcome, BatchAccount, SharedInputs
+from xmargin.optimiser.cancellation import SolveCancelled
 
-from .batching import BatchEngines, ProtoSolve, error_proto, outcome_error
+from .batching import BatchEngines, ProtoSolve, StoppableSolve, error_proto, outcome_error
 from .convert import RequestError
 from .errors import EngineError, OverloadedError, ServiceError
 
@@ -111,6 +112,9 @@ class StreamRun:
         self._outcomes: queue.Queue[_Item] = queue.Queue()
         self._stop = threading.Event()
         self._started_any = False
+        # threads engine: a solve that has not started when the call ends never starts, and
+        # one that runs stops (xmargin.optimiser.cancellation)
+        self._stoppable = StoppableSolve(solve, self._stop)
         self.received = 0
         self.peak_in_flight = 0
         self._in_flight = 0
@@ -262,7 +266,7 @@ class StreamRun:
             if self._stop.is_set():
                 return
         while True:
-            future = self.pool.try_submit(self.solve, index, account, self.inputs.data, None)
+            future = self.pool.try_submit(self._stoppable, index, account, self.inputs.data, None)
             if future is not None:
                 break
             if not self._started_any:
@@ -285,6 +289,8 @@ class StreamRun:
                 return
             try:
                 outcome = finished.result()
+            except SolveCancelled:  # the call ended: nobody reads this account's answer
+                return
             except Exception as error:  # the hook catches everything; belt and braces
                 failure = AccountError(type(error).__name__, str(error))
                 outcome = AccountOutcome(index, account.account, account.label, None, failure)
@@ -293,9 +299,10 @@ class StreamRun:
         future.add_done_callback(done)
 
     def _end(self) -> None:
-        """The call ended (answered, cancelled, deadline): stop reading, and cancel the solves
-        still queued. Nothing done is kept: a finished solve leaves ``_pending`` at once, so
-        memory stays bounded by the window however long the stream."""
+        """The call ended (answered, cancelled, deadline): stop reading, cancel the solves
+        still queued and stop the running ones (threads engine). Nothing done is kept: a
+        finished solve leaves ``_pending`` at once, so memory stays bounded by the window
+        however long the stream."""
         self._stop.set()
         with self._lock:
             pending = list(self._pending)

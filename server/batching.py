@@ -40,6 +40,7 @@ from xmargin.optimiser.batch import (
     merge_case,
     xmargin_version,
 )
+from xmargin.optimiser.cancellation import SolveCancelled, stop_requested, stop_when
 from xmargin.optimiser.optimise import optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
@@ -60,6 +61,7 @@ __all__ = [
     "BatchEngines",
     "ProtoSolve",
     "SolverPoolEngine",
+    "StoppableSolve",
     "error_proto",
     "outcome_error",
     "rebuild_result",
@@ -172,6 +174,8 @@ class ProtoSolve:
             case = merge_case(shared, account.data)
             paths.factor_count = len(shared.get("factors") or [])
             book = parse_case(case)
+            if stop_requested():  # the call ended while its request was read: stop here
+                raise SolveCancelled("the call ended before the solve started")
             if book.options.backend is not None:  # a CaseValidationError, handled below
                 parse_backend_name(book.options.backend)
             options = book.options
@@ -216,7 +220,7 @@ class SolverPoolEngine:
 
     def __init__(self, pool: Any, solve: AccountSolver, stop: threading.Event) -> None:
         self.pool = pool
-        self.solve = solve
+        self.solve: AccountSolver = StoppableSolve(solve, stop)
         self.stop = stop
 
     def run(
@@ -267,6 +271,23 @@ class SolverPoolEngine:
 
     def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppableSolve:
+    """An account solve that stops (raises SolveCancelled) once ``stop`` is set, and never
+    starts when it is set before its turn (see :mod:`xmargin.optimiser.cancellation`)."""
+
+    solve: AccountSolver
+    stop: threading.Event
+
+    def __call__(
+        self, index: int, account: BatchAccount, shared: Mapping[str, Any], backend: Any = None
+    ) -> AccountOutcome:
+        if self.stop.is_set():
+            raise SolveCancelled("the batch ended before this account started")
+        with stop_when(self.stop.is_set):
+            return self.solve(index, account, shared, backend)
 
 
 class BatchEngines:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .admission import MB, AdmissionLimits
 from .app import ServerConfig, serve
 from .scenario_store import default_store_url
 
@@ -47,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get("XMARGIN_TOKEN"),
-        help="require 'authorization: Bearer TOKEN' (default $XMARGIN_TOKEN)",
+        action="append",
+        default=[],
+        help="require 'authorization: Bearer TOKEN' (default $XMARGIN_TOKEN); repeat it to "
+        "give each client its own token (quotas go by token)",
     )
     parser.add_argument(
         "--scenario-set",
@@ -101,6 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight calls get to finish on SIGTERM (default 30)",
     )
+    parser.add_argument(
+        "--max-light",
+        type=int,
+        default=4,
+        help="calls other than solves (CheckEligibility, RegisterScenarioSet, ...) in flight "
+        "at once; beyond: RESOURCE_EXHAUSTED (default 4)",
+    )
+    parser.add_argument(
+        "--max-inflight-mb",
+        type=int,
+        default=256,
+        help="request bytes in flight at once, MiB; beyond: RESOURCE_EXHAUSTED (default 256)",
+    )
+    parser.add_argument(
+        "--client-quota",
+        type=int,
+        default=0,
+        help="solver calls one client (certificate, token or IP) may have running or queued "
+        "(default 0: a quarter of --workers + --max-queue; its light calls: half --max-light)",
+    )
+    parser.add_argument(
+        "--default-deadline",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="deadline of a call that comes without one: its solve stops then and it answers "
+        "DEADLINE_EXCEEDED (default 300; 0: none)",
+    )
     return parser
 
 
@@ -111,6 +142,8 @@ def main(argv: list[str]) -> int:
     engine = args.batch_engine or ("dask" if args.scheduler else "threads")
     if args.scheduler and engine != "dask":
         parser.error("--scheduler needs --batch-engine dask")
+    env_token = os.environ.get("XMARGIN_TOKEN")
+    tokens = list(args.token) or ([env_token] if env_token else [])
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = ServerConfig(
         host=args.host,
@@ -121,7 +154,13 @@ def main(argv: list[str]) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         client_ca=args.client_ca,
-        token=args.token or None,
+        token=tokens[0] if tokens else None,
+        tokens=tuple(tokens[1:]),
+        admission=AdmissionLimits(
+            max_light=args.max_light,
+            max_bytes=args.max_inflight_mb * MB,
+            client_quota=args.client_quota or None,
+        ),
         scenario_sets=list(args.scenario_set),
         grace=args.grace,
         batch_engine=engine,
@@ -130,6 +169,7 @@ def main(argv: list[str]) -> int:
         store=args.store or (None if args.audit else default_store_url()),
         scenario_cache_mb=args.scenario_cache_mb,
         stream_window=args.stream_window,
+        default_deadline=args.default_deadline or None,
     )
     try:
         return serve(config)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 import grpc
@@ -70,6 +69,8 @@ from .batching import (
     outcome_error,
     solve_budget,
 )
+from .cancellation import current_call, run_in_pool
+from .cancellation import remaining as _remaining
 from .convert import (
     FieldPaths,
     Limits,
@@ -90,7 +91,6 @@ from .convert import (
     state_to_proto,
 )
 from .errors import (
-    DeadlineError,
     EngineError,
     OverloadedError,
     ServiceError,
@@ -119,20 +119,9 @@ log = logging.getLogger("xmargin.server")
 T = TypeVar("T")
 
 
-# grpc reports a call without a deadline as one that far away (or more).
-NO_DEADLINE_SECONDS = 1e7
-
-
-def _remaining(context: grpc.ServicerContext) -> float | None:
-    """Seconds left before the call's deadline; None when it has none."""
-    remaining: float | None = context.time_remaining()
-    if remaining is None or remaining > NO_DEADLINE_SECONDS:
-        return None
-    return max(0.0, float(remaining))
-
-
 class SolverPool:
-    """``workers`` solver threads and ``max_queue`` waiting places; no more, ever."""
+    """``workers`` solver threads and ``max_queue`` waiting places; no more, ever. A slot is
+    held from submission until the work finishes or, still queued, is cancelled."""
 
     def __init__(self, workers: int, max_queue: int) -> None:
         if workers < 1 or max_queue < 0:
@@ -140,18 +129,37 @@ class SolverPool:
         self.workers = workers
         self.capacity = workers + max_queue
         self._slots = threading.BoundedSemaphore(self.capacity)
+        self._count_lock = threading.Lock()
+        self._held = 0
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="xmargin-solve")
+
+    def _take(self) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._count_lock:
+            self._held += 1
+        return True
+
+    def _give_back(self) -> None:
+        with self._count_lock:
+            self._held -= 1
+        self._slots.release()
+
+    def available(self) -> int:
+        """Slots free now (admission looks before it reads a request)."""
+        with self._count_lock:
+            return self.capacity - self._held
 
     def try_submit(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
         """Run ``fn`` if a slot is free (the slot is held until it finishes), else None."""
-        if not self._slots.acquire(blocking=False):
+        if not self._take():
             return None
         try:
             future = self._executor.submit(fn, *args)
         except BaseException:
-            self._slots.release()
+            self._give_back()
             raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(lambda _: self._give_back())
         return future
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -163,14 +171,24 @@ class SolverPool:
     def hold(self) -> None:
         """Take a slot for work done elsewhere (a batch on processes or Dask) until
         :meth:`release`; OverloadedError when none is free."""
-        if not self._slots.acquire(blocking=False):
+        if not self._take():
             raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
 
     def release(self) -> None:
-        self._slots.release()
+        self._give_back()
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking work; queued work is cancelled (its callers are gone by then)."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no slot is held; whether none is."""
+        end = time.monotonic() + timeout
+        while self.available() < self.capacity:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> dict[str, Any]:
@@ -202,10 +220,13 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         engines: BatchEngines | None = None,
         recorder: Recorder | None = None,
         stream_window: int = 0,
+        default_deadline: float | None = None,
     ) -> None:
         self.pool = pool
         self.stream_window = stream_window or 2 * pool.workers
         """OptimiseStream: accounts of one call read but not yet answered, at most."""
+        self.default_deadline = default_deadline
+        """Seconds a unary call without a deadline may run (None: unbounded)."""
         self.registry = registry or ScenarioRegistry()
         self.limits = limits or Limits()
         self.engines = engines or BatchEngines("threads")
@@ -252,18 +273,24 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     @staticmethod
     def _deadline(context: grpc.ServicerContext) -> float | None:
-        """The call's deadline on the wall clock (``time.time()``); None when it has none."""
+        """The call's deadline on the wall clock (``time.time()``); None when it has none. In
+        the solver pool, the call's as :func:`.cancellation.run_in_pool` sees it (with the
+        server's default deadline for a call that came without one)."""
+        call = current_call.get()
+        if call is not None:
+            return call.wall_deadline()
         remaining = _remaining(context)
         return None if remaining is None else time.time() + remaining
 
+    def _left(self, context: grpc.ServicerContext) -> float | None:
+        """Seconds left before :meth:`_deadline`; None when there is none."""
+        deadline = self._deadline(context)
+        return None if deadline is None else max(0.0, deadline - time.time())
+
     def _in_pool(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-        """Run ``work`` in the solver pool (RESOURCE_EXHAUSTED if full) within the deadline."""
-        future = self.pool.submit(work)
-        try:
-            return future.result(timeout=_remaining(context))
-        except FutureTimeout as error:
-            future.cancel()
-            raise DeadlineError("deadline exceeded while solving") from error
+        """Run ``work`` in the solver pool (RESOURCE_EXHAUSTED if full) until it finishes, the
+        call ends or its deadline (or the server's default one) passes: then it stops."""
+        return run_in_pool(self.pool, context, work, self.default_deadline)
 
     def _scenarios(self, request: Any) -> ResolvedScenarios:
         which = request.WhichOneof("scenarios")
@@ -371,7 +398,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             book = self._book(request, request.account, FieldPaths(), self._scenarios(request))
             limit = None
             if not request.current_only:
-                limit = solve_budget(_remaining(context), book.options.time_limit)
+                limit = solve_budget(self._left(context), book.options.time_limit)
+            # runs under the call's stop hook (run_in_pool): its solve stops with the call
             return explain_response(request, book, limit)
 
         return self._unary("Explain", request, context, lambda: self._in_pool(context, work))

@@ -25,7 +25,9 @@ from typing import ClassVar
 import highspy
 import numpy as np
 import numpy.typing as npt
+from highspy.highs import HighsCallbackEvent
 
+from .. import cancellation
 from ..margin import FIGURES, ModelFigures, account_figures, convex_xm_margin, tail_weights
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
@@ -140,6 +142,8 @@ class HighsBackend:
     capabilities: ClassVar[Capabilities] = Capabilities(
         lp=True, mip=True, duals=False, warm_start=True
     )
+    interruptible: ClassVar[bool] = True
+    """Stops within an iteration when the caller's stop hook says so (see cancellation)."""
 
     def solve(
         self, problem: Problem, time_limit: float | None = None, reduction: bool = True
@@ -447,6 +451,7 @@ class _CuttingPlaneModel:
         optimal outright when it meets the continuous bound), then over the full range, started
         from that incumbent."""
         loop = _Loop(time_limit, started)
+        _interrupt_when_stopped(self.highs)
         self._cutting_loop(loop, integral=False)
         if loop.status is Status.OPTIMAL and self.needs_mip:
             if time_limit is None:  # bound the integral tail (TAIL_SECONDS, TAIL_FACTOR)
@@ -557,6 +562,7 @@ class _CuttingPlaneModel:
         theta_columns = [term.theta for term in self.terms]
         tolerance = MIP_GAP if integral else GAP_TOLERANCE
         while True:
+            cancellation.check()  # the caller is gone: stop between rounds
             loop.rounds += 1
             remaining = loop.remaining()
             if remaining is not None:
@@ -571,6 +577,7 @@ class _CuttingPlaneModel:
                 # Prune every node that cannot beat the incumbent's exact objective.
                 highs.setOptionValue("objective_bound", float(loop.best_upper) / unit)
             highs.run()
+            cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
             model_status = highs.getModelStatus()
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
                 bound = float(highs.getInfo().mip_dual_bound) * unit
@@ -632,6 +639,23 @@ class _CuttingPlaneModel:
             if loop.rounds >= MAX_ROUNDS:
                 loop.stop(Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds")
                 return
+
+
+def _interrupt_when_stopped(highs: highspy.Highs) -> None:
+    """With a stop hook in force (:mod:`..cancellation`), HiGHS's simplex, IPM and MIP
+    interrupt callbacks ask it at every check, so a stopped solve ends within one iteration or
+    node; the loop then raises SolveCancelled."""
+    should_stop = cancellation.current()
+    if should_stop is None:
+        return
+
+    def interrupt(event: HighsCallbackEvent) -> None:
+        if should_stop():
+            event.interrupt()
+
+    highs.cbSimplexInterrupt += interrupt
+    highs.cbIpmInterrupt += interrupt
+    highs.cbMipInterrupt += interrupt
 
 
 _NOTHING_BETTER = (

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .. import cancellation
 from ..margin import FIGURES, account_quantities, evaluate, model_margins, xm_margin
 from ..problem import PositionVector, Problem
 from .base import lot_grid
@@ -178,6 +179,7 @@ def improve(
     best = exact_objective(problem, evaluator.x)
     sweeps = moves = 0
     while sweeps < max_sweeps:
+        cancellation.check()  # the caller is gone: stop between sweeps
         sweeps += 1
         improved = False
         for i in rng.permutation(movable):

@@ -23,7 +23,7 @@ from tests.server.harness import start
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, explain_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
-from xmargin.server import RunningServer
+from xmargin.server import AdmissionLimits, RunningServer
 
 # A client's fault, reported with details; INFEASIBLE is a valid answer to a valid request.
 ACCEPTED = {
@@ -158,7 +158,10 @@ def _mutate(data: st.DataObject, message: Message, depth: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_server() -> Iterator[RunningServer]:
-    running = start(workers=2, max_queue=16)
+    # admission wide enough for the 8 concurrent senders of one client: this is about parsing
+    running = start(
+        workers=2, max_queue=16, admission=AdmissionLimits(max_light=16, client_quota=18)
+    )
     yield running
     running.stop(0)
 

@@ -153,6 +153,10 @@ def test_cli_flags_are_documented() -> None:
         "--token",
         "--max-message-mb",
         "--scenario-set",
+        "--default-deadline",
+        "--max-light",
+        "--max-inflight-mb",
+        "--client-quota",
     ):
         assert flag in help_text
 
