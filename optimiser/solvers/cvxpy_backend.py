@@ -203,6 +203,11 @@ class CvxpyBackend:
             from .highs_backend import quiet_highs_banner
 
             quiet_highs_banner()  # else cvxpy's highspy.Highs() prints HiGHS's banner on stdout
+            # One thread, as the fast path: HiGHS's thread scheduler is global to the process,
+            # and once cvxpy's instance started it on every core, an instance asking for one
+            # thread (the highs backend) fails to run ("the scheduler has already been
+            # initialized to use 2 threads").
+            kwargs["threads"] = 1
             if time_limit is not None:
                 kwargs["time_limit"] = float(time_limit)
             if options.integral or options.max_transfers is not None:
