@@ -71,6 +71,40 @@ def quiet_highs_banner() -> None:
     first.setCallback(None, None)
 
 
+def set_option(highs: highspy.Highs, name: str, value: bool | float | str) -> None:
+    """``highs.setOptionValue``, its return code checked: an unknown option or a value out of
+    range raises instead of leaving HiGHS's default in place silently."""
+    status = highs.setOptionValue(name, value)
+    if status != highspy.HighsStatus.kOk:
+        raise RuntimeError(f"HiGHS option {name}={value!r}: {status.name}")
+
+
+MODEL_STATUS: dict[highspy.HighsModelStatus, Status] = {
+    highspy.HighsModelStatus.kNotset: Status.ERROR,
+    highspy.HighsModelStatus.kLoadError: Status.ERROR,
+    highspy.HighsModelStatus.kModelError: Status.ERROR,
+    highspy.HighsModelStatus.kPresolveError: Status.ERROR,
+    highspy.HighsModelStatus.kSolveError: Status.ERROR,
+    highspy.HighsModelStatus.kPostsolveError: Status.ERROR,
+    highspy.HighsModelStatus.kModelEmpty: Status.ERROR,
+    highspy.HighsModelStatus.kOptimal: Status.OPTIMAL,
+    highspy.HighsModelStatus.kInfeasible: Status.INFEASIBLE,
+    # Every margin is bounded below by 0, so an unbounded model is a formulation error.
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: Status.ERROR,
+    highspy.HighsModelStatus.kUnbounded: Status.ERROR,
+    highspy.HighsModelStatus.kObjectiveBound: Status.OPTIMAL,  # nothing beats the incumbent
+    highspy.HighsModelStatus.kObjectiveTarget: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kTimeLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kIterationLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kUnknown: Status.ERROR,
+    highspy.HighsModelStatus.kSolutionLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kInterrupt: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kMemoryLimit: Status.ERROR,
+    highspy.HighsModelStatus.kHighsInterrupt: Status.TIME_LIMIT,  # type: ignore[attr-defined]  # not in the stubs
+}
+"""Every HiGHS model status as the backend's status where the loop stops on it (a stop short of
+the optimum -- a limit or an interrupt -- is TIME_LIMIT: the best allocation found so far)."""
+
 GAP_TOLERANCE = 1e-10
 MIP_GAP = 1e-6
 FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
@@ -211,13 +245,13 @@ class _CuttingPlaneModel:
         options = problem.options
         quiet_highs_banner()
         self.highs = highspy.Highs()
-        self.highs.setOptionValue("output_flag", False)
-        self.highs.setOptionValue("log_to_console", False)
-        self.highs.setOptionValue("simplex_strategy", 1)  # dual simplex
-        self.highs.setOptionValue("mip_rel_gap", MIP_GAP)
+        set_option(self.highs, "output_flag", False)
+        set_option(self.highs, "log_to_console", False)
+        set_option(self.highs, "simplex_strategy", 1)  # dual simplex
+        set_option(self.highs, "mip_rel_gap", MIP_GAP)
         for tolerance in ("primal_feasibility_tolerance", "mip_feasibility_tolerance"):
-            self.highs.setOptionValue(tolerance, FEASIBILITY_TOLERANCE)
-        self.highs.setOptionValue("threads", 1)
+            set_option(self.highs, tolerance, FEASIBILITY_TOLERANCE)
+        set_option(self.highs, "threads", 1)
 
         cost: list[float] = []
         lower: list[float] = []
@@ -692,10 +726,10 @@ class _CuttingPlaneModel:
                 # HiGHS (1.16) checks an LP's time limit against its run clock, summed over
                 # every run of this instance, and a MIP's against the run alone.
                 limit = remaining if integral else highs.getRunTime() + remaining
-                highs.setOptionValue("time_limit", limit)
+                set_option(highs, "time_limit", limit)
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
-                highs.setOptionValue("objective_bound", float(loop.best_upper) / unit)
+                set_option(highs, "objective_bound", float(loop.best_upper) / unit)
             lp_started = time.perf_counter()
             highs.run()
             loop.lp_seconds += time.perf_counter() - lp_started
@@ -719,7 +753,7 @@ class _CuttingPlaneModel:
                 if timed_out:
                     loop.stop(Status.TIME_LIMIT, "time limit reached")
                 else:
-                    loop.stop(Status.ERROR, highs.modelStatusToString(model_status))
+                    loop.stop(MODEL_STATUS[model_status], highs.modelStatusToString(model_status))
                 return
             solution = np.asarray(highs.getSolution().col_value)
             x = solution[self.lots] * self.size

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import highspy
 import pytest
 
 from tests.conftest import CASE_FILES
@@ -15,8 +16,14 @@ from xmargin.bench.books import with_pnl_vectors
 from xmargin.optimiser import SolveOptions, Status, build_problem, load_case
 from xmargin.optimiser.problem import Problem
 from xmargin.optimiser.sample import generate_book
+from xmargin.optimiser.solvers.base import Backend
 from xmargin.optimiser.solvers.cvxpy_backend import CvxpyBackend
-from xmargin.optimiser.solvers.highs_backend import HighsBackend, uses_ru
+from xmargin.optimiser.solvers.highs_backend import (
+    MODEL_STATUS,
+    HighsBackend,
+    set_option,
+    uses_ru,
+)
 
 AGREEMENT = 1e-6
 
@@ -26,7 +33,7 @@ def _agree(a: float, b: float) -> bool:
 
 
 def _objectives(problem: Problem, reduction: bool = True) -> dict[str, float]:
-    solvers = {
+    solvers: dict[str, Backend] = {
         "cuts": HighsBackend("cuts"),
         "ru": HighsBackend("ru"),
         "cvxpy": CvxpyBackend(),
@@ -85,3 +92,17 @@ def test_highs_runs_after_cvxpy_in_one_process() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert run.stdout.split() == [Status.OPTIMAL.value, Status.OPTIMAL.value], run.stderr
+
+
+def test_every_highs_model_status_is_mapped() -> None:
+    assert set(highspy.HighsModelStatus.__members__.values()) == set(MODEL_STATUS)
+    assert MODEL_STATUS[highspy.HighsModelStatus.kOptimal] is Status.OPTIMAL
+
+
+def test_a_refused_highs_option_raises() -> None:
+    highs = highspy.Highs()
+    set_option(highs, "output_flag", False)
+    with pytest.raises(RuntimeError, match="no_such_option"):
+        set_option(highs, "no_such_option", 1)
+    with pytest.raises(RuntimeError, match="mip_rel_gap"):
+        set_option(highs, "mip_rel_gap", -1.0)
