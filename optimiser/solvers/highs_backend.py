@@ -236,7 +236,6 @@ class _CuttingPlaneModel:
         self.problem = problem
         self.reduction = reduction
         self.ru = uses_ru(problem, formulation)
-        self.evaluation_seconds = 0.0  # in the exact evaluator, for the solve's message
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
@@ -530,10 +529,7 @@ class _CuttingPlaneModel:
 
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
         """Each term's model figures at an allocation, from the exact evaluator (ES for VaR)."""
-        evaluation_started = time.perf_counter()
-        figures = account_figures(self.problem, xm_quantity, es_for_var=True)
-        self.evaluation_seconds += time.perf_counter() - evaluation_started
-        return list(figures.values())
+        return list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + XM margin (convex form with the
@@ -635,10 +631,7 @@ class _CuttingPlaneModel:
             bound=float(loop.lower_bound),
             iterations=loop.iterations,
             cuts=loop.cuts,
-            message=(
-                f"{loop.message} in {loop.rounds} rounds ({'RU LP' if self.ru else 'cuts'}; "
-                f"LP {loop.lp_seconds:.3f} s, evaluation {self.evaluation_seconds:.3f} s)"
-            ),
+            message=f"{loop.message} in {loop.rounds} rounds" + (" (RU LP)" if self.ru else ""),
         )
 
     def _round_continuous(
@@ -730,9 +723,7 @@ class _CuttingPlaneModel:
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
                 set_option(highs, "objective_bound", float(loop.best_upper) / unit)
-            lp_started = time.perf_counter()
             highs.run()
-            loop.lp_seconds += time.perf_counter() - lp_started
             model_status = highs.getModelStatus()
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
                 bound = float(highs.getInfo().mip_dual_bound) * unit
@@ -818,7 +809,6 @@ class _Loop:
     iterations: int = 0
     cuts: int = 0
     tail_budget: bool = False  # the time limit is the default integral-tail budget
-    lp_seconds: float = 0.0  # in HiGHS's run
 
     def remaining(self) -> float | None:
         if self.time_limit is None:
