@@ -112,7 +112,10 @@ CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
 RU_PNL_SHARE = 0.5
 """``formulation="auto"`` writes the direct Rockafellar-Uryasev LP when at least this share of
-the positions are given as P&L vectors (measured: see the commit that set it)."""
+the positions are given as P&L vectors. Measured on the reference account (300 x 2,520) with
+vectors shocks @ d plus 1x their standard deviation of noise, cuts / RU / cvxpy: 10% 0.5 / 4.1 /
+3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. Without the noise (rank K) cuts stay
+fast: 100% 2.3 / 7.4 / 18.5 s."""
 FORMULATIONS = ("auto", "cuts", "ru")
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
