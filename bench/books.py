@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from xmargin.optimiser.model import Book, Instrument, Position, ScenarioSet, SolveOptions
 from xmargin.optimiser.sample import generate_book, generate_scenarios
 
@@ -22,6 +24,7 @@ __all__ = [
     "REFERENCE_SCENARIOS",
     "REFERENCE_SEED",
     "make_book",
+    "with_pnl_vectors",
 ]
 
 REFERENCE_POSITIONS = 300
@@ -80,3 +83,23 @@ def make_book(
         positions=tuple(all_positions),
         options=SolveOptions(integral=integral),
     )
+
+
+def with_pnl_vectors(book: Book, share: float, seed: int, noise: float = 0.0) -> Book:
+    """``book`` with ``share`` of its instruments given by sensitivities (chosen at random) given
+    as full P&L vectors instead: p = shocks @ d, plus, with ``noise``, independent normal noise
+    of ``noise`` times the vector's standard deviation (what full revaluation adds beyond the
+    factors: the book then has no low-rank structure)."""
+    rng = np.random.default_rng(seed)
+    shocks = book.scenarios.shocks
+    keys = sorted(k for k, i in book.instruments.items() if i.sensitivities is not None)
+    chosen = rng.choice(len(keys), round(share * len(keys)), replace=False)
+    instruments = dict(book.instruments)
+    for j in sorted(chosen.tolist()):
+        instrument = instruments[keys[j]]
+        assert instrument.sensitivities is not None
+        pnl = shocks @ instrument.sensitivities
+        if noise > 0:
+            pnl = pnl + noise * pnl.std() * rng.standard_normal(pnl.size)
+        instruments[keys[j]] = dataclasses.replace(instrument, sensitivities=None, pnl=pnl)
+    return dataclasses.replace(book, instruments=instruments)

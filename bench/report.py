@@ -290,6 +290,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _policies(results, "continuous") + _policies(results, "integral")
     if results.get("sweep"):
         lines += _sweep_markdown(results)
+    if results.get("pnl_vectors"):
+        lines += _pnl_markdown(results["pnl_vectors"])
     batch = results.get("batch")
     if batch:
         lines += ["## Batch", "", *_batch_markdown(batch), ""]
@@ -380,6 +382,28 @@ def _batch_markdown(batch: dict[str, Any]) -> list[str]:
             f"({batch['profile']}).",
         ]
     return lines
+
+
+def _pnl_markdown(runs: list[dict[str, Any]]) -> list[str]:
+    """The reference account by share of P&L-vector instruments: both paths, and their ratio."""
+    rows = []
+    for share in sorted({run["pnl_share"] for run in runs}):
+        by_backend = {run["backend"]: run for run in runs if run["pnl_share"] == share}
+        highs, cvxpy = by_backend.get("highs"), by_backend.get("cvxpy")
+        fast, reference = _median(highs), _median(cvxpy)
+        ratio = f"{reference / fast:,.1f}x" if fast and reference else "-"
+        rows.append([f"{share:.0%}", _solve_figure(highs), _solve_figure(cvxpy), ratio])
+    noise = runs[0].get("pnl_noise", 0.0)
+    header = ["P&L-vector share", "highs continuous", "cvxpy continuous", "cvxpy / highs"]
+    return [
+        "## Books given as P&L vectors",
+        "",
+        f"The reference account with that share of its instruments given as P&L vectors "
+        f"(p = shocks @ d plus {noise:g} x its standard deviation of independent noise).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 def _sweep_markdown(results: dict[str, Any]) -> list[str]:

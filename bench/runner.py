@@ -21,7 +21,7 @@ from .environment import environment
 
 __all__ = ["PARTS", "Plan", "run_plan", "solve_spec"]
 
-PARTS = ("reference", "sweep", "batch", "grpc")
+PARTS = ("reference", "sweep", "pnl", "batch", "grpc")
 SPAWN_SLACK = 120.0
 """Seconds a configuration's subprocess gets beyond its solves (imports, generation, memory)."""
 
@@ -52,6 +52,11 @@ class Plan:
     grpc_warmup: int
     profile: bool
     seed: int = REFERENCE_SEED
+    pnl_shares: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
+    """The shares of instruments given as P&L vectors in the "pnl" part (reference account)."""
+    pnl_noise: float = 1.0
+    """Their idiosyncratic noise (bench.books.with_pnl_vectors): at 1.0 the vectors have no
+    low-rank structure, the case where cutting planes crawl."""
 
     @classmethod
     def full(cls, repeats: int = 15) -> Plan:
@@ -261,6 +266,33 @@ def _sweep(plan: Plan, log: Callable[[str], None]) -> tuple[list[dict[str, Any]]
     return runs, skipped
 
 
+def _pnl_sweep(plan: Plan, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The reference account with a growing share of P&L-vector instruments, continuous, on
+    the fast path (which picks its formulation) and the cvxpy path."""
+    n, s = plan.reference
+    runs: list[dict[str, Any]] = []
+    for share in plan.pnl_shares:
+        for backend in ("highs", "cvxpy"):
+            repeats = plan.cvxpy_repeats if backend == "cvxpy" else plan.sweep_repeats
+            spec = solve_spec(
+                plan,
+                n,
+                s,
+                backend,
+                False,
+                repeats,
+                pnl_share=share,
+                pnl_noise=plan.pnl_noise,
+                tracemalloc=False,
+                policies=False,
+                label=f"P&L vectors {share:.0%} continuous {backend}",
+            )
+            result = run_config(plan, spec, log)
+            result.update(pnl_share=share, pnl_noise=plan.pnl_noise, backend=backend)
+            runs.append(result)
+    return runs
+
+
 def _too_big(limit: tuple[int, int], positions: int, scenarios: int) -> str | None:
     if positions <= limit[0] and scenarios <= limit[1]:
         return None
@@ -290,6 +322,8 @@ def run_plan(
         results["reference"] = _reference(plan, out, log)
     if "sweep" in parts:
         results["sweep"], results["skipped"] = _sweep(plan, log)
+    if "pnl" in parts:
+        results["pnl_vectors"] = _pnl_sweep(plan, log)
     if "batch" in parts:
         accounts, workers, positions, scenarios = plan.batch
         spec = {

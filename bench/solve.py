@@ -30,7 +30,7 @@ import numpy as np
 
 from xmargin.optimiser import SolveOptions, Status, build_problem, optimise
 
-from .books import make_book
+from .books import make_book, with_pnl_vectors
 from .policies import policy_report
 from .stats import current_rss_mib, peak_rss_mib, reset_peak_rss, summarise
 
@@ -57,7 +57,8 @@ def write_profile(profiler: cProfile.Profile, path: Path, title: str) -> None:
 
 def run_solve(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run ``spec`` (positions, scenarios, seed, integral, backend, repeats, warmup,
-    time_limit, tracemalloc, policies, profile); ``emit`` receives the partial result after
+    time_limit, tracemalloc, policies, profile, optional pnl_share and pnl_noise:
+    :func:`xmargin.bench.books.with_pnl_vectors`); ``emit`` receives the partial result after
     every repeat, so a configuration killed at its time cap keeps what it measured."""
     positions, scenarios = int(spec["positions"]), int(spec["scenarios"])
     integral, backend = bool(spec["integral"]), str(spec["backend"])
@@ -65,6 +66,9 @@ def run_solve(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> d
     options = SolveOptions(integral=integral, time_limit=time_limit)
     setup_started = time.perf_counter()
     book = make_book(positions, scenarios, int(spec["seed"]), integral=integral)
+    if spec.get("pnl_share"):  # that share of the instruments given as P&L vectors
+        share, noise = float(spec["pnl_share"]), float(spec.get("pnl_noise", 0.0))
+        book = with_pnl_vectors(book, share, int(spec["seed"]), noise)
     problem = build_problem(book, options=options)
     result: dict[str, Any] = {
         "status": "running",

@@ -8,6 +8,10 @@ Rockafellar-Uryasev form over the model's window (t free):
                     + sum_k rate_k * max(0, |(D'v)_k| - thr_k))
 
 and the XM rule as the max of its three convex terms.
+
+The formulation is in factor space: each portfolio's net exposure E = D'v is a K-vector variable
+(one equality row per factor), so a scenario's loss -shocks_s . E has K coefficients instead of
+one per position; only the positions given as P&L vectors enter the losses one by one.
 """
 
 from __future__ import annotations
@@ -39,18 +43,44 @@ _STATUS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Portfolio:
+    """A portfolio v (affine in the allocation, holding units, shape n) and its net exposure
+    E = D'v (USD per factor move / margin unit), a K-vector variable tied to v by K rows."""
+
+    held: cp.Expression
+    members: np.ndarray  # (n,) bool: the positions v may hold
+    exposure: cp.Expression
+
+
+def _portfolio(
+    held: cp.Expression, members: np.ndarray, units: _Units, constraints: list[cp.Constraint]
+) -> _Portfolio:
+    """``held`` with its exposure variable E and the rows E = D'v added to ``constraints``."""
+    n_factors = units.exposure.shape[0]
+    if n_factors == 0:
+        return _Portfolio(held, members, cp.Constant(np.zeros(0)))
+    exposure = cp.Variable(n_factors)
+    constraints.append(exposure == units.exposure[:, members] @ held[np.flatnonzero(members)])
+    return _Portfolio(held, members, exposure)
+
+
 def _model_margin(
-    problem: Problem, window: ModelWindow, held: cp.Expression, units: _Units
+    problem: Problem, window: ModelWindow, portfolio: _Portfolio, units: _Units
 ) -> cp.Expression:
-    """M(v) / margin_unit of ``window``'s model on the portfolio ``held`` (an affine expression
-    in holding units, shape n): losses and add-ons in units of ``units.margin``."""
+    """M(v) / margin_unit of ``window``'s model on ``portfolio``: losses L = -(shocks E + pnl v)
+    and add-ons in units of ``units.margin``."""
     model = window.as_es().model
-    exposure = units.exposure @ held  # (K,), USD per factor move / margin unit
+    held, exposure = portfolio.held, portfolio.exposure
 
     def losses(rows: slice | np.ndarray) -> cp.Expression:
-        loss = -(problem.shocks[rows] @ exposure)
-        if problem.pnl_columns.size:
-            loss = loss - units.pnl[rows] @ held[problem.pnl_columns]
+        shocks = problem.shocks[rows]
+        loss: cp.Expression = (
+            -(shocks @ exposure) if shocks.shape[1] else cp.Constant(np.zeros(shocks.shape[0]))
+        )
+        inside = portfolio.members[problem.pnl_columns]  # P&L-vector positions v holds
+        if inside.any():
+            loss = loss - units.pnl[rows][:, inside] @ held[problem.pnl_columns[inside]]
         return loss
 
     weight = model.stress_weight
@@ -148,15 +178,20 @@ class CvxpyBackend:
         standalone = problem.quantity / size - u
         ficc_model, cme_model = problem.models[Ccp.FICC], problem.models[Ccp.CME]
 
-        def margin(window: ModelWindow, held: cp.Expression) -> cp.Expression:
-            return _model_margin(problem, window, held, units)
+        def margin(window: ModelWindow, portfolio: _Portfolio) -> cp.Expression:
+            return _model_margin(problem, window, portfolio, units)
 
-        ficc_standalone = margin(ficc_model, cp.multiply(ficc, standalone))
-        cme_standalone = margin(cme_model, cp.multiply(cme, standalone))
-        S_F = margin(ficc_model, cp.multiply(ficc, u))
-        S_C = margin(cme_model, cp.multiply(cme, u))
-        C_F = margin(ficc_model, u)
-        C_C = margin(cme_model, u)
+        def portfolio(held: cp.Expression, members: np.ndarray) -> _Portfolio:
+            return _portfolio(held, members, units, constraints)
+
+        is_ficc = problem.is_ficc
+        xm = portfolio(u, np.ones(n, dtype=bool))
+        ficc_standalone = margin(ficc_model, portfolio(cp.multiply(ficc, standalone), is_ficc))
+        cme_standalone = margin(cme_model, portfolio(cp.multiply(cme, standalone), ~is_ficc))
+        S_F = margin(ficc_model, portfolio(cp.multiply(ficc, u), is_ficc))
+        S_C = margin(cme_model, portfolio(cp.multiply(cme, u), ~is_ficc))
+        C_F = margin(ficc_model, xm)
+        C_C = margin(cme_model, xm)
         if reduction:
             xm_margin = cp.maximum(C_F, C_C, (1.0 - problem.savings_cap) * (S_F + S_C))
         else:  # the branch of the XM rule where cross-margining reduces nothing
@@ -172,6 +207,11 @@ class CvxpyBackend:
             from .highs_backend import quiet_highs_banner
 
             quiet_highs_banner()  # else cvxpy's highspy.Highs() prints HiGHS's banner on stdout
+            # One thread, as the fast path: HiGHS's thread scheduler is global to the process,
+            # and once cvxpy's instance started it on every core, an instance asking for one
+            # thread (the highs backend) fails to run ("the scheduler has already been
+            # initialized to use 2 threads").
+            kwargs["threads"] = 1
             if time_limit is not None:
                 kwargs["time_limit"] = float(time_limit)
             if options.integral or options.max_transfers is not None:

@@ -12,13 +12,23 @@ coefficients: w is the tail weighting at a trial point. Kelley's method adds the
 violated term at each LP solution and re-solves with dual simplex from the previous basis; it
 stops when the exact convex objective at the incumbent and the LP bound agree to 1e-10
 relative. Integral allocations re-solve the same model as a MIP with the cuts found so far.
+
+Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
+Kelley's method crawls there; for them (``formulation="ru"``, chosen by ``"auto"`` when at least
+:data:`RU_PNL_SHARE` of the positions are P&L vectors) the ES terms are the direct
+Rockafellar-Uryasev LP instead, over each XM leg's scenario losses l_s written once:
+
+    theta >= t + 1/n_tail * sum_s u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in the window),
+
+with L_s(v) an affine function of the legs' losses (XM: l_F + l_C; standalone: held - l_leg).
+The same loop then checks the exact objective against the bound (one LP when it agrees).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -63,11 +73,52 @@ def quiet_highs_banner() -> None:
     first.setCallback(None, None)
 
 
+def set_option(highs: highspy.Highs, name: str, value: bool | float | str) -> None:
+    """``highs.setOptionValue``, its return code checked: an unknown option or a value out of
+    range raises instead of leaving HiGHS's default in place silently."""
+    status = highs.setOptionValue(name, value)
+    if status != highspy.HighsStatus.kOk:
+        raise RuntimeError(f"HiGHS option {name}={value!r}: {status.name}")
+
+
+MODEL_STATUS: dict[highspy.HighsModelStatus, Status] = {
+    highspy.HighsModelStatus.kNotset: Status.ERROR,
+    highspy.HighsModelStatus.kLoadError: Status.ERROR,
+    highspy.HighsModelStatus.kModelError: Status.ERROR,
+    highspy.HighsModelStatus.kPresolveError: Status.ERROR,
+    highspy.HighsModelStatus.kSolveError: Status.ERROR,
+    highspy.HighsModelStatus.kPostsolveError: Status.ERROR,
+    highspy.HighsModelStatus.kModelEmpty: Status.ERROR,
+    highspy.HighsModelStatus.kOptimal: Status.OPTIMAL,
+    highspy.HighsModelStatus.kInfeasible: Status.INFEASIBLE,
+    # Every margin is bounded below by 0, so an unbounded model is a formulation error.
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: Status.ERROR,
+    highspy.HighsModelStatus.kUnbounded: Status.ERROR,
+    highspy.HighsModelStatus.kObjectiveBound: Status.OPTIMAL,  # nothing beats the incumbent
+    highspy.HighsModelStatus.kObjectiveTarget: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kTimeLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kIterationLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kUnknown: Status.ERROR,
+    highspy.HighsModelStatus.kSolutionLimit: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kInterrupt: Status.TIME_LIMIT,
+    highspy.HighsModelStatus.kMemoryLimit: Status.ERROR,
+    highspy.HighsModelStatus.kHighsInterrupt: Status.TIME_LIMIT,  # type: ignore[attr-defined]  # not in the stubs
+}
+"""Every HiGHS model status as the backend's status where the loop stops on it (a stop short of
+the optimum -- a limit or an interrupt -- is TIME_LIMIT: the best allocation found so far)."""
+
 GAP_TOLERANCE = 1e-10
 MIP_GAP = 1e-6
 FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
 CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
+RU_PNL_SHARE = 0.5
+"""``formulation="auto"`` writes the direct Rockafellar-Uryasev LP when at least this share of
+the positions are given as P&L vectors. Measured on the reference account (300 x 2,520) with
+vectors shocks @ d plus 1x their standard deviation of noise, cuts / RU / cvxpy: 10% 0.5 / 4.1 /
+3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. Without the noise (rank K) cuts stay
+fast: 100% 2.3 / 7.4 / 18.5 s."""
+FORMULATIONS = ("auto", "cuts", "ru")
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
 """Without a time limit the whole-lot phase (after the continuous one) runs at most
@@ -98,6 +149,24 @@ class _Rows:
         self.nnz += int(keep.sum())
         self.lower.append(lower)
         self.upper.append(upper)
+
+    def add_block(
+        self,
+        indices: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        lower: npt.NDArray[np.float64],
+        upper: npt.NDArray[np.float64],
+    ) -> None:
+        """Rows r of ``indices[r], values[r]`` (shape (rows, entries)) between ``lower[r]`` and
+        ``upper[r]``, zeros left out."""
+        keep = values != 0.0
+        counts = keep.sum(axis=1)
+        self.starts.extend((self.nnz + np.cumsum(counts) - counts).tolist())
+        self.indices.append(indices[keep].astype(np.int64))
+        self.values.append(values[keep].astype(float))
+        self.nnz += int(counts.sum())
+        self.lower.extend(np.asarray(lower, dtype=float).tolist())
+        self.upper.extend(np.asarray(upper, dtype=float).tolist())
 
     def push(self, highs: highspy.Highs) -> None:
         if not self.lower:
@@ -145,11 +214,16 @@ class HighsBackend:
     interruptible: ClassVar[bool] = True
     """Stops within an iteration when the caller's stop hook says so (see cancellation)."""
 
+    def __init__(self, formulation: str = "auto") -> None:
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation {formulation!r} is not one of {FORMULATIONS}")
+        self.formulation = formulation
+
     def solve(
         self, problem: Problem, time_limit: float | None = None, reduction: bool = True
     ) -> RawSolution:
         started = time.perf_counter()
-        model = _CuttingPlaneModel(problem, reduction)
+        model = _CuttingPlaneModel(problem, reduction, self.formulation)
         built = time.perf_counter()
         raw = model.run(time_limit, started)
         raw.build_seconds = built - started
@@ -157,10 +231,18 @@ class HighsBackend:
         return raw
 
 
+def uses_ru(problem: Problem, formulation: str = "auto") -> bool:
+    """Whether ``formulation`` means the direct Rockafellar-Uryasev LP for ``problem``."""
+    if formulation == "auto":
+        return problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
+    return formulation == "ru"
+
+
 class _CuttingPlaneModel:
-    def __init__(self, problem: Problem, reduction: bool = True) -> None:
+    def __init__(self, problem: Problem, reduction: bool = True, formulation: str = "auto") -> None:
         self.problem = problem
         self.reduction = reduction
+        self.ru = uses_ru(problem, formulation)
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
@@ -169,13 +251,13 @@ class _CuttingPlaneModel:
         options = problem.options
         quiet_highs_banner()
         self.highs = highspy.Highs()
-        self.highs.setOptionValue("output_flag", False)
-        self.highs.setOptionValue("log_to_console", False)
-        self.highs.setOptionValue("simplex_strategy", 1)  # dual simplex
-        self.highs.setOptionValue("mip_rel_gap", MIP_GAP)
+        set_option(self.highs, "output_flag", False)
+        set_option(self.highs, "log_to_console", False)
+        set_option(self.highs, "simplex_strategy", 1)  # dual simplex
+        set_option(self.highs, "mip_rel_gap", MIP_GAP)
         for tolerance in ("primal_feasibility_tolerance", "mip_feasibility_tolerance"):
-            self.highs.setOptionValue(tolerance, FEASIBILITY_TOLERANCE)
-        self.highs.setOptionValue("threads", 1)
+            set_option(self.highs, tolerance, FEASIBILITY_TOLERANCE)
+        set_option(self.highs, "threads", 1)
 
         cost: list[float] = []
         lower: list[float] = []
@@ -334,6 +416,9 @@ class _CuttingPlaneModel:
                 rows.add([self.lots[i], b], [1.0, span], self.current_lots[i], INF)
             rows.add(self.binaries, np.ones(movable.size), -INF, float(options.max_transfers))
 
+        if self.ru:
+            self._rockafellar_uryasev(rows, columns, exposure_of)
+
         lp = highspy.HighsLp()
         lp.num_col_ = len(cost)
         lp.col_cost_ = np.array(cost)
@@ -343,11 +428,82 @@ class _CuttingPlaneModel:
         rows.push(self.highs)
         self.integer_columns = np.concatenate((self.lot_columns, self.whole_columns, self.binaries))
         self.needs_mip = bool(options.integral and movable.size) or self.binaries.size > 0
-        rows = _Rows()
-        self._directional_cuts(rows)
-        for point in self._starting_points():
-            self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
-        rows.push(self.highs)
+        if not self.ru:  # the RU rows are exact: no seed cuts needed
+            rows = _Rows()
+            self._directional_cuts(rows)
+            for point in self._starting_points():
+                self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
+            rows.push(self.highs)
+
+    def _rockafellar_uryasev(
+        self,
+        rows: _Rows,
+        columns: Callable[..., npt.NDArray[np.int64]],
+        exposure_of: dict[str, npt.NDArray[np.int64]],
+    ) -> None:
+        """The direct RU form of every ES term (module docstring). Each XM leg's losses
+        l_s = -(shocks_s . E_leg + pnl_s . v_leg) get a column per scenario (one row each, the
+        only rows as long as the book); each term's rows then hold a few columns each:
+        u_s + t - sum_leg c_leg l_leg,s >= held_s, theta - t - 1/n_tail sum_s u_s >= 0."""
+        problem, unit = self.problem, self.margin_unit
+        n_scenarios = problem.shocks.shape[0]
+        first = min(window.window.start for window in problem.models.values())
+        scenario_rows = np.arange(first, n_scenarios)
+        count = scenario_rows.size
+        pnl_columns = problem.pnl_columns
+        leg_losses: dict[str, npt.NDArray[np.int64]] = {}
+        for leg in ("xm_ficc_only", "xm_cme_only"):
+            losses = columns(count, -INF, INF)
+            leg_losses[leg] = losses
+            inside = self.portfolios[leg].members[pnl_columns]
+            members = pnl_columns[inside]
+            index = np.hstack(
+                (
+                    losses[:, None],
+                    np.broadcast_to(exposure_of[leg], (count, self.n_factors)),
+                    np.broadcast_to(self.lots[members], (count, members.size)),
+                )
+            )
+            value = np.hstack(
+                (
+                    np.ones((count, 1)),
+                    problem.shocks[scenario_rows],
+                    problem.pnl_vectors[scenario_rows][:, inside] * self.size[members] / unit,
+                )
+            )
+            zero = np.zeros(count)
+            rows.add_block(index, value, zero, zero)
+        in_terms_of = {
+            "xm_ficc_only": ((leg_losses["xm_ficc_only"], 1.0),),
+            "xm_cme_only": ((leg_losses["xm_cme_only"], 1.0),),
+            "xm": ((leg_losses["xm_ficc_only"], 1.0), (leg_losses["xm_cme_only"], 1.0)),
+            "ficc_standalone": ((leg_losses["xm_ficc_only"], -1.0),),
+            "cme_standalone": ((leg_losses["xm_cme_only"], -1.0),),
+        }
+        for term in self.terms:
+            window = term.window
+            if window.model.stress_weight >= 1.0:  # theta carries no weight
+                continue
+            scenarios = np.arange(n_scenarios)[window.window]
+            local = scenarios - first
+            size = scenarios.size
+            held = problem.losses(term.portfolio.constant)[scenarios] / unit
+            t = int(columns(1, -INF, INF)[0])
+            excess = columns(size, 0.0, INF)
+            legs = in_terms_of[term.portfolio.name]
+            index = np.column_stack(
+                [excess, np.full(size, t), *(losses[local] for losses, _ in legs)]
+            )
+            value = np.column_stack(
+                [np.ones(size), np.ones(size), *(np.full(size, -sign) for _, sign in legs)]
+            )
+            rows.add_block(index, value, held, np.full(size, INF))
+            rows.add(
+                np.concatenate(([term.theta, t], excess)),
+                np.concatenate(([1.0, -1.0], np.full(size, -1.0 / window.n_tail))),
+                0.0,
+                INF,
+            )
 
     # --- cuts ------------------------------------------------------------------------------
 
@@ -483,7 +639,7 @@ class _CuttingPlaneModel:
             bound=float(loop.lower_bound),
             iterations=loop.iterations,
             cuts=loop.cuts,
-            message=f"{loop.message} in {loop.rounds} rounds",
+            message=f"{loop.message} in {loop.rounds} rounds" + (" (RU LP)" if self.ru else ""),
         )
 
     def _round_continuous(
@@ -572,10 +728,10 @@ class _CuttingPlaneModel:
                 # HiGHS (1.16) checks an LP's time limit against its run clock, summed over
                 # every run of this instance, and a MIP's against the run alone.
                 limit = remaining if integral else highs.getRunTime() + remaining
-                highs.setOptionValue("time_limit", limit)
+                set_option(highs, "time_limit", limit)
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
-                highs.setOptionValue("objective_bound", float(loop.best_upper) / unit)
+                set_option(highs, "objective_bound", float(loop.best_upper) / unit)
             highs.run()
             cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
             model_status = highs.getModelStatus()
@@ -598,7 +754,7 @@ class _CuttingPlaneModel:
                 if timed_out:
                     loop.stop(Status.TIME_LIMIT, "time limit reached")
                 else:
-                    loop.stop(Status.ERROR, highs.modelStatusToString(model_status))
+                    loop.stop(MODEL_STATUS[model_status], highs.modelStatusToString(model_status))
                 return
             solution = np.asarray(highs.getSolution().col_value)
             x = solution[self.lots] * self.size

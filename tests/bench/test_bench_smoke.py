@@ -127,3 +127,15 @@ def test_dv01_matching_moves_only_movable_positions() -> None:
 def test_bad_repeats_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repeats", "0"]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pnl_vector_sweep(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
+    runs = quick_run[2]["pnl_vectors"]
+    shares = {run["pnl_share"] for run in runs}
+    assert shares == {0.0, 0.1, 0.5, 1.0}
+    for share in shares:
+        totals = [run["optimum"] for run in runs if run["pnl_share"] == share]
+        assert {run["status"] for run in runs if run["pnl_share"] == share} == {"ok"}
+        assert abs(totals[0] - totals[1]) <= 1e-6 * max(1.0, abs(totals[0]))
+    assert "## Books given as P&L vectors" in (quick_run[1] / "results.md").read_text()
