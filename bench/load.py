@@ -53,7 +53,7 @@ from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser.case_format import book_to_dict
 
-from .books import make_book
+from .books import make_book, with_pnl_vectors
 
 __all__ = ["hard_case", "hard_request", "main", "run_load", "small_request"]
 
@@ -73,20 +73,14 @@ def small_request() -> service_pb2.OptimiseRequest:
 
 
 def hard_case(copies: int = 24) -> dict[str, Any]:
-    """A case whose HiGHS solve runs for many seconds: ``copies`` copies of a generated
-    300-position book (each copy's sensitivities scaled), whole lots, a transfer cost."""
-    case = book_to_dict(make_book(300, 2520, 1, integral=True))
-    scales = np.random.default_rng(5).uniform(0.7, 1.3, size=copies)
-    instruments, positions = [], []
-    for copy, scale in enumerate(scales):
-        for instrument in case["instruments"]:
-            renamed = dict(instrument, id=f"{instrument['id']}-{copy}")
-            if "sensitivities" in renamed:
-                renamed["sensitivities"] = [v * scale for v in renamed["sensitivities"]]
-            instruments.append(renamed)
-        positions += [dict(p, instrument=f"{p['instrument']}-{copy}") for p in case["positions"]]
-    case.update(instruments=instruments, positions=positions)
-    case["options"] = dict(case.get("options", {}), integral=True, transfer_cost=5.0)
+    """A case whose solve runs for many seconds on any machine: a generated book of
+    ``25 x copies`` positions (at most 300) on 2,520 scenarios in whole lots, every instrument
+    given as a noisy full-revaluation P&L vector (no factor structure: each account's ES is a
+    Rockafellar-Uryasev LP over all its scenarios, not a few cutting planes)."""
+    positions = min(300, 25 * copies)
+    book = with_pnl_vectors(make_book(positions, 2520, 1, integral=True), 1.0, 7, noise=1.0)
+    case = book_to_dict(book)
+    case["options"] = dict(case.get("options", {}), integral=True)
     return case
 
 
