@@ -49,6 +49,7 @@ __all__ = [
     "ResolvedScenarios",
     "attribution_to_proto",
     "book_case",
+    "describe_violation",
     "duration",
     "eligibility_to_proto",
     "options_case",
@@ -153,11 +154,14 @@ class FieldPaths:
     def error(self, error: CaseValidationError) -> RequestError:
         """Every violation of ``error`` with the request's proto paths."""
         return RequestError(
-            [(self.translate(v.path), _describe(v.value, v.message)) for v in error.violations]
+            [
+                (self.translate(v.path), describe_violation(v.value, v.message))
+                for v in error.violations
+            ]
         )
 
 
-def _describe(value: object, reason: str) -> str:
+def describe_violation(value: object, reason: str) -> str:
     """``reason (got value)``, the value cut to 80 characters."""
     if value is None:
         return reason

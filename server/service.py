@@ -82,6 +82,7 @@ from .convert import (
     check_run,
     customer_case,
     cycle_name,
+    describe_violation,
     eligibility_to_proto,
     instrument_case,
     member_case,
@@ -430,9 +431,17 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             try:
                 result = what_if(book, trades, list(request.exclude_positions))
             except CaseValidationError as error:  # the library's names -> the request's fields
-                field = error.field.replace("trades[", "add_trades[", 1)
-                field = field.replace("exclude[", "exclude_positions[", 1)
-                raise RequestError([(field, error.reason)]) from error
+                raise RequestError(
+                    [
+                        (
+                            v.path.replace("trades[", "add_trades[", 1).replace(
+                                "exclude[", "exclude_positions[", 1
+                            ),
+                            describe_violation(v.value, v.message),
+                        )
+                        for v in error.violations
+                    ]
+                ) from error
             return _what_if(request.run, result)
 
         return self._unary("WhatIf", request, context, lambda: self._in_pool(context, work))
