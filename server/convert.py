@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from google.protobuf import duration_pb2
 
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2
@@ -56,6 +57,7 @@ __all__ = [
     "result_to_proto",
     "scenario_set_case",
     "state_to_proto",
+    "validated_scenarios",
 ]
 
 
@@ -218,9 +220,17 @@ def scenario_set_case(
         )
     if violations:
         raise RequestError(violations)
+    return validated_scenarios(factors, ids, np.array(shocks, dtype=np.float64), path)
+
+
+def validated_scenarios(
+    factors: list[str], ids: list[str], shocks: npt.NDArray[np.float64], path: str
+) -> ResolvedScenarios:
+    """Validate a scenario set once (S x K ``shocks``) and keep it validated: :func:`parse_case`
+    then takes it for every account that uses these lists (``trust_scenarios``)."""
     paths = FieldPaths(scenarios=path, factor_count=len(factors))
     try:
-        validated = parse_scenarios(factors, ids, np.array(shocks, dtype=np.float64))
+        validated = parse_scenarios(factors, ids, shocks)
     except CaseValidationError as error:
         raise paths.error(error) from error
     rows: list[list[float]] = validated.scenarios.shocks.tolist()

@@ -37,7 +37,7 @@ from xmargin.optimiser.audit import (
     scenario_fingerprint,
 )
 
-from .convert import RequestError, ResolvedScenarios
+from .convert import RequestError, ResolvedScenarios, validated_scenarios
 from .errors import AuditError, ScenarioSetNotFoundError
 
 __all__ = [
@@ -250,7 +250,8 @@ class ScenarioRegistry:
                 if data is None:  # metadata without content: the store was tampered with
                     raise AuditError(f"scenario set content {fingerprint[:12]} is missing")
                 factors, ids, shocks = data
-                scenarios = ResolvedScenarios(factors, ids, shocks.tolist(), REF_PATH)
+                # Validated again once per load (not per call): parse_case then trusts it.
+                scenarios = validated_scenarios(list(factors), list(ids), shocks, REF_PATH)
                 self._remember(fingerprint, scenarios)
                 return scenarios
             finally:

@@ -4,6 +4,7 @@ described (never returned) by GetScenarioSet / ListScenarioSets."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,16 +20,17 @@ from tests.server.harness import optimise_request, start
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser.audit import open_store
-from xmargin.server.convert import ResolvedScenarios
+from xmargin.server.convert import ResolvedScenarios, validated_scenarios
 from xmargin.server.errors import ScenarioSetNotFoundError
 from xmargin.server.scenario_store import ScenarioRegistry, python_bytes
 
 
 def _scenarios(seed: int, rows: int = 40, width: int = 3) -> ResolvedScenarios:
+    """A valid set (date ids, oldest first), as registration would have validated it."""
     shocks = np.random.default_rng(seed).normal(size=(rows, width))
-    return ResolvedScenarios(
-        [f"F{k}" for k in range(width)], [f"s{i}" for i in range(rows)], shocks.tolist(), "x"
-    )
+    first = dt.date(2020, 1, 1)
+    ids = [(first + dt.timedelta(days=i)).isoformat() for i in range(rows)]
+    return validated_scenarios([f"F{k}" for k in range(width)], ids, shocks, "x")
 
 
 def test_a_set_registered_in_one_registry_is_read_back_by_another_on_the_same_file(
