@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from xmargin.optimiser.audit import (
     scenario_fingerprint,
 )
 
+from . import admission
 from .convert import RequestError, ResolvedScenarios, validated_scenarios
 from .errors import AuditError, ScenarioSetNotFoundError
 
@@ -93,20 +93,10 @@ def python_bytes(scenarios: ResolvedScenarios) -> int:
 
 
 def client_identity(context: grpc.ServicerContext | None) -> str:
-    """Who is calling, for the record: the client certificate's identity (mutual TLS), else
-    a short hash of its bearer token, else its address (without the port)."""
-    if context is None:
-        return "server"
-    identities = context.peer_identities()
-    if identities:
-        return "cert:" + b",".join(identities).decode(errors="replace")
-    metadata = dict(context.invocation_metadata() or ())
-    token = metadata.get("authorization")
-    if token:
-        token_bytes = token.encode() if isinstance(token, str) else bytes(token)
-        return "token:" + hashlib.sha256(token_bytes).hexdigest()[:12]
-    peer = context.peer() or ""
-    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+    """Who registered a set, for the record: the caller as admission names it (certificate,
+    token fingerprint or address; :func:`.admission.client_identity`), "server" for a set the
+    server preloads."""
+    return "server" if context is None else admission.client_identity(context)
 
 
 class ScenarioRegistry:

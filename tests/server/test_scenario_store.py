@@ -134,7 +134,7 @@ def test_get_and_list_describe_registered_sets(
     assert (got.factor_count, got.scenario_count) == (factors, scenarios)
     assert got.bytes == factors * scenarios * 8
     assert got.registered_at.seconds > 0
-    assert got.registered_by.startswith("ipv")  # no token, no certificate: the address
+    assert got.registered_by.startswith("peer:")  # no token, no certificate: the address
 
     listed: list[str] = []
     token = ""
