@@ -28,7 +28,7 @@ import numpy.typing as npt
 from .. import cancellation
 from ..margin import FIGURES, account_quantities, evaluate, model_margins, xm_margin
 from ..problem import PositionVector, Problem
-from .base import lot_grid
+from .base import LotGrid, lot_grid
 
 __all__ = ["LocalSearchResult", "allowed_candidates", "exact_objective", "improve"]
 
@@ -55,15 +55,18 @@ def exact_objective(problem: Problem, xm_quantity: PositionVector) -> float:
     return evaluate(problem, xm_quantity).total + problem.transfer_cost(xm_quantity)
 
 
-def allowed_candidates(problem: Problem, i: int, value: float) -> npt.NDArray[np.float64]:
-    """Allowed quantities for position i near ``value`` and at the ends (see module doc)."""
+def allowed_candidates(
+    problem: Problem, i: int, value: float, grid: LotGrid | None = None
+) -> npt.NDArray[np.float64]:
+    """Allowed quantities for position i near ``value`` and at the ends (see module doc);
+    ``grid``: ``lot_grid(problem)``, when the caller has it already."""
     q = float(problem.quantity[i])
     size = abs(q)
     sign = -1.0 if q < 0 else 1.0
     held = abs(value)
     if problem.options.integral:
         lot = float(problem.lot[i])
-        kmax = float(lot_grid(problem).kmax[i])
+        kmax = float((grid or lot_grid(problem)).kmax[i])
         if kmax <= DENSE_LOTS:
             amounts = np.arange(kmax + 1) * lot
         else:
@@ -174,6 +177,7 @@ def improve(
     ``max_transfers`` have)."""
     evaluator = _Evaluator(problem, start)
     movable = np.flatnonzero(problem.movable)
+    grid = lot_grid(problem)  # once per search, not per candidate
     limit = problem.options.max_transfers
     rng = np.random.default_rng(seed)
     best = exact_objective(problem, evaluator.x)
@@ -186,7 +190,7 @@ def improve(
             if deadline is not None and time.perf_counter() >= deadline:
                 sweeps = max_sweeps
                 break
-            values = allowed_candidates(problem, int(i), float(evaluator.x[i]))
+            values = allowed_candidates(problem, int(i), float(evaluator.x[i]), grid)
             if limit is not None:
                 moved = int(np.count_nonzero(evaluator.x != problem.current_xm))
                 if moved >= limit and evaluator.x[i] == problem.current_xm[i]:
