@@ -99,6 +99,16 @@ def client_identity(context: grpc.ServicerContext | None) -> str:
     return "server" if context is None else admission.client_identity(context)
 
 
+def _shock_matrix(scenarios: ResolvedScenarios) -> np.ndarray:
+    """The set's S x K shocks as float64: the validated array when the set has one, else its
+    rows reshaped."""
+    if scenarios.validated is not None:
+        return scenarios.validated.scenarios.shocks
+    return np.asarray(scenarios.shocks, dtype=float).reshape(
+        len(scenarios.ids), len(scenarios.factors)
+    )
+
+
 class ScenarioRegistry:
     """Scenario sets by id and version, in ``store`` (default: an in-memory SQLite store,
     for tests and embedding), cached up to ``cache_bytes`` of memory (LRU)."""
@@ -172,19 +182,14 @@ class ScenarioRegistry:
     @staticmethod
     def fingerprint(scenarios: ResolvedScenarios) -> str:
         """SHA-256 of the set's canonical encoding (see ``scenario_fingerprint``)."""
-        shocks = np.asarray(scenarios.shocks, dtype=float).reshape(
-            len(scenarios.ids), len(scenarios.factors)
-        )
-        return scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
+        return scenario_fingerprint(scenarios.factors, scenarios.ids, _shock_matrix(scenarios))
 
     def register(
         self, set_id: str, scenarios: ResolvedScenarios, registered_by: str = ""
     ) -> RegisteredSet:
         """Store a validated set under ``set_id``: the version already holding this content,
         else the next one. The set is cached as given (no second validation)."""
-        shocks = np.asarray(scenarios.shocks, dtype=float).reshape(
-            len(scenarios.ids), len(scenarios.factors)
-        )
+        shocks = _shock_matrix(scenarios)
         fingerprint = scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
         info: StoredScenarioSet = self._stored(
             "register",
