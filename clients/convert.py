@@ -194,9 +194,9 @@ def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
     )
     if data.get("coupon") is not None:
         message.coupon = float(data["coupon"])
-    if "sensitivities" in data:
+    if data.get("sensitivities") is not None:
         message.sensitivities.values.extend(data["sensitivities"])
-    elif "pnl" in data:
+    elif data.get("pnl") is not None:
         message.pnl.values.extend(data["pnl"])
     return message
 

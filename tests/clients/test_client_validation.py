@@ -76,3 +76,22 @@ def test_client_never_coerces(
     assert client.attempts == sent
     dotted = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
     assert dotted in {v.field for v in raised.value.violations}
+
+
+@pytest.mark.parametrize("key", ["sensitivities", "pnl"])
+def test_a_null_risk_vector_is_refused_by_name(
+    client: XmarginClient, cases: dict[str, dict[str, Any]], key: str
+) -> None:
+    """``"sensitivities": null`` passes the schema's per-field check (the key is optional) and
+    is refused by the rule across fields (exactly one of sensitivities and pnl), not by a
+    TypeError while the request is built."""
+    case = copy.deepcopy(cases["01-basis-trade-10y"])
+    instrument = case["instruments"][0]
+    instrument.pop("sensitivities", None)
+    instrument.pop("pnl", None)
+    instrument[key] = None
+    with pytest.raises(InvalidRequestError) as raised:
+        client.compute_margin(case)
+    assert any("instruments[0]" in v.field for v in raised.value.violations), [
+        v.field for v in raised.value.violations
+    ]
