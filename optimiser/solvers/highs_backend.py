@@ -683,10 +683,11 @@ class _CuttingPlaneModel:
         self._cutting_loop(loop, integral=True, local=True)
         highs.changeColsBounds(index.size, index, lower, upper)
         loop.lower_bound = continuous_bound  # the local bound holds only inside the box
-        gap = loop.best_upper - continuous_bound
-        if loop.status is Status.OPTIMAL and gap <= MIP_GAP * max(1.0, abs(loop.best_upper)):
+        if loop.status is not Status.OPTIMAL or loop.best_x is None:
+            return  # no incumbent (the box can be infeasible under a transfer limit)
+        if loop.best_upper - continuous_bound <= MIP_GAP * max(1.0, abs(loop.best_upper)):
             loop.proven = True
-        elif loop.status is Status.OPTIMAL and loop.best_x is not None:
+        else:
             self._start_from(loop.best_x)
 
     def _start_from(self, xm_quantity: PositionVector) -> None:

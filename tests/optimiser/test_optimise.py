@@ -157,6 +157,24 @@ def test_transfer_limit_is_respected(backend: str) -> None:
     assert limited.optimised.total <= limited.current.total * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_whole_lots_with_a_transfer_limit_stay_on_the_fast_path(seed: int) -> None:
+    """Whole lots and a transfer limit: the rounded continuous optimum moves too many
+    positions and the box of lots around it is infeasible, so the local phase finds no
+    incumbent; the highs path must still answer (it used to report ERROR and hand the call
+    to cvxpy) and agree with cvxpy."""
+    problem = _with_options(
+        build_problem(random_book(seed, n_positions=8, n_scenarios=80, integral=True)),
+        max_transfers=1,
+    )
+    fast, reference = (optimise(problem, backend=backend) for backend in BACKENDS)
+    assert fast.stats.backend == "highs" and fast.stats.failures == []
+    assert fast.status is Status.OPTIMAL
+    assert len(fast.transfers) <= 1
+    assert_invariants(fast)
+    assert _relative_difference(fast.optimised.total, reference.optimised.total) <= AGREEMENT
+
+
 def test_transfer_cost_discourages_moves() -> None:
     problem = build_problem(random_book(3, n_positions=8))
     free = optimise(problem)
