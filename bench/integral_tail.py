@@ -53,6 +53,7 @@ def measure(seed: int) -> dict[str, Any]:
         "status": whole.status.value,
         "source": whole.stats.source.value,
         "above_relaxation": (whole.optimised.total - relaxed) / max(abs(relaxed), 1.0),
+        "message": whole.stats.message,
     }
 
 
@@ -73,6 +74,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "max": max(ratios, default=math.nan),
         },
         "at_budget": sum(r["status"] == "TIME_LIMIT" for r in rows),
+        "by_positions": {
+            str(n): {
+                "books": len(sized),
+                "p50": _quantile([float(r["ratio"]) for r in sized], 0.5),
+                "max": max(float(r["ratio"]) for r in sized),
+                "at_budget": sum(r["status"] == "TIME_LIMIT" for r in sized),
+            }
+            for n in POSITIONS
+            if (sized := [r for r in rows if r["positions"] == n])
+        },
         "slowest": [
             {k: r[k] for k in ("seed", "positions", "scenarios", "ratio", "status")}
             for r in slowest
@@ -89,6 +100,15 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{s['books']} generated books; ratio p50 {ratio['p50']:.1f}x, p90 {ratio['p90']:.1f}x, "
         f"p99 {ratio['p99']:.1f}x, max {ratio['max']:.1f}x; {s['at_budget']} at the default "
         "whole-lot budget (best allocation found, not proven to 1e-6).",
+        "",
+        "| positions | books | ratio p50 | ratio max | at the budget |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {b['books']} | {b['p50']:.1f} | {b['max']:.1f} | {b['at_budget']} |"
+        for n, b in s["by_positions"].items()
+    ]
+    lines += [
         "",
         "| seed | positions | scenarios | ratio | status |",
         "|---|---|---|---|---|",
