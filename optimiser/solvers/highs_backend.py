@@ -609,9 +609,10 @@ class _CuttingPlaneModel:
 
     def run(self, time_limit: float | None, started: float) -> RawSolution:
         """Continuous cutting planes first; then, for integral allocations, the same loop as a
-        MIP: first in the box of whole lots around the continuous optimum (a strong incumbent,
+        MIP: first in boxes of whole lots around the continuous optimum (a strong incumbent,
         optimal outright when it meets the continuous bound), then over the full range, started
-        from that incumbent."""
+        from that incumbent. Every MIP solution is evaluated exactly as HiGHS finds it
+        (:meth:`_watch_incumbents`): one that meets the continuous bound ends the search."""
         loop = _Loop(time_limit, started)
         _interrupt_when_stopped(self.highs)
         self._cutting_loop(loop, integral=False)
