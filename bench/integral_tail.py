@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def measure(seed: int) -> dict[str, Any]:
         "status": whole.status.value,
         "source": whole.stats.source.value,
         "above_relaxation": (whole.optimised.total - relaxed) / max(abs(relaxed), 1.0),
+        "message": whole.stats.message,
     }
 
 
@@ -73,6 +75,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "max": max(ratios, default=math.nan),
         },
         "at_budget": sum(r["status"] == "TIME_LIMIT" for r in rows),
+        "by_positions": {
+            str(n): {
+                "books": len(sized),
+                "p50": _quantile([float(r["ratio"]) for r in sized], 0.5),
+                "max": max(float(r["ratio"]) for r in sized),
+                "at_budget": sum(r["status"] == "TIME_LIMIT" for r in sized),
+            }
+            for n in POSITIONS
+            if (sized := [r for r in rows if r["positions"] == n])
+        },
         "slowest": [
             {k: r[k] for k in ("seed", "positions", "scenarios", "ratio", "status")}
             for r in slowest
@@ -89,6 +101,23 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{s['books']} generated books; ratio p50 {ratio['p50']:.1f}x, p90 {ratio['p90']:.1f}x, "
         f"p99 {ratio['p99']:.1f}x, max {ratio['max']:.1f}x; {s['at_budget']} at the default "
         "whole-lot budget (best allocation found, not proven to 1e-6).",
+    ]
+    if "load_average" in result:
+        load = result["load_average"]
+        lines.append(
+            f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load['start'])}"
+            f", at end {', '.join(f'{x:.2f}' for x in load['end'])}."
+        )
+    lines += [
+        "",
+        "| positions | books | ratio p50 | ratio max | at the budget |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {b['books']} | {b['p50']:.1f} | {b['max']:.1f} | {b['at_budget']} |"
+        for n, b in s["by_positions"].items()
+    ]
+    lines += [
         "",
         "| seed | positions | scenarios | ratio | status |",
         "|---|---|---|---|---|",
@@ -108,13 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None, help="stop drawing books")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    load_at_start = os.getloadavg()
     rows = []
     for i in range(args.books):
         if args.max_seconds is not None and time.perf_counter() - started > args.max_seconds:
             break
         rows.append(measure(args.seed + i))
         print(json.dumps(rows[-1]), flush=True)
-    result = {"books": rows, "summary": summary(rows)}
+    result = {
+        "books": rows,
+        "summary": summary(rows),
+        "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "integral-tail.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "integral-tail.md").write_text(_markdown(result))

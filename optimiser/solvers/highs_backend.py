@@ -119,6 +119,11 @@ vectors shocks @ d plus 1x their standard deviation of noise, cuts / RU / cvxpy:
 3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. Without the noise (rank K) cuts stay
 fast: 100% 2.3 / 7.4 / 18.5 s."""
 FORMULATIONS = ("auto", "cuts", "ru")
+LOCAL_WIDTHS = (0, 1)
+"""The whole-lot local phase's boxes: the lot multiples either side of the continuous optimum,
+then one lot more each way (positions at 0 or at the whole holding can then move a lot in)."""
+LOCAL_SHARE = 0.5
+"""Under a time limit each box of the local phase gets at most this share of the time left."""
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
 """Without a time limit the whole-lot phase (after the continuous one) runs at most
@@ -284,6 +289,7 @@ class _CuttingPlaneModel:
         # Whole lots: u_i = sign_i * (lot_i * k_i + remainder_i * z_i) / size_i, k_i whole in
         # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i.
         self.grid = lot_grid(problem)
+        self.harvested: list[list[ModelFigures]] = []  # the exact figures at MIP solutions
         self.lot_columns = np.zeros(0, dtype=np.int64)
         self.whole_columns = np.zeros(0, dtype=np.int64)
         self.whole_of = np.zeros(0, dtype=np.int64)  # position of each whole-holding column
@@ -603,9 +609,10 @@ class _CuttingPlaneModel:
 
     def run(self, time_limit: float | None, started: float) -> RawSolution:
         """Continuous cutting planes first; then, for integral allocations, the same loop as a
-        MIP: first in the box of whole lots around the continuous optimum (a strong incumbent,
+        MIP: first in boxes of whole lots around the continuous optimum (a strong incumbent,
         optimal outright when it meets the continuous bound), then over the full range, started
-        from that incumbent."""
+        from that incumbent. Every MIP solution is evaluated exactly as HiGHS finds it
+        (:meth:`_watch_incumbents`): one that meets the continuous bound ends the search."""
         loop = _Loop(time_limit, started)
         _interrupt_when_stopped(self.highs)
         self._cutting_loop(loop, integral=False)
@@ -617,6 +624,8 @@ class _CuttingPlaneModel:
             continuous_bound, continuous_x = loop.lower_bound, loop.best_x
             loop.best_x, loop.best_upper = None, np.inf  # not admissible once integral
             self._set_integral()
+            loop.target = continuous_bound
+            self._watch_incumbents(loop)
             if self.problem.options.integral and continuous_x is not None:
                 self._round_continuous(loop, continuous_x, continuous_bound)
                 if not loop.proven:
@@ -642,6 +651,32 @@ class _CuttingPlaneModel:
             message=f"{loop.message} in {loop.rounds} rounds" + (" (RU LP)" if self.ru else ""),
         )
 
+    def _watch_incumbents(self, loop: _Loop) -> None:
+        """Every improving MIP solution HiGHS finds is snapped to the allowed set, evaluated
+        exactly and offered as incumbent while the MIP runs; once the incumbent meets
+        ``loop.target`` (the continuous bound, a lower bound of every whole-lot answer) to
+        MIP_GAP it is proven optimal and the MIP is interrupted (the cut model's own bound need
+        not close: its objective underestimates the exact one)."""
+        highs, problem = self.highs, self.problem
+
+        def improving(event: HighsCallbackEvent) -> None:
+            solution = np.asarray(event.data_out.mip_solution)
+            x = solution[self.lots] * self.size
+            if problem.options.integral:
+                x = snap_to_allowed(problem, x)
+            figures = self._term_figures(x)
+            self.harvested.append(figures)
+            loop.offer(x, self._convex_objective(figures, x))
+            if loop.target is not None and loop.within_gap(loop.target):
+                loop.target_met = True
+
+        def interrupt(event: HighsCallbackEvent) -> None:
+            if loop.target_met:
+                event.interrupt()
+
+        highs.cbMipImprovingSolution += improving
+        highs.cbMipInterrupt += interrupt
+
     def _round_continuous(
         self, loop: _Loop, continuous_x: PositionVector, continuous_bound: float
     ) -> None:
@@ -654,7 +689,7 @@ class _CuttingPlaneModel:
             return
         loop.offer(rounded, self._convex_objective(self._term_figures(rounded), rounded))
         loop.lower_bound = continuous_bound
-        if loop.best_upper - continuous_bound <= MIP_GAP * max(1.0, abs(loop.best_upper)):
+        if loop.within_gap(continuous_bound):
             loop.proven, loop.message = True, "rounded continuous optimum meets its bound"
         else:
             self._start_from(rounded)
@@ -662,32 +697,42 @@ class _CuttingPlaneModel:
     def _local_phase(
         self, loop: _Loop, continuous_x: PositionVector, continuous_bound: float
     ) -> None:
-        """MIP in the box of the allowed quantities next to the continuous optimum (the lot
-        multiples either side, or the whole holding); optimal outright when its best total
+        """MIPs in boxes of allowed quantities around the continuous optimum, each
+        :data:`LOCAL_WIDTHS` lots wider than the lot multiples either side of it (or the whole
+        holding), each started from the best so far; optimal outright once the best total
         meets the continuous bound (a lower bound of every integral answer)."""
         highs, problem, movable = self.highs, self.problem, self.movable
         lots = self.lots[movable]
+        index = lots.astype(np.int32)
         lp = highs.getLp()
         lower = np.asarray(lp.col_lower_)[lots]
         upper = np.asarray(lp.col_upper_)[lots]
         size, lot, sign = self.size[movable], problem.lot[movable], self.grid.sign[movable]
-        held = np.abs(continuous_x[movable])
-        below = np.floor(held / lot + 1e-9) * lot
-        above = np.minimum(np.ceil(held / lot - 1e-9) * lot, np.abs(problem.quantity[movable]))
-        ends = np.stack((sign * below, sign * np.maximum(above, below))) / size
-        local_lower = np.maximum(lower, ends.min(axis=0))
-        local_upper = np.minimum(upper, ends.max(axis=0))
-        local_upper = np.maximum(local_upper, local_lower)
-        index = lots.astype(np.int32)
-        highs.changeColsBounds(index.size, index, local_lower, local_upper)
-        self._cutting_loop(loop, integral=True, local=True)
-        highs.changeColsBounds(index.size, index, lower, upper)
-        loop.lower_bound = continuous_bound  # the local bound holds only inside the box
-        gap = loop.best_upper - continuous_bound
-        if loop.status is Status.OPTIMAL and gap <= MIP_GAP * max(1.0, abs(loop.best_upper)):
-            loop.proven = True
-        elif loop.status is Status.OPTIMAL and loop.best_x is not None:
-            self._start_from(loop.best_x)
+        held, holding = np.abs(continuous_x[movable]), np.abs(problem.quantity[movable])
+        for width in LOCAL_WIDTHS:
+            below = np.maximum(np.floor(held / lot + 1e-9) - width, 0.0) * lot
+            above = np.minimum((np.ceil(held / lot - 1e-9) + width) * lot, holding)
+            ends = np.stack((sign * below, sign * np.maximum(above, below))) / size
+            local_lower = np.maximum(lower, ends.min(axis=0))
+            local_upper = np.maximum(np.minimum(upper, ends.max(axis=0)), local_lower)
+            highs.changeColsBounds(index.size, index, local_lower, local_upper)
+            deadline, remaining = loop.time_limit, loop.remaining()
+            if deadline is not None and remaining is not None and remaining > 0:  # leave time
+                loop.time_limit = deadline - (1.0 - LOCAL_SHARE) * remaining
+            self._cutting_loop(loop, integral=True, local=True)
+            highs.changeColsBounds(index.size, index, lower, upper)
+            loop.lower_bound = continuous_bound  # the local bound holds only inside the box
+            loop.time_limit = deadline
+            still = loop.remaining()
+            if loop.status is Status.TIME_LIMIT and still is not None and still > 0:
+                loop.status, loop.message = Status.OPTIMAL, "local phase stopped at its share"
+            if loop.proven or loop.status is not Status.OPTIMAL:
+                return
+            if loop.best_x is not None:  # none: the box is infeasible under a transfer limit
+                if loop.within_gap(continuous_bound):
+                    loop.proven = True
+                    return
+                self._start_from(loop.best_x)
 
     def _start_from(self, xm_quantity: PositionVector) -> None:
         """Give HiGHS an allowed allocation as its MIP start: u, and k, z of whole lots."""
@@ -735,6 +780,11 @@ class _CuttingPlaneModel:
             highs.run()
             cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
             model_status = highs.getModelStatus()
+            if integral and loop.target_met:
+                assert loop.target is not None
+                loop.lower_bound = max(loop.lower_bound, loop.target)
+                loop.proven, loop.message = True, "incumbent meets the continuous bound"
+                return
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
                 bound = float(highs.getInfo().mip_dual_bound) * unit
                 loop.lower_bound = max(loop.lower_bound, bound)
@@ -783,6 +833,9 @@ class _CuttingPlaneModel:
             ]
             rows = _Rows()
             loop.cuts += self._add_cuts(rows, figures, violated)
+            for found in self.harvested:  # the MIP's improving solutions (_watch_incumbents)
+                loop.cuts += self._add_cuts(rows, found, range(len(self.terms)))
+            self.harvested.clear()
             if not integral and previous_best is not None and violated:
                 middle = 0.5 * (previous_best + x)
                 middle_figures = self._term_figures(middle)
@@ -836,11 +889,17 @@ class _Loop:
     iterations: int = 0
     cuts: int = 0
     tail_budget: bool = False  # the time limit is the default integral-tail budget
+    target: float | None = None  # a valid lower bound: an incumbent within MIP_GAP is optimal
+    target_met: bool = False
 
     def remaining(self) -> float | None:
         if self.time_limit is None:
             return None
         return self.time_limit - (time.perf_counter() - self.started)
+
+    def within_gap(self, bound: float) -> bool:
+        """Whether the incumbent is within MIP_GAP (relative) of ``bound``."""
+        return bool(self.best_upper - bound <= MIP_GAP * max(1.0, abs(self.best_upper)))
 
     def offer(self, x: PositionVector, value: float) -> None:
         if value < self.best_upper:

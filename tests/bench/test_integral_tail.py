@@ -17,4 +17,9 @@ def test_summary_reports_the_ratio_distribution_and_the_slowest_books() -> None:
     assert result["ratio"]["p50"] == pytest.approx(3.0)
     assert result["ratio"]["max"] == pytest.approx(9.0)
     assert [r["seed"] for r in result["slowest"]] == [3, 2, 1]
-    assert "| 3 | 30 | 500 | 9.0 | TIME_LIMIT |" in _markdown({"summary": result})
+    assert result["by_positions"] == {
+        "30": {"books": 3, "p50": pytest.approx(3.0), "max": pytest.approx(9.0), "at_budget": 1}
+    }
+    markdown = _markdown({"summary": result})
+    assert "| 3 | 30 | 500 | 9.0 | TIME_LIMIT |" in markdown
+    assert "| 30 | 3 | 3.0 | 9.0 | 1 |" in markdown

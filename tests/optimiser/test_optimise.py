@@ -27,6 +27,7 @@ from xmargin.optimiser import (
     load_case,
     optimise,
 )
+from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.solvers.base import on_allowed_set
 
 BACKENDS = ("highs", "cvxpy")
@@ -155,6 +156,46 @@ def test_transfer_limit_is_respected(backend: str) -> None:
     assert len(limited.transfers) <= 1
     assert limited.optimised.total >= free.optimised.total * (1 - 1e-9)
     assert limited.optimised.total <= limited.current.total * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_whole_lots_with_a_transfer_limit_stay_on_the_fast_path(seed: int) -> None:
+    """Whole lots and a transfer limit: the rounded continuous optimum moves too many
+    positions and the box of lots around it is infeasible, so the local phase finds no
+    incumbent; the highs path must still answer (it used to report ERROR and hand the call
+    to cvxpy) and agree with cvxpy."""
+    problem = _with_options(
+        build_problem(random_book(seed, n_positions=8, n_scenarios=80, integral=True)),
+        max_transfers=1,
+    )
+    fast, reference = (optimise(problem, backend=backend) for backend in BACKENDS)
+    assert fast.stats.backend == "highs" and fast.stats.failures == []
+    assert fast.status is Status.OPTIMAL
+    assert len(fast.transfers) <= 1
+    assert_invariants(fast)
+    assert _relative_difference(fast.optimised.total, reference.optimised.total) <= AGREEMENT
+
+
+@pytest.mark.parametrize(("seed", "n_positions"), [(10, 12), (13, 12), (19, 8)])
+def test_whole_lot_incumbent_that_meets_the_continuous_bound_is_optimal(
+    seed: int, n_positions: int
+) -> None:
+    """On these books a MIP solution of the whole-lot phase, evaluated exactly as HiGHS finds
+    it, comes within 1e-6 of the continuous bound: the search stops there, proven optimal.
+    The proof is checked: the answer is within 1e-6 of the continuous optimum (a lower bound
+    of every whole-lot answer) and agrees with cvxpy's whole-lot MIP."""
+    problem = build_problem(
+        random_book(seed, n_positions=n_positions, n_scenarios=120, integral=True)
+    )
+    raw = make_backend("highs").solve(problem)
+    assert raw.message.startswith("incumbent meets the continuous bound")  # the branch ran
+    fast, reference = (optimise(problem, backend=backend) for backend in BACKENDS)
+    continuous = optimise(_with_options(problem, integral=False))
+    assert fast.status is Status.OPTIMAL and fast.stats.backend == "highs"
+    assert_invariants(fast)
+    relaxation = continuous.optimised.total
+    assert relaxation * (1 - 1e-9) <= fast.optimised.total <= relaxation * (1 + AGREEMENT)
+    assert _relative_difference(fast.optimised.total, reference.optimised.total) <= AGREEMENT
 
 
 def test_transfer_cost_discourages_moves() -> None:
