@@ -54,6 +54,7 @@ from xmargin.optimiser.batch import (
     SharedInputs,
     split_case,
 )
+from xmargin.optimiser.case_format import vectors_in_bounds
 from xmargin.optimiser.results import OptimisationResult
 from xmargin.optimiser.what_if import Placement, WhatIfResult, what_if
 from xmargin.schema import clip
@@ -72,6 +73,7 @@ from .batching import (
 from .cancellation import current_call, run_in_pool
 from .cancellation import remaining as _remaining
 from .convert import (
+    CaseDict,
     FieldPaths,
     Limits,
     RequestError,
@@ -314,23 +316,30 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         paths: FieldPaths,
         scenarios: ResolvedScenarios,
         with_options: bool = True,
-        numpy_vectors: bool = True,
+        schema_wording: bool = False,
     ) -> Book:
-        """The request's validated book. ``numpy_vectors``: the risk vectors read straight into
-        numpy (faster; their bound violations are worded as ranges), else as lists through the
-        schema, as the batch path reads them."""
-        case = book_case(
-            request.run,
-            account,
-            scenarios,
-            self._field(request, "models"),
-            self._field(request, "program"),
-            self._field(request, "options") if with_options else None,
-            paths,
-            self.limits,
-            numpy_vectors=numpy_vectors,
-        )
-        book: Book = parse(case, paths, parse_case)
+        """The request's validated book, its risk vectors read straight into numpy.
+        ``schema_wording``: a vector with a value out of range or not finite is refused as the
+        batch path refuses it (the schema's per-element wording, read as lists), not as a
+        range."""
+
+        def case(numpy_vectors: bool) -> CaseDict:
+            return book_case(
+                request.run,
+                account,
+                scenarios,
+                self._field(request, "models"),
+                self._field(request, "program"),
+                self._field(request, "options") if with_options else None,
+                paths,
+                self.limits,
+                numpy_vectors=numpy_vectors,
+            )
+
+        read = case(numpy_vectors=True)
+        if schema_wording and read.vectors and not vectors_in_bounds(read.vectors):
+            read = case(numpy_vectors=False)
+        book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book
 
@@ -381,9 +390,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             scenarios = self._scenarios(request)
             solve = self._solver(context)
             if self.recorder is None:  # straight to the book: no case parts, no bytes
-                # vectors as lists: the same validation, and messages, as the batch path's
                 paths = FieldPaths()
-                book = self._book(request, request.account, paths, scenarios, numpy_vectors=False)
+                book = self._book(request, request.account, paths, scenarios, schema_wording=True)
                 result = result_to_proto(solve.solve_book(book))
                 return service_pb2.OptimiseResponse(run=request.run, result=result)
             shared_data = self._shared_data(request, scenarios)

@@ -1,10 +1,12 @@
-"""Unary Optimise without an audit store goes straight from the request to the book and from the
-result to its message (no case parts, no result JSON, no proto bytes parsed back); it must
-answer, and refuse, exactly as the batch path (:class:`~xmargin.server.batching.ProtoSolve`)
-that an audited Optimise and every batch account take."""
+"""Unary Optimise without an audit store goes straight from the request to the book (its risk
+vectors read into numpy) and from the result to its message (no case parts, no result JSON, no
+proto bytes parsed back); it must answer, and refuse, exactly as the batch path
+(:class:`~xmargin.server.batching.ProtoSolve`) that an audited Optimise and every batch account
+take."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -86,6 +88,17 @@ def test_unary_optimise_answers_as_the_batch_path(
         pytest.param(
             lambda r: r.account.instruments[0].sensitivities.values.__setitem__(0, 1e300),
             id="sensitivity out of range",
+        ),
+        pytest.param(
+            lambda r: r.account.instruments[0].sensitivities.values.__setitem__(1, math.nan),
+            id="sensitivity not a number",
+        ),
+        pytest.param(
+            lambda r: (
+                r.account.instruments[0].sensitivities.values.__setitem__(0, -1e300),
+                setattr(r.account.positions[1], "lot", 0.0),
+            ),
+            id="sensitivity out of range and a bad lot",
         ),
         pytest.param(
             lambda r: r.account.instruments[0].sensitivities.values.pop(), id="short vector"
