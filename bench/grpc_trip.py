@@ -35,7 +35,14 @@ from xmargin.optimiser.case_format import book_to_dict
 from .books import make_book
 from .stats import percentile, summarise
 
-__all__ = ["request_to_book", "run_grpc", "server_command", "server_overhead"]
+__all__ = [
+    "CallAborted",
+    "InProcessCall",
+    "request_to_book",
+    "run_grpc",
+    "server_command",
+    "server_overhead",
+]
 
 READY_TIMEOUT = 120.0
 
@@ -121,9 +128,17 @@ def request_to_book(request: Any, repeat: int = 20) -> dict[str, Any]:
     return out
 
 
-class _Call:
+class CallAborted(Exception):  # noqa: N818 (it is what happened to the call)
+    """The servicer ended an :class:`InProcessCall` with ``status`` (an error status)."""
+
+    def __init__(self, status: Any) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class InProcessCall:
     """A gRPC call's context as the servicer sees it, for calling it in this process: no
-    deadline, never cancelled; an abort raises."""
+    deadline, never cancelled; an abort raises :class:`CallAborted`."""
 
     def time_remaining(self) -> None:
         return None
@@ -135,7 +150,7 @@ class _Call:
         return True
 
     def abort_with_status(self, status: Any) -> None:
-        raise RuntimeError(f"aborted: {status.details}")
+        raise CallAborted(status)
 
 
 def server_overhead(case: dict[str, Any], calls: int) -> dict[str, Any]:
@@ -158,7 +173,7 @@ def server_overhead(case: dict[str, Any], calls: int) -> dict[str, Any]:
     handler, solve = [], []
     for index in range(calls + 3):
         started = time.perf_counter()
-        servicer.Optimise(request, _Call())  # type: ignore[arg-type]
+        servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
         middle = time.perf_counter()
         optimise(book)
         if index >= 3:

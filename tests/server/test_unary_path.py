@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.server.harness import optimise_request
+from xmargin.bench.grpc_trip import CallAborted, InProcessCall
 from xmargin.clients.v1 import result_pb2, service_pb2
 from xmargin.server.batching import ProtoSolve
 from xmargin.server.convert import RequestError
@@ -19,28 +20,6 @@ from xmargin.server.errors import report
 from xmargin.server.service import SolverPool, XmarginServicer
 
 TIMINGS = ("build_time", "solve_time")
-
-
-class _AbortedError(Exception):
-    def __init__(self, status: Any) -> None:
-        super().__init__(status.details)
-        self.status = status
-
-
-class _Context:
-    """A call without a deadline that stays active; an abort raises with its status."""
-
-    def time_remaining(self) -> None:
-        return None
-
-    def add_callback(self, callback: Any) -> bool:
-        return True
-
-    def is_active(self) -> bool:
-        return True
-
-    def abort_with_status(self, status: Any) -> None:
-        raise _AbortedError(status)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +53,7 @@ def test_unary_optimise_answers_as_the_batch_path(
     servicer: XmarginServicer, case_data: dict[str, Any]
 ) -> None:
     request = optimise_request(case_data)
-    response = servicer.Optimise(request, _Context())  # type: ignore[arg-type]
+    response = servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
     expected, error = _batch_path(servicer, request)
     assert error is None and expected is not None
     assert response.run == request.run
@@ -117,8 +96,8 @@ def test_unary_optimise_refuses_as_the_batch_path(
     break_it(request)
     _, expected = _batch_path(servicer, request)
     assert isinstance(expected, RequestError)
-    with pytest.raises(_AbortedError) as caught:
-        servicer.Optimise(request, _Context())  # type: ignore[arg-type]
+    with pytest.raises(CallAborted) as caught:
+        servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
     got, want = caught.value.status, report(expected).status()
     assert (got.code, got.details, got.trailing_metadata) == (
         want.code,
