@@ -5,7 +5,8 @@ yields a failure and never stops the others.
 - :class:`LocalPoolEngine` (default): a :class:`~concurrent.futures.ProcessPoolExecutor` whose
   initializer receives the shared part; a worker that dies is replaced and its accounts re-run.
 - :class:`DaskEngine`: Dask distributed, on a scheduler (``tcp://host:port``) or a
-  ``LocalCluster``; the shared part is scattered with ``broadcast=True``.
+  ``LocalCluster``; the shared part, its scenario set validated once in the client, is
+  scattered with ``broadcast=True``.
 - :class:`InlineEngine`: sequential, in the calling process (tests, tiny batches).
 """
 
@@ -212,11 +213,14 @@ class LocalPoolEngine:
 def _dask_solve(
     index: int,
     account: BatchAccount,
-    shared: dict[str, Any],
+    shared: tuple[dict[str, Any], ScenarioData | None],
     backend: str | None,
     solve: AccountSolver = solve_account,
 ) -> AccountOutcome:
-    return solve(index, account, prepare_shared(shared), backend)
+    """One account on a Dask worker; ``shared``: the shared part and its scenario set as the
+    client validated it (trusted here, so no worker validates it again)."""
+    data, validated = shared
+    return solve(index, account, prepare_shared(data, validated), backend)
 
 
 class DaskEngine:
@@ -283,8 +287,9 @@ class DaskEngine:
         from distributed import as_completed
 
         client = self.client
-        # a list, so that the dict is one piece of data (a dict would scatter its values)
-        [shared_future] = client.scatter([shared.data], broadcast=True, hash=False)
+        # validated once per batch, here; a list, so that the pair is one piece of data
+        validated = validate_shared(shared.data)
+        [shared_future] = client.scatter([(shared.data, validated)], broadcast=True, hash=False)
         self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
         queued = iter(enumerate(accounts))
