@@ -35,7 +35,14 @@ from xmargin.optimiser.case_format import book_to_dict
 from .books import make_book
 from .stats import percentile, summarise
 
-__all__ = ["request_to_book", "run_grpc", "server_command"]
+__all__ = [
+    "CallAborted",
+    "InProcessCall",
+    "request_to_book",
+    "run_grpc",
+    "server_command",
+    "server_overhead",
+]
 
 READY_TIMEOUT = 120.0
 
@@ -121,6 +128,69 @@ def request_to_book(request: Any, repeat: int = 20) -> dict[str, Any]:
     return out
 
 
+class CallAborted(Exception):  # noqa: N818 (it is what happened to the call)
+    """The servicer ended an :class:`InProcessCall` with ``status`` (an error status)."""
+
+    def __init__(self, status: Any) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class InProcessCall:
+    """A gRPC call's context as the servicer sees it, for calling it in this process: no
+    deadline, never cancelled; an abort raises :class:`CallAborted`."""
+
+    def time_remaining(self) -> None:
+        return None
+
+    def add_callback(self, callback: Any) -> bool:
+        return True
+
+    def is_active(self) -> bool:
+        return True
+
+    def abort_with_status(self, status: Any) -> None:
+        raise CallAborted(status)
+
+
+def server_overhead(case: dict[str, Any], calls: int) -> dict[str, Any]:
+    """What the server adds to a solve, in this process and without transport: the unary
+    Optimise handler (registered scenario set; request -> book, the solver pool's hand-off,
+    result -> response message) against ``optimise`` of the same book, called in turn
+    ``calls`` times after 3 unmeasured pairs; seconds (``overhead`` per pair: handler - solve)."""
+    from xmargin.clients.v1 import book_pb2
+    from xmargin.optimiser import optimise, parse_case
+    from xmargin.server.convert import Limits, scenario_set_case
+    from xmargin.server.service import SolverPool, XmarginServicer
+
+    servicer = XmarginServicer(SolverPool(1, 1))
+    request = client_convert.optimise_request(case, client_convert.run_context(case))
+    entry = servicer.registry.register(
+        "bench", scenario_set_case(request.scenario_set, "scenario_set", Limits()), "bench"
+    )
+    request.scenario_set_ref.CopyFrom(book_pb2.ScenarioSetRef(id=entry.set_id, version=1))
+    book = parse_case(case)
+    handler, solve = [], []
+    for index in range(calls + 3):
+        started = time.perf_counter()
+        servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
+        middle = time.perf_counter()
+        optimise(book)
+        if index >= 3:
+            handler.append(middle - started)
+            solve.append(time.perf_counter() - middle)
+    servicer.pool.shutdown()
+    return {
+        "measured": (
+            "in process: servicer.Optimise(request with a registered set) against "
+            "optimise(book) of the same account, in turn; overhead = handler - solve per pair"
+        ),
+        "handler": summarise(handler),
+        "solve": summarise(solve),
+        "overhead": summarise([h - s for h, s in zip(handler, solve, strict=True)]),
+    }
+
+
 def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure ``spec["calls"]`` Optimise round trips after ``spec["warmup"]`` unmeasured ones."""
     positions, scenarios = int(spec["positions"]), int(spec["scenarios"])
@@ -186,6 +256,7 @@ def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
         "request_to_book": request_to_book(
             client_convert.optimise_request(case, client_convert.run_context(case))
         ),
+        "server_overhead_in_process": server_overhead(case, int(spec["calls"])),
         "optimum": None if answer is None else answer.optimised.total,
         "answer_status": None if answer is None else str(answer.status),
     }

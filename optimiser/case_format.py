@@ -68,6 +68,7 @@ __all__ = [
     "parse_case",
     "parse_scenarios",
     "trust_scenarios",
+    "vectors_in_bounds",
 ]
 
 Vector = tuple[Literal["sensitivities", "pnl"], npt.NDArray[np.float64]]
@@ -111,7 +112,7 @@ class _Violations:
             raise CaseValidationError.of(self.found)
 
 
-def _in_bounds(vectors: Mapping[int, Any]) -> bool:
+def vectors_in_bounds(vectors: Mapping[int, Any]) -> bool:
     """Whether every vector is finite and within its bound (one bulk check; on failure each
     is checked alone, naming the bad elements)."""
     for kind, bound in (("sensitivities", "sensitivity"), ("pnl", "pnl")):
@@ -426,7 +427,7 @@ def parse_case(
             raise CaseValidationError.of([*error.violations, *found.found]) from None
     out = _Violations()
     vectors = vectors or {}
-    checked_in_bulk = bool(vectors) and _in_bounds(vectors)
+    checked_in_bulk = bool(vectors) and vectors_in_bounds(vectors)
     business_date = dt.date.fromisoformat(doc.business_date)
     factors, scenario_set = scenarios.factors, scenarios.scenarios
     member = ClearingMember(

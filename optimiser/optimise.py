@@ -275,19 +275,25 @@ def optimise(
     attempt = _solve(problem, backend_name, deadline)
     raw = attempt.raw
     notes: list[str] = []
-    current_objective = exact_objective(problem, problem.current_xm)
+    current = evaluate(problem, problem.current_xm)  # evaluated once: compared and reported
+    current_objective = _objective(problem, current)
+    optimised: State | None = None
     if raw.xm_quantity is not None:
         allocation = snap_allocation(problem, raw.xm_quantity)
-        objective = exact_objective(problem, allocation)
+        optimised = evaluate(problem, allocation)
+        objective = _objective(problem, optimised)
         source = AnswerSource.OPTIMUM if raw.status is Status.OPTIMAL else AnswerSource.BEST_FOUND
     else:
         allocation, objective, source = problem.current_xm, math.inf, AnswerSource.CURRENT
     var_gap = stand_in_total = None
     if _has_var_model(problem) and raw.xm_quantity is not None:
-        stand_in_total = evaluate(problem, allocation).total
+        assert optimised is not None
+        stand_in_total, solved = optimised.total, allocation
         allocation, objective, source = _improve_var(
             problem, allocation, objective, source, started, deadline, notes
         )
+        if allocation is not solved:
+            optimised = None  # the local search moved it: evaluated below
     if current_objective <= objective:
         if raw.xm_quantity is None or current_objective < objective:
             notes.append(
@@ -299,8 +305,9 @@ def optimise(
                     f"{current_objective:,.2f} USD now)"
                 )
             )
-        allocation, source = problem.current_xm, AnswerSource.CURRENT
-    optimised = evaluate(problem, allocation)
+        allocation, source, optimised = problem.current_xm, AnswerSource.CURRENT, current
+    if optimised is None:
+        optimised = evaluate(problem, allocation)
     if _has_var_model(problem):
         stand_in = evaluate(problem, allocation, es_for_var=True)
         var_gap = optimised.total - stand_in.total
@@ -339,7 +346,14 @@ def optimise(
         var_gap=var_gap,
         optimised=optimised,
         stand_in_total=stand_in_total,
+        current=current,
     )
+
+
+def _objective(problem: Problem, state: State) -> float:
+    """total(x) + transfer cost of an evaluated allocation (``exact_objective`` without
+    evaluating it again)."""
+    return state.total + problem.transfer_cost(state.xm_quantity)
 
 
 def _improve_var(
@@ -386,10 +400,13 @@ def report_allocation(
     var_gap: float | None = None,
     optimised: State | None = None,
     stand_in_total: float | None = None,
+    current: State | None = None,
 ) -> OptimisationResult:
     """The answer for an allocation, every figure from the exact evaluator: the optimised,
     baseline, current and all-eligible states, transfers, marginal margins and attribution.
-    (Also how a stored allocation is reported again without solving.)"""
+    (Also how a stored allocation is reported again without solving.) ``optimised`` and
+    ``current``: the states of ``allocation`` and of the current allocation when the caller
+    has evaluated them already."""
     optimised = optimised or evaluate(problem, allocation)
     in_xm, in_standalone = marginal_margins(problem, optimised)
     return OptimisationResult(
@@ -397,7 +414,7 @@ def report_allocation(
         status=stats.status,
         allocation=allocation,
         baseline=evaluate(problem, np.zeros(problem.n_positions)),
-        current=evaluate(problem, problem.current_xm),
+        current=current or evaluate(problem, problem.current_xm),
         optimised=optimised,
         all_eligible=evaluate(problem, all_eligible_allocation(problem)),
         transfers=transfers_between(problem, problem.current_xm, allocation),

@@ -22,7 +22,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from xmargin.clients.v1 import book_pb2, common_pb2, service_pb2
 from xmargin.optimiser.batch import AccountError, AccountOutcome, BatchAccount, SharedInputs
 from xmargin.optimiser.cancellation import SolveCancelled
 
-from .batching import BatchEngines, ProtoSolve, StoppableSolve, error_proto, outcome_error
+from .batching import AnswerTally, BatchEngines, ProtoSolve, StoppableSolve, error_proto
 from .convert import RequestError
 from .errors import EngineError, OverloadedError, ServiceError
 
@@ -133,9 +132,9 @@ class StreamRun:
         )
         reader.start()
         expected: int | None = None
-        completed = failed = 0
+        tally = AnswerTally(started)
         try:
-            while expected is None or completed < expected:
+            while expected is None or tally.completed < expected:
                 if not self.context.is_active():
                     return
                 try:
@@ -155,16 +154,7 @@ class StreamRun:
                 message = service_pb2.OptimiseStreamResponse(
                     run=self.run, account_index=index, account_name=name
                 )
-                if outcome.ok and outcome.payload is not None:
-                    message.result.ParseFromString(outcome.payload)
-                else:
-                    failed += 1
-                    message.error.CopyFrom(outcome_error(outcome))
-                completed += 1
-                message.progress.completed = completed
-                message.progress.failed = failed
-                message.progress.total = max(self.received, completed)
-                message.progress.elapsed.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+                tally.fill(message, outcome, self.received)
                 yield message
                 self._leave()
         finally:
@@ -175,7 +165,7 @@ class StreamRun:
                         "event": "stream_done",
                         "request_id": self.run.request_id,
                         "accounts": self.received,
-                        "answered": completed,
+                        "answered": tally.completed,
                         "window": self.window_size,
                         "peak_in_flight": self.peak_in_flight,
                     }

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from xmargin.clients.v1 import service_pb2
-from xmargin.optimiser import CaseValidationError, InfeasibleError, SolverError, parse_case
+from xmargin.optimiser import Book, CaseValidationError, InfeasibleError, SolverError, parse_case
 from xmargin.optimiser.batch import (
     AccountError,
     AccountOutcome,
@@ -36,11 +36,11 @@ from xmargin.optimiser.batch import (
     LocalPoolEngine,
     SharedInputs,
     field_in_batch,
-    jsonable,
     merge_case,
     xmargin_version,
 )
 from xmargin.optimiser.cancellation import SolveCancelled, stop_requested, stop_when
+from xmargin.optimiser.jsonvalues import json_and_text
 from xmargin.optimiser.optimise import optimise, report_allocation
 from xmargin.optimiser.problem import build_problem
 from xmargin.optimiser.results import (
@@ -58,6 +58,7 @@ __all__ = [
     "BATCH_ENGINES",
     "DEADLINE_RESERVE",
     "MIN_SOLVE_SECONDS",
+    "AnswerTally",
     "BatchEngines",
     "ProtoSolve",
     "SolverPoolEngine",
@@ -102,6 +103,32 @@ def outcome_error(outcome: AccountOutcome) -> service_pb2.AccountError:
     )
 
 
+@dataclass(slots=True)
+class AnswerTally:
+    """The answers of one batch call (OptimiseBatch, OptimiseStream) so far: each outcome put
+    into its response message with the call's progress."""
+
+    started: float
+    """When the call started (``time.perf_counter()``), for the progress's elapsed time."""
+    completed: int = 0
+    failed: int = 0
+
+    def fill(self, message: Any, outcome: AccountOutcome, total: int) -> None:
+        """Put ``outcome`` (its result, else its error) and the progress into ``message``;
+        ``total``: the accounts known so far (never reported below those answered)."""
+        if outcome.ok and outcome.payload is not None:
+            message.result.ParseFromString(outcome.payload)
+        else:
+            self.failed += 1
+            message.error.CopyFrom(outcome_error(outcome))
+        self.completed += 1
+        progress = message.progress
+        progress.completed = self.completed
+        progress.failed = self.failed
+        progress.total = max(total, self.completed)
+        progress.elapsed.FromNanoseconds(int((time.perf_counter() - self.started) * 1e9))
+
+
 def time_limit(deadline: float | None, requested: float | None) -> float | None:
     """The solver's time limit now: the request's, bounded by what the deadline (wall clock,
     ``time.time()``) leaves; DeadlineError when that is too short."""
@@ -133,6 +160,9 @@ class ProtoSolve:
     deadline: float | None = None
     optimiser: Callable[..., OptimisationResult] = optimise
     """``optimise`` (a module-level function: it travels to workers by reference)."""
+    answer_json: bool = True
+    """Whether the outcome carries the result as JSON (``result``, ``result_json``): only the
+    audit store reads it, so a server without one skips the encoding."""
 
     def __call__(
         self,
@@ -173,17 +203,10 @@ class ProtoSolve:
         try:
             case = merge_case(shared, account.data)
             paths.factor_count = len(shared.get("factors") or [])
-            book = parse_case(case)
-            if stop_requested():  # the call ended while its request was read: stop here
-                raise SolveCancelled("the call ended before the solve started")
-            if book.options.backend is not None:  # a CaseValidationError, handled below
-                parse_backend_name(book.options.backend)
-            options = book.options
-            limit = time_limit(self.deadline, options.time_limit)
-            if limit is not None:
-                options = dataclasses.replace(options, time_limit=limit)
-            result = self.optimiser(book, options=options, backend=backend)
-            answer = jsonable(result.to_dict())
+            result = self.solve_book(parse_case(case), backend)
+            answer, answer_json = (
+                json_and_text(result.to_dict()) if self.answer_json else (None, None)
+            )
             payload = result_to_proto(result).SerializeToString()
         except CaseValidationError as error:
             n_shared = len(shared.get("instruments", []) or [])
@@ -204,8 +227,23 @@ class ProtoSolve:
             time.perf_counter() - started,
             xmargin_version(),
             payload,
+            result_json=answer_json,
         )
         return outcome, None
+
+    def solve_book(self, book: Book, backend: str | None = None) -> OptimisationResult:
+        """Optimise a validated book within what the deadline leaves now: SolveCancelled when
+        the call has ended already, a CaseValidationError for an unknown backend name,
+        DeadlineError when too little time is left."""
+        if stop_requested():  # the call ended while its request was read: stop here
+            raise SolveCancelled("the call ended before the solve started")
+        if book.options.backend is not None:
+            parse_backend_name(book.options.backend)
+        options = book.options
+        limit = time_limit(self.deadline, options.time_limit)
+        if limit is not None:
+            options = dataclasses.replace(options, time_limit=limit)
+        return self.optimiser(book, options=options, backend=backend)
 
 
 class SolverPoolEngine:

@@ -19,6 +19,7 @@ registration for a registered set): the validated numpy form is kept and handed 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -492,7 +493,7 @@ def state_to_proto(state: State) -> result_pb2.MarginState:
         cap_binding=xm.cap_binding,
         ficc_collects=state.ficc_collects,
         cme_collects=state.cme_collects,
-        xm_quantities=[float(v) for v in state.xm_quantity],
+        xm_quantities=np.asarray(state.xm_quantity, dtype=np.float64).tolist(),
     )
     for name, figures in state.models.items():
         out.model_figures[name].CopyFrom(
@@ -508,16 +509,21 @@ def state_to_proto(state: State) -> result_pb2.MarginState:
 
 
 def attribution_to_proto(attribution: Attribution) -> list[result_pb2.AccountAttribution]:
-    return [
-        result_pb2.AccountAttribution(
-            account=account,
-            shares=[float(v) for v in shares],
-            total=attribution.totals.get(account, math.fsum(float(v) for v in shares)),
+    out = []
+    for account, shares in attribution.shares.items():
+        values = np.asarray(shares, dtype=np.float64).tolist()
+        total = attribution.totals.get(account)
+        out.append(
+            result_pb2.AccountAttribution(
+                account=account,
+                shares=values,
+                total=math.fsum(values) if total is None else total,
+            )
         )
-        for account, shares in attribution.shares.items()
-    ]
+    return out
 
 
+@functools.cache
 def _reason(code: str) -> common_pb2.EligibilityReason.ValueType:
     try:
         return common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{code}")
@@ -550,8 +556,10 @@ _ACCOUNT = {
 
 
 def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
+    """The answer as its proto message; each array read into Python floats once."""
     problem = result.problem
     stats = result.stats
+    ids = problem.position_ids
     out = result_pb2.OptimiseResult(
         name=problem.book.name,
         status=_STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR),
@@ -562,13 +570,21 @@ def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
         allocation=[
             result_pb2.PositionAllocation(
                 instrument=pid,
-                quantity=float(problem.quantity[i]),
-                current_xm_quantity=float(problem.current_xm[i]),
-                xm_quantity=float(result.allocation[i]),
-                eligible=bool(problem.eligible[i]),
-                movable=bool(problem.movable[i]),
+                quantity=quantity,
+                current_xm_quantity=current,
+                xm_quantity=xm,
+                eligible=eligible,
+                movable=movable,
             )
-            for i, pid in enumerate(problem.position_ids)
+            for pid, quantity, current, xm, eligible, movable in zip(
+                ids,
+                problem.quantity.tolist(),
+                problem.current_xm.tolist(),
+                np.asarray(result.allocation, dtype=np.float64).tolist(),
+                np.asarray(problem.eligible, dtype=bool).tolist(),
+                np.asarray(problem.movable, dtype=bool).tolist(),
+                strict=True,
+            )
         ],
         transfers=[
             result_pb2.Transfer(
@@ -581,12 +597,13 @@ def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
             for t in result.transfers
         ],
         marginal_margin=[
-            result_pb2.MarginalMargin(
-                instrument=pid,
-                in_xm=float(result.marginal.in_xm[i]),
-                in_standalone=float(result.marginal.in_standalone[i]),
+            result_pb2.MarginalMargin(instrument=pid, in_xm=in_xm, in_standalone=in_standalone)
+            for pid, in_xm, in_standalone in zip(
+                ids,
+                np.asarray(result.marginal.in_xm, dtype=np.float64).tolist(),
+                np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist(),
+                strict=True,
             )
-            for i, pid in enumerate(problem.position_ids)
         ],
         attribution=attribution_to_proto(result.attribution),
         solver_stats=result_pb2.SolverStats(

@@ -54,6 +54,7 @@ from xmargin.optimiser.batch import (
     SharedInputs,
     split_case,
 )
+from xmargin.optimiser.case_format import vectors_in_bounds
 from xmargin.optimiser.results import OptimisationResult
 from xmargin.optimiser.what_if import Placement, WhatIfResult, what_if
 from xmargin.schema import clip
@@ -62,16 +63,17 @@ from .batch_stream import StreamRun, duplicate_ids
 from .batching import (
     DEADLINE_RESERVE,
     MIN_SOLVE_SECONDS,
+    AnswerTally,
     BatchEngines,
     ProtoSolve,
     SolverPoolEngine,
     error_proto,
-    outcome_error,
     solve_budget,
 )
 from .cancellation import current_call, run_in_pool
 from .cancellation import remaining as _remaining
 from .convert import (
+    CaseDict,
     FieldPaths,
     Limits,
     RequestError,
@@ -88,6 +90,7 @@ from .convert import (
     member_case,
     parse,
     position_case,
+    result_to_proto,
     scenario_set_case,
     state_to_proto,
 )
@@ -313,41 +316,55 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         paths: FieldPaths,
         scenarios: ResolvedScenarios,
         with_options: bool = True,
+        schema_wording: bool = False,
     ) -> Book:
-        case = book_case(
-            request.run,
-            account,
-            scenarios,
-            self._field(request, "models"),
-            self._field(request, "program"),
-            self._field(request, "options") if with_options else None,
-            paths,
-            self.limits,
-            numpy_vectors=True,
-        )
-        book: Book = parse(case, paths, parse_case)
+        """The request's validated book, its risk vectors read straight into numpy.
+        ``schema_wording``: a vector with a value out of range or not finite is refused as the
+        batch path refuses it (the schema's per-element wording, read as lists), not as a
+        range."""
+
+        def case(numpy_vectors: bool) -> CaseDict:
+            return book_case(
+                request.run,
+                account,
+                scenarios,
+                self._field(request, "models"),
+                self._field(request, "program"),
+                self._field(request, "options") if with_options else None,
+                paths,
+                self.limits,
+                numpy_vectors=numpy_vectors,
+            )
+
+        read = case(numpy_vectors=True)
+        if schema_wording and read.vectors and not vectors_in_bounds(read.vectors):
+            read = case(numpy_vectors=False)
+        book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book
 
-    def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
-        """The case parts every account of ``request`` shares (date, cycle, factors, scenarios,
-        models, program, options): the shared inputs of the batch engines and the audit."""
+    def _shared_case(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
+        """The case of ``request`` with a blank account: its shared parts (date, cycle,
+        factors, scenarios, models, program, options) as every account sees them."""
         blank = book_pb2.AccountBook(
             customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
             clearing_member=book_pb2.ClearingMember(id="-"),
         )
-        shared, _ = split_case(
-            book_case(
-                request.run,
-                blank,
-                scenarios,
-                self._field(request, "models"),
-                self._field(request, "program"),
-                self._field(request, "options"),
-                FieldPaths(),
-                self.limits,
-            )
+        return book_case(
+            request.run,
+            blank,
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            self._field(request, "options"),
+            FieldPaths(),
+            self.limits,
         )
+
+    def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
+        """The case parts every account of ``request`` shares: the shared inputs of the batch
+        engines and the audit."""
+        shared, _ = split_case(self._shared_case(request, scenarios))
         return dict(shared)
 
     def _account(
@@ -360,6 +377,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         _, own = split_case(case)
         return BatchAccount(account.customer.id, own, label)
 
+    def _solver(self, context: grpc.ServicerContext) -> ProtoSolve:
+        """The account solver of a call: its deadline; the result's JSON only for the audit."""
+        return ProtoSolve(self._deadline(context), _optimise, answer_json=self.recorder is not None)
+
     # --- RPCs -----------------------------------------------------------------------------
 
     def Optimise(  # noqa: N802 (gRPC method names)
@@ -367,23 +388,25 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> service_pb2.OptimiseResponse:
         def work() -> service_pb2.OptimiseResponse:
             scenarios = self._scenarios(request)
+            solve = self._solver(context)
+            if self.recorder is None:  # straight to the book: no case parts, no bytes
+                paths = FieldPaths()
+                book = self._book(request, request.account, paths, scenarios, schema_wording=True)
+                result = result_to_proto(solve.solve_book(book))
+                return service_pb2.OptimiseResponse(run=request.run, result=result)
             shared_data = self._shared_data(request, scenarios)
             account = self._account(request, request.account, "account", scenarios)
-            solve = ProtoSolve(self._deadline(context), _optimise)
-            if self.recorder is None:
-                outcome, error = solve.attempt(0, account, shared_data)
+            run_number = self.recorder.run_number(request.run.run_number)
+            shared = SharedInputs.of(shared_data, from_json=True)
+            prior = self.recorder.prior(shared, [account], run_number)
+            if 0 in prior:
+                outcome, error = prior[0]
             else:
-                run_number = self.recorder.run_number(request.run.run_number)
-                shared = SharedInputs.of(shared_data, from_json=True)
-                prior = self.recorder.prior(shared, [account], run_number)
-                if 0 in prior:
-                    outcome, error = prior[0]
-                else:
-                    outcome, error = solve.attempt(0, account, shared.data)
-                    if _recordable(outcome):
-                        outcome, error = self.recorder.record(
-                            shared, account, outcome, run_number, error
-                        )
+                outcome, error = solve.attempt(0, account, shared.data)
+                if _recordable(outcome):
+                    outcome, error = self.recorder.record(
+                        shared, account, outcome, run_number, error
+                    )
             if error is not None:
                 raise error
             assert outcome.payload is not None
@@ -611,10 +634,9 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         header.CopyFrom(first.batch)
         if header.accounts:
             raise RequestError([("batch.accounts", "must be empty: one account per message")])
-        scenarios = self._batch_scenarios(header)
+        scenarios, inputs = self._batch_inputs(header)
         recorder = self.recorder
         run_number = 0 if recorder is None else recorder.run_number(header.run.run_number)
-        inputs = SharedInputs.of(self._shared_data(header, scenarios), from_json=True)
 
         def make_account(book: book_pb2.AccountBook, label: str) -> BatchAccount:
             return self._account(header, book, label, scenarios)
@@ -633,7 +655,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         run = StreamRun(
             pool=self.pool,
             engines=self.engines,
-            solve=ProtoSolve(self._deadline(context), _optimise),
+            solve=self._solver(context),
             inputs=inputs,
             window=self.stream_window,
             run=header.run,
@@ -644,27 +666,18 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         )
         yield from run.answers(requests, started)
 
-    def _batch_scenarios(self, request: service_pb2.OptimiseBatchRequest) -> ResolvedScenarios:
-        """A batch's scenario set, its shared parts (models, program, options) checked once
-        so that a bad one refuses the whole batch instead of failing every account alike."""
+    def _batch_inputs(
+        self, request: service_pb2.OptimiseBatchRequest
+    ) -> tuple[ResolvedScenarios, SharedInputs]:
+        """A batch's scenario set and shared inputs, built once; the shared parts (models,
+        program, options) checked once so that a bad one refuses the whole batch instead of
+        failing every account alike."""
         scenarios = self._scenarios(request)
-        shared = book_case(
-            request.run,
-            book_pb2.AccountBook(
-                customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
-                clearing_member=book_pb2.ClearingMember(id="-"),
-            ),
-            scenarios,
-            self._field(request, "models"),
-            self._field(request, "program"),
-            self._field(request, "options"),
-            FieldPaths(),
-            self.limits,
-        )
+        shared = self._shared_case(request, scenarios)
         paths = FieldPaths(scenarios=scenarios.path, factor_count=len(scenarios.factors))
         shared_book = parse(shared, paths, parse_case)
         check_backend(shared_book.options.backend, paths)
-        return scenarios
+        return scenarios, SharedInputs.of(split_case(shared)[0], from_json=True)
 
     def _batch(
         self,
@@ -678,13 +691,12 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         duplicates = duplicate_ids(a.customer.id for a in request.accounts)
         if duplicates:
             raise RequestError(duplicates)
-        scenarios = self._batch_scenarios(request)
+        scenarios, inputs = self._batch_inputs(request)
         if total == 0:
             return
         run_number = 0
         if self.recorder is not None:
             run_number = self.recorder.run_number(request.run.run_number)
-        inputs = SharedInputs.of(self._shared_data(request, scenarios), from_json=True)
         ready: list[tuple[int, AccountOutcome]] = []  # refused before the engine, or stored
         todo: list[BatchAccount] = []
         where: list[int] = []  # todo position -> index in the request
@@ -718,7 +730,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> Iterator[service_pb2.OptimiseBatchResponse]:
         """Admit the batch, run ``todo`` on the engine in a feeder thread (which records each
         outcome), and stream every outcome, ``ready`` first, as it arrives."""
-        solve = ProtoSolve(self._deadline(context), _optimise)
+        solve = self._solver(context)
         stop = threading.Event()
         iterator: Iterator[AccountOutcome] = iter(())
         held = False
@@ -759,7 +771,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         threading.Thread(target=feed, name="xmargin-batch-feed", daemon=True).start()
         context.add_callback(stop.set)  # the call ended (cancelled, deadline): stop the engine
         total = len(request.accounts)
-        completed = failed = 0
+        tally = AnswerTally(started)
         try:
             while True:
                 if not context.is_active():
@@ -783,16 +795,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                     account_name=request.accounts[index].name
                     or request.accounts[index].customer.id,
                 )
-                if outcome.ok and outcome.payload is not None:
-                    message.result.ParseFromString(outcome.payload)
-                else:
-                    failed += 1
-                    message.error.CopyFrom(outcome_error(outcome))
-                completed += 1
-                message.progress.CopyFrom(
-                    service_pb2.BatchProgress(completed=completed, failed=failed, total=total)
-                )
-                message.progress.elapsed.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+                tally.fill(message, outcome, total)
                 yield message
         finally:
             stop.set()

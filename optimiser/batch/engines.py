@@ -5,7 +5,8 @@ yields a failure and never stops the others.
 - :class:`LocalPoolEngine` (default): a :class:`~concurrent.futures.ProcessPoolExecutor` whose
   initializer receives the shared part; a worker that dies is replaced and its accounts re-run.
 - :class:`DaskEngine`: Dask distributed, on a scheduler (``tcp://host:port``) or a
-  ``LocalCluster``; the shared part is scattered with ``broadcast=True``.
+  ``LocalCluster``; the shared part, its scenario set validated once in the client, is
+  scattered with ``broadcast=True``.
 - :class:`InlineEngine`: sequential, in the calling process (tests, tiny batches).
 """
 
@@ -212,18 +213,23 @@ class LocalPoolEngine:
 def _dask_solve(
     index: int,
     account: BatchAccount,
-    shared: dict[str, Any],
+    shared: tuple[dict[str, Any], ScenarioData | None],
     backend: str | None,
     solve: AccountSolver = solve_account,
 ) -> AccountOutcome:
-    return solve(index, account, prepare_shared(shared), backend)
+    """One account on a Dask worker; ``shared``: the shared part and its scenario set as the
+    client validated it (trusted here, so no worker validates it again)."""
+    data, validated = shared
+    return solve(index, account, prepare_shared(data, validated), backend)
 
 
 class DaskEngine:
     """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:port``; its workers need
     xmargin installed), else a ``LocalCluster`` of ``workers`` processes, one thread each. The
     shared part is scattered to every worker once (``broadcast=True``); a task carries one
-    account. Dask re-runs the tasks of a worker that dies on another one."""
+    account, and at most ``max_in_flight`` accounts (default: 4 per worker thread) are
+    submitted at a time, so the scheduler never holds the whole batch's data. Dask re-runs the
+    tasks of a worker that dies on another one."""
 
     name = "dask"
 
@@ -235,8 +241,10 @@ class DaskEngine:
         client: Any = None,
         connect_timeout: float = 10.0,
         solve: AccountSolver = solve_account,
+        max_in_flight: int | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.max_in_flight = max_in_flight
         self.solve = solve
         self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -279,12 +287,21 @@ class DaskEngine:
         from distributed import as_completed
 
         client = self.client
-        # a list, so that the dict is one piece of data (a dict would scatter its values)
-        [shared_future] = client.scatter([shared.data], broadcast=True, hash=False)
+        # validated once per batch, here; a list, so that the pair is one piece of data
+        validated = validate_shared(shared.data)
+        [shared_future] = client.scatter([(shared.data, validated)], broadcast=True, hash=False)
         self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
-        futures = {
-            client.submit(
+        queued = iter(enumerate(accounts))
+        running: dict[Any, int] = {}
+
+        def submit_next() -> Any:
+            """The next account's task (None when all are submitted)."""
+            item = next(queued, None)
+            if item is None:
+                return None
+            index, account = item
+            future = client.submit(
                 _dask_solve,
                 index,
                 account,
@@ -293,20 +310,27 @@ class DaskEngine:
                 self.solve,
                 key=f"xmargin-account-{token}-{index}",
                 pure=False,
-            ): index
-            for index, account in enumerate(accounts)
-        }
+            )
+            running[future] = index
+            return future
+
+        window = self.max_in_flight or 4 * max(1, sum(client.nthreads().values()))
+        first = [submit_next() for _ in range(window)]
+        finished = as_completed([f for f in first if f is not None])
         try:
-            for future in as_completed(list(futures)):
-                index = futures[future]
+            for future in finished:
+                index = running.pop(future)
                 try:
                     yield future.result()
                 except Exception as error:  # KilledWorker, lost scheduler, ...
                     yield _failure(index, accounts[index], error)
                 finally:
                     future.release()
+                following = submit_next()
+                if following is not None:
+                    finished.add(following)
         finally:
-            client.cancel(list(futures))
+            client.cancel(list(running))
             client.cancel([shared_future])
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ which solvers are installed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ __all__ = [
     "BackendSpec",
     "UnknownBackendError",
     "expected_solver_errors",
+    "installed_cvxpy_solvers",
     "parse_backend_name",
 ]
 
@@ -63,13 +65,16 @@ class UnknownBackendError(CaseValidationError):
         super().__init__(BACKEND_FIELD, name, reason)
 
 
-def _installed_cvxpy_solvers() -> list[str]:
+@functools.cache
+def installed_cvxpy_solvers() -> tuple[str, ...]:
+    """The solvers cvxpy can use here, asked once per process (cvxpy probes each solver's
+    import on every ``installed_solvers()`` call)."""
     import cvxpy
 
-    return list(cvxpy.installed_solvers())
+    return tuple(cvxpy.installed_solvers())
 
 
-def _allowed(installed: list[str] | None = None) -> str:
+def _allowed(installed: tuple[str, ...] | None = None) -> str:
     solvers = f" with SOLVER one of {', '.join(installed)}" if installed else ""
     return f"use {', '.join(BACKENDS)} or cvxpy:SOLVER{solvers}"
 
@@ -103,7 +108,7 @@ def parse_backend_name(name: str) -> BackendSpec:
         return BackendSpec(family)
     if family != "cvxpy" or not solver:
         raise UnknownBackendError(name, f"unknown backend {name!r}; {_allowed()}")
-    installed = _installed_cvxpy_solvers()
+    installed = installed_cvxpy_solvers()
     if solver.upper() not in installed:
         raise UnknownBackendError(
             name, f"unknown backend {name!r}: cvxpy solver not installed; {_allowed(installed)}"

@@ -28,6 +28,7 @@ from ..blas import configure_blas_threads
 from ..model import Ccp
 from ..problem import ModelWindow, Problem
 from ..results import Status
+from . import installed_cvxpy_solvers
 from .base import Capabilities, RawSolution, allocation_bounds, lot_grid, problem_scale
 
 __all__ = ["CvxpyBackend"]
@@ -132,9 +133,10 @@ class CvxpyBackend:
         return Capabilities(lp=True, mip=self.solver in MI_SOLVERS, duals=False, warm_start=False)
 
     def __init__(self, solver: str = "HIGHS") -> None:
-        if solver not in cp.installed_solvers():
+        installed = installed_cvxpy_solvers()
+        if solver not in installed:
             raise ValueError(
-                f"cvxpy solver {solver!r} is not installed; installed: {cp.installed_solvers()}"
+                f"cvxpy solver {solver!r} is not installed; installed: {list(installed)}"
             )
         self.solver = solver
 
@@ -223,7 +225,7 @@ class CvxpyBackend:
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module="cvxpy")
                 program.solve(solver=self.solver, **kwargs)
                 retry = _RETRY_SOLVER if program.status in cp.settings.INF_OR_UNB else None
-                if retry and not _has_integers(program) and retry in cp.installed_solvers():
+                if retry and not _has_integers(program) and retry in installed_cvxpy_solvers():
                     # HiGHS through cvxpy can call a feasible LP infeasible (seen with a
                     # model whose stress_weight is 1); an interior-point solver checks it.
                     program.solve(solver=retry)

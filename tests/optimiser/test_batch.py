@@ -203,6 +203,29 @@ def test_local_pool_and_dask_cluster_give_identical_results(dask_engine: DaskEng
 
 
 @pytest.mark.slow
+def test_dask_keeps_at_most_max_in_flight_accounts_submitted(
+    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = dask_engine.client
+    submitted: list[str] = []
+    submit = client.submit
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        submitted.append(kwargs["key"])
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", counted)
+    engine = DaskEngine(client=client, max_in_flight=2)
+    selected = batch_group(8, bad_lot_at=5)
+    outcomes: list[AccountOutcome] = []
+    for outcome in engine.run(selected.accounts, selected.shared):
+        assert len(submitted) - len(outcomes) <= 2  # finished ones are replaced one by one
+        outcomes.append(outcome)
+    assert len(submitted) == len(set(submitted)) == 8
+    assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
+
+
+@pytest.mark.slow
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client

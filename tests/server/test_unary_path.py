@@ -1,0 +1,106 @@
+"""Unary Optimise without an audit store goes straight from the request to the book (its risk
+vectors read into numpy) and from the result to its message (no case parts, no result JSON, no
+proto bytes parsed back); it must answer, and refuse, exactly as the batch path
+(:class:`~xmargin.server.batching.ProtoSolve`) that an audited Optimise and every batch account
+take."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from tests.server.harness import optimise_request
+from xmargin.bench.grpc_trip import CallAborted, InProcessCall
+from xmargin.clients.v1 import result_pb2, service_pb2
+from xmargin.server.batching import ProtoSolve
+from xmargin.server.convert import RequestError
+from xmargin.server.errors import report
+from xmargin.server.service import SolverPool, XmarginServicer
+
+TIMINGS = ("build_time", "solve_time")
+
+
+@pytest.fixture(scope="module")
+def servicer() -> XmarginServicer:
+    return XmarginServicer(SolverPool(1, 2))
+
+
+def _batch_path(
+    servicer: XmarginServicer, request: service_pb2.OptimiseRequest
+) -> tuple[result_pb2.OptimiseResult | None, BaseException | None]:
+    """What Optimise answered before the short path: the case parts through ProtoSolve."""
+    scenarios = servicer._scenarios(request)
+    shared = servicer._shared_data(request, scenarios)
+    account = servicer._account(request, request.account, "account", scenarios)
+    outcome, error = ProtoSolve(None).attempt(0, account, shared)
+    if error is not None:
+        return None, error
+    assert outcome.payload is not None
+    return result_pb2.OptimiseResult.FromString(outcome.payload), None
+
+
+def _without_timings(result: result_pb2.OptimiseResult) -> result_pb2.OptimiseResult:
+    out = result_pb2.OptimiseResult()
+    out.CopyFrom(result)
+    for name in TIMINGS:
+        out.solver_stats.ClearField(name)
+    return out
+
+
+def test_unary_optimise_answers_as_the_batch_path(
+    servicer: XmarginServicer, case_data: dict[str, Any]
+) -> None:
+    request = optimise_request(case_data)
+    response = servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
+    expected, error = _batch_path(servicer, request)
+    assert error is None and expected is not None
+    assert response.run == request.run
+    assert _without_timings(response.result) == _without_timings(expected)
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        pytest.param(lambda r: setattr(r.account.positions[0], "lot", -1.0), id="bad lot"),
+        pytest.param(
+            lambda r: r.account.instruments[0].sensitivities.values.__setitem__(0, 1e300),
+            id="sensitivity out of range",
+        ),
+        pytest.param(
+            lambda r: r.account.instruments[0].sensitivities.values.__setitem__(1, math.nan),
+            id="sensitivity not a number",
+        ),
+        pytest.param(
+            lambda r: (
+                r.account.instruments[0].sensitivities.values.__setitem__(0, -1e300),
+                setattr(r.account.positions[1], "lot", 0.0),
+            ),
+            id="sensitivity out of range and a bad lot",
+        ),
+        pytest.param(
+            lambda r: r.account.instruments[0].sensitivities.values.pop(), id="short vector"
+        ),
+        pytest.param(
+            lambda r: setattr(r.account.instruments[1], "id", r.account.instruments[0].id),
+            id="duplicate instrument",
+        ),
+        pytest.param(lambda r: setattr(r.options, "backend", "simplex"), id="unknown backend"),
+    ],
+)
+def test_unary_optimise_refuses_as_the_batch_path(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]], break_it: Any
+) -> None:
+    request = optimise_request(cases["02-butterfly-2s5s10s"])
+    break_it(request)
+    _, expected = _batch_path(servicer, request)
+    assert isinstance(expected, RequestError)
+    with pytest.raises(CallAborted) as caught:
+        servicer.Optimise(request, InProcessCall())  # type: ignore[arg-type]
+    got, want = caught.value.status, report(expected).status()
+    assert (got.code, got.details, got.trailing_metadata) == (
+        want.code,
+        want.details,
+        want.trailing_metadata,
+    )
