@@ -91,6 +91,9 @@ class RawSolution:
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     message: str = ""
+    rounds: int = 0  # cutting-plane rounds (LP or MIP solves); 1 for a single solve
+    lp_seconds: float = 0.0  # inside the LP/MIP solver
+    evaluation_seconds: float = 0.0  # evaluating trial allocations exactly (cutting planes)
 
 
 class Backend(Protocol):

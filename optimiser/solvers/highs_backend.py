@@ -6,12 +6,22 @@ through E (and the few positions given as P&L vectors). ES is the maximum of lin
 
     ES(L) = max { w . L : 0 <= w_s <= 1/n_tail, sum_s w_s = 1 },
 
-so instead of one Rockafellar-Uryasev row per scenario the LP carries an epigraph variable theta
-per (model, portfolio) and a few cuts theta >= w . L(v), each with K + (#P&L positions)
-coefficients: w is the tail weighting at a trial point. Kelley's method adds the cut of every
-violated term at each LP solution and re-solves with dual simplex from the previous basis; it
-stops when the exact convex objective at the incumbent and the LP bound agree to 1e-10
-relative. Integral allocations re-solve the same model as a MIP with the cuts found so far.
+which is also the Rockafellar-Uryasev value min_t t + 1/n_tail sum_s max(0, L_s - t). Instead of
+one RU row per scenario the LP carries, per (model, portfolio) term, an epigraph variable theta
+and the RU rows of a small candidate set C of tail scenarios (an active set):
+
+    theta >= t + 1/n_tail sum_{s in C} u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in C),
+
+each row with K + (#P&L positions) coefficients on the exposure. Over any C this is a lower
+bound on ES, exact at every allocation whose tail lies in C; a set C holds every tail weighting
+on it at once, so it is far stronger than Kelley's single cut theta >= w . L(v) per trial point.
+C starts as the tails at the current, empty-XM and all-in-XM allocations (and at a previous
+cycle's answer, see :class:`WarmStart`), plus Kelley cuts along the pure factor directions;
+each round solves the LP with dual simplex from the previous basis, evaluates every term
+exactly at the solution (and at its midpoint with the incumbent) and adds the tail scenarios of
+each violated term. It stops when the exact convex objective at the incumbent and the LP bound
+agree to 1e-10 relative: typically after 3-5 LPs. Integral allocations re-solve the same model
+as a MIP, adding Kelley cuts.
 
 Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
 Kelley's method crawls there; for them (``formulation="ru"``, chosen by ``"auto"`` when at least
@@ -54,6 +64,8 @@ from .base import (
 __all__ = ["HighsBackend"]
 
 INF = highspy.kHighsInf
+Scenarios = npt.NDArray[np.int64]
+"""Scenarios as rows of the scenario matrix, ascending."""
 
 
 @functools.cache
@@ -242,6 +254,8 @@ class _CuttingPlaneModel:
     def __init__(self, problem: Problem, reduction: bool = True, formulation: str = "auto") -> None:
         self.problem = problem
         self.reduction = reduction
+        self.lp_seconds = 0.0  # inside HiGHS
+        self.evaluation_seconds = 0.0  # in the exact evaluator
         self.ru = uses_ru(problem, formulation)
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
@@ -352,6 +366,8 @@ class _CuttingPlaneModel:
 
         # One term per figure of the XM rule, in the evaluator's order (margin.FIGURES).
         self.terms: list[_Term] = []
+        self.tail_rows: list[tuple[int, int]] = []  # per term: its t column and its tail row
+        self.candidates: list[npt.NDArray[np.int64]] = []  # per term: its scenarios C_j
         for _, ccp, name in FIGURES:
             window = problem.models[ccp].as_es()
             model = window.model
@@ -382,6 +398,13 @@ class _CuttingPlaneModel:
                     rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold / unit, INF)
             rows.add(margin_index, margin_value, 0.0, INF)
             self.terms.append(_Term(window, portfolio, exposure, theta, margin))
+            if not self.ru:
+                # The tail row theta >= t + 1/n_tail sum_{s in C} u_s (see _add_tail_rows):
+                # t and the row now, each u_s with its scenario.
+                t = int(columns(1, -INF, INF)[0])
+                self.tail_rows.append((t, len(rows.lower)))
+                rows.add([theta, t], [1.0, -1.0], 0.0, INF)
+                self.candidates.append(np.zeros(0, dtype=np.int64))
 
         # Objective: standalone margins + XM margin (+ transfer cost). With the reduction the
         # XM margin is z >= C_F, C_C, (1 - cap)(S_F + S_C); without it, S_F + S_C.
@@ -431,9 +454,8 @@ class _CuttingPlaneModel:
         if not self.ru:  # the RU rows are exact: no seed cuts needed
             rows = _Rows()
             self._directional_cuts(rows)
-            for point in self._starting_points():
-                self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
             rows.push(self.highs)
+            self._seed_tails(self._starting_points())
 
     def _rockafellar_uryasev(
         self,
@@ -520,23 +542,46 @@ class _CuttingPlaneModel:
         pnl: npt.NDArray[np.float64],
     ) -> None:
         """epigraph >= -(shock . E + pnl . v_pnl), v_pnl = c + sign * lot * k on members."""
-        problem = self.problem
-        index = [epigraph, *exposure.tolist()]
-        value = [1.0, *shock.tolist()]
-        lower = 0.0
-        columns = problem.pnl_columns
+        self._loss_rows(
+            rows, np.array([[epigraph]]), portfolio, exposure, shock[None, :], pnl[None, :]
+        )
+
+    def _loss_rows(
+        self,
+        rows: _Rows,
+        epigraphs: npt.NDArray[np.int64],
+        portfolio: _Portfolio,
+        exposure: npt.NDArray[np.int64],
+        shocks: npt.NDArray[np.float64],
+        pnl: npt.NDArray[np.float64],
+    ) -> None:
+        """Row r: sum_e epigraphs[r, e] >= -(shocks[r] . E + pnl[r] . v_pnl), v_pnl = c + sign
+        * size * u on the portfolio's members; ``shocks`` (R, K), ``pnl`` (R, m) or (R, 0)."""
+        count = shocks.shape[0]
+        index = [epigraphs, np.broadcast_to(exposure, (count, exposure.size))]
+        value = [np.ones(epigraphs.shape), shocks]
+        lower = np.zeros(count)
+        columns = self.problem.pnl_columns
         if columns.size:
             inside = portfolio.members[columns]
-            members, weights = columns[inside], pnl[inside]
-            index.extend(self.lots[members].tolist())
-            scale = self.size[members] / self.margin_unit
-            value.extend((weights * portfolio.sign * scale).tolist())
-            lower = -float(weights @ portfolio.constant[members]) / self.margin_unit
-        rows.add(index, value, lower, INF)
+            members, weights = columns[inside], pnl[:, inside]
+            index.append(np.broadcast_to(self.lots[members], (count, members.size)))
+            value.append(weights * (portfolio.sign * self.size[members] / self.margin_unit))
+            lower = -(weights @ portfolio.constant[members]) / self.margin_unit
+        rows.add_block(np.hstack(index), np.hstack(value), lower, np.full(count, INF))
 
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
         """Each term's model figures at an allocation, from the exact evaluator (ES for VaR)."""
-        return list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
+        started = time.perf_counter()
+        figures = list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
+        self.evaluation_seconds += time.perf_counter() - started
+        return figures
+
+    def _run_highs(self) -> None:
+        """One HiGHS run (LP or MIP) from the current basis, its time counted."""
+        started = time.perf_counter()
+        self.highs.run()
+        self.lp_seconds += time.perf_counter() - started
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + XM margin (convex form with the
@@ -548,6 +593,73 @@ class _CuttingPlaneModel:
         else:
             xm_margin = s_f + s_c
         return ficc + cme + xm_margin + problem.transfer_cost(xm_quantity)
+
+    def _tails(self, figures: list[ModelFigures], terms: Iterable[int]) -> dict[int, Scenarios]:
+        """Each of ``terms``' tail scenarios (rows of the scenario matrix) in ``figures``,
+        leaving out a term whose portfolio is empty there (all losses 0: an arbitrary tail)."""
+        return {
+            j: np.flatnonzero(figures[j].tail_weights) + self.terms[j].window.window.start
+            for j in terms
+            if figures[j].es != 0.0 or figures[j].var != 0.0
+        }
+
+    def _seed_tails(self, points: Iterable[PositionVector]) -> None:
+        """The active set's first candidates: every term's tail at each of ``points``."""
+        tails: dict[int, list[Scenarios]] = {}
+        for point in points:
+            for j, tail in self._tails(self._term_figures(point), range(len(self.terms))).items():
+                tails.setdefault(j, []).append(tail)
+        self._add_tail_rows({j: np.concatenate(found) for j, found in tails.items()})
+
+    def _add_tail_rows(self, scenarios: dict[int, Scenarios]) -> int:
+        """The scenarios s (rows of the scenario matrix) of ``scenarios[j]`` join term j's
+        candidate set C_j, as the Rockafellar-Uryasev rows over C_j:
+
+            u_s + t_j + shock_s . E + pnl_s . v  >=  0,   u_s >= 0,
+            theta_j >= t_j + 1/n_tail * sum_{s in C_j} u_s.
+
+        Any C_j gives a lower bound on ES (the RU value over fewer scenarios); it is exact at
+        every allocation whose tail lies in C_j. Returns how many scenarios were new."""
+        problem, highs = self.problem, self.highs
+        new_of: dict[int, Scenarios] = {}
+        for j, wanted in scenarios.items():
+            new = np.setdiff1d(wanted, self.candidates[j])
+            if new.size:
+                new_of[j] = new
+                self.candidates[j] = np.union1d(self.candidates[j], new)
+        count = sum(new.size for new in new_of.values())
+        if not count:
+            return 0
+        # The u columns, each with its entry -1/n_tail in its term's tail row.
+        tail_row = np.concatenate(
+            [np.full(new.size, self.tail_rows[j][1]) for j, new in new_of.items()]
+        )
+        weight = np.concatenate(
+            [np.full(new.size, -1.0 / self.terms[j].window.n_tail) for j, new in new_of.items()]
+        )
+        first = highs.getNumCol()
+        highs.addCols(
+            count,
+            np.zeros(count),
+            np.zeros(count),
+            np.full(count, INF),
+            count,
+            np.arange(count, dtype=np.int32),
+            tail_row.astype(np.int32),
+            weight,
+        )
+        rows = _Rows()
+        for j, new in new_of.items():
+            term = self.terms[j]
+            u = np.arange(first, first + new.size)
+            first += new.size
+            epigraphs = np.column_stack((u, np.full(new.size, self.tail_rows[j][0])))
+            pnl = problem.pnl_vectors[new] if problem.pnl_columns.size else np.zeros((new.size, 0))
+            self._loss_rows(
+                rows, epigraphs, term.portfolio, term.exposure_columns, problem.shocks[new], pnl
+            )
+        rows.push(highs)
+        return count
 
     def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:
         """For each of ``terms``, the cut theta >= w . L(v) with w its tail weights in
@@ -576,15 +688,23 @@ class _CuttingPlaneModel:
 
     def _directional_cuts(self, rows: _Rows) -> None:
         """ES weights depend only on the direction of the exposure E: seed every term with the
-        tail weights of the pure factor directions +-e_k."""
+        tail weights of the pure factor directions +-e_k (one cut per direction and term)."""
         problem = self.problem
         for ccp in Ccp:
             window = problem.models[ccp]
             shocks = problem.shocks[window.window]
-            for k in range(self.n_factors):
-                for sign in (1.0, -1.0):
-                    weights = tail_weights(-sign * shocks[:, k], window.n_tail)
-                    self._add_shared_cut(rows, ccp, weights)
+            directions = np.concatenate((-shocks.T, shocks.T))  # losses of E = +e_k, -e_k
+            weights = tail_weights(directions, window.n_tail)  # (2K, N)
+            cut_shocks = weights @ shocks
+            pnl = np.zeros((weights.shape[0], 0))
+            if problem.pnl_columns.size:
+                pnl = weights @ problem.pnl_vectors[window.window]
+            for term in self.terms:
+                if term.window.ccp is ccp:
+                    epigraphs = np.full((weights.shape[0], 1), term.theta)
+                    self._loss_rows(
+                        rows, epigraphs, term.portfolio, term.exposure_columns, cut_shocks, pnl
+                    )
 
     def _starting_points(self) -> list[PositionVector]:
         problem = self.problem
@@ -640,6 +760,9 @@ class _CuttingPlaneModel:
             iterations=loop.iterations,
             cuts=loop.cuts,
             message=f"{loop.message} in {loop.rounds} rounds" + (" (RU LP)" if self.ru else ""),
+            rounds=loop.rounds,
+            lp_seconds=self.lp_seconds,
+            evaluation_seconds=self.evaluation_seconds,
         )
 
     def _round_continuous(
@@ -706,13 +829,13 @@ class _CuttingPlaneModel:
         highs.setSolution(columns.size, columns, np.concatenate(value))
 
     def _cutting_loop(self, loop: _Loop, integral: bool, local: bool = False) -> None:
-        """Kelley's cutting-plane loop on the current model (LP or MIP).
+        """The cutting-plane loop on the current model (LP or MIP).
 
         Each round solves, evaluates every term exactly at the solution, keeps the best
-        allocation as incumbent and adds the cut of each term whose ES exceeds its theta. In
-        the continuous phase it also cuts at the midpoint of incumbent and solution (in-out
-        separation), which damps Kelley's zig-zag. A local phase that is infeasible (a transfer
-        limit) just ends.
+        allocation as incumbent and, for each term whose ES exceeds its theta, adds its tail
+        scenarios to the term's active set (continuous phase) or its Kelley cut (integral). In
+        the continuous phase it also adds the tails at the midpoint of incumbent and solution
+        (in-out separation). A local phase that is infeasible (a transfer limit) just ends.
         """
         highs, problem, unit = self.highs, self.problem, self.margin_unit
         theta_columns = [term.theta for term in self.terms]
@@ -732,7 +855,7 @@ class _CuttingPlaneModel:
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
                 set_option(highs, "objective_bound", float(loop.best_upper) / unit)
-            highs.run()
+            self._run_highs()
             cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
             model_status = highs.getModelStatus()
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
@@ -782,12 +905,15 @@ class _CuttingPlaneModel:
                 if figure.es > thetas[j] + max(1e-9 * max(1.0, abs(figure.es)), floor)
             ]
             rows = _Rows()
-            loop.cuts += self._add_cuts(rows, figures, violated)
+            if integral:
+                loop.cuts += self._add_cuts(rows, figures, violated)
+            else:
+                loop.cuts += self._add_tail_rows(self._tails(figures, violated))
             if not integral and previous_best is not None and violated:
                 middle = 0.5 * (previous_best + x)
                 middle_figures = self._term_figures(middle)
                 loop.offer(middle, self._convex_objective(middle_figures, middle))
-                loop.cuts += self._add_cuts(rows, middle_figures, violated)
+                loop.cuts += self._add_tail_rows(self._tails(middle_figures, violated))
             rows.push(highs)
             if not violated:
                 loop.message = "no violated cut left"
