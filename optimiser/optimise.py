@@ -222,6 +222,9 @@ def _solve(problem: Problem, backend_name: str, deadline: float | None) -> _Atte
         cuts=raw.cuts + other.cuts,
         build_seconds=raw.build_seconds + other.build_seconds,
         solve_seconds=raw.solve_seconds + other.solve_seconds,
+        rounds=raw.rounds + other.rounds,
+        lp_seconds=raw.lp_seconds + other.lp_seconds,
+        evaluation_seconds=raw.evaluation_seconds + other.evaluation_seconds,
         message=f"{chosen.raw.message}; branch {'without' if better else 'with'} XM reduction",
     )
     return _Attempt(combined, chosen.used, chosen.fallback_from, failures)
@@ -323,6 +326,9 @@ def optimise(
         fallback_from=attempt.fallback_from,
         source=source,
         failures=attempt.failures,
+        rounds=raw.rounds,
+        lp_seconds=raw.lp_seconds,
+        evaluation_seconds=raw.evaluation_seconds,
     )
     if attempt.fallback_from is not None:
         notes.append(

@@ -352,6 +352,9 @@ def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> Optimi
         fallback_from=solver.get("fallback_from"),
         source=AnswerSource(solver.get("source", AnswerSource.OPTIMUM.value)),
         failures=[str(f) for f in solver.get("failures", [])],
+        rounds=int(solver.get("rounds", 0)),
+        lp_seconds=_number(solver.get("lp_seconds", 0.0)),
+        evaluation_seconds=_number(solver.get("evaluation_seconds", 0.0)),
     )
     var_gap, stand_in = stored.get("var_gap"), stored.get("stand_in_total")
     return report_allocation(

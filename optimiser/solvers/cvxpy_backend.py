@@ -249,4 +249,6 @@ class CvxpyBackend:
             build_seconds=max(0.0, finished - started - solve_seconds),
             solve_seconds=solve_seconds,
             message=str(program.status) + note,
+            rounds=2 if note else 1,  # one solver call, two when retried
+            lp_seconds=solve_seconds,
         )

@@ -78,7 +78,12 @@ def test_optimise_equals_the_library_and_the_expected_figures(
     for attribution in result.attribution:
         shares = local.attribution.shares[attribution.account]
         assert list(attribution.shares) == pytest.approx(list(shares), rel=1e-9, abs=1e-6)
-    assert result.solver_stats.backend == local.stats.backend
+    stats = result.solver_stats
+    assert stats.backend == local.stats.backend
+    assert stats.rounds == local.stats.rounds >= 1  # the same deterministic solve
+    lp, evaluation = stats.lp_time.ToNanoseconds(), stats.evaluation_time.ToNanoseconds()
+    assert lp > 0 and evaluation > 0
+    assert lp + evaluation <= stats.build_time.ToNanoseconds() + stats.solve_time.ToNanoseconds()
     assert same(result.savings, local.savings)
 
 
