@@ -108,8 +108,15 @@ class Backend(Protocol):
         ...
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
-    ) -> RawSolution: ...
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,
+    ) -> RawSolution:
+        """``warm_start``: a previous allocation to start from (:mod:`..warm_start`); it may
+        speed the solve up, never change its answer (a backend may ignore it)."""
+        ...
 
 
 def allocation_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]:

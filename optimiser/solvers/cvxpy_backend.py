@@ -26,7 +26,7 @@ import numpy as np
 
 from ..blas import configure_blas_threads
 from ..model import Ccp
-from ..problem import ModelWindow, Problem
+from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
 from .base import Capabilities, RawSolution, allocation_bounds, lot_grid, problem_scale
 
@@ -139,7 +139,11 @@ class CvxpyBackend:
         self.solver = solver
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,  # ignored: the reference path starts cold
     ) -> RawSolution:
         started = time.perf_counter()
         n = problem.n_positions

@@ -232,10 +232,15 @@ class HighsBackend:
         self.formulation = formulation
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,
     ) -> RawSolution:
+        """``warm_start``: a previous allocation whose tails join the seeds (module docstring)."""
         started = time.perf_counter()
-        model = _CuttingPlaneModel(problem, reduction, self.formulation)
+        model = _CuttingPlaneModel(problem, reduction, self.formulation, warm_start)
         built = time.perf_counter()
         raw = model.run(time_limit, started)
         raw.build_seconds = built - started
@@ -251,8 +256,15 @@ def uses_ru(problem: Problem, formulation: str = "auto") -> bool:
 
 
 class _CuttingPlaneModel:
-    def __init__(self, problem: Problem, reduction: bool = True, formulation: str = "auto") -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        reduction: bool = True,
+        formulation: str = "auto",
+        warm_start: PositionVector | None = None,
+    ) -> None:
         self.problem = problem
+        self.warm_start = warm_start
         self.reduction = reduction
         self.lp_seconds = 0.0  # inside HiGHS
         self.evaluation_seconds = 0.0  # in the exact evaluator
@@ -707,6 +719,11 @@ class _CuttingPlaneModel:
                     )
 
     def _starting_points(self) -> list[PositionVector]:
+        """Where the active set's first tails come from: the current, empty-XM and all-in-XM
+        allocations; with a warm start, its allocation alone (measured: the previous optimum's
+        tails are closer to the new optimum's, and fewer seeds make a smaller first LP)."""
+        if self.warm_start is not None:
+            return [self.warm_start]
         problem = self.problem
         everything = np.where(problem.movable, problem.quantity, problem.current_xm)
         return [problem.current_xm, np.where(problem.movable, 0.0, problem.current_xm), everything]
