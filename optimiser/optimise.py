@@ -105,7 +105,7 @@ def _run_backend(
     """``backend``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
     interrupted runs in a child process that is killed when the caller stops it."""
     if getattr(backend, "interruptible", False) or cancellation.current() is None:
-        return backend.solve(problem, time_limit, reduction, warm_start)
+        return _backend_solve(backend, problem, time_limit, reduction, warm_start)
     return cancellation.call_stoppably(
         _solve_by_spec, spec, problem, time_limit, reduction, warm_start
     )
@@ -118,7 +118,21 @@ def _solve_by_spec(
     reduction: bool,
     warm_start: PositionVector | None = None,
 ) -> RawSolution:
-    return spec.create().solve(problem, time_limit, reduction, warm_start)
+    return _backend_solve(spec.create(), problem, time_limit, reduction, warm_start)
+
+
+def _backend_solve(
+    backend: Backend,
+    problem: Problem,
+    time_limit: float | None,
+    reduction: bool,
+    warm_start: PositionVector | None,
+) -> RawSolution:
+    """``backend.solve``, given ``warm_start`` only when there is one (a backend written
+    before warm starts takes three arguments)."""
+    if warm_start is None:
+        return backend.solve(problem, time_limit, reduction)
+    return backend.solve(problem, time_limit, reduction, warm_start=warm_start)
 
 
 def _solve_with_fallback(
