@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from xmargin.clients.v1 import service_pb2
-from xmargin.optimiser import CaseValidationError, InfeasibleError, SolverError, parse_case
+from xmargin.optimiser import (
+    CaseValidationError,
+    InfeasibleError,
+    SolverError,
+    WarmStart,
+    parse_case,
+)
 from xmargin.optimiser.batch import (
     AccountError,
     AccountOutcome,
@@ -133,6 +139,8 @@ class ProtoSolve:
     deadline: float | None = None
     optimiser: Callable[..., OptimisationResult] = optimise
     """``optimise`` (a module-level function: it travels to workers by reference)."""
+    warm_start: WarmStart | None = None
+    """The previous cycle's allocation to start from (a unary Optimise call's warm_start)."""
 
     def __call__(
         self,
@@ -182,7 +190,8 @@ class ProtoSolve:
             limit = time_limit(self.deadline, options.time_limit)
             if limit is not None:
                 options = dataclasses.replace(options, time_limit=limit)
-            result = self.optimiser(book, options=options, backend=backend)
+            warm = {} if self.warm_start is None else {"warm_start": self.warm_start}
+            result = self.optimiser(book, options=options, backend=backend, **warm)
             answer = jsonable(result.to_dict())
             payload = result_to_proto(result).SerializeToString()
         except CaseValidationError as error:

@@ -39,6 +39,7 @@ from xmargin.optimiser import (
     CaseValidationError,
     Eligibility,
     Position,
+    WarmStart,
     attribute,
     build_problem,
     default_rulebook,
@@ -369,7 +370,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             scenarios = self._scenarios(request)
             shared_data = self._shared_data(request, scenarios)
             account = self._account(request, request.account, "account", scenarios)
-            solve = ProtoSolve(self._deadline(context), _optimise)
+            warm_start = None
+            if request.HasField("warm_start"):
+                warm_start = WarmStart(dict(request.warm_start.xm_quantity))
+            solve = ProtoSolve(self._deadline(context), _optimise, warm_start)
             if self.recorder is None:
                 outcome, error = solve.attempt(0, account, shared_data)
             else:
@@ -798,9 +802,16 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             stop.set()
 
 
-def _optimise(book: Book, options: Any = None, backend: str | None = None) -> OptimisationResult:
+def _optimise(
+    book: Book,
+    options: Any = None,
+    backend: str | None = None,
+    warm_start: WarmStart | None = None,
+) -> OptimisationResult:
     """``optimise``, looked up when called (so tests can watch it); by reference in pickles."""
-    return optimise(book, options=options, backend=backend)
+    if warm_start is None:
+        return optimise(book, options=options, backend=backend)
+    return optimise(book, options=options, backend=backend, warm_start=warm_start)
 
 
 def _recordable(outcome: AccountOutcome) -> bool:
