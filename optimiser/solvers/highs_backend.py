@@ -20,8 +20,9 @@ cycle's answer, see :class:`WarmStart`), plus Kelley cuts along the pure factor 
 each round solves the LP with dual simplex from the previous basis, evaluates every term
 exactly at the solution (and at its midpoint with the incumbent) and adds the tail scenarios of
 each violated term. It stops when the exact convex objective at the incumbent and the LP bound
-agree to 1e-10 relative: typically after 3-5 LPs. Integral allocations re-solve the same model
-as a MIP, adding Kelley cuts.
+agree to 1e-10 relative: typically after 3-5 LPs. Where a MIP follows (whole lots, a transfer
+limit) the continuous phase uses Kelley's cuts theta >= w . L(v) instead, seeded at the same
+points: the MIP re-solves the same model with the cuts found so far and adds more.
 
 Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
 Kelley's method crawls there; for them (``formulation="ru"``, chosen by ``"auto"`` when at least
@@ -269,6 +270,13 @@ class _CuttingPlaneModel:
         self.lp_seconds = 0.0  # inside HiGHS
         self.evaluation_seconds = 0.0  # in the exact evaluator
         self.ru = uses_ru(problem, formulation)
+        whole_lots = problem.options.integral and bool(problem.movable.any())
+        transfer_limit = problem.options.max_transfers is not None and bool(problem.movable.any())
+        # The active set of tail scenarios for a linear program; Kelley's cuts where a MIP
+        # follows (measured on the reference account in whole lots: with the active set's rows
+        # in every node LP the solve took twice as long, and Kelley cuts at its few trial points
+        # left the MIP phase 7 rounds where Kelley's continuous path leaves it 1).
+        self.active_set = not self.ru and not whole_lots and not transfer_limit
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
@@ -415,7 +423,7 @@ class _CuttingPlaneModel:
                     rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold / unit, INF)
             rows.add(margin_index, margin_value, 0.0, INF)
             self.terms.append(_Term(window, portfolio, exposure, theta, margin))
-            if not self.ru:
+            if self.active_set:
                 # The tail row theta >= t + 1/n_tail sum_{s in C} u_s (see _add_tail_rows):
                 # t and the row now, each u_s with its scenario.
                 t = int(columns(1, -INF, INF)[0])
@@ -472,7 +480,13 @@ class _CuttingPlaneModel:
             rows = _Rows()
             self._directional_cuts(rows)
             rows.push(self.highs)
-            self._seed_tails(self._starting_points())
+            if self.active_set:
+                self._seed_tails(self._starting_points())
+            else:
+                rows = _Rows()
+                for point in self._starting_points():
+                    self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
+                rows.push(self.highs)
 
     def _exposure_ranges(
         self,
@@ -967,15 +981,18 @@ class _CuttingPlaneModel:
                 if figure.es > thetas[j] + max(1e-9 * max(1.0, abs(figure.es)), floor)
             ]
             rows = _Rows()
-            if integral:
-                loop.cuts += self._add_cuts(rows, figures, violated)
-            else:
+            if self.active_set:
                 loop.cuts += self._add_tail_rows(self._tails(figures, violated))
+            else:
+                loop.cuts += self._add_cuts(rows, figures, violated)
             if not integral and previous_best is not None and violated:
                 middle = 0.5 * (previous_best + x)
                 middle_figures = self._term_figures(middle)
                 loop.offer(middle, self._convex_objective(middle_figures, middle))
-                loop.cuts += self._add_tail_rows(self._tails(middle_figures, violated))
+                if self.active_set:
+                    loop.cuts += self._add_tail_rows(self._tails(middle_figures, violated))
+                else:
+                    loop.cuts += self._add_cuts(rows, middle_figures, violated)
             rows.push(highs)
             if not violated:
                 loop.message = "no violated cut left"
