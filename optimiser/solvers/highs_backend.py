@@ -827,7 +827,14 @@ class _CuttingPlaneModel:
             )
         if loop.best_x is None:
             failed = Status.ERROR if loop.status is Status.OPTIMAL else loop.status
-            return RawSolution(failed, None, message=loop.message)
+            return RawSolution(
+                failed,
+                None,
+                message=loop.message,
+                rounds=loop.rounds,
+                lp_seconds=self.lp_seconds,
+                evaluation_seconds=self.evaluation_seconds,
+            )
         return RawSolution(
             status=loop.status,
             xm_quantity=loop.best_x,
