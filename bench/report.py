@@ -213,9 +213,10 @@ def _phases(config: dict[str, Any] | None) -> str:
     if _get(config, "timing", "lp") is None:  # recorded before LP time was measured
         return text
     rounds = config.get("rounds")
+    counted = f", {rounds} round{'s' if rounds != 1 else ''}" if rounds else ""
     return (
         f"{text} (of build + solve: LP {seconds(_median(config, 'lp'))}, evaluation "
-        f"{seconds(_median(config, 'evaluation'))}{f', {rounds} rounds' if rounds else ''})"
+        f"{seconds(_median(config, 'evaluation'))}{counted})"
     )
 
 

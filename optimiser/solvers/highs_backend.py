@@ -16,7 +16,7 @@ each row with K + (#P&L positions) coefficients on the exposure. Over any C this
 bound on ES, exact at every allocation whose tail lies in C; a set C holds every tail weighting
 on it at once, so it is far stronger than Kelley's single cut theta >= w . L(v) per trial point.
 C starts as the tails at the current, empty-XM and all-in-XM allocations (and at a previous
-cycle's answer, see :class:`WarmStart`), plus Kelley cuts along the pure factor directions;
+cycle's answer, see :mod:`..warm_start`), plus Kelley cuts along the pure factor directions;
 each round solves the LP with dual simplex from the previous basis, evaluates every term
 exactly at the solution (and at its midpoint with the incumbent) and adds the tail scenarios of
 each violated term. It stops when the exact convex objective at the incumbent and the LP bound
@@ -783,9 +783,10 @@ class _CuttingPlaneModel:
                     )
 
     def _starting_points(self) -> list[PositionVector]:
-        """Where the active set's first tails come from: the current, empty-XM and all-in-XM
-        allocations, and the warm start's (in addition: alone, its tails were measured to need
-        more rounds than these three where the current allocation is the previous answer)."""
+        """The seeds' trial points (their tails join the active set, or give Kelley cuts): the
+        current, empty-XM and all-in-XM allocations, and the warm start's (in addition: alone,
+        its tails were measured to need more rounds than these three where the current
+        allocation is the previous answer)."""
         problem = self.problem
         everything = np.where(problem.movable, problem.quantity, problem.current_xm)
         points = [
@@ -926,9 +927,10 @@ class _CuttingPlaneModel:
 
         Each round solves, evaluates every term exactly at the solution, keeps the best
         allocation as incumbent and, for each term whose ES exceeds its theta, adds its tail
-        scenarios to the term's active set (continuous phase) or its Kelley cut (integral). In
-        the continuous phase it also adds the tails at the midpoint of incumbent and solution
-        (in-out separation). A local phase that is infeasible (a transfer limit) just ends.
+        scenarios to the term's active set (a linear program) or its Kelley cut (where a MIP
+        follows, and in the MIP). In the continuous phase it also does so at the midpoint of
+        incumbent and solution (in-out separation). A local phase that is infeasible (a
+        transfer limit) just ends.
         """
         highs, problem, unit = self.highs, self.problem, self.margin_unit
         theta_columns = [term.theta for term in self.terms]
