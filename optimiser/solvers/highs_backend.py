@@ -25,9 +25,10 @@ limit) the continuous phase uses Kelley's cuts theta >= w . L(v) instead, seeded
 points: the MIP re-solves the same model with the cuts found so far and adds more.
 
 Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
-Kelley's method crawls there; for them (``formulation="ru"``, chosen by ``"auto"`` when at least
-:data:`RU_PNL_SHARE` of the positions are P&L vectors) the ES terms are the direct
-Rockafellar-Uryasev LP instead, over each XM leg's scenario losses l_s written once:
+Kelley's method crawls there (the active set does not); where a MIP follows on such a book
+(``formulation="ru"``, chosen by ``"auto"`` when at least :data:`RU_PNL_SHARE` of the positions
+are P&L vectors) the ES terms are the direct Rockafellar-Uryasev LP instead, over each XM leg's
+scenario losses l_s written once:
 
     theta >= t + 1/n_tail * sum_s u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in the window),
 
@@ -127,10 +128,13 @@ CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
 RU_PNL_SHARE = 0.5
 """``formulation="auto"`` writes the direct Rockafellar-Uryasev LP when at least this share of
-the positions are given as P&L vectors. Measured on the reference account (300 x 2,520) with
-vectors shocks @ d plus 1x their standard deviation of noise, cuts / RU / cvxpy: 10% 0.5 / 4.1 /
-3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. Without the noise (rank K) cuts stay
-fast: 100% 2.3 / 7.4 / 18.5 s."""
+the positions are given as P&L vectors and a MIP follows (whole lots, a transfer limit: Kelley's
+cuts, which the MIP phase uses, crawl on such books). Measured on the reference account (300 x
+2,520) with vectors shocks @ d plus 1x their standard deviation of noise, Kelley cuts / RU /
+cvxpy: 10% 0.5 / 4.1 / 3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. A linear program
+always gets the active set: continuous, on a loaded machine (CPU), active set / RU: 50% 0.6 /
+9.6 s, 100% 0.9 s / no answer in 60 s; against Kelley's cuts 10% 0.16 / 0.41 s, 30% 0.14 /
+1.6 s."""
 FORMULATIONS = ("auto", "cuts", "ru")
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
@@ -252,8 +256,16 @@ class HighsBackend:
 def uses_ru(problem: Problem, formulation: str = "auto") -> bool:
     """Whether ``formulation`` means the direct Rockafellar-Uryasev LP for ``problem``."""
     if formulation == "auto":
-        return problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
+        mostly_vectors = problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
+        return mostly_vectors and _mip_follows(problem)
     return formulation == "ru"
+
+
+def _mip_follows(problem: Problem) -> bool:
+    """Whether the continuous phase is followed by a MIP: whole lots or a transfer limit on
+    some movable position."""
+    options, movable = problem.options, bool(problem.movable.any())
+    return movable and (options.integral or options.max_transfers is not None)
 
 
 class _CuttingPlaneModel:
@@ -270,13 +282,11 @@ class _CuttingPlaneModel:
         self.lp_seconds = 0.0  # inside HiGHS
         self.evaluation_seconds = 0.0  # in the exact evaluator
         self.ru = uses_ru(problem, formulation)
-        whole_lots = problem.options.integral and bool(problem.movable.any())
-        transfer_limit = problem.options.max_transfers is not None and bool(problem.movable.any())
         # The active set of tail scenarios for a linear program; Kelley's cuts where a MIP
         # follows (measured on the reference account in whole lots: with the active set's rows
         # in every node LP the solve took twice as long, and Kelley cuts at its few trial points
         # left the MIP phase 7 rounds where Kelley's continuous path leaves it 1).
-        self.active_set = not self.ru and not whole_lots and not transfer_limit
+        self.active_set = not self.ru and not _mip_follows(problem)
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
