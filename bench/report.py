@@ -206,9 +206,17 @@ def _policies(results: dict[str, Any], kind: str) -> list[str]:
 def _phases(config: dict[str, Any] | None) -> str:
     if not config or config.get("status") != "ok":
         return "-"
-    return ", ".join(
+    text = ", ".join(
         f"{phase} {seconds(_median(config, phase))}"
         for phase in ("problem", "build", "solve", "report")
+    )
+    if _get(config, "timing", "lp") is None:  # recorded before LP time was measured
+        return text
+    rounds = config.get("rounds")
+    counted = f", {rounds} round{'s' if rounds != 1 else ''}" if rounds else ""
+    return (
+        f"{text} (of build + solve: LP {seconds(_median(config, 'lp'))}, evaluation "
+        f"{seconds(_median(config, 'evaluation'))}{counted})"
     )
 
 

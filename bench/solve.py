@@ -8,7 +8,9 @@ the memory high-water mark is that configuration's own. One repeat times, from a
 - ``solve``: the backend's solver time (highs: the cutting-plane loop; cvxpy: HiGHS);
 - ``report``: the rest of ``optimise`` (snapping, the exact evaluator for the four states,
   marginal margins, attribution);
-- ``wall``: all of the above, the figure the targets speak of.
+- ``wall``: all of the above, the figure the targets speak of;
+- ``lp``, ``evaluation``: of build + solve, the time inside the LP solver and in exact
+  evaluations of trial points (``SolverStats.lp_seconds``, ``evaluation_seconds``).
 
 Before timing, a tiny book is solved once by the same backend (see :data:`WARM_UP_SIZE`), and
 with ``warmup`` the configuration itself is solved that many times untimed.
@@ -36,7 +38,7 @@ from .stats import current_rss_mib, peak_rss_mib, reset_peak_rss, summarise
 
 __all__ = ["PHASES", "run_solve", "write_profile"]
 
-PHASES = ("wall", "problem", "build", "solve", "report")
+PHASES = ("wall", "problem", "build", "solve", "report", "lp", "evaluation")
 WARM_UP_SIZE = (20, 250)
 """The tiny book solved once before timing, so one-time costs (lazy imports inside the solver
 stack: about 1 s on cvxpy's first solve) stay out of every configuration's figures."""
@@ -99,6 +101,9 @@ def run_solve(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> d
             "build": stats.build_seconds,
             "solve": stats.solve_seconds,
             "report": max(0.0, wall - (built - started) - backend_seconds),
+            "lp": stats.lp_seconds,
+            "evaluation": stats.evaluation_seconds,
+            "rounds": stats.rounds,
             "status": last.status.value,
             "backend_used": stats.backend,
             "iterations": stats.iterations,
@@ -132,6 +137,7 @@ def run_solve(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> d
         gap=last.stats.gap,
         iterations=last.stats.iterations,
         cuts=last.stats.cuts,
+        rounds=last.stats.rounds,
         notes=list(last.notes),
         allocation_checksum=float(np.abs(last.allocation).sum()),
     )

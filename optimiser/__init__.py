@@ -42,6 +42,7 @@ from .model import (
 from .optimise import optimise
 from .problem import Problem, build_problem
 from .results import AnswerSource, OptimisationResult, Status, Transfer
+from .warm_start import WarmStart
 
 __all__ = [
     "CASE_FORMAT",
@@ -72,6 +73,7 @@ __all__ = [
     "State",
     "Status",
     "Transfer",
+    "WarmStart",
     "XmarginError",
     "attribute",
     "book_to_dict",

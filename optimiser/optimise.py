@@ -40,6 +40,7 @@ from .solvers import (
 )
 from .solvers.base import Backend, RawSolution, on_allowed_set, snap_to_allowed
 from .solvers.local_search import exact_objective, improve
+from .warm_start import WarmStart, warm_allocation
 
 __all__ = [
     "BACKENDS",
@@ -94,23 +95,52 @@ class _Attempt:
 
 
 def _run_backend(
-    spec: BackendSpec, backend: Backend, problem: Problem, time_limit: float | None, reduction: bool
+    spec: BackendSpec,
+    backend: Backend,
+    problem: Problem,
+    time_limit: float | None,
+    reduction: bool,
+    warm_start: PositionVector | None = None,
 ) -> RawSolution:
     """``backend``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
     interrupted runs in a child process that is killed when the caller stops it."""
     if getattr(backend, "interruptible", False) or cancellation.current() is None:
-        return backend.solve(problem, time_limit, reduction)
-    return cancellation.call_stoppably(_solve_by_spec, spec, problem, time_limit, reduction)
+        return _backend_solve(backend, problem, time_limit, reduction, warm_start)
+    return cancellation.call_stoppably(
+        _solve_by_spec, spec, problem, time_limit, reduction, warm_start
+    )
 
 
 def _solve_by_spec(
-    spec: BackendSpec, problem: Problem, time_limit: float | None, reduction: bool
+    spec: BackendSpec,
+    problem: Problem,
+    time_limit: float | None,
+    reduction: bool,
+    warm_start: PositionVector | None = None,
 ) -> RawSolution:
-    return spec.create().solve(problem, time_limit, reduction)
+    return _backend_solve(spec.create(), problem, time_limit, reduction, warm_start)
+
+
+def _backend_solve(
+    backend: Backend,
+    problem: Problem,
+    time_limit: float | None,
+    reduction: bool,
+    warm_start: PositionVector | None,
+) -> RawSolution:
+    """``backend.solve``, given ``warm_start`` only when there is one (a backend written
+    before warm starts takes three arguments)."""
+    if warm_start is None:
+        return backend.solve(problem, time_limit, reduction)
+    return backend.solve(problem, time_limit, reduction, warm_start=warm_start)
 
 
 def _solve_with_fallback(
-    problem: Problem, backend_name: str, deadline: float | None, reduction: bool = True
+    problem: Problem,
+    backend_name: str,
+    deadline: float | None,
+    reduction: bool = True,
+    warm_start: PositionVector | None = None,
 ) -> _Attempt:
     """The first backend's answer, else the next one's, all within one wall-clock deadline.
 
@@ -137,7 +167,7 @@ def _solve_with_fallback(
             failures.append(f"{name}: skipped, {refusal}")
             continue
         try:
-            raw = _run_backend(spec, backend, problem, remaining, reduction)
+            raw = _run_backend(spec, backend, problem, remaining, reduction, warm_start)
         except expected_solver_errors(spec) as error:
             if isinstance(error, NOT_SOLVER_ERRORS):
                 raise
@@ -193,13 +223,20 @@ def _exact_objective(problem: Problem, raw: RawSolution) -> float:
     return exact_objective(problem, snap_allocation(problem, raw.xm_quantity))
 
 
-def _solve(problem: Problem, backend_name: str, deadline: float | None) -> _Attempt:
+def _solve(
+    problem: Problem,
+    backend_name: str,
+    deadline: float | None,
+    warm_start: PositionVector | None = None,
+) -> _Attempt:
     """The better of the XM rule's two convex branches (see solvers.base), by exact total."""
-    first = _solve_with_fallback(problem, backend_name, deadline)
+    first = _solve_with_fallback(problem, backend_name, deadline, warm_start=warm_start)
     if not needs_no_reduction_branch(problem) or first.raw.xm_quantity is None:
         return first
     try:
-        second = _solve_with_fallback(problem, backend_name, deadline, reduction=False)
+        second = _solve_with_fallback(
+            problem, backend_name, deadline, reduction=False, warm_start=warm_start
+        )
     except SolverError as error:
         first.failures.append(f"branch without XM reduction: {error}")
         return first  # the first branch's answer stands
@@ -222,6 +259,9 @@ def _solve(problem: Problem, backend_name: str, deadline: float | None) -> _Atte
         cuts=raw.cuts + other.cuts,
         build_seconds=raw.build_seconds + other.build_seconds,
         solve_seconds=raw.solve_seconds + other.solve_seconds,
+        rounds=raw.rounds + other.rounds,
+        lp_seconds=raw.lp_seconds + other.lp_seconds,
+        evaluation_seconds=raw.evaluation_seconds + other.evaluation_seconds,
         message=f"{chosen.raw.message}; branch {'without' if better else 'with'} XM reduction",
     )
     return _Attempt(combined, chosen.used, chosen.fallback_from, failures)
@@ -237,6 +277,7 @@ def optimise(
     options: SolveOptions | None = None,
     backend: str | None = None,
     should_stop: Callable[[], bool] | None = None,
+    warm_start: WarmStart | OptimisationResult | None = None,
 ) -> OptimisationResult:
     """Find the XM quantities that minimise the customer's total margin.
 
@@ -257,10 +298,14 @@ def optimise(
     should_stop
         Checked while solving; once it returns True the solve stops and raises
         :class:`~.cancellation.SolveCancelled` (see :mod:`.cancellation`).
+    warm_start
+        The previous cycle's answer for the same customer (a result, or a
+        :class:`~.warm_start.WarmStart` of its allocation by position id): the solve starts from
+        it. Positions may have changed; the answer is the same as without it, only sooner.
     """
     if should_stop is not None:
         with cancellation.stop_when(should_stop):
-            return optimise(book_or_problem, options, backend)
+            return optimise(book_or_problem, options, backend, warm_start=warm_start)
     configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
     started = time.perf_counter()
     if isinstance(book_or_problem, Book):
@@ -272,7 +317,7 @@ def optimise(
     backend_name = backend or problem.options.backend or DEFAULT_BACKEND
     limit = problem.options.time_limit
     deadline = None if limit is None else started + limit
-    attempt = _solve(problem, backend_name, deadline)
+    attempt = _solve(problem, backend_name, deadline, warm_allocation(problem, warm_start))
     raw = attempt.raw
     notes: list[str] = []
     current = evaluate(problem, problem.current_xm)  # evaluated once: compared and reported
@@ -330,6 +375,9 @@ def optimise(
         fallback_from=attempt.fallback_from,
         source=source,
         failures=attempt.failures,
+        rounds=raw.rounds,
+        lp_seconds=raw.lp_seconds,
+        evaluation_seconds=raw.evaluation_seconds,
     )
     if attempt.fallback_from is not None:
         notes.append(

@@ -128,6 +128,9 @@ class SolverStats:
     fallback_from: str | None = None
     source: AnswerSource = AnswerSource.OPTIMUM
     failures: list[str] = field(default_factory=list)  # each failed backend and why
+    rounds: int = 0  # cutting-plane rounds (highs: LP/MIP solves); 1 for one solver call
+    lp_seconds: float = 0.0  # of build + solve: inside the LP/MIP solver
+    evaluation_seconds: float = 0.0  # of build + solve: exact evaluation of trial allocations
 
     @property
     def gap(self) -> float:
@@ -149,6 +152,9 @@ class SolverStats:
             "fallback_from": self.fallback_from,
             "source": self.source.value,
             "failures": list(self.failures),
+            "rounds": self.rounds,
+            "lp_seconds": self.lp_seconds,
+            "evaluation_seconds": self.evaluation_seconds,
         }
 
 

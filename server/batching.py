@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from xmargin.clients.v1 import service_pb2
-from xmargin.optimiser import Book, CaseValidationError, InfeasibleError, SolverError, parse_case
+from xmargin.optimiser import (
+    Book,
+    CaseValidationError,
+    InfeasibleError,
+    SolverError,
+    WarmStart,
+    parse_case,
+)
 from xmargin.optimiser.batch import (
     AccountError,
     AccountOutcome,
@@ -163,6 +170,8 @@ class ProtoSolve:
     answer_json: bool = True
     """Whether the outcome carries the result as JSON (``result``, ``result_json``): only the
     audit store reads it, so a server without one skips the encoding."""
+    warm_start: WarmStart | None = None
+    """The previous cycle's allocation to start from (a unary Optimise call's warm_start)."""
 
     def __call__(
         self,
@@ -243,7 +252,8 @@ class ProtoSolve:
         limit = time_limit(self.deadline, options.time_limit)
         if limit is not None:
             options = dataclasses.replace(options, time_limit=limit)
-        return self.optimiser(book, options=options, backend=backend)
+        warm = {} if self.warm_start is None else {"warm_start": self.warm_start}
+        return self.optimiser(book, options=options, backend=backend, **warm)
 
 
 class SolverPoolEngine:
@@ -390,6 +400,9 @@ def rebuild_result(case: Mapping[str, Any], stored: Mapping[str, Any]) -> Optimi
         fallback_from=solver.get("fallback_from"),
         source=AnswerSource(solver.get("source", AnswerSource.OPTIMUM.value)),
         failures=[str(f) for f in solver.get("failures", [])],
+        rounds=int(solver.get("rounds", 0)),
+        lp_seconds=_number(solver.get("lp_seconds", 0.0)),
+        evaluation_seconds=_number(solver.get("evaluation_seconds", 0.0)),
     )
     var_gap, stand_in = stored.get("var_gap"), stored.get("stand_in_total")
     return report_allocation(

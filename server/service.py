@@ -39,6 +39,7 @@ from xmargin.optimiser import (
     CaseValidationError,
     Eligibility,
     Position,
+    WarmStart,
     attribute,
     build_problem,
     default_rulebook,
@@ -377,9 +378,20 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         _, own = split_case(case)
         return BatchAccount(account.customer.id, own, label)
 
-    def _solver(self, context: grpc.ServicerContext) -> ProtoSolve:
-        """The account solver of a call: its deadline; the result's JSON only for the audit."""
-        return ProtoSolve(self._deadline(context), _optimise, answer_json=self.recorder is not None)
+    def _solver(
+        self, context: grpc.ServicerContext, request: service_pb2.OptimiseRequest | None = None
+    ) -> ProtoSolve:
+        """The account solver of a call: its deadline; the result's JSON only for the audit;
+        the request's warm start (a unary Optimise's previous allocation), if any."""
+        warm_start = None
+        if request is not None and request.HasField("warm_start"):
+            warm_start = WarmStart(dict(request.warm_start.xm_quantity))
+        return ProtoSolve(
+            self._deadline(context),
+            _optimise,
+            answer_json=self.recorder is not None,
+            warm_start=warm_start,
+        )
 
     # --- RPCs -----------------------------------------------------------------------------
 
@@ -388,7 +400,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> service_pb2.OptimiseResponse:
         def work() -> service_pb2.OptimiseResponse:
             scenarios = self._scenarios(request)
-            solve = self._solver(context)
+            solve = self._solver(context, request)
             if self.recorder is None:  # straight to the book: no case parts, no bytes
                 paths = FieldPaths()
                 book = self._book(request, request.account, paths, scenarios, schema_wording=True)
@@ -801,9 +813,16 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             stop.set()
 
 
-def _optimise(book: Book, options: Any = None, backend: str | None = None) -> OptimisationResult:
+def _optimise(
+    book: Book,
+    options: Any = None,
+    backend: str | None = None,
+    warm_start: WarmStart | None = None,
+) -> OptimisationResult:
     """``optimise``, looked up when called (so tests can watch it); by reference in pickles."""
-    return optimise(book, options=options, backend=backend)
+    if warm_start is None:
+        return optimise(book, options=options, backend=backend)
+    return optimise(book, options=options, backend=backend, warm_start=warm_start)
 
 
 def _recordable(outcome: AccountOutcome) -> bool:

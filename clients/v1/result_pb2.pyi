@@ -455,6 +455,9 @@ class SolverStats(_message.Message):
     FALLBACK_FROM_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    LP_TIME_FIELD_NUMBER: _builtins.int
+    EVALUATION_TIME_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """Backend that produced the answer ("highs", "cvxpy", "cvxpy:SOLVER")."""
     status: Global___SolveStatus.ValueType
@@ -477,6 +480,10 @@ class SolverStats(_message.Message):
     """
     source: Global___AnswerSource.ValueType
     """Where the returned allocation came from."""
+    rounds: _builtins.int
+    """Cutting-plane rounds: LP (or MIP) solves of the highs backend over all phases and both
+    branches of the XM rule; 1 for a backend that calls its solver once.
+    """
     @_builtins.property
     def build_time(self) -> _duration_pb2.Duration:
         """Time spent building the model."""
@@ -489,6 +496,16 @@ class SolverStats(_message.Message):
     def failures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Each backend that failed during the call, and why (for example "cvxpy: reported
         infeasible, but the current allocation is feasible").
+        """
+
+    @_builtins.property
+    def lp_time(self) -> _duration_pb2.Duration:
+        """Of build_time + solve_time: time inside the LP/MIP solver (highs: every HiGHS run)."""
+
+    @_builtins.property
+    def evaluation_time(self) -> _duration_pb2.Duration:
+        """Of build_time + solve_time: time evaluating trial allocations exactly (highs: the
+        cutting-plane loop's evaluations); 0 for a backend that evaluates nothing.
         """
 
     def __init__(
@@ -507,10 +524,13 @@ class SolverStats(_message.Message):
         fallback_from: _builtins.str = ...,
         source: Global___AnswerSource.ValueType = ...,
         failures: _abc.Iterable[_builtins.str] | None = ...,
+        rounds: _builtins.int = ...,
+        lp_time: _duration_pb2.Duration | None = ...,
+        evaluation_time: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["build_time", b"build_time", "solve_time", b"solve_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["build_time", b"build_time", "evaluation_time", b"evaluation_time", "lp_time", b"lp_time", "solve_time", b"solve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "bound", b"bound", "build_time", b"build_time", "cuts", b"cuts", "failures", b"failures", "fallback_from", b"fallback_from", "gap", b"gap", "iterations", b"iterations", "message", b"message", "objective", b"objective", "solve_time", b"solve_time", "source", b"source", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "bound", b"bound", "build_time", b"build_time", "cuts", b"cuts", "evaluation_time", b"evaluation_time", "failures", b"failures", "fallback_from", b"fallback_from", "gap", b"gap", "iterations", b"iterations", "lp_time", b"lp_time", "message", b"message", "objective", b"objective", "rounds", b"rounds", "solve_time", b"solve_time", "source", b"source", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

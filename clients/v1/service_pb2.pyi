@@ -61,6 +61,7 @@ class OptimiseRequest(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     PROGRAM_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    WARM_START_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
         """Run stamp. Required."""
@@ -89,6 +90,12 @@ class OptimiseRequest(_message.Message):
     def options(self) -> _book_pb2.SolveOptions:
         """How to allocate. Optional: absent means every option's default."""
 
+    @_builtins.property
+    def warm_start(self) -> Global___WarmStart:
+        """The previous cycle's answer for the same customer, to start the solve from. Optional: it
+        can only speed the solve up, never change the answer.
+        """
+
     def __init__(
         self,
         *,
@@ -99,16 +106,65 @@ class OptimiseRequest(_message.Message):
         models: _book_pb2.Models | None = ...,
         program: _book_pb2.ProgramRules | None = ...,
         options: _book_pb2.SolveOptions | None = ...,
+        warm_start: Global___WarmStart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_scenarios: _TypeAlias = _typing.Literal["scenario_set", "scenario_set_ref"]  # noqa: Y015
     _WhichOneofArgType_scenarios: _TypeAlias = _typing.Literal["scenarios", b"scenarios"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_scenarios) -> _WhichOneofReturnType_scenarios | None: ...
 
 Global___OptimiseRequest: _TypeAlias = OptimiseRequest  # noqa: Y015
+
+@_typing.final
+class WarmStart(_message.Message):
+    """A previous answer to start a solve from (OptimiseRequest.warm_start)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class XmQuantityEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    XM_QUANTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def xm_quantity(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The previous allocation: XM quantity by instrument id (the xm_quantity of each entry of
+        that answer's OptimiseResult.allocation). Ids not in the request are ignored, positions
+        not listed start at their xm_quantity, and a warm start with a non-finite quantity is
+        ignored as a whole.
+        """
+
+    def __init__(
+        self,
+        *,
+        xm_quantity: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["xm_quantity", b"xm_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmStart: _TypeAlias = WarmStart  # noqa: Y015
 
 @_typing.final
 class OptimiseResponse(_message.Message):

@@ -21,7 +21,7 @@ from xmargin.schema import clip
 from ..case_format import parse_case
 from ..jsonvalues import jsonable
 from ..model import Book, Mode
-from ..results import OptimisationResult
+from ..results import OptimisationResult, SolverStats
 from ..solvers import BACKEND_HELP
 
 EXIT_OK = 0
@@ -212,6 +212,7 @@ def result_table(result: OptimisationResult) -> str:
         f"Solver: {result.stats.backend}, {result.status.value}, answer "
         f"{result.stats.source.value.lower().replace('_', ' ')}, "
         f"{result.stats.build_seconds + result.stats.solve_seconds:.3f} s"
+        + _solver_detail(result.stats)
     )
     lots = (
         "Lots: CONTINUOUS RELAXATION, a lower bound; transfers are not whole lots"
@@ -231,6 +232,16 @@ def result_table(result: OptimisationResult) -> str:
 
 
 # --- parser ---------------------------------------------------------------------------------
+
+
+def _solver_detail(stats: SolverStats) -> str:
+    """", N rounds (LP x s, evaluation y s)" where the backend ran cutting-plane rounds."""
+    if not stats.rounds:
+        return ""
+    return (
+        f", {stats.rounds} rounds (LP {stats.lp_seconds:.3f} s, "
+        f"evaluation {stats.evaluation_seconds:.3f} s)"
+    )
 
 
 def _output_flags(parser: argparse.ArgumentParser, default: str) -> None:

@@ -91,6 +91,9 @@ class RawSolution:
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     message: str = ""
+    rounds: int = 0  # cutting-plane rounds (LP or MIP solves); 1 for a single solve
+    lp_seconds: float = 0.0  # inside the LP/MIP solver
+    evaluation_seconds: float = 0.0  # evaluating trial allocations exactly (cutting planes)
 
 
 class Backend(Protocol):
@@ -105,8 +108,15 @@ class Backend(Protocol):
         ...
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
-    ) -> RawSolution: ...
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,
+    ) -> RawSolution:
+        """``warm_start``: a previous allocation to start from (:mod:`..warm_start`); it may
+        speed the solve up, never change its answer (a backend may ignore it)."""
+        ...
 
 
 def allocation_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..blas import configure_blas_threads
 from ..model import Ccp
-from ..problem import ModelWindow, Problem
+from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
 from . import installed_cvxpy_solvers
 from .base import Capabilities, RawSolution, allocation_bounds, lot_grid, problem_scale
@@ -141,7 +141,11 @@ class CvxpyBackend:
         self.solver = solver
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,  # ignored: the reference path starts cold
     ) -> RawSolution:
         started = time.perf_counter()
         n = problem.n_positions
@@ -251,4 +255,6 @@ class CvxpyBackend:
             build_seconds=max(0.0, finished - started - solve_seconds),
             solve_seconds=solve_seconds,
             message=str(program.status) + note,
+            rounds=2 if note else 1,  # one solver call, two when retried
+            lp_seconds=solve_seconds,
         )

@@ -6,17 +6,29 @@ through E (and the few positions given as P&L vectors). ES is the maximum of lin
 
     ES(L) = max { w . L : 0 <= w_s <= 1/n_tail, sum_s w_s = 1 },
 
-so instead of one Rockafellar-Uryasev row per scenario the LP carries an epigraph variable theta
-per (model, portfolio) and a few cuts theta >= w . L(v), each with K + (#P&L positions)
-coefficients: w is the tail weighting at a trial point. Kelley's method adds the cut of every
-violated term at each LP solution and re-solves with dual simplex from the previous basis; it
-stops when the exact convex objective at the incumbent and the LP bound agree to 1e-10
-relative. Integral allocations re-solve the same model as a MIP with the cuts found so far.
+which is also the Rockafellar-Uryasev value min_t t + 1/n_tail sum_s max(0, L_s - t). Instead of
+one RU row per scenario the LP carries, per (model, portfolio) term, an epigraph variable theta
+and the RU rows of a small candidate set C of tail scenarios (an active set):
+
+    theta >= t + 1/n_tail sum_{s in C} u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in C),
+
+each row with K + (#P&L positions) coefficients on the exposure. Over any C this is a lower
+bound on ES, exact at every allocation whose tail lies in C; a set C holds every tail weighting
+on it at once, so it is far stronger than Kelley's single cut theta >= w . L(v) per trial point.
+C starts as the tails at the current, empty-XM and all-in-XM allocations (and at a previous
+cycle's answer, see :mod:`..warm_start`), plus Kelley cuts along the pure factor directions;
+each round solves the LP with dual simplex from the previous basis, evaluates every term
+exactly at the solution (and at its midpoint with the incumbent) and adds the tail scenarios of
+each violated term. It stops when the exact convex objective at the incumbent and the LP bound
+agree to 1e-10 relative: typically after 3-5 LPs. Where a MIP follows (whole lots, a transfer
+limit) the continuous phase uses Kelley's cuts theta >= w . L(v) instead, seeded at the same
+points: the MIP re-solves the same model with the cuts found so far and adds more.
 
 Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
-Kelley's method crawls there; for them (``formulation="ru"``, chosen by ``"auto"`` when at least
-:data:`RU_PNL_SHARE` of the positions are P&L vectors) the ES terms are the direct
-Rockafellar-Uryasev LP instead, over each XM leg's scenario losses l_s written once:
+Kelley's method crawls there (the active set does not); where a MIP follows on such a book
+(``formulation="ru"``, chosen by ``"auto"`` when at least :data:`RU_PNL_SHARE` of the positions
+are P&L vectors) the ES terms are the direct Rockafellar-Uryasev LP instead, over each XM leg's
+scenario losses l_s written once:
 
     theta >= t + 1/n_tail * sum_s u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in the window),
 
@@ -54,6 +66,8 @@ from .base import (
 __all__ = ["HighsBackend"]
 
 INF = highspy.kHighsInf
+Scenarios = npt.NDArray[np.int64]
+"""Scenarios as rows of the scenario matrix, ascending."""
 
 
 @functools.cache
@@ -114,10 +128,13 @@ CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
 RU_PNL_SHARE = 0.5
 """``formulation="auto"`` writes the direct Rockafellar-Uryasev LP when at least this share of
-the positions are given as P&L vectors. Measured on the reference account (300 x 2,520) with
-vectors shocks @ d plus 1x their standard deviation of noise, cuts / RU / cvxpy: 10% 0.5 / 4.1 /
-3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. Without the noise (rank K) cuts stay
-fast: 100% 2.3 / 7.4 / 18.5 s."""
+the positions are given as P&L vectors and a MIP follows (whole lots, a transfer limit: Kelley's
+cuts, which the MIP phase uses, crawl on such books). Measured on the reference account (300 x
+2,520) with vectors shocks @ d plus 1x their standard deviation of noise, Kelley cuts / RU /
+cvxpy: 10% 0.5 / 4.1 / 3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. A linear program
+always gets the active set: continuous, on a loaded machine (CPU), active set / RU: 50% 0.6 /
+9.6 s, 100% 0.9 s / no answer in 60 s; against Kelley's cuts 10% 0.16 / 0.41 s, 30% 0.14 /
+1.6 s."""
 FORMULATIONS = ("auto", "cuts", "ru")
 LOCAL_WIDTHS = (0, 1)
 """The whole-lot local phase's boxes: the lot multiples either side of the continuous optimum,
@@ -225,10 +242,15 @@ class HighsBackend:
         self.formulation = formulation
 
     def solve(
-        self, problem: Problem, time_limit: float | None = None, reduction: bool = True
+        self,
+        problem: Problem,
+        time_limit: float | None = None,
+        reduction: bool = True,
+        warm_start: PositionVector | None = None,
     ) -> RawSolution:
+        """``warm_start``: a previous allocation whose tails join the seeds (module docstring)."""
         started = time.perf_counter()
-        model = _CuttingPlaneModel(problem, reduction, self.formulation)
+        model = _CuttingPlaneModel(problem, reduction, self.formulation, warm_start)
         built = time.perf_counter()
         raw = model.run(time_limit, started)
         raw.build_seconds = built - started
@@ -239,15 +261,37 @@ class HighsBackend:
 def uses_ru(problem: Problem, formulation: str = "auto") -> bool:
     """Whether ``formulation`` means the direct Rockafellar-Uryasev LP for ``problem``."""
     if formulation == "auto":
-        return problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
+        mostly_vectors = problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
+        return mostly_vectors and _mip_follows(problem)
     return formulation == "ru"
 
 
+def _mip_follows(problem: Problem) -> bool:
+    """Whether the continuous phase is followed by a MIP: whole lots or a transfer limit on
+    some movable position."""
+    options, movable = problem.options, bool(problem.movable.any())
+    return movable and (options.integral or options.max_transfers is not None)
+
+
 class _CuttingPlaneModel:
-    def __init__(self, problem: Problem, reduction: bool = True, formulation: str = "auto") -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        reduction: bool = True,
+        formulation: str = "auto",
+        warm_start: PositionVector | None = None,
+    ) -> None:
         self.problem = problem
+        self.warm_start = warm_start
         self.reduction = reduction
+        self.lp_seconds = 0.0  # inside HiGHS
+        self.evaluation_seconds = 0.0  # in the exact evaluator
         self.ru = uses_ru(problem, formulation)
+        # The active set of tail scenarios for a linear program; Kelley's cuts where a MIP
+        # follows (measured on the reference account in whole lots: with the active set's rows
+        # in every node LP the solve took twice as long, and Kelley cuts at its few trial points
+        # left the MIP phase 7 rounds where Kelley's continuous path leaves it 1).
+        self.active_set = not self.ru and not _mip_follows(problem)
         n, n_factors = problem.exposure.shape
         self.n_factors = n_factors
         # Units (base.problem_scale): the allocation column of position i is u_i = x_i / size_i,
@@ -324,7 +368,11 @@ class _CuttingPlaneModel:
         #   E_leg,k   = sum_{i in leg} d_ik * lot_i * k_i
         #   E_sa,k    = sum_{i in leg} d_ik * q_i - E_leg,k   (standalone = held - XM)
         #   E_xm,k    = E_xm_ficc_only,k + E_xm_cme_only,k
-        exposure_of = {name: columns(n_factors, -INF, INF) for name in portfolios}
+        if self.active_set:
+            ranges = self._exposure_ranges(portfolios, has_sensitivities, lot_lower, lot_upper)
+            exposure_of = {name: columns(n_factors, *ranges[name]) for name in portfolios}
+        else:  # free: bounds measured to slow the whole-lot phase (12% on the reference)
+            exposure_of = {name: columns(n_factors, -INF, INF) for name in portfolios}
         legs = {"xm_ficc_only": "ficc_standalone", "xm_cme_only": "cme_standalone"}
         for leg, standalone in legs.items():
             members = np.flatnonzero(portfolios[leg].members & has_sensitivities)
@@ -358,6 +406,8 @@ class _CuttingPlaneModel:
 
         # One term per figure of the XM rule, in the evaluator's order (margin.FIGURES).
         self.terms: list[_Term] = []
+        self.tail_rows: list[tuple[int, int]] = []  # per term: its t column and its tail row
+        self.candidates: list[npt.NDArray[np.int64]] = []  # per term: its scenarios C_j
         for _, ccp, name in FIGURES:
             window = problem.models[ccp].as_es()
             model = window.model
@@ -388,6 +438,13 @@ class _CuttingPlaneModel:
                     rows.add([addon, exposure[k]], [1.0, rate], -rate * threshold / unit, INF)
             rows.add(margin_index, margin_value, 0.0, INF)
             self.terms.append(_Term(window, portfolio, exposure, theta, margin))
+            if self.active_set:
+                # The tail row theta >= t + 1/n_tail sum_{s in C} u_s (see _add_tail_rows):
+                # t and the row now, each u_s with its scenario.
+                t = int(columns(1, -INF, INF)[0])
+                self.tail_rows.append((t, len(rows.lower)))
+                rows.add([theta, t], [1.0, -1.0], 0.0, INF)
+                self.candidates.append(np.zeros(0, dtype=np.int64))
 
         # Objective: standalone margins + XM margin (+ transfer cost). With the reduction the
         # XM margin is z >= C_F, C_C, (1 - cap)(S_F + S_C); without it, S_F + S_C.
@@ -437,9 +494,49 @@ class _CuttingPlaneModel:
         if not self.ru:  # the RU rows are exact: no seed cuts needed
             rows = _Rows()
             self._directional_cuts(rows)
-            for point in self._starting_points():
-                self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
             rows.push(self.highs)
+            if self.active_set:
+                self._seed_tails(self._starting_points())
+            else:
+                rows = _Rows()
+                for point in self._starting_points():
+                    self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
+                rows.push(self.highs)
+
+    def _exposure_ranges(
+        self,
+        portfolios: dict[str, _Portfolio],
+        has_sensitivities: npt.NDArray[np.bool_],
+        lot_lower: PositionVector,
+        lot_upper: PositionVector,
+    ) -> dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        """Each portfolio's exposure range over the allocation box, in margin units: a leg's
+        E_k = sum_i d_ik size_i u_i / unit lies between the sums of each term's smaller and
+        larger end; standalone = held - leg, XM = both legs. Implied bounds, so the LP is the
+        same; the dual simplex then starts with every exposure column at a bound instead of
+        free (measured: 5-35% fewer iterations of the active-set LPs on generated books)."""
+        problem, unit = self.problem, self.margin_unit
+        per_unit = problem.exposure * (self.size / unit * has_sensitivities)[:, None]
+        ends = np.stack((per_unit * lot_lower[:, None], per_unit * lot_upper[:, None]))
+        low_each, high_each = ends.min(axis=0), ends.max(axis=0)  # (n, K)
+        ranges = {}
+        for leg, standalone in (
+            ("xm_ficc_only", "ficc_standalone"),
+            ("xm_cme_only", "cme_standalone"),
+        ):
+            members = portfolios[leg].members
+            low, high = low_each[members].sum(axis=0), high_each[members].sum(axis=0)
+            held = (
+                per_unit[members & has_sensitivities].T
+                @ (problem.quantity / self.size)[members & has_sensitivities]
+            )
+            ranges[leg] = (low, high)
+            ranges[standalone] = (held - high, held - low)
+        ficc, cme = ranges["xm_ficc_only"], ranges["xm_cme_only"]
+        ranges["xm"] = (ficc[0] + cme[0], ficc[1] + cme[1])
+        # A margin for round-off: the bounds must never cut off an allocation.
+        slack = 1e-6 * (1.0 + max(float(np.abs(np.stack(r)).max()) for r in ranges.values()))
+        return {name: (low - slack, high + slack) for name, (low, high) in ranges.items()}
 
     def _rockafellar_uryasev(
         self,
@@ -525,7 +622,8 @@ class _CuttingPlaneModel:
         shock: npt.NDArray[np.float64],
         pnl: npt.NDArray[np.float64],
     ) -> None:
-        """epigraph >= -(shock . E + pnl . v_pnl), v_pnl = c + sign * lot * k on members."""
+        """epigraph >= -(shock . E + pnl . v_pnl), v_pnl = c + sign * lot * k on members: one
+        row, built from lists (faster than :meth:`_loss_rows` for one row)."""
         problem = self.problem
         index = [epigraph, *exposure.tolist()]
         value = [1.0, *shock.tolist()]
@@ -540,9 +638,42 @@ class _CuttingPlaneModel:
             lower = -float(weights @ portfolio.constant[members]) / self.margin_unit
         rows.add(index, value, lower, INF)
 
+    def _loss_rows(
+        self,
+        rows: _Rows,
+        epigraphs: npt.NDArray[np.int64],
+        portfolio: _Portfolio,
+        exposure: npt.NDArray[np.int64],
+        shocks: npt.NDArray[np.float64],
+        pnl: npt.NDArray[np.float64],
+    ) -> None:
+        """Row r: sum_e epigraphs[r, e] >= -(shocks[r] . E + pnl[r] . v_pnl), v_pnl = c + sign
+        * size * u on the portfolio's members; ``shocks`` (R, K), ``pnl`` (R, m) or (R, 0)."""
+        count = shocks.shape[0]
+        index = [epigraphs, np.broadcast_to(exposure, (count, exposure.size))]
+        value = [np.ones(epigraphs.shape), shocks]
+        lower = np.zeros(count)
+        columns = self.problem.pnl_columns
+        if columns.size:
+            inside = portfolio.members[columns]
+            members, weights = columns[inside], pnl[:, inside]
+            index.append(np.broadcast_to(self.lots[members], (count, members.size)))
+            value.append(weights * (portfolio.sign * self.size[members] / self.margin_unit))
+            lower = -(weights @ portfolio.constant[members]) / self.margin_unit
+        rows.add_block(np.hstack(index), np.hstack(value), lower, np.full(count, INF))
+
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
         """Each term's model figures at an allocation, from the exact evaluator (ES for VaR)."""
-        return list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
+        started = time.perf_counter()
+        figures = list(account_figures(self.problem, xm_quantity, es_for_var=True).values())
+        self.evaluation_seconds += time.perf_counter() - started
+        return figures
+
+    def _run_highs(self) -> None:
+        """One HiGHS run (LP or MIP) from the current basis, its time counted."""
+        started = time.perf_counter()
+        self.highs.run()
+        self.lp_seconds += time.perf_counter() - started
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + XM margin (convex form with the
@@ -554,6 +685,73 @@ class _CuttingPlaneModel:
         else:
             xm_margin = s_f + s_c
         return ficc + cme + xm_margin + problem.transfer_cost(xm_quantity)
+
+    def _tails(self, figures: list[ModelFigures], terms: Iterable[int]) -> dict[int, Scenarios]:
+        """Each of ``terms``' tail scenarios (rows of the scenario matrix) in ``figures``,
+        leaving out a term whose portfolio is empty there (all losses 0: an arbitrary tail)."""
+        return {
+            j: np.flatnonzero(figures[j].tail_weights) + self.terms[j].window.window.start
+            for j in terms
+            if figures[j].es != 0.0 or figures[j].var != 0.0
+        }
+
+    def _seed_tails(self, points: Iterable[PositionVector]) -> None:
+        """The active set's first candidates: every term's tail at each of ``points``."""
+        tails: dict[int, list[Scenarios]] = {}
+        for point in points:
+            for j, tail in self._tails(self._term_figures(point), range(len(self.terms))).items():
+                tails.setdefault(j, []).append(tail)
+        self._add_tail_rows({j: np.concatenate(found) for j, found in tails.items()})
+
+    def _add_tail_rows(self, scenarios: dict[int, Scenarios]) -> int:
+        """The scenarios s (rows of the scenario matrix) of ``scenarios[j]`` join term j's
+        candidate set C_j, as the Rockafellar-Uryasev rows over C_j:
+
+            u_s + t_j + shock_s . E + pnl_s . v  >=  0,   u_s >= 0,
+            theta_j >= t_j + 1/n_tail * sum_{s in C_j} u_s.
+
+        Any C_j gives a lower bound on ES (the RU value over fewer scenarios); it is exact at
+        every allocation whose tail lies in C_j. Returns how many scenarios were new."""
+        problem, highs = self.problem, self.highs
+        new_of: dict[int, Scenarios] = {}
+        for j, wanted in scenarios.items():
+            new = np.setdiff1d(wanted, self.candidates[j])
+            if new.size:
+                new_of[j] = new
+                self.candidates[j] = np.union1d(self.candidates[j], new)
+        count = sum(new.size for new in new_of.values())
+        if not count:
+            return 0
+        # The u columns, each with its entry -1/n_tail in its term's tail row.
+        tail_row = np.concatenate(
+            [np.full(new.size, self.tail_rows[j][1]) for j, new in new_of.items()]
+        )
+        weight = np.concatenate(
+            [np.full(new.size, -1.0 / self.terms[j].window.n_tail) for j, new in new_of.items()]
+        )
+        first = highs.getNumCol()
+        highs.addCols(
+            count,
+            np.zeros(count),
+            np.zeros(count),
+            np.full(count, INF),
+            count,
+            np.arange(count, dtype=np.int32),
+            tail_row.astype(np.int32),
+            weight,
+        )
+        rows = _Rows()
+        for j, new in new_of.items():
+            term = self.terms[j]
+            u = np.arange(first, first + new.size)
+            first += new.size
+            epigraphs = np.column_stack((u, np.full(new.size, self.tail_rows[j][0])))
+            pnl = problem.pnl_vectors[new] if problem.pnl_columns.size else np.zeros((new.size, 0))
+            self._loss_rows(
+                rows, epigraphs, term.portfolio, term.exposure_columns, problem.shocks[new], pnl
+            )
+        rows.push(highs)
+        return count
 
     def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:
         """For each of ``terms``, the cut theta >= w . L(v) with w its tail weights in
@@ -582,20 +780,39 @@ class _CuttingPlaneModel:
 
     def _directional_cuts(self, rows: _Rows) -> None:
         """ES weights depend only on the direction of the exposure E: seed every term with the
-        tail weights of the pure factor directions +-e_k."""
+        tail weights of the pure factor directions +-e_k (one cut per direction and term)."""
         problem = self.problem
         for ccp in Ccp:
             window = problem.models[ccp]
             shocks = problem.shocks[window.window]
-            for k in range(self.n_factors):
-                for sign in (1.0, -1.0):
-                    weights = tail_weights(-sign * shocks[:, k], window.n_tail)
-                    self._add_shared_cut(rows, ccp, weights)
+            directions = np.concatenate((-shocks.T, shocks.T))  # losses of E = +e_k, -e_k
+            weights = tail_weights(directions, window.n_tail)  # (2K, N)
+            cut_shocks = weights @ shocks
+            pnl = np.zeros((weights.shape[0], 0))
+            if problem.pnl_columns.size:
+                pnl = weights @ problem.pnl_vectors[window.window]
+            for term in self.terms:
+                if term.window.ccp is ccp:
+                    epigraphs = np.full((weights.shape[0], 1), term.theta)
+                    self._loss_rows(
+                        rows, epigraphs, term.portfolio, term.exposure_columns, cut_shocks, pnl
+                    )
 
     def _starting_points(self) -> list[PositionVector]:
+        """The seeds' trial points (their tails join the active set, or give Kelley cuts): the
+        current, empty-XM and all-in-XM allocations, and the warm start's (in addition: alone,
+        its tails were measured to need more rounds than these three where the current
+        allocation is the previous answer)."""
         problem = self.problem
         everything = np.where(problem.movable, problem.quantity, problem.current_xm)
-        return [problem.current_xm, np.where(problem.movable, 0.0, problem.current_xm), everything]
+        points = [
+            problem.current_xm,
+            np.where(problem.movable, 0.0, problem.current_xm),
+            everything,
+        ]
+        if self.warm_start is not None:
+            points.append(self.warm_start)
+        return points
 
     def _set_integral(self) -> None:
         count = self.integer_columns.size
@@ -640,7 +857,14 @@ class _CuttingPlaneModel:
             )
         if loop.best_x is None:
             failed = Status.ERROR if loop.status is Status.OPTIMAL else loop.status
-            return RawSolution(failed, None, message=loop.message)
+            return RawSolution(
+                failed,
+                None,
+                message=loop.message,
+                rounds=loop.rounds,
+                lp_seconds=self.lp_seconds,
+                evaluation_seconds=self.evaluation_seconds,
+            )
         return RawSolution(
             status=loop.status,
             xm_quantity=loop.best_x,
@@ -649,6 +873,9 @@ class _CuttingPlaneModel:
             iterations=loop.iterations,
             cuts=loop.cuts,
             message=f"{loop.message} in {loop.rounds} rounds" + (" (RU LP)" if self.ru else ""),
+            rounds=loop.rounds,
+            lp_seconds=self.lp_seconds,
+            evaluation_seconds=self.evaluation_seconds,
         )
 
     def _watch_incumbents(self, loop: _Loop) -> None:
@@ -751,13 +978,14 @@ class _CuttingPlaneModel:
         highs.setSolution(columns.size, columns, np.concatenate(value))
 
     def _cutting_loop(self, loop: _Loop, integral: bool, local: bool = False) -> None:
-        """Kelley's cutting-plane loop on the current model (LP or MIP).
+        """The cutting-plane loop on the current model (LP or MIP).
 
         Each round solves, evaluates every term exactly at the solution, keeps the best
-        allocation as incumbent and adds the cut of each term whose ES exceeds its theta. In
-        the continuous phase it also cuts at the midpoint of incumbent and solution (in-out
-        separation), which damps Kelley's zig-zag. A local phase that is infeasible (a transfer
-        limit) just ends.
+        allocation as incumbent and, for each term whose ES exceeds its theta, adds its tail
+        scenarios to the term's active set (a linear program) or its Kelley cut (where a MIP
+        follows, and in the MIP). In the continuous phase it also does so at the midpoint of
+        incumbent and solution (in-out separation). A local phase that is infeasible (a
+        transfer limit) just ends.
         """
         highs, problem, unit = self.highs, self.problem, self.margin_unit
         theta_columns = [term.theta for term in self.terms]
@@ -777,7 +1005,7 @@ class _CuttingPlaneModel:
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
                 set_option(highs, "objective_bound", float(loop.best_upper) / unit)
-            highs.run()
+            self._run_highs()
             cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
             model_status = highs.getModelStatus()
             if integral and loop.target_met:
@@ -832,15 +1060,21 @@ class _CuttingPlaneModel:
                 if figure.es > thetas[j] + max(1e-9 * max(1.0, abs(figure.es)), floor)
             ]
             rows = _Rows()
-            loop.cuts += self._add_cuts(rows, figures, violated)
-            for found in self.harvested:  # the MIP's improving solutions (_watch_incumbents)
-                loop.cuts += self._add_cuts(rows, found, range(len(self.terms)))
-            self.harvested.clear()
+            if self.active_set:
+                loop.cuts += self._add_tail_rows(self._tails(figures, violated))
+            else:
+                loop.cuts += self._add_cuts(rows, figures, violated)
+                for found in self.harvested:  # the MIP's improving solutions (_watch_incumbents)
+                    loop.cuts += self._add_cuts(rows, found, range(len(self.terms)))
+                self.harvested.clear()
             if not integral and previous_best is not None and violated:
                 middle = 0.5 * (previous_best + x)
                 middle_figures = self._term_figures(middle)
                 loop.offer(middle, self._convex_objective(middle_figures, middle))
-                loop.cuts += self._add_cuts(rows, middle_figures, violated)
+                if self.active_set:
+                    loop.cuts += self._add_tail_rows(self._tails(middle_figures, violated))
+                else:
+                    loop.cuts += self._add_cuts(rows, middle_figures, violated)
             rows.push(highs)
             if not violated:
                 loop.message = "no violated cut left"

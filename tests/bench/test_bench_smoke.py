@@ -21,7 +21,7 @@ from xmargin.optimiser import build_problem
 from xmargin.optimiser.cli import main as cli_main
 
 POLICIES = {"all_standalone", "all_eligible_in_xm", "dv01_matching"}
-PHASES = {"wall", "problem", "build", "solve", "report"}
+PHASES = {"wall", "problem", "build", "solve", "report", "lp", "evaluation"}
 SUMMARY = {"median", "p25", "p75", "min", "max", "n"}
 TOLERANCE = 1e-6
 

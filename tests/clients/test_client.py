@@ -60,6 +60,22 @@ def test_optimise_from_a_case_file(client: XmarginClient, case_path: Path) -> No
     json.dumps(answer.to_dict())  # plain data all the way down
 
 
+def test_optimise_warm_started_from_the_previous_answer(
+    client: XmarginClient, case_path: Path
+) -> None:
+    """The answer itself, or its allocation, as the warm start: the same answer."""
+    case = json.loads(case_path.read_text())
+    previous = client.optimise(case)
+    for warm_start in (previous, dict(previous.allocation)):
+        warm = client.optimise(case, warm_start=warm_start)
+        assert warm.status == previous.status
+        assert close(warm.optimised.total, previous.optimised.total)
+        assert warm.solver["rounds"] >= 1
+        assert warm.solver["lp_seconds"] + warm.solver["evaluation_seconds"] <= (
+            warm.solver["build_seconds"] + warm.solver["solve_seconds"]
+        )
+
+
 def test_optimise_batch_yields_every_account_with_progress(
     client: XmarginClient, cases: dict[str, dict[str, Any]]
 ) -> None:

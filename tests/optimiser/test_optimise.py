@@ -28,6 +28,7 @@ from xmargin.optimiser import (
     optimise,
 )
 from xmargin.optimiser.optimise import make_backend
+from xmargin.optimiser.results import SolverStats
 from xmargin.optimiser.solvers.base import on_allowed_set
 
 BACKENDS = ("highs", "cvxpy")
@@ -82,6 +83,19 @@ def assert_invariants(result: OptimisationResult) -> None:
     assert np.allclose(moved, allocation, rtol=1e-12, atol=1e-9)
 
 
+def assert_solver_accounting(stats: SolverStats) -> None:
+    """Rounds, LP time and evaluation time are set, and the parts fit in the whole."""
+    assert stats.rounds >= 1
+    assert stats.lp_seconds > 0.0
+    if stats.backend == "highs":  # cutting planes evaluate every trial point exactly
+        assert stats.evaluation_seconds > 0.0
+    else:
+        assert stats.evaluation_seconds == 0.0
+    assert stats.lp_seconds + stats.evaluation_seconds <= stats.build_seconds + stats.solve_seconds
+    recorded = stats.to_dict()
+    assert (recorded["rounds"], recorded["lp_seconds"]) == (stats.rounds, stats.lp_seconds)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_case_optimised_total(case_path: Path, backend: str) -> None:
     expected = json.loads(case_path.read_text())["expected"]["optimised"]["total"]
@@ -90,6 +104,7 @@ def test_case_optimised_total(case_path: Path, backend: str) -> None:
     assert result.stats.backend == backend
     assert close(result.optimised.total, expected), (result.optimised.total, expected)
     assert_invariants(result)
+    assert_solver_accounting(result.stats)
 
 
 def test_backends_agree_on_cases(case_path: Path) -> None:

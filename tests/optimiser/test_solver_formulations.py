@@ -70,8 +70,12 @@ def test_formulation_choice() -> None:
     book = generate_book(40, 500, 7)
     factor_book = build_problem(book)
     vector_book = build_problem(with_pnl_vectors(book, 1.0, seed=3))
-    assert not uses_ru(factor_book) and uses_ru(vector_book)
-    assert uses_ru(factor_book, "ru") and not uses_ru(vector_book, "cuts")
+    assert not vector_book.options.integral  # a linear program: the active set, any book
+    assert not uses_ru(factor_book) and not uses_ru(vector_book)
+    whole_lots = SolveOptions(integral=True)  # a MIP follows
+    assert uses_ru(vector_book.with_options(whole_lots))
+    assert not uses_ru(factor_book.with_options(whole_lots))
+    assert uses_ru(factor_book, "ru") and not uses_ru(vector_book.with_options(whole_lots), "cuts")
     with pytest.raises(ValueError):
         HighsBackend("simplex")
 

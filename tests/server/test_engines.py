@@ -49,8 +49,8 @@ def comparable(message: service_pb2.OptimiseBatchResponse) -> dict[str, Any]:
     data = json_format.MessageToDict(message)
     data.pop("progress", None)
     stats = data.get("result", {}).get("solverStats", {})
-    stats.pop("buildTime", None)
-    stats.pop("solveTime", None)
+    for timing in ("buildTime", "solveTime", "lpTime", "evaluationTime"):
+        stats.pop(timing, None)
     return data
 
 

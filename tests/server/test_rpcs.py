@@ -78,8 +78,45 @@ def test_optimise_equals_the_library_and_the_expected_figures(
     for attribution in result.attribution:
         shares = local.attribution.shares[attribution.account]
         assert list(attribution.shares) == pytest.approx(list(shares), rel=1e-9, abs=1e-6)
-    assert result.solver_stats.backend == local.stats.backend
+    stats = result.solver_stats
+    assert stats.backend == local.stats.backend
+    assert stats.rounds == local.stats.rounds >= 1  # the same deterministic solve
+    lp, evaluation = stats.lp_time.ToNanoseconds(), stats.evaluation_time.ToNanoseconds()
+    assert lp > 0 and evaluation > 0
+    assert lp + evaluation <= stats.build_time.ToNanoseconds() + stats.solve_time.ToNanoseconds()
     assert same(result.savings, local.savings)
+
+
+def test_optimise_with_a_warm_start_gives_the_cold_answer_after_a_change_in_positions(
+    stub: XmarginServiceStub, case_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous answer's allocation (plus an id that vanished) reaches the solver, and the
+    answer is the one a cold call gives; a non-finite warm start is ignored."""
+    from xmargin.server import service
+
+    seen: list[Any] = []
+    real_optimise = service.optimise
+
+    def spy(book: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("warm_start"))
+        return real_optimise(book, **kwargs)
+
+    monkeypatch.setattr(service, "optimise", spy)
+    previous = stub.Optimise(optimise_request(case_data), timeout=60).result
+    changed = copy.deepcopy(case_data)
+    changed["positions"][0]["quantity"] *= 2  # still a whole number of lots
+    request = optimise_request(changed)
+    cold = stub.Optimise(request, timeout=60).result
+    allocation = {a.instrument: a.xm_quantity for a in previous.allocation}
+    request.warm_start.xm_quantity.update({**allocation, "VANISHED": 1.0})
+    warm = stub.Optimise(request, timeout=60).result
+    request.warm_start.xm_quantity["VANISHED"] = math.nan
+    ignored = stub.Optimise(request, timeout=60).result
+    for answer in (warm, ignored):
+        assert answer.status == cold.status
+        assert math.isclose(answer.optimised.total, cold.optimised.total, rel_tol=1e-6)
+    assert [w is None for w in seen] == [True, True, False, False]
+    assert dict(seen[2].allocation) == {**allocation, "VANISHED": 1.0}
 
 
 def test_compute_margin_equals_the_exact_evaluator(

@@ -19,7 +19,7 @@ from xmargin.server.convert import RequestError
 from xmargin.server.errors import report
 from xmargin.server.service import SolverPool, XmarginServicer
 
-TIMINGS = ("build_time", "solve_time")
+TIMINGS = ("build_time", "solve_time", "lp_time", "evaluation_time")
 
 
 @pytest.fixture(scope="module")
