@@ -33,7 +33,8 @@ from .errors import RequestBytesInterceptor
 from .probes import HealthServicer, enable_reflection
 from .recorder import Recorder
 from .scenario_store import ScenarioRegistry
-from .service import SolverPool, XmarginServicer
+from .service import XmarginServicer
+from .solver_pool import SolverPool
 
 __all__ = [
     "SERVICE_NAME",
