@@ -329,7 +329,7 @@ class StreamRun:
         accounts = [account for _, _, account in batch]
         iterator: Iterator[AccountOutcome] = iter(())
         try:
-            iterator = self.engines.make(self.solve).run(accounts, self.inputs)
+            iterator = self.engines.make(self.solve, self._stop.is_set).run(accounts, self.inputs)
             for outcome in iterator:
                 index, name, account = batch[outcome.index]
                 outcome = _reindexed(outcome, index)

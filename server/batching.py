@@ -317,12 +317,13 @@ class BatchEngines:
     def threaded(self) -> bool:
         return self.name == "threads"
 
-    def make(self, solve: AccountSolver) -> Engine:
-        """An engine for one call (``threads`` has none: see :class:`SolverPoolEngine`)."""
+    def make(self, solve: AccountSolver, stop: Callable[[], bool] | None = None) -> Engine:
+        """An engine for one call (``threads`` has none: see :class:`SolverPoolEngine`); once
+        ``stop()`` says so, it starts no more accounts and stops those running."""
         if self.name == "local":
-            return LocalPoolEngine(self.workers, solve=solve)
+            return LocalPoolEngine(self.workers, solve=solve, stop=stop)
         if self._dask is not None:
-            return DaskEngine(client=self._dask.client, solve=solve)
+            return DaskEngine(client=self._dask.client, solve=solve, stop=stop)
         raise ValueError("the threads engine is made by the servicer (it needs the pool)")
 
     def close(self) -> None:

@@ -655,7 +655,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             self.pool.hold()  # RESOURCE_EXHAUSTED when the server is full
             held = True
             try:
-                iterator = self.engines.make(solve).run(todo, inputs)
+                iterator = self.engines.make(solve, stop.is_set).run(todo, inputs)
             except BaseException:
                 self.pool.release()
                 raise

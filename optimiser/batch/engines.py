@@ -7,18 +7,29 @@ yields a failure and never stops the others.
 - :class:`DaskEngine`: Dask distributed, on a scheduler (``tcp://host:port``) or a
   ``LocalCluster``; the shared part is scattered with ``broadcast=True``.
 - :class:`InlineEngine`: sequential, in the calling process (tests, tiny batches).
+
+Stopping a run: the local and Dask engines take a ``stop`` hook (``() -> bool``; the server's
+is set when the call is cancelled or its deadline passes) and look at it at least every
+:data:`STOP_POLL` seconds while they wait; closing the run's iterator early stops it too. Then
+no further account starts, and the accounts running stop: the local pool's worker processes
+are killed (whatever they solve, HiGHS or cvxpy), and a Dask task's solve runs under a stop
+hook (:mod:`..cancellation`) that reads a Dask ``Event`` set for the run, so HiGHS is
+interrupted where it is (a cvxpy solve on a daemonic Dask worker, which cannot start a child
+process to kill, is not: it runs to its end, and nothing waits for it).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, runtime_checkable
 
+from ..cancellation import stop_when
 from ..case_format import ScenarioData
 from ..extras import require_extra
 from .accounts import prepare_shared, solve_account, validate_shared
@@ -32,6 +43,10 @@ __all__ = [
     "LocalPoolEngine",
     "make_engine",
 ]
+
+STOP_POLL = 0.1
+"""Seconds between looks at a run's stop hook while an engine waits for its accounts."""
+StopHook = Callable[[], bool]
 
 
 @runtime_checkable
@@ -109,7 +124,8 @@ def _default_start_method() -> str:
 class LocalPoolEngine:
     """A process pool on this machine; the shared part reaches each worker once, through the
     pool initializer. A worker that dies breaks the pool: a new pool re-runs the accounts that
-    had not finished, at most ``max_restarts`` times, then they fail with ``WorkerLost``."""
+    had not finished, at most ``max_restarts`` times, then they fail with ``WorkerLost``. When
+    ``stop()`` says so (or the run's iterator is closed early) the workers are killed."""
 
     name = "local"
 
@@ -121,9 +137,11 @@ class LocalPoolEngine:
         max_in_flight: int | None = None,
         max_restarts: int = 2,
         solve: AccountSolver = solve_account,
+        stop: StopHook | None = None,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.solve = solve
+        self.stop = stop
         self.start_method = start_method or _default_start_method()
         self.backend = backend
         self.max_in_flight = max_in_flight or 4 * self.workers
@@ -170,7 +188,10 @@ class LocalPoolEngine:
                             lost.append(index)
                     if not running:
                         break
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    if self._stopped():
+                        return  # the finally kills the workers, running accounts and all
+                    timeout = None if self.stop is None else STOP_POLL
+                    done, _ = wait(list(running), timeout, return_when=FIRST_COMPLETED)
                     for future in done:
                         index = running.pop(future)
                         try:
@@ -188,6 +209,8 @@ class LocalPoolEngine:
                         running.clear()
                         break
             finally:
+                if running:  # stopped, or the iterator closed early: nobody wants the rest
+                    self._kill_workers(pool)
                 for future in running:
                     future.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -205,6 +228,16 @@ class LocalPoolEngine:
                     return
                 pending = lost + pending
 
+    def _stopped(self) -> bool:
+        return self.stop is not None and bool(self.stop())
+
+    @staticmethod
+    def _kill_workers(pool: ProcessPoolExecutor) -> None:
+        """Kill the pool's worker processes now (their accounts' answers are not wanted)."""
+        processes = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            process.kill()
+
     def close(self) -> None:
         return None
 
@@ -215,15 +248,43 @@ def _dask_solve(
     shared: dict[str, Any],
     backend: str | None,
     solve: AccountSolver = solve_account,
+    stop_event: str | None = None,
 ) -> AccountOutcome:
-    return solve(index, account, prepare_shared(shared), backend)
+    """One account on a Dask worker; with ``stop_event`` (the name of the run's Dask
+    ``Event``), under a stop hook that reads it (see :class:`_DaskStop`)."""
+    prepared = prepare_shared(shared)
+    if stop_event is None:
+        return solve(index, account, prepared, backend)
+    with stop_when(_DaskStop(stop_event)):
+        return solve(index, account, prepared, backend)
+
+
+class _DaskStop:
+    """A stop hook on a Dask worker: whether the run's ``Event`` is set, asked of the
+    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often)."""
+
+    def __init__(self, name: str) -> None:
+        from distributed import Event
+
+        self.event = Event(name)
+        self.asked = -STOP_POLL
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.stopped and now - self.asked >= STOP_POLL:
+            self.asked = now
+            self.stopped = bool(self.event.is_set())
+        return self.stopped
 
 
 class DaskEngine:
     """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:port``; its workers need
     xmargin installed), else a ``LocalCluster`` of ``workers`` processes, one thread each. The
     shared part is scattered to every worker once (``broadcast=True``); a task carries one
-    account. Dask re-runs the tasks of a worker that dies on another one."""
+    account. Dask re-runs the tasks of a worker that dies on another one. When ``stop()`` says
+    so (or the run's iterator is closed early), the tasks are cancelled and the run's ``Event``
+    set, which stops the solves running (see the module docstring)."""
 
     name = "dask"
 
@@ -235,9 +296,11 @@ class DaskEngine:
         client: Any = None,
         connect_timeout: float = 10.0,
         solve: AccountSolver = solve_account,
+        stop: StopHook | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.solve = solve
+        self.stop = stop
         self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.backend = backend
@@ -276,13 +339,14 @@ class DaskEngine:
     def run(
         self, accounts: Sequence[BatchAccount], shared: SharedInputs
     ) -> Iterator[AccountOutcome]:
-        from distributed import as_completed
+        from distributed import Event, as_completed
 
         client = self.client
         # a list, so that the dict is one piece of data (a dict would scatter its values)
         [shared_future] = client.scatter([shared.data], broadcast=True, hash=False)
         self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
+        stop_event = f"xmargin-stop-{token}"
         futures = {
             client.submit(
                 _dask_solve,
@@ -291,23 +355,52 @@ class DaskEngine:
                 shared_future,
                 self.backend,
                 self.solve,
+                stop_event,
                 key=f"xmargin-account-{token}-{index}",
                 pure=False,
             ): index
             for index, account in enumerate(accounts)
         }
+        finished = False
         try:
-            for future in as_completed(list(futures)):
-                index = futures[future]
-                try:
-                    yield future.result()
-                except Exception as error:  # KilledWorker, lost scheduler, ...
-                    yield _failure(index, accounts[index], error)
-                finally:
-                    future.release()
+            arrivals = as_completed(list(futures))
+            while not arrivals.is_empty():
+                if self.stop is not None and self.stop():
+                    return
+                if self.stop is not None and not arrivals.has_ready():
+                    time.sleep(STOP_POLL)
+                    continue
+                for future in arrivals.next_batch(block=True):
+                    index = futures[future]
+                    try:
+                        yield future.result()
+                    except Exception as error:  # KilledWorker, lost scheduler, ...
+                        yield _failure(index, accounts[index], error)
+                    finally:
+                        future.release()
+            finished = True
         finally:
             client.cancel(list(futures))
             client.cancel([shared_future])
+            if not finished:  # stop the solves still running; then forget the event
+                event = Event(stop_event, client=client)
+                event.set()
+                self._forget_later(event)
+
+    @staticmethod
+    def _forget_later(event: Any, after: float = 10.0) -> None:
+        """Clear the run's stop ``event`` (the scheduler then forgets it) once its tasks had
+        time to see it set."""
+
+        def clear() -> None:
+            try:
+                event.clear()
+            except Exception:  # the client closed meanwhile: the scheduler went with it
+                pass
+
+        timer = threading.Timer(after, clear)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
