@@ -12,10 +12,16 @@ with the fewest solves running now, clients tied on that served in turn (the one
 recently first). So one client with many long calls queued holds no more than its share of the
 threads once another client is waiting: the other's call starts when the first solve ends,
 not after the whole queue.
+
+Priority: the solver threads may run at a lower CPU priority (``nice``, Linux: per thread; the
+threads HiGHS starts from them inherit it), so that on a busy machine the server's gRPC
+threads (which take calls in, refuse them, answer health checks) get a CPU first and a solve
+takes what is left.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -43,10 +49,12 @@ class SolverPool:
     count of slots held is ``_held`` (under ``_lock``): admission reads it through
     :meth:`available`."""
 
-    def __init__(self, workers: int, max_queue: int) -> None:
+    def __init__(self, workers: int, max_queue: int, nice: int = 0) -> None:
         if workers < 1 or max_queue < 0:
             raise ValueError("workers must be >= 1 and max_queue >= 0")
         self.workers = workers
+        self.nice = nice
+        """How much lower than the process's the solver threads' CPU priority is (0-19)."""
         self.capacity = workers + max_queue
         self._lock = threading.Condition()
         self._held = 0
@@ -143,6 +151,8 @@ class SolverPool:
 
     def _serve(self) -> None:
         """One solver thread: run the next work, as :meth:`_next` picks it, until shut down."""
+        if self.nice:
+            _lower_priority(self.nice)
         while True:
             with self._lock:
                 picked = self._next()
@@ -200,3 +210,14 @@ class SolverPool:
                     return False
                 self._lock.wait(left)
         return True
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority by ``nice`` (Linux: ``setpriority`` of a thread id
+    sets that thread's alone); where the system does not allow it, leave it as it is."""
+    try:
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + nice))
+    except (AttributeError, OSError):
+        pass

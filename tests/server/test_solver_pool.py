@@ -97,3 +97,20 @@ def test_shutdown_cancels_queued_work() -> None:
     release.set()
     assert running.result(10) is True
     assert pool.wait_idle(5)
+
+
+def test_solver_threads_run_at_the_lower_priority_asked_for() -> None:
+    """``nice``: the solver threads' priority is that many steps below the caller's (Linux
+    sets it per thread); the thread that made the pool keeps its own."""
+    import os
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = priority()
+    pool = SolverPool(1, 0, nice=5)
+    try:
+        assert pool.submit(priority).result(10) == min(19, mine + 5)
+    finally:
+        pool.shutdown()
+    assert priority() == mine
