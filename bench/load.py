@@ -645,6 +645,10 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     row("sigterm", "exit after s (grace 3)", lambda r: r["sigterm"]["exit_after_s"])
     row("rss", "idle / max over the run MiB", lambda r: _rss_range(r))
     lines.append("")
+    for run in runs:
+        if run.get("note"):
+            lines.append(f"- **{run['label']}**: {run['note']}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -719,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SCENARIOS),
         help=f"comma-separated subset of {', '.join(SCENARIOS)} (default: all)",
     )
+    parser.add_argument(
+        "--note", default="", help="what this run is (the machine's load, the settings, ...)"
+    )
     args = parser.parse_args(argv)
     chosen = tuple(name for name in args.scenarios.split(",") if name)
     unknown = sorted(set(chosen) - set(SCENARIOS))
@@ -732,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_flags=tuple(args.server_flags.split()),
         scenarios=chosen,
     )
+    if args.note:
+        run["note"] = args.note
     runs = []
     if args.merge and args.out.exists():
         runs = [r for r in json.loads(args.out.read_text())["runs"] if r["label"] != args.label]
