@@ -86,7 +86,7 @@ class ServerConfig:
     """Budgets of light calls and request bytes in flight, the per-client quota."""
     tokens: tuple[str, ...] = ()
     """More accepted bearer tokens besides ``token`` (one per client: quotas go by token)."""
-    solver_nice: int = 10
+    solver_nice: int = 0
     """How much lower the solver threads' CPU priority is than the server's (0: the same)."""
     request_window_kb: int = 1024
     """HTTP/2 flow-control window of one request stream, KiB (0: gRPC's default, which grows

@@ -135,12 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--solver-nice",
         type=int,
-        default=10,
+        default=0,
         choices=range(20),
         metavar="N",
         help="run the solver threads N steps of CPU priority (nice) below the server's gRPC "
-        "threads, so that refusals and health checks are answered first on a busy machine "
-        "(default 10; 0: the same priority)",
+        "threads, so that refusals get the CPU first; it also gives the solves less CPU "
+        "against other processes on the machine (default 0: the same priority)",
     )
     parser.add_argument(
         "--request-window-kb",

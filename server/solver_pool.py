@@ -16,7 +16,8 @@ not after the whole queue.
 Priority: the solver threads may run at a lower CPU priority (``nice``, Linux: per thread; the
 threads HiGHS starts from them inherit it), so that on a busy machine the server's gRPC
 threads (which take calls in, refuse them, answer health checks) get a CPU first and a solve
-takes what is left.
+takes what is left (``--solver-nice``; off by default, because on a shared machine it also
+gives the solves less CPU against every other process).
 """
 
 from __future__ import annotations
