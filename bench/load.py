@@ -29,6 +29,7 @@ and the server's resident memory every half second throughout (``rss``).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -89,6 +90,13 @@ def hard_request(copies: int = 24) -> service_pb2.OptimiseRequest:
     """:func:`hard_case` as an Optimise request."""
     case = hard_case(copies)
     return convert.optimise_request(case, convert.run_context(case))
+
+
+def scenario_dates(count: int) -> list[str]:
+    """``count`` distinct scenario ids: consecutive dates from 1950-01-01 (the case schema
+    takes a scenario id as a YYYY-MM-DD date)."""
+    first = dt.date(1950, 1, 1)
+    return [(first + dt.timedelta(days=k)).isoformat() for k in range(count)]
 
 
 def _free_port() -> int:
@@ -377,7 +385,7 @@ def registry_abuse(server: Server, seconds: float, sets: int = 100) -> dict[str,
                     return
                 scenario_set = book_pb2.ScenarioSet(
                     factors=[f"F{j}" for j in range(64)],
-                    ids=[f"s{j}" for j in range(2000)],
+                    ids=scenario_dates(2000),
                     shocks=rng.normal(0, 1e-3, size=64 * 2000).tolist(),
                 )
                 request = service_pb2.RegisterScenarioSetRequest(
@@ -414,7 +422,7 @@ def large_requests(server: Server, callers: int = 16) -> dict[str, Any]:
             instrument["sensitivities"] = (instrument["sensitivities"] * 125)[:125]
     case["factors"] = factors
     shocks = np.random.default_rng(3).normal(0, 1e-3, size=(20_000, 125))
-    case["scenarios"] = {"ids": [f"s{k}" for k in range(20_000)], "shocks": shocks.tolist()}
+    case["scenarios"] = {"ids": scenario_dates(20_000), "shocks": shocks.tolist()}
     request = service_pb2.ComputeMarginRequest(
         run=convert.run_context(case),
         account=convert.account_book(case),
@@ -530,16 +538,29 @@ def sigterm(server: Server, clients: int = 16, settle: float = 3.0) -> dict[str,
     return {"grace_s": 3.0, "exit_after_s": exited, "calls": tally.summary(settle)}
 
 
+SCENARIOS = (
+    *(f"clients_{n}" for n in LEVELS),
+    "refusal_storm",
+    "large_requests",
+    "registry_abuse",
+    "cancellations",
+    "sigterm",
+)
+
+
 def run_load(
     label: str,
     seconds: float,
     tokens: bool,
     levels: tuple[int, ...] = LEVELS,
     server_path: str | None = None,
+    extra_flags: tuple[str, ...] = (),
+    scenarios: tuple[str, ...] = SCENARIOS,
 ) -> dict[str, Any]:
-    """Every scenario against fresh servers; the figures as a JSON-able dict."""
+    """The ``scenarios`` against fresh servers (``extra_flags`` added to the server's command
+    line); the figures as a JSON-able dict."""
     hard_request()  # built once, before any clock runs
-    flags = ("--workers", "2", "--max-queue", "8", "--grace", "3")
+    flags = ("--workers", "2", "--max-queue", "8", "--grace", "3", *extra_flags)
     results: dict[str, Any] = {
         "label": label,
         "server_code": "given checkout" if server_path else "this checkout",
@@ -551,19 +572,25 @@ def run_load(
     try:
         results["rss_idle_mib"] = server.rss_mib()
         for clients in levels:
-            results[f"clients_{clients}"] = concurrency(server, clients, seconds)
-        results["refusal_storm"] = refusal_storm(server, seconds)
-        results["large_requests"] = large_requests(server)
-        results["registry_abuse"] = registry_abuse(server, seconds)
-        results["cancellations"] = cancellations(server)
+            if f"clients_{clients}" in scenarios:
+                results[f"clients_{clients}"] = concurrency(server, clients, seconds)
+        if "refusal_storm" in scenarios:
+            results["refusal_storm"] = refusal_storm(server, seconds)
+        if "large_requests" in scenarios:
+            results["large_requests"] = large_requests(server)
+        if "registry_abuse" in scenarios:
+            results["registry_abuse"] = registry_abuse(server, seconds)
+        if "cancellations" in scenarios:
+            results["cancellations"] = cancellations(server)
         results["rss"] = server.rss
     finally:
         server.stop()
-    server = Server(*flags, tokens=tokens, path=server_path)
-    try:
-        results["sigterm"] = sigterm(server)
-    finally:
-        server.stop()
+    if "sigterm" in scenarios:
+        server = Server(*flags, tokens=tokens, path=server_path)
+        try:
+            results["sigterm"] = sigterm(server)
+        finally:
+            server.stop()
     return results
 
 
@@ -617,6 +644,10 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     )
     row("sigterm", "exit after s (grace 3)", lambda r: r["sigterm"]["exit_after_s"])
     row("rss", "idle / max over the run MiB", lambda r: _rss_range(r))
+    lines.append("")
+    for run in runs:
+        if run.get("note"):
+            lines.append(f"- **{run['label']}**: {run['note']}")
     lines.append("")
     return "\n".join(lines)
 
@@ -681,8 +712,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge", action="store_true", help="keep the other labels' runs already in --out"
     )
+    parser.add_argument(
+        "--server-flags",
+        default="",
+        help="more flags for the server, one string ('--solver-nice 0'): a before/after pair "
+        "of settings on the same code",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
+        "--note", default="", help="what this run is (the machine's load, the settings, ...)"
+    )
     args = parser.parse_args(argv)
-    run = run_load(args.label, args.seconds, not args.no_tokens, server_path=args.server_path)
+    chosen = tuple(name for name in args.scenarios.split(",") if name)
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    run = run_load(
+        args.label,
+        args.seconds,
+        not args.no_tokens,
+        server_path=args.server_path,
+        extra_flags=tuple(args.server_flags.split()),
+        scenarios=chosen,
+    )
+    if args.note:
+        run["note"] = args.note
     runs = []
     if args.merge and args.out.exists():
         runs = [r for r in json.loads(args.out.read_text())["runs"] if r["label"] != args.label]

@@ -90,11 +90,15 @@ def call_stoppably(fn: Callable[..., T], *args: Any) -> T:
     process when no hook is in force, else in a spawned child process that is killed as soon
     as the hook says stop (polled every 50 ms). ``fn``, its arguments and its result must
     pickle; its exceptions are raised here. The work goes to the child from a thread, so that
-    a child still importing its modules does not hold up the polling."""
+    a child still importing its modules does not hold up the polling. A daemonic process (a
+    Dask worker) may not start children: there the work runs in this process, once the hook
+    was asked, and is not stopped."""
     hook = current()
     if hook is None:
         return fn(*args)
     check()
+    if multiprocessing.current_process().daemon:
+        return fn(*args)
     context = multiprocessing.get_context("spawn")  # no fork of a threaded server
     connection, child_end = context.Pipe(duplex=True)
     process = context.Process(target=_child, args=(child_end,), daemon=True)

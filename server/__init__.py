@@ -11,7 +11,8 @@ Run it with ``xmargin serve --port 50051`` (or ``python -m xmargin.server``); em
 from .admission import AdmissionLimits
 from .app import SERVICE_NAME, RunningServer, ServerConfig, build_server, serve
 from .convert import Limits
-from .service import ScenarioRegistry, SolverPool, XmarginServicer
+from .service import ScenarioRegistry, XmarginServicer
+from .solver_pool import SolverPool
 
 __all__ = [
     "SERVICE_NAME",

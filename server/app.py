@@ -33,7 +33,8 @@ from .errors import RequestBytesInterceptor
 from .probes import HealthServicer, enable_reflection
 from .recorder import Recorder
 from .scenario_store import ScenarioRegistry
-from .service import SolverPool, XmarginServicer
+from .service import XmarginServicer
+from .solver_pool import SolverPool
 
 __all__ = [
     "SERVICE_NAME",
@@ -85,6 +86,12 @@ class ServerConfig:
     """Budgets of light calls and request bytes in flight, the per-client quota."""
     tokens: tuple[str, ...] = ()
     """More accepted bearer tokens besides ``token`` (one per client: quotas go by token)."""
+    solver_nice: int = 0
+    """How much lower the solver threads' CPU priority is than the server's (0: the same)."""
+    request_window_kb: int = 1024
+    """HTTP/2 flow-control window of one request stream, KiB (0: gRPC's default, which grows
+    with the link's bandwidth-delay product): the most a client sends before the server has
+    decided on its call, so a refused large request costs the server little to receive."""
 
 
 class _Auth(grpc.ServerInterceptor):
@@ -217,6 +224,14 @@ def _registry(config: ServerConfig, recorder: Recorder | None) -> ScenarioRegist
     return ScenarioRegistry(cache_bytes=cache_bytes)
 
 
+def _window_options(window_kb: int) -> list[tuple[str, int]]:
+    """gRPC options for a fixed per-stream receive window of ``window_kb`` KiB (no
+    bandwidth-delay probing, which would grow it); none for 0."""
+    if window_kb <= 0:
+        return []
+    return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window_kb * 1024)]
+
+
 def build_server(config: ServerConfig) -> RunningServer:
     """Create, bind and start a server (health NOT_SERVING until scenario sets are loaded)."""
     tls = config.tls_cert is not None or config.tls_key is not None
@@ -224,7 +239,7 @@ def build_server(config: ServerConfig) -> RunningServer:
         raise ValueError("TLS needs both --tls-cert and --tls-key")
     if config.client_ca is not None and not tls:
         raise ValueError("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    pool = SolverPool(config.workers, config.max_queue)
+    pool = SolverPool(config.workers, config.max_queue, config.solver_nice)
     recorder = None
     if config.audit:
         from xmargin.optimiser.audit import open_store
@@ -274,6 +289,7 @@ def build_server(config: ServerConfig) -> RunningServer:
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.so_reuseport", 0),
+            *_window_options(config.request_window_kb),
         ],
     )
     service_pb2_grpc.add_XmarginServiceServicer_to_server(servicer, server)

@@ -92,6 +92,7 @@ class StreamRun:
         window: int,
         run: common_pb2.RunContext,
         context: grpc.ServicerContext,
+        client: str = "",
         make_account: Callable[[book_pb2.AccountBook, str], BatchAccount],
         prior: Callable[[BatchAccount], AccountOutcome | None],
         finish: Callable[[BatchAccount, AccountOutcome], AccountOutcome],
@@ -103,6 +104,8 @@ class StreamRun:
         self.window_size = max(1, window)
         self.run = run
         self.context = context
+        self.client = client
+        """Whose work the solves are, for the pool's fair queueing."""
         self.make_account = make_account
         self.prior = prior
         self.finish = finish
@@ -256,7 +259,9 @@ class StreamRun:
             if self._stop.is_set():
                 return
         while True:
-            future = self.pool.try_submit(self._stoppable, index, account, self.inputs.data, None)
+            future = self.pool.try_submit(
+                self._stoppable, index, account, self.inputs.data, None, client=self.client
+            )
             if future is not None:
                 break
             if not self._started_any:
@@ -314,7 +319,7 @@ class StreamRun:
         accounts = [account for _, _, account in batch]
         iterator: Iterator[AccountOutcome] = iter(())
         try:
-            iterator = self.engines.make(self.solve).run(accounts, self.inputs)
+            iterator = self.engines.make(self.solve, self._stop.is_set).run(accounts, self.inputs)
             for outcome in iterator:
                 index, name, account = batch[outcome.index]
                 outcome = _reindexed(outcome, index)

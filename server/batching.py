@@ -262,12 +262,16 @@ class SolverPoolEngine:
     ``run`` takes the first account's slot at once (OverloadedError, i.e. RESOURCE_EXHAUSTED,
     when none is free) before it returns its iterator; further accounts use spare slots, up to
     one per solver thread, and wait for a slot when others hold them all. ``stop`` ends the
-    run early (a cancelled call): queued accounts are cancelled."""
+    run early (a cancelled call): queued accounts are cancelled. The accounts queue as
+    ``client``'s work (the pool serves clients in turn)."""
 
     name = "threads"
 
-    def __init__(self, pool: Any, solve: AccountSolver, stop: threading.Event) -> None:
+    def __init__(
+        self, pool: Any, solve: AccountSolver, stop: threading.Event, client: str = ""
+    ) -> None:
         self.pool = pool
+        self.client = client
         self.solve: AccountSolver = StoppableSolve(solve, stop)
         self.stop = stop
 
@@ -276,7 +280,7 @@ class SolverPoolEngine:
     ) -> Iterator[AccountOutcome]:
         if not accounts:
             return iter(())
-        first = self.pool.submit(self.solve, 0, accounts[0], shared.data, None)
+        first = self.pool.submit(self.solve, 0, accounts[0], shared.data, None, client=self.client)
         return self._stream(first, accounts, shared)
 
     def _stream(
@@ -287,7 +291,7 @@ class SolverPoolEngine:
 
         def submit(index: int) -> Future[AccountOutcome] | None:
             future: Future[AccountOutcome] | None = self.pool.try_submit(
-                self.solve, index, accounts[index], shared.data, None
+                self.solve, index, accounts[index], shared.data, None, client=self.client
             )
             return future
 
@@ -361,12 +365,13 @@ class BatchEngines:
     def threaded(self) -> bool:
         return self.name == "threads"
 
-    def make(self, solve: AccountSolver) -> Engine:
-        """An engine for one call (``threads`` has none: see :class:`SolverPoolEngine`)."""
+    def make(self, solve: AccountSolver, stop: Callable[[], bool] | None = None) -> Engine:
+        """An engine for one call (``threads`` has none: see :class:`SolverPoolEngine`); once
+        ``stop()`` says so, it starts no more accounts and stops those running."""
         if self.name == "local":
-            return LocalPoolEngine(self.workers, solve=solve)
+            return LocalPoolEngine(self.workers, solve=solve, stop=stop)
         if self._dask is not None:
-            return DaskEngine(client=self._dask.client, solve=solve)
+            return DaskEngine(client=self._dask.client, solve=solve, stop=stop)
         raise ValueError("the threads engine is made by the servicer (it needs the pool)")
 
     def close(self) -> None:

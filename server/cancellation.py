@@ -21,6 +21,7 @@ import grpc
 
 from xmargin.optimiser.cancellation import SolveCancelled, stop_when
 
+from .admission import client_identity
 from .errors import DeadlineError, ServiceError
 
 __all__ = [
@@ -104,8 +105,9 @@ current_call: ContextVar[CallStop | None] = ContextVar("xmargin_call", default=N
 def run_in_pool(
     pool: Any, context: grpc.ServicerContext, work: Callable[[], T], default_deadline: float | None
 ) -> T:
-    """Run ``work`` in ``pool`` (a :class:`~.service.SolverPool`; RESOURCE_EXHAUSTED when it is
-    full) until it finishes, the call ends or its deadline passes, whichever comes first."""
+    """Run ``work`` in ``pool`` (a :class:`~.solver_pool.SolverPool`, as the calling client's
+    work; RESOURCE_EXHAUSTED when it is full) until it finishes, the call ends or its deadline
+    passes, whichever comes first."""
     call = CallStop(context, default_deadline)
 
     def guarded() -> T:
@@ -118,7 +120,7 @@ def run_in_pool(
         finally:
             current_call.reset(token)
 
-    future: Future[T] = pool.submit(guarded)
+    future: Future[T] = pool.submit(guarded, client=client_identity(context))
     done = threading.Event()
     future.add_done_callback(lambda _: done.set())
     call.on_end(done.set)

@@ -132,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="deadline of a call that comes without one: its solve stops then and it answers "
         "DEADLINE_EXCEEDED (default 300; 0: none)",
     )
+    parser.add_argument(
+        "--solver-nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="N",
+        help="run the solver threads N steps of CPU priority (nice) below the server's gRPC "
+        "threads, so that refusals get the CPU first; it also gives the solves less CPU "
+        "against other processes on the machine (default 0: the same priority)",
+    )
+    parser.add_argument(
+        "--request-window-kb",
+        type=int,
+        default=1024,
+        help="HTTP/2 receive window of one request stream, KiB: what a client may send before "
+        "the server has admitted or refused its call (default 1024; 0: gRPC's, which grows "
+        "with the bandwidth-delay product)",
+    )
     return parser
 
 
@@ -170,6 +188,8 @@ def main(argv: list[str]) -> int:
         scenario_cache_mb=args.scenario_cache_mb,
         stream_window=args.stream_window,
         default_deadline=args.default_deadline or None,
+        solver_nice=args.solver_nice,
+        request_window_kb=args.request_window_kb,
     )
     try:
         return serve(config)

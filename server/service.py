@@ -1,10 +1,9 @@
 """The XmarginService implementation: thin adapters over the optimiser library.
 
-Each compute RPC (Optimise, OptimiseBatch, ComputeMargin, WhatIf) runs in a bounded
-:class:`SolverPool` of threads: highspy releases the GIL while it solves (see the README's
-measurement), so threads give parallel solves without pickling books across processes. A call
-that finds every slot taken gets RESOURCE_EXHAUSTED at once. The call's deadline bounds the
-solver's time limit.
+Each compute RPC (Optimise, OptimiseBatch, ComputeMargin, WhatIf) runs in the bounded, fair
+:class:`~.solver_pool.SolverPool` of solver threads, as its client's work. A call that finds
+every slot taken gets RESOURCE_EXHAUSTED at once. The call's deadline bounds the solver's time
+limit.
 
 OptimiseBatch runs through a batch engine (:mod:`.batching`): the solver threads by default, or
 a process pool or Dask (``--batch-engine``), which then hold one slot for the whole batch. With
@@ -20,7 +19,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -97,7 +95,6 @@ from .convert import (
 )
 from .errors import (
     EngineError,
-    OverloadedError,
     ServiceError,
     abort,
     report,
@@ -111,89 +108,17 @@ from .scenario_store import (
     get_scenario_set,
     list_scenario_sets,
 )
+from .solver_pool import SolverPool
 
 __all__ = [
     "DEADLINE_RESERVE",
     "MIN_SOLVE_SECONDS",
     "ScenarioRegistry",
-    "SolverPool",
     "XmarginServicer",
 ]
 
 log = logging.getLogger("xmargin.server")
 T = TypeVar("T")
-
-
-class SolverPool:
-    """``workers`` solver threads and ``max_queue`` waiting places; no more, ever. A slot is
-    held from submission until the work finishes or, still queued, is cancelled."""
-
-    def __init__(self, workers: int, max_queue: int) -> None:
-        if workers < 1 or max_queue < 0:
-            raise ValueError("workers must be >= 1 and max_queue >= 0")
-        self.workers = workers
-        self.capacity = workers + max_queue
-        self._slots = threading.BoundedSemaphore(self.capacity)
-        self._count_lock = threading.Lock()
-        self._held = 0
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="xmargin-solve")
-
-    def _take(self) -> bool:
-        if not self._slots.acquire(blocking=False):
-            return False
-        with self._count_lock:
-            self._held += 1
-        return True
-
-    def _give_back(self) -> None:
-        with self._count_lock:
-            self._held -= 1
-        self._slots.release()
-
-    def available(self) -> int:
-        """Slots free now (admission looks before it reads a request)."""
-        with self._count_lock:
-            return self.capacity - self._held
-
-    def try_submit(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
-        """Run ``fn`` if a slot is free (the slot is held until it finishes), else None."""
-        if not self._take():
-            return None
-        try:
-            future = self._executor.submit(fn, *args)
-        except BaseException:
-            self._give_back()
-            raise
-        future.add_done_callback(lambda _: self._give_back())
-        return future
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future = self.try_submit(fn, *args)
-        if future is None:
-            raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
-        return future
-
-    def hold(self) -> None:
-        """Take a slot for work done elsewhere (a batch on processes or Dask) until
-        :meth:`release`; OverloadedError when none is free."""
-        if not self._take():
-            raise OverloadedError(f"all {self.capacity} solver slots are busy; retry with backoff")
-
-    def release(self) -> None:
-        self._give_back()
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop taking work; queued work is cancelled (its callers are gone by then)."""
-        self._executor.shutdown(wait=wait, cancel_futures=True)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until no slot is held; whether none is."""
-        end = time.monotonic() + timeout
-        while self.available() < self.capacity:
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.01)
-        return True
 
 
 def _minimal_case(run: common_pb2.RunContext, scenarios: ResolvedScenarios) -> dict[str, Any]:
@@ -672,6 +597,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             window=self.stream_window,
             run=header.run,
             context=context,
+            client=client_identity(context),
             make_account=make_account,
             prior=prior,
             finish=finish,
@@ -747,12 +673,13 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         iterator: Iterator[AccountOutcome] = iter(())
         held = False
         if todo and self.engines.threaded:
-            iterator = SolverPoolEngine(self.pool, solve, stop).run(todo, inputs)
+            engine = SolverPoolEngine(self.pool, solve, stop, client_identity(context))
+            iterator = engine.run(todo, inputs)
         elif todo:
             self.pool.hold()  # RESOURCE_EXHAUSTED when the server is full
             held = True
             try:
-                iterator = self.engines.make(solve).run(todo, inputs)
+                iterator = self.engines.make(solve, stop.is_set).run(todo, inputs)
             except BaseException:
                 self.pool.release()
                 raise

@@ -8,18 +8,29 @@ yields a failure and never stops the others.
   ``LocalCluster``; the shared part, its scenario set validated once in the client, is
   scattered with ``broadcast=True``.
 - :class:`InlineEngine`: sequential, in the calling process (tests, tiny batches).
+
+Stopping a run: the local and Dask engines take a ``stop`` hook (``() -> bool``; the server's
+is set when the call is cancelled or its deadline passes) and look at it at least every
+:data:`STOP_POLL` seconds while they wait; closing the run's iterator early stops it too. Then
+no further account starts, and the accounts running stop: the local pool's worker processes
+are killed (whatever they solve, HiGHS or cvxpy), and a Dask task's solve runs under a stop
+hook (:mod:`..cancellation`) that reads a Dask ``Event`` set for the run, so HiGHS is
+interrupted where it is (a cvxpy solve on a daemonic Dask worker, which cannot start a child
+process to kill, is not: it runs to its end, and nothing waits for it).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, runtime_checkable
 
+from ..cancellation import stop_when
 from ..case_format import ScenarioData
 from ..extras import require_extra
 from .accounts import prepare_shared, solve_account, validate_shared
@@ -33,6 +44,10 @@ __all__ = [
     "LocalPoolEngine",
     "make_engine",
 ]
+
+STOP_POLL = 0.1
+"""Seconds between looks at a run's stop hook while an engine waits for its accounts."""
+StopHook = Callable[[], bool]
 
 
 @runtime_checkable
@@ -110,7 +125,8 @@ def _default_start_method() -> str:
 class LocalPoolEngine:
     """A process pool on this machine; the shared part reaches each worker once, through the
     pool initializer. A worker that dies breaks the pool: a new pool re-runs the accounts that
-    had not finished, at most ``max_restarts`` times, then they fail with ``WorkerLost``."""
+    had not finished, at most ``max_restarts`` times, then they fail with ``WorkerLost``. When
+    ``stop()`` says so (or the run's iterator is closed early) the workers are killed."""
 
     name = "local"
 
@@ -122,9 +138,11 @@ class LocalPoolEngine:
         max_in_flight: int | None = None,
         max_restarts: int = 2,
         solve: AccountSolver = solve_account,
+        stop: StopHook | None = None,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.solve = solve
+        self.stop = stop
         self.start_method = start_method or _default_start_method()
         self.backend = backend
         self.max_in_flight = max_in_flight or 4 * self.workers
@@ -171,7 +189,10 @@ class LocalPoolEngine:
                             lost.append(index)
                     if not running:
                         break
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    if self._stopped():
+                        return  # the finally kills the workers, running accounts and all
+                    timeout = None if self.stop is None else STOP_POLL
+                    done, _ = wait(list(running), timeout, return_when=FIRST_COMPLETED)
                     for future in done:
                         index = running.pop(future)
                         try:
@@ -189,6 +210,8 @@ class LocalPoolEngine:
                         running.clear()
                         break
             finally:
+                if running:  # stopped, or the iterator closed early: nobody wants the rest
+                    self._kill_workers(pool)
                 for future in running:
                     future.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -206,6 +229,16 @@ class LocalPoolEngine:
                     return
                 pending = lost + pending
 
+    def _stopped(self) -> bool:
+        return self.stop is not None and bool(self.stop())
+
+    @staticmethod
+    def _kill_workers(pool: ProcessPoolExecutor) -> None:
+        """Kill the pool's worker processes now (their accounts' answers are not wanted)."""
+        processes = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            process.kill()
+
     def close(self) -> None:
         return None
 
@@ -216,11 +249,37 @@ def _dask_solve(
     shared: tuple[dict[str, Any], ScenarioData | None],
     backend: str | None,
     solve: AccountSolver = solve_account,
+    stop_event: str | None = None,
 ) -> AccountOutcome:
     """One account on a Dask worker; ``shared``: the shared part and its scenario set as the
-    client validated it (trusted here, so no worker validates it again)."""
+    client validated it (trusted here, so no worker validates it again); with ``stop_event``
+    (the name of the run's Dask ``Event``), under a stop hook that reads it (see
+    :class:`_DaskStop`)."""
     data, validated = shared
-    return solve(index, account, prepare_shared(data, validated), backend)
+    prepared = prepare_shared(data, validated)
+    if stop_event is None:
+        return solve(index, account, prepared, backend)
+    with stop_when(_DaskStop(stop_event)):
+        return solve(index, account, prepared, backend)
+
+
+class _DaskStop:
+    """A stop hook on a Dask worker: whether the run's ``Event`` is set, asked of the
+    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often)."""
+
+    def __init__(self, name: str) -> None:
+        from distributed import Event
+
+        self.event = Event(name)
+        self.asked = -STOP_POLL
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.stopped and now - self.asked >= STOP_POLL:
+            self.asked = now
+            self.stopped = bool(self.event.is_set())
+        return self.stopped
 
 
 class DaskEngine:
@@ -229,7 +288,9 @@ class DaskEngine:
     shared part is scattered to every worker once (``broadcast=True``); a task carries one
     account, and at most ``max_in_flight`` accounts (default: 4 per worker thread) are
     submitted at a time, so the scheduler never holds the whole batch's data. Dask re-runs the
-    tasks of a worker that dies on another one."""
+    tasks of a worker that dies on another one. When ``stop()`` says so (or the run's iterator
+    is closed early), the tasks are cancelled and the run's ``Event`` set, which stops the
+    solves running (see the module docstring)."""
 
     name = "dask"
 
@@ -242,10 +303,12 @@ class DaskEngine:
         connect_timeout: float = 10.0,
         solve: AccountSolver = solve_account,
         max_in_flight: int | None = None,
+        stop: StopHook | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.max_in_flight = max_in_flight
         self.solve = solve
+        self.stop = stop
         self.connect_timeout = connect_timeout
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.backend = backend
@@ -284,7 +347,7 @@ class DaskEngine:
     def run(
         self, accounts: Sequence[BatchAccount], shared: SharedInputs
     ) -> Iterator[AccountOutcome]:
-        from distributed import as_completed
+        from distributed import Event, as_completed
 
         client = self.client
         # validated once per batch, here; a list, so that the pair is one piece of data
@@ -292,6 +355,7 @@ class DaskEngine:
         [shared_future] = client.scatter([(shared.data, validated)], broadcast=True, hash=False)
         self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
+        stop_event = f"xmargin-stop-{token}"
         queued = iter(enumerate(accounts))
         running: dict[Any, int] = {}
 
@@ -308,6 +372,7 @@ class DaskEngine:
                 shared_future,
                 self.backend,
                 self.solve,
+                stop_event,
                 key=f"xmargin-account-{token}-{index}",
                 pure=False,
             )
@@ -316,22 +381,49 @@ class DaskEngine:
 
         window = self.max_in_flight or 4 * max(1, sum(client.nthreads().values()))
         first = [submit_next() for _ in range(window)]
-        finished = as_completed([f for f in first if f is not None])
+        finished = False
         try:
-            for future in finished:
-                index = running.pop(future)
-                try:
-                    yield future.result()
-                except Exception as error:  # KilledWorker, lost scheduler, ...
-                    yield _failure(index, accounts[index], error)
-                finally:
-                    future.release()
-                following = submit_next()
-                if following is not None:
-                    finished.add(following)
+            arrivals = as_completed([f for f in first if f is not None])
+            while not arrivals.is_empty():
+                if self.stop is not None and self.stop():
+                    return
+                if self.stop is not None and not arrivals.has_ready():
+                    time.sleep(STOP_POLL)
+                    continue
+                for future in arrivals.next_batch(block=True):
+                    index = running.pop(future)
+                    try:
+                        yield future.result()
+                    except Exception as error:  # KilledWorker, lost scheduler, ...
+                        yield _failure(index, accounts[index], error)
+                    finally:
+                        future.release()
+                    following = submit_next()
+                    if following is not None:
+                        arrivals.add(following)
+            finished = True
         finally:
             client.cancel(list(running))
             client.cancel([shared_future])
+            if not finished:  # stop the solves still running; then forget the event
+                event = Event(stop_event, client=client)
+                event.set()
+                self._forget_later(event)
+
+    @staticmethod
+    def _forget_later(event: Any, after: float = 10.0) -> None:
+        """Clear the run's stop ``event`` (the scheduler then forgets it) once its tasks had
+        time to see it set."""
+
+        def clear() -> None:
+            try:
+                event.clear()
+            except Exception:  # the client closed meanwhile: the scheduler went with it
+                pass
+
+        timer = threading.Timer(after, clear)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +32,12 @@ from xmargin.optimiser import (
 from xmargin.optimiser.audit import AuditStore, open_store
 from xmargin.optimiser.batch import (
     AccountOutcome,
+    BatchAccount,
     DaskEngine,
     Engine,
     InlineEngine,
     LocalPoolEngine,
+    SharedInputs,
     jsonable,
     load_batch,
     merge_case,
@@ -460,3 +463,81 @@ def test_cli_batch_reports_an_audit_store_failure_and_keeps_what_was_committed(
         assert store.count() == 2
     assert cli.main(["-q", "batch", str(source), "--audit", audit, "--engine", "inline"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped_already_stored"] == 2
+
+
+# --- stopping a run -------------------------------------------------------------------------
+
+
+def _hard_accounts(count: int) -> tuple[list[BatchAccount], SharedInputs]:
+    """``count`` accounts whose solves run for minutes (whole-lot P&L-vector books: the
+    load harness's hard case, small enough to read quickly)."""
+    from xmargin.bench.load import hard_case
+
+    shared, own = split_case(hard_case(2))
+    accounts = [BatchAccount(f"C{k}", own, f"accounts[{k}]") for k in range(count)]
+    return accounts, SharedInputs.of(shared)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop_while_solving(
+    run: Iterator[AccountOutcome], pids: Any, stop: threading.Event
+) -> tuple[list[AccountOutcome], float, list[int]]:
+    """Consume ``run`` in a thread; once its workers (``pids()``) have solved for a CPU
+    second, set ``stop``: the outcomes, the seconds the run took to end, the workers."""
+    outcomes: list[AccountOutcome] = []
+    consumer = threading.Thread(target=lambda: outcomes.extend(run), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 60
+    first_seen: dict[int, float] = {}
+    while not first_seen or sum(_cpu_seconds(p) - c for p, c in first_seen.items()) < 1.0:
+        assert time.monotonic() < deadline, "the accounts never started"
+        for pid in pids():
+            first_seen.setdefault(pid, _cpu_seconds(pid))
+        time.sleep(0.05)
+    workers = list(first_seen)
+    stop.set()
+    stopped = time.monotonic()
+    consumer.join(10)
+    assert not consumer.is_alive(), "the run did not end when stopped"
+    return outcomes, time.monotonic() - stopped, workers
+
+
+def test_a_stopped_process_pool_run_kills_the_accounts_it_was_solving() -> None:
+    accounts, shared = _hard_accounts(4)
+    stop = threading.Event()
+    engine = LocalPoolEngine(workers=2, stop=stop.is_set)
+    outcomes, took, workers = _stop_while_solving(
+        engine.run(accounts, shared), engine.worker_pids, stop
+    )
+    assert outcomes == []  # none finished, none started after the stop
+    assert took < 2.0
+    assert len(workers) == 2
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # killed and reaped
+
+
+@pytest.mark.slow
+def test_a_stopped_dask_run_interrupts_the_solve_on_its_worker(dask_engine: DaskEngine) -> None:
+    """The task's solve reads the run's Dask Event: once stopped, its worker thread is free
+    again within a second or two (a cancelled Dask task that kept running would hold it for
+    minutes: each worker has one thread, so the probe below would wait for it)."""
+    accounts, shared = _hard_accounts(2)
+    stop = threading.Event()
+    engine = DaskEngine(client=dask_engine.client, stop=stop.is_set)
+    workers = dask_engine.client.run(os.getpid)
+    outcomes, took, _ = _stop_while_solving(
+        engine.run(accounts, shared), lambda: list(workers.values()), stop
+    )
+    assert outcomes == []
+    assert took < 2.0
+    started = time.monotonic()
+    probes = [
+        dask_engine.client.submit(time.monotonic, workers=[address], pure=False)
+        for address in workers
+    ]
+    for probe in probes:
+        probe.result(timeout=10)
+    assert time.monotonic() - started < 3.0  # both worker threads free: the solves stopped

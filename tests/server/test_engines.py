@@ -79,8 +79,8 @@ def test_a_batch_on_the_process_pool_equals_the_default_threads(
     made: list[Any] = []
     make = engines.make
 
-    def spy(solve: Any) -> Any:
-        made.append(make(solve))
+    def spy(*args: Any) -> Any:
+        made.append(make(*args))
         return made[-1]
 
     monkeypatch.setattr(engines, "make", spy)
@@ -183,3 +183,56 @@ def test_an_empty_account_list_streams_nothing(
     request.accounts.append(book_pb2.AccountBook())  # no customer, no positions
     [message] = run_batch(local_server.port, request)
     assert message.error.code == "INVALID_ARGUMENT"
+
+
+def test_a_cancelled_process_pool_batch_kills_the_accounts_it_was_solving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two accounts that would solve for minutes, on the process pool; the call is cancelled
+    once they are under way: the pool's workers are gone within seconds and the slot is free."""
+    import time
+    from pathlib import Path
+
+    from xmargin.bench.load import hard_case
+
+    case = hard_case(2)
+    hard = optimise_request(case)
+    accounts = [convert.account_book(case) for _ in range(2)]
+    for k, account in enumerate(accounts):
+        account.customer.id = f"CUST-{k}"
+    request = service_pb2.OptimiseBatchRequest(
+        run=hard.run,
+        accounts=accounts,
+        scenario_set=hard.scenario_set,
+        models=hard.models,
+        program=hard.program,
+        options=hard.options,
+    )
+    running = start(workers=2, max_queue=0, batch_engine="local")  # a pool of two processes
+    made: list[Any] = []
+    make = running.servicer.engines.make
+
+    def spy(*args: Any) -> Any:
+        made.append(make(*args))
+        return made[-1]
+
+    monkeypatch.setattr(running.servicer.engines, "make", spy)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = XmarginServiceStub(channel).OptimiseBatch(request, timeout=300)
+            deadline = time.monotonic() + 60
+            while not made or len(made[0].worker_pids()) < 2:
+                assert time.monotonic() < deadline, "the batch never started"
+                time.sleep(0.05)
+            workers = made[0].worker_pids()
+            time.sleep(1.0)  # the workers are solving
+            call.cancel()
+            cancelled = time.monotonic()
+            while any(Path(f"/proc/{pid}").exists() for pid in workers):
+                assert time.monotonic() - cancelled < 3.0, "the workers kept solving"
+                time.sleep(0.05)
+            while running.pool.available() < running.pool.capacity:
+                assert time.monotonic() - cancelled < 3.0, "the slot stayed taken"
+                time.sleep(0.05)
+    finally:
+        running.stop(0)

@@ -344,3 +344,51 @@ def test_health_list_and_reflection_v1() -> None:
                 assert symbol.file_descriptor_response.file_descriptor_proto
     finally:
         running.stop(0)
+
+
+def _timed_request(seconds: float) -> service_pb2.OptimiseRequest:
+    """A solve that runs for its time limit, ``seconds`` (a small P&L-vector book in whole
+    lots: the solver is still working when the limit stops it and answers TIME_LIMIT)."""
+    from xmargin.bench.load import hard_case
+    from xmargin.clients import convert
+
+    case = hard_case(2)
+    case["options"] = dict(case["options"], time_limit=seconds)
+    return convert.optimise_request(case, convert.run_context(case))
+
+
+def test_one_clients_queue_does_not_hold_back_another_clients_call() -> None:
+    """Client A fills both solver threads and queues six more 1-second solves; client B then
+    sends one small call. B's call is served as soon as one of A's running solves ends (B has
+    none running; A has had its turn), not after A's whole queue: at most the two solves that
+    were running when B came end before B is answered (first come first served: six or more)."""
+    process = ServerProcess(
+        "--workers", "2", "--max-queue", "8", "--client-quota", "8", "--token", "a",
+        "--token", "b",
+    )  # fmt: skip
+    slow = _timed_request(1.0)
+    finished: list[tuple[float, str]] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+            stub = XmarginServiceStub(channel)
+            a_calls = [
+                stub.Optimise.future(slow, metadata=[("authorization", "Bearer a")], timeout=120)
+                for _ in range(8)
+            ]
+            for call in a_calls:
+                call.add_done_callback(lambda _: finished.append((time.monotonic(), "A")))
+            wait_worked(process.process.pid, 0.5)  # A's first solves are under way ...
+            time.sleep(0.2)  # ... and the rest of A's calls are queued
+            assert not any(call.done() for call in a_calls)
+            answer = stub.Optimise(
+                small_request(), metadata=[("authorization", "Bearer b")], timeout=120
+            )
+            b_done = time.monotonic()
+            assert answer.result.optimised.total > 0
+            for call in a_calls:
+                assert call.result().result.optimised.total > 0
+    finally:
+        process.process.kill()
+        process.process.wait()
+    a_before_b = sum(1 for when, _ in finished if when < b_done)
+    assert a_before_b <= 2, f"{a_before_b} of A's 8 solves were answered before B's call"
