@@ -125,13 +125,31 @@ class ErrorReport:
         return rpc_status.to_status(proto)
 
 
+DETAILS_BYTES = 4096
+"""The most a BadRequest detail carries, encoded. It travels base64-encoded in the
+``grpc-status-details-bin`` trailer, and gRPC clients refuse trailers above their metadata limit
+(8 KiB soft, 16 KiB hard in grpc-core's defaults): a request with thousands of violations then
+reached its caller as RESOURCE_EXHAUSTED, not as its INVALID_ARGUMENT. Past the cap, one last
+violation at ``<request>`` says how many more there are."""
+
+
 def _bad_request(violations: list[tuple[str, str]]) -> ErrorReport:
-    detail = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=path, description=why)
-            for path, why in violations
-        ]
-    )
+    """INVALID_ARGUMENT with the violations in a BadRequest detail (as many as fit in
+    :data:`DETAILS_BYTES`) and the first five in the message."""
+    detail = error_details_pb2.BadRequest()
+    size = 0
+    for listed, (path, why) in enumerate(violations):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=path, description=why)
+        size += violation.ByteSize() + 3  # the field's tag and length
+        if size > DETAILS_BYTES:
+            rest = len(violations) - listed
+            detail.field_violations.add(
+                field="<request>",
+                description=f"and {rest} more violations, not listed: the error details are "
+                f"capped at {DETAILS_BYTES} bytes so that every gRPC client can read them",
+            )
+            break
+        detail.field_violations.append(violation)
     summary = "; ".join(f"{path}: {why}" for path, why in violations[:5])
     if len(violations) > 5:
         summary += f"; and {len(violations) - 5} more (see the BadRequest details)"

@@ -367,3 +367,26 @@ def test_batch_on_a_full_server_is_resource_exhausted(
     )
     error = call_error(lambda: list(small_stub.OptimiseBatch(request, timeout=30)))
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_thousands_of_violations_reach_the_caller_as_invalid_argument(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    """2,000 positions of unknown instruments: the caller gets INVALID_ARGUMENT with as many
+    violations as fit in the capped details and a last one counting the rest -- not
+    RESOURCE_EXHAUSTED from a trailer over the client's metadata limit (a default grpc-core
+    client refuses trailers above 16 KiB)."""
+    request = optimise_request(cases["01-basis-trade-10y"])
+    template = request.account.positions[0]
+    for i in range(2000):
+        position = request.account.positions.add()
+        position.CopyFrom(template)
+        position.instrument = f"UNKNOWN{i:05d}"
+    error = call_error(lambda: stub.Optimise(request, timeout=60))
+    fields = violations(error)
+    assert 10 < len(fields) < 2000, len(fields)
+    (bad_request,) = [d for d in details(error) if isinstance(d, error_details_pb2.BadRequest)]
+    last = bad_request.field_violations[-1]
+    assert last.field == "<request>" and "more violations" in last.description
+    rest = int(last.description.split()[1])
+    assert len(fields) - 1 + rest >= 2000  # every unknown instrument is counted
