@@ -138,10 +138,20 @@ class CallAborted(Exception):  # noqa: N818 (it is what happened to the call)
 
 class InProcessCall:
     """A gRPC call's context as the servicer sees it, for calling it in this process: no
-    deadline, never cancelled; an abort raises :class:`CallAborted`."""
+    deadline, never cancelled, one anonymous local caller; an abort raises
+    :class:`CallAborted`."""
 
     def time_remaining(self) -> None:
         return None
+
+    def peer_identities(self) -> None:
+        return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def peer(self) -> str:
+        return "in-process:local"
 
     def add_callback(self, callback: Any) -> bool:
         return True
