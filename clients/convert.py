@@ -171,13 +171,13 @@ def _enum(enum: Any, prefix: str, name: str | None, field: str = "") -> Any:
     a name the enum does not have is an error, never 0."""
     if name is None:
         return 0
-    key = f"{prefix}{name}".upper()
-    if not isinstance(name, str) or key not in enum.keys():
+    value = enum.DESCRIPTOR.values_by_name.get(f"{prefix}{name}".upper())
+    if not isinstance(name, str) or value is None:
         names = ", ".join(k.removeprefix(prefix) for k in enum.keys()[1:])
         raise invalid(
             [Violation(field or prefix.lower().strip("_"), name, f"must be one of {names}")]
         )
-    return int(enum.Value(key))
+    return int(value.number)
 
 
 def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
