@@ -21,6 +21,7 @@ from xmargin.optimiser import (
     OptimisationResult,
     Position,
     Problem,
+    SolveOptions,
     Status,
     build_problem,
     evaluate,
@@ -404,3 +405,23 @@ def test_branch_without_reduction_wins_when_xm_cannot_be_emptied(backend: str) -
     result = optimise(problem, backend=backend)
     assert_invariants(result)
     assert "without XM reduction" in result.stats.message
+
+
+def test_whole_lots_proven_by_the_rounded_relaxation_match_the_full_whole_lot_path() -> None:
+    """Where the continuous optimum rounded to whole lots meets the relaxation's bound to 1e-6,
+    the highs backend answers without a MIP (its message says so); the full whole-lot path
+    (Kelley's cuts, then the MIP) finds the same total to 1e-6 on the same book."""
+    import time
+
+    from xmargin.optimiser.sample import generate_book
+    from xmargin.optimiser.solvers.highs_backend import _CuttingPlaneModel
+
+    book = generate_book(1000, 500, 1010)  # a book the rounding proves (bench integral tail)
+    options = SolveOptions(integral=True)
+    result = optimise(book, options=options, backend="highs")
+    assert "active-set LP" in result.stats.message, result.stats.message
+    assert_invariants(result)
+    assert on_allowed_set(result.problem, result.allocation).all()
+    full = _CuttingPlaneModel(build_problem(book, options=options)).run(None, time.perf_counter())
+    assert full.status is Status.OPTIMAL
+    assert result.optimised.total == pytest.approx(full.objective, rel=1e-6)
