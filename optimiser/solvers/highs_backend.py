@@ -285,13 +285,19 @@ class HighsBackend:
             return None
         rounded = snap_to_allowed(problem, raw.xm_quantity)
         objective = model._convex_objective(model._term_figures(rounded), rounded)
-        if objective - raw.bound > MIP_GAP * max(1.0, abs(objective)):
+        if not _within_gap(objective, raw.bound):
             return None
         raw.xm_quantity, raw.objective = rounded, float(objective)
         raw.message = f"rounded continuous optimum meets its bound ({raw.message}, active-set LP)"
         raw.build_seconds = built - started
         raw.evaluation_seconds = model.evaluation_seconds
         return raw
+
+
+def _within_gap(upper: float, bound: float) -> bool:
+    """Whether an allocation of objective ``upper`` is optimal to MIP_GAP given a lower bound
+    ``bound``: upper - bound <= MIP_GAP max(1, |upper|)."""
+    return bool(upper - bound <= MIP_GAP * max(1.0, abs(upper)))
 
 
 def _rounding_may_prove(problem: Problem) -> bool:
@@ -1176,7 +1182,7 @@ class _Loop:
 
     def within_gap(self, bound: float) -> bool:
         """Whether the incumbent is within MIP_GAP (relative) of ``bound``."""
-        return bool(self.best_upper - bound <= MIP_GAP * max(1.0, abs(self.best_upper)))
+        return _within_gap(self.best_upper, bound)
 
     def offer(self, x: PositionVector, value: float) -> None:
         if value < self.best_upper:
