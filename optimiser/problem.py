@@ -9,7 +9,7 @@ that way. The per-unit scenario P&L of position i is ``shocks @ exposure[i]`` pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -128,7 +128,10 @@ class Problem:
         return float(self.options.transfer_cost * moved_lots.sum())
 
     def with_options(self, options: SolveOptions) -> Problem:
-        """The same problem under other solve options (mode decides what may move)."""
+        """The same problem under other solve options: only the mode changes what is built (what
+        may move), so under the same mode the arrays are shared, not rebuilt."""
+        if options.mode is self.options.mode:
+            return replace(self, options=options)
         return build_problem(self.book, options=options, eligibility=self.eligibility)
 
 
