@@ -5,6 +5,7 @@ stops its running solve."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -69,7 +70,14 @@ def _stream(request: service_pb2.OptimiseRequest) -> Iterator[service_pb2.Optimi
     time.sleep(60)  # keep the request side open: the client cancels first
 
 
-def test_a_cancelled_stream_stops_its_running_solve() -> None:
+def _logged(caplog: pytest.LogCaptureFixture, method: str) -> list[str]:
+    """The statuses of the server's log lines of ``method``."""
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "xmargin.server"]
+    return [line["status"] for line in lines if line.get("method") == method]
+
+
+def test_a_cancelled_stream_stops_its_running_solve(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="xmargin.server")
     running = start(workers=1, max_queue=0)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -80,5 +88,7 @@ def test_a_cancelled_stream_stops_its_running_solve() -> None:
             cancelled = time.monotonic()
             assert _wait(lambda: running.pool.available() == 1, 5), "the solve kept running"
             assert time.monotonic() - cancelled < 3.0
+            assert _wait(lambda: _logged(caplog, "OptimiseStream"), 5), "no log line"
+            assert _logged(caplog, "OptimiseStream") == ["CANCELLED"]
     finally:
         running.stop(0)

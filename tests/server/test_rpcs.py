@@ -351,6 +351,25 @@ def test_every_request_is_logged_as_one_json_line(
     assert lines[0]["duration_ms"] > 0
 
 
+def test_a_refused_stream_is_logged_with_its_status(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    request = _batch_request(cases, [convert.account_book(cases["01-basis-trade-10y"])])
+    request.models.cme.confidence = 1.5
+    request.run.request_id = "log-line-refused-batch"
+    caplog.set_level("INFO", logger="xmargin.server")
+    with pytest.raises(grpc.RpcError):
+        list(stub.OptimiseBatch(request, timeout=30))
+    lines = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "xmargin.server" and "log-line-refused-batch" in r.getMessage()
+    ]
+    assert [(line["method"], line["status"]) for line in lines] == [
+        ("OptimiseBatch", "INVALID_ARGUMENT")
+    ]
+
+
 def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Channel) -> None:
     from google.protobuf.descriptor_pool import DescriptorPool
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
