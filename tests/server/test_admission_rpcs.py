@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from tests.server.harness import start
+from tests.server.harness import batch_of, start
 from xmargin.bench.load import hard_request
 from xmargin.clients.v1 import explain_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -58,14 +58,7 @@ def test_a_full_server_refuses_explain_and_unparsable_bytes_still_get_invalid_ar
 
 
 def _stream(request: service_pb2.OptimiseRequest) -> Iterator[service_pb2.OptimiseStreamRequest]:
-    header = service_pb2.OptimiseBatchRequest(
-        run=request.run,
-        scenario_set=request.scenario_set,
-        models=request.models,
-        program=request.program,
-        options=request.options,
-    )
-    yield service_pb2.OptimiseStreamRequest(batch=header)
+    yield service_pb2.OptimiseStreamRequest(batch=batch_of(request))
     yield service_pb2.OptimiseStreamRequest(account=request.account)
     time.sleep(60)  # keep the request side open: the client cancels first
 

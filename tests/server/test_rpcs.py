@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import close
-from tests.server.harness import optimise_request
+from tests.server.harness import batch_of, optimise_request
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -272,15 +272,7 @@ def test_register_scenario_set_then_optimise_by_reference(
 def _batch_request(
     cases: dict[str, dict[str, Any]], accounts: list[book_pb2.AccountBook]
 ) -> service_pb2.OptimiseBatchRequest:
-    shared = optimise_request(cases["01-basis-trade-10y"])
-    return service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        accounts=accounts,
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    return batch_of(optimise_request(cases["01-basis-trade-10y"]), accounts)
 
 
 def test_optimise_batch_streams_every_account_and_reports_failures_per_account(
