@@ -96,6 +96,20 @@ def optimise_request(case: dict[str, Any], **options: Any) -> service_pb2.Optimi
     return convert.optimise_request(case, convert.run_context(case), **options)
 
 
+def what_if_request(case: dict[str, Any], **fields: Any) -> service_pb2.WhatIfRequest:
+    """A WhatIf request on ``case``'s account, scenarios, models and program, with ``fields``
+    (the trades to add, positions to exclude, ...)."""
+    full = optimise_request(case)
+    return service_pb2.WhatIfRequest(
+        run=full.run,
+        account=full.account,
+        scenario_set=full.scenario_set,
+        models=full.models,
+        program=full.program,
+        **fields,
+    )
+
+
 def batch_of(
     shared: service_pb2.OptimiseRequest, accounts: Iterable[book_pb2.AccountBook] = ()
 ) -> service_pb2.OptimiseBatchRequest:
