@@ -21,6 +21,7 @@ FAILED_PRECONDITION + ErrorInfo(reason SOLVER_FAILED); anything else -> INTERNAL
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,12 +260,12 @@ class HandlerInterceptor(grpc.ServerInterceptor):
             return None
         return self.wrap(handler, handler_call_details)
 
+    @abc.abstractmethod
     def wrap(
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         """``handler`` as this interceptor serves the call ``details`` names (``handler``
         itself where the interceptor does not apply)."""
-        raise NotImplementedError
 
 
 class RequestBytesInterceptor(HandlerInterceptor):
