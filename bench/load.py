@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,16 @@ LEVELS = (4, 16, 64)
 TOKEN_NAMES = [f"caller-{k}" for k in range(64)] + ["storm", "abuser"]
 
 
+def reference_case() -> dict[str, Any]:
+    """The worked case 01 (a few positions, 1,000 scenarios), a fresh copy to change at will."""
+    case: dict[str, Any] = json.loads((CASES / "01-basis-trade-10y.json").read_text())
+    return case
+
+
 @cache
 def small_request() -> service_pb2.OptimiseRequest:
-    """The reference small call: the worked case 01 (a few positions, 250 scenarios)."""
-    case = json.loads((CASES / "01-basis-trade-10y.json").read_text())
+    """The reference small call: :func:`reference_case` optimised."""
+    case = reference_case()
     return convert.optimise_request(case, convert.run_context(case))
 
 
@@ -97,6 +103,18 @@ def scenario_dates(count: int) -> list[str]:
     takes a scenario id as a YYYY-MM-DD date)."""
     first = dt.date(1950, 1, 1)
     return [(first + dt.timedelta(days=k)).isoformat() for k in range(count)]
+
+
+def random_scenario_set(
+    rng: np.random.Generator, factors: int, scenarios: int
+) -> book_pb2.ScenarioSet:
+    """``scenarios`` dated scenarios (:func:`scenario_dates`) of moves of the factors F0, F1,
+    ..., F{factors - 1}, each drawn from N(0, 0.001^2), drawn row by row."""
+    return book_pb2.ScenarioSet(
+        factors=[f"F{j}" for j in range(factors)],
+        ids=scenario_dates(scenarios),
+        shocks=rng.normal(0, 1e-3, size=factors * scenarios).tolist(),
+    )
 
 
 def _free_port() -> int:
@@ -206,6 +224,17 @@ class Tally:
             else:
                 self.other[code.name] = self.other.get(code.name, 0) + 1
 
+    def timed(self, call: Callable[[], Any]) -> grpc.StatusCode:
+        """Make ``call`` and record its latency and status code; the code."""
+        started = time.perf_counter()
+        try:
+            call()
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            code = error.code()
+        self.record(time.perf_counter() - started, code)
+        return code
+
     def summary(self, seconds: float) -> dict[str, Any]:
         return {
             "ok": len(self.ok),
@@ -232,13 +261,7 @@ def _caller(
         for _ in range(max_calls):
             if time.monotonic() >= end:
                 return
-            started = time.perf_counter()
-            try:
-                call(stub)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code = error.code()
-            tally.record(time.perf_counter() - started, code)
+            code = tally.timed(lambda: call(stub))
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED and pause_after_refusal:
                 time.sleep(pause_after_refusal)
 
@@ -371,8 +394,7 @@ def registry_abuse(server: Server, seconds: float, sets: int = 100) -> dict[str,
     """One caller registers ``sets`` distinct scenario sets (64 factors x 2,000 scenarios each)
     while four callers optimise: what the others see, and the server's memory after."""
     rng = np.random.default_rng(11)
-    case = json.loads((CASES / "01-basis-trade-10y.json").read_text())
-    run = convert.run_context(case)
+    run = convert.run_context(reference_case())
     good, registrations = Tally(), Tally()
     end = time.monotonic() + seconds
     rss_before = server.rss_mib()
@@ -383,21 +405,10 @@ def registry_abuse(server: Server, seconds: float, sets: int = 100) -> dict[str,
             for k in range(sets):
                 if time.monotonic() >= end:
                     return
-                scenario_set = book_pb2.ScenarioSet(
-                    factors=[f"F{j}" for j in range(64)],
-                    ids=scenario_dates(2000),
-                    shocks=rng.normal(0, 1e-3, size=64 * 2000).tolist(),
-                )
                 request = service_pb2.RegisterScenarioSetRequest(
-                    run=run, id=f"abuse-{k}", scenario_set=scenario_set
+                    run=run, id=f"abuse-{k}", scenario_set=random_scenario_set(rng, 64, 2000)
                 )
-                started = time.perf_counter()
-                try:
-                    stub.RegisterScenarioSet(request, timeout=30)
-                    code = grpc.StatusCode.OK
-                except grpc.RpcError as error:
-                    code = error.code()
-                registrations.record(time.perf_counter() - started, code)
+                registrations.timed(partial(stub.RegisterScenarioSet, request, timeout=30))
 
     abuser = threading.Thread(target=abuse)
     abuser.start()
@@ -415,18 +426,16 @@ def registry_abuse(server: Server, seconds: float, sets: int = 100) -> dict[str,
 def large_requests(server: Server, callers: int = 16) -> dict[str, Any]:
     """``callers`` ComputeMargin calls at once, each with a 20,000 x 125 inline scenario set
     (a 20 MB request that nothing keeps): the server's memory before, at its peak and after."""
-    case = json.loads((CASES / "01-basis-trade-10y.json").read_text())
-    factors = [f"F{j}" for j in range(125)]
+    case = reference_case()
+    scenario_set = random_scenario_set(np.random.default_rng(3), 125, 20_000)
     for instrument in case["instruments"]:
         if "sensitivities" in instrument:
             instrument["sensitivities"] = (instrument["sensitivities"] * 125)[:125]
-    case["factors"] = factors
-    shocks = np.random.default_rng(3).normal(0, 1e-3, size=(20_000, 125))
-    case["scenarios"] = {"ids": scenario_dates(20_000), "shocks": shocks.tolist()}
+    case["factors"] = list(scenario_set.factors)
     request = service_pb2.ComputeMarginRequest(
         run=convert.run_context(case),
         account=convert.account_book(case),
-        scenario_set=convert.case_scenario_set(case),
+        scenario_set=scenario_set,
         models=convert.models_message(case),
         program=convert.program_message(case),
     )
@@ -441,13 +450,7 @@ def large_requests(server: Server, callers: int = 16) -> dict[str, Any]:
 
     def call() -> None:
         with _channel(server.target, "abuser" if server.tokens else None) as channel:
-            started = time.perf_counter()
-            try:
-                XmarginServiceStub(channel).ComputeMargin(request, timeout=60)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code = error.code()
-            tally.record(time.perf_counter() - started, code)
+            tally.timed(lambda: XmarginServiceStub(channel).ComputeMargin(request, timeout=60))
 
     watcher = threading.Thread(target=watch)
     watcher.start()

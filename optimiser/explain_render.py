@@ -226,23 +226,15 @@ def explanation_table(explanation: Explanation, accounts: Sequence[str] | None =
             if not (c.left or c.entered or c.kept):
                 continue
             parts.append(f"{FIGURE_TITLES[name]}: {len(c.kept)} kept")
-            if c.left:
-                parts.append(
-                    textwrap.fill(
-                        ", ".join(c.left),
-                        96,
-                        initial_indent="  stop driving it: ",
-                        subsequent_indent="    ",
+            for label, ids in (("stop driving it", c.left), ("start driving it", c.entered)):
+                if ids:
+                    parts.append(
+                        textwrap.fill(
+                            ", ".join(ids),
+                            96,
+                            initial_indent=f"  {label}: ",
+                            subsequent_indent="    ",
+                        )
                     )
-                )
-            if c.entered:
-                parts.append(
-                    textwrap.fill(
-                        ", ".join(c.entered),
-                        96,
-                        initial_indent="  start driving it: ",
-                        subsequent_indent="    ",
-                    )
-                )
     parts += [f"note: {note}" for note in explanation.notes]
     return "\n".join(parts)

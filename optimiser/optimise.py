@@ -47,17 +47,10 @@ __all__ = [
     "DEFAULT_BACKEND",
     "all_eligible_allocation",
     "always_feasible",
-    "make_backend",
     "optimise",
     "report_allocation",
     "snap_allocation",
 ]
-
-
-def make_backend(name: str) -> Backend:
-    """A backend by name: ``highs``, ``cvxpy`` or ``cvxpy:SOLVER`` (any installed cvxpy
-    solver); :class:`~xmargin.optimiser.solvers.UnknownBackendError` otherwise."""
-    return parse_backend_name(name).create()
 
 
 def snap_allocation(problem: Problem, xm_quantity: PositionVector) -> PositionVector:

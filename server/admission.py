@@ -33,12 +33,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from .errors import OverloadedError, abort, report
+from .errors import HandlerInterceptor, OverloadedError, abort, report
 
 __all__ = ["COMPUTE_METHODS", "Admission", "AdmissionInterceptor", "AdmissionLimits"]
 
@@ -217,7 +218,7 @@ def client_identity(context: grpc.ServicerContext) -> str:
     return "peer:" + address.rsplit(":", 1)[0]
 
 
-class AdmissionInterceptor(grpc.ServerInterceptor):
+class AdmissionInterceptor(HandlerInterceptor):
     """Serves every method of ``service`` through :class:`Admission` (see the module
     docstring); health and reflection pass untouched."""
 
@@ -225,14 +226,11 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         self.admission = admission
         self.prefix = f"/{service}/"
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(self.prefix):
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = details.method
+        if not method.startswith(self.prefix):
             return handler
         name = method[len(self.prefix) :]
         return _admitted(handler, self.admission, name, name in COMPUTE_METHODS)
@@ -282,21 +280,6 @@ def _admitted(
                 held.size = len(raw)
             yield parse(raw)
 
-    def admit(context: grpc.ServicerContext) -> tuple[str, _Held] | None:
-        client = client_identity(context)
-        why = admission.enter(client, compute)
-        if why is not None:
-            _refuse(context, admission, name, why)
-            return None
-        return client, _Held()
-
-    def close(client: str, held: _Held) -> None:
-        with held.lock:
-            held.closed = True
-            admission.give_bytes(held.size)
-            held.size = 0
-        admission.leave(client, compute)
-
     def first(context: grpc.ServicerContext, raw_requests: Iterator[bytes], held: _Held) -> Any:
         try:
             return next(requests(raw_requests, held))
@@ -306,62 +289,45 @@ def _admitted(
             context.abort(grpc.StatusCode.INTERNAL, "no request message")
         raise AssertionError("unreachable")  # abort raises
 
-    if handler.unary_unary is not None:
-        unary_unary = handler.unary_unary
+    behaviour = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+    assert behaviour is not None
 
-        def serve_unary(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-            admitted = admit(context)
-            assert admitted is not None
-            client, held = admitted
-            try:
-                return unary_unary(first(context, raw_requests, held), context)
-            finally:
-                close(client, held)
+    @contextmanager
+    def admitted(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        """The call admitted (else refused), holding its place until the call ends: yields
+        what ``behaviour`` takes, the first request or the request iterator."""
+        client = client_identity(context)
+        why = admission.enter(client, compute)
+        if why is not None:
+            _refuse(context, admission, name, why)
+            raise AssertionError("unreachable")  # abort raises
+        held = _Held()
+        try:
+            if handler.request_streaming:
+                yield requests(raw_requests, held)
+            else:
+                yield first(context, raw_requests, held)
+        finally:
+            with held.lock:
+                held.closed = True
+                admission.give_bytes(held.size)
+                held.size = 0
+            admission.leave(client, compute)
 
-        return grpc.stream_unary_rpc_method_handler(serve_unary, None, respond)
-
-    if handler.unary_stream is not None:
-        unary_stream = handler.unary_stream
+    if handler.response_streaming:
 
         def serve_stream(
             raw_requests: Iterator[bytes], context: grpc.ServicerContext
         ) -> Iterator[Any]:
-            admitted = admit(context)
-            assert admitted is not None
-            client, held = admitted
-            try:
-                yield from unary_stream(first(context, raw_requests, held), context)
-            finally:
-                close(client, held)
+            with admitted(raw_requests, context) as request:
+                yield from behaviour(request, context)
 
         return grpc.stream_stream_rpc_method_handler(serve_stream, None, respond)
 
-    if handler.stream_unary is not None:
-        stream_unary = handler.stream_unary
+    def serve(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        with admitted(raw_requests, context) as request:
+            return behaviour(request, context)
 
-        def serve_client_stream(
-            raw_requests: Iterator[bytes], context: grpc.ServicerContext
-        ) -> Any:
-            admitted = admit(context)
-            assert admitted is not None
-            client, held = admitted
-            try:
-                return stream_unary(requests(raw_requests, held), context)
-            finally:
-                close(client, held)
-
-        return grpc.stream_unary_rpc_method_handler(serve_client_stream, None, respond)
-
-    stream_stream = handler.stream_stream
-    assert stream_stream is not None
-
-    def serve_bidi(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-        admitted = admit(context)
-        assert admitted is not None
-        client, held = admitted
-        try:
-            yield from stream_stream(requests(raw_requests, held), context)
-        finally:
-            close(client, held)
-
-    return grpc.stream_stream_rpc_method_handler(serve_bidi, None, respond)
+    return grpc.stream_unary_rpc_method_handler(serve, None, respond)

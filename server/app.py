@@ -29,7 +29,7 @@ from xmargin.clients.v1 import service_pb2, service_pb2_grpc
 from .admission import Admission, AdmissionInterceptor, AdmissionLimits
 from .batching import BatchEngines
 from .convert import Limits, RequestError, scenario_set_case
-from .errors import RequestBytesInterceptor
+from .errors import HandlerInterceptor, RequestBytesInterceptor
 from .probes import HealthServicer, enable_reflection
 from .recorder import Recorder
 from .scenario_store import ScenarioRegistry
@@ -94,35 +94,30 @@ class ServerConfig:
     decided on its call, so a refused large request costs the server little to receive."""
 
 
-class _Auth(grpc.ServerInterceptor):
+class _Auth(HandlerInterceptor):
     """Bearer-token check on every method except health (so probes need no secret); a call
     without a valid token is refused before its request is read."""
 
     def __init__(self, tokens: list[str]) -> None:
         self._expected = [f"Bearer {token}".encode() for token in tokens]
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = details.method
         if method.startswith("/grpc.health.v1.Health/"):
-            return continuation(handler_call_details)
-        given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
         given_bytes = given.encode() if isinstance(given, str) else bytes(given)
         # compare with every token (no early exit: the time says nothing about which matched)
         matches = [hmac.compare_digest(given_bytes, expected) for expected in self._expected]
         if any(matches):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return handler
         return _refusal(handler, method)
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMethodHandler | None:
+def _refusal(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """A handler that answers UNAUTHENTICATED without reading the request."""
-    if handler is None:
-        return None
 
     def deny(requests: Any, context: grpc.ServicerContext) -> Any:
         log.info(

@@ -21,7 +21,8 @@ FAILED_PRECONDITION + ErrorInfo(reason SOLVER_FAILED); anything else -> INTERNAL
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "DeadlineError",
     "EngineError",
     "ErrorReport",
+    "HandlerInterceptor",
     "OverloadedError",
     "RequestBytesInterceptor",
     "RunConflictError",
@@ -244,10 +246,9 @@ def _refuse(context: grpc.ServicerContext, bad: _Unparsable) -> None:
     )
 
 
-class RequestBytesInterceptor(grpc.ServerInterceptor):
-    """Unary-request methods answer INVALID_ARGUMENT (with a BadRequest) to bytes that do not
-    parse, instead of grpc's INTERNAL: the deserializer is wrapped so a parse failure reaches
-    the handler as a marker, which refuses it."""
+class HandlerInterceptor(grpc.ServerInterceptor):
+    """An interceptor that serves each method through :meth:`wrap` (the server's interceptors
+    differ only in how they wrap a method's handler)."""
 
     def intercept_service(
         self,
@@ -255,27 +256,41 @@ class RequestBytesInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+        if handler is None:
+            return None
+        return self.wrap(handler, handler_call_details)
+
+    @abc.abstractmethod
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """``handler`` as this interceptor serves the call ``details`` names (``handler``
+        itself where the interceptor does not apply)."""
+
+
+class RequestBytesInterceptor(HandlerInterceptor):
+    """Unary-request methods answer INVALID_ARGUMENT (with a BadRequest) to bytes that do not
+    parse, instead of grpc's INTERNAL: the deserializer is wrapped so a parse failure reaches
+    the handler as a marker, which refuses it."""
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if handler.request_streaming:
             return handler
-        parse = _lenient(handler.request_deserializer)
-        if handler.response_streaming:
-            stream = handler.unary_stream
-            assert stream is not None
+        behaviour = handler.unary_stream or handler.unary_unary
+        assert behaviour is not None
 
-            def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                if isinstance(request, _Unparsable):
-                    _refuse(context, request)
-                yield from stream(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, parse, handler.response_serializer
-            )
-        unary = handler.unary_unary
-        assert unary is not None
-
-        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def parsed(request: Any, context: grpc.ServicerContext) -> Any:
+            """The method's answer (a response, or a response iterator), or INVALID_ARGUMENT
+            to bytes that did not parse."""
             if isinstance(request, _Unparsable):
                 _refuse(context, request)
-            return unary(request, context)
+            return behaviour(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, parse, handler.response_serializer)
+        serve = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        return serve(parsed, _lenient(handler.request_deserializer), handler.response_serializer)

@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -178,17 +179,18 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             )
         )
 
-    def _unary(
-        self,
-        method: str,
-        request: Any,
-        context: grpc.ServicerContext,
-        handler: Callable[[], T],
-    ) -> T:
+    @contextmanager
+    def _served(
+        self, method: str, request: Any, context: grpc.ServicerContext, lost: grpc.StatusCode
+    ) -> Iterator[float]:
+        """Serve one call (yields its start time): a failure ends it with the status
+        :func:`.errors.report` maps it to (INTERNAL logged with its traceback), and one log line
+        is written at its end, whose status is ``lost`` when the call ended without error but
+        no longer active (the client gone or its deadline passed)."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return handler()
+            yield started
         except Exception as error:
             error_report = report(error)
             code = error_report.code
@@ -198,8 +200,20 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             raise AssertionError("unreachable") from error  # abort raises
         finally:
             if code is grpc.StatusCode.OK and not context.is_active():
-                code = grpc.StatusCode.DEADLINE_EXCEEDED  # or cancelled: the reply was lost
+                code = lost
             self._log(method, request, code, started)
+
+    def _unary(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        handler: Callable[[], T],
+    ) -> T:
+        # a unary call no longer active when it ends: its deadline passed or it was cancelled,
+        # and its reply is lost
+        with self._served(method, request, context, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return handler()
 
     @staticmethod
     def _deadline(context: grpc.ServicerContext) -> float | None:
@@ -517,41 +531,17 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     def OptimiseBatch(  # noqa: N802
         self, request: service_pb2.OptimiseBatchRequest, context: grpc.ServicerContext
     ) -> Iterator[service_pb2.OptimiseBatchResponse]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        with self._served("OptimiseBatch", request, context, grpc.StatusCode.CANCELLED) as started:
             yield from self._batch(request, context, started)
-        except Exception as error:
-            error_report = report(error)
-            code = error_report.code
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in OptimiseBatch")
-            abort(context, error_report)
-        finally:
-            if code is grpc.StatusCode.OK and not context.is_active():
-                code = grpc.StatusCode.CANCELLED
-            self._log("OptimiseBatch", request, code, started)
 
     def OptimiseStream(  # noqa: N802
         self,
         request_iterator: Iterator[service_pb2.OptimiseStreamRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[service_pb2.OptimiseStreamResponse]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
         header = service_pb2.OptimiseBatchRequest()  # filled from the first message, for the log
-        try:
+        with self._served("OptimiseStream", header, context, grpc.StatusCode.CANCELLED) as started:
             yield from self._optimise_stream(request_iterator, context, header, started)
-        except Exception as error:
-            error_report = report(error)
-            code = error_report.code
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in OptimiseStream")
-            abort(context, error_report)
-        finally:
-            if code is grpc.StatusCode.OK and not context.is_active():
-                code = grpc.StatusCode.CANCELLED
-            self._log("OptimiseStream", header, code, started)
 
     def _optimise_stream(
         self,

@@ -63,10 +63,6 @@ class Capabilities:
             return f"cannot solve mixed-integer programs ({needs})"
         return None
 
-    def accepts(self, problem: Problem) -> bool:
-        """Whether a backend with these capabilities can solve ``problem``."""
-        return self.refusal(problem) is None
-
 
 def needs_mip(problem: Problem) -> str | None:
     """What makes ``problem`` a mixed-integer program, or None when it is a linear one."""

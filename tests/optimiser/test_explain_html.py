@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from tests.conftest import CASE_FILES
 from tests.optimiser.books import random_book
-from tests.optimiser.test_reports import CHROMIUM, _Collector, _png_pixels
+from tests.optimiser.test_reports import CHROMIUM, _chromium, _Collector, _png_pixels
 from xmargin.optimiser import Book, OptimisationResult, load_case, optimise
 from xmargin.optimiser.explain import explain_result
 from xmargin.optimiser.explain_html import TAIL_COLOUR, explanation_html
@@ -96,24 +95,9 @@ def test_section_renders_in_headless_chromium(result: OptimisationResult, tmp_pa
         encoding="utf-8",
     )
     screenshot = tmp_path / "explain.png"
-    common = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    completed = subprocess.run(
-        [*common, "--window-size=1000,700", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    profile = tmp_path / "profile"
+    completed = _chromium(
+        profile, "--window-size=1000,700", f"--screenshot={screenshot}", page.as_uri()
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     pixels = _png_pixels(screenshot)
@@ -121,13 +105,7 @@ def test_section_renders_in_headless_chromium(result: OptimisationResult, tmp_pa
     assert np.all(np.abs(pixels - rgb) <= 3, axis=2).sum() > 100, "no tail bars on the screen"
     report = tmp_path / "report.html"
     report.write_text(savings_report_html(result), encoding="utf-8")
-    dom = subprocess.run(
-        [*common, "--dump-dom", report.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    dom = _chromium(profile, "--dump-dom", report.as_uri())
     assert dom.returncode == 0
     assert (
         dom.stdout.count('class="tail"') >= 2

@@ -28,9 +28,9 @@ from xmargin.optimiser import (
     load_case,
     optimise,
 )
-from xmargin.optimiser.optimise import make_backend
 from xmargin.optimiser.results import SolverStats
 from xmargin.optimiser.solvers.base import on_allowed_set
+from xmargin.optimiser.solvers.highs_backend import HighsBackend
 
 BACKENDS = ("highs", "cvxpy")
 AGREEMENT = 1e-6
@@ -203,7 +203,7 @@ def test_whole_lot_incumbent_that_meets_the_continuous_bound_is_optimal(
     problem = build_problem(
         random_book(seed, n_positions=n_positions, n_scenarios=120, integral=True)
     )
-    raw = make_backend("highs").solve(problem)
+    raw = HighsBackend().solve(problem)
     assert raw.message.startswith("incumbent meets the continuous bound")  # the branch ran
     fast, reference = (optimise(problem, backend=backend) for backend in BACKENDS)
     continuous = optimise(_with_options(problem, integral=False))

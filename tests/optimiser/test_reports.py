@@ -161,6 +161,25 @@ def test_write_reports_writes_each_requested_file(
     assert (tmp_path / "t.csv").read_text().startswith("transfer_id,")
 
 
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with ``args`` (a screenshot or a DOM dump of a page), its profile in
+    ``profile``, no GPU, sync or background networking."""
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def _png_pixels(path: Path) -> np.ndarray:
     """Decode an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes) to (h, w, 3)."""
     data = path.read_bytes()
@@ -215,24 +234,9 @@ def test_html_report_renders_in_headless_chromium(
     report = tmp_path / "report.html"
     report.write_text(savings_report_html(results[-1]), encoding="utf-8")
     screenshot = tmp_path / "report.png"
-    common = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    completed = subprocess.run(
-        [*common, "--window-size=1200,900", f"--screenshot={screenshot}", report.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    profile = tmp_path / "profile"
+    completed = _chromium(
+        profile, "--window-size=1200,900", f"--screenshot={screenshot}", report.as_uri()
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     pixels = _png_pixels(screenshot)
@@ -242,13 +246,7 @@ def test_html_report_renders_in_headless_chromium(
         rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
         matching = np.all(np.abs(pixels - rgb) <= 3, axis=2).sum()
         assert matching > 200, f"no {colour} bar in the screenshot"
-    dom = subprocess.run(
-        [*common, "--dump-dom", report.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    dom = _chromium(profile, "--dump-dom", report.as_uri())
     assert (
         dom.returncode == 0 and "<svg" in dom.stdout and "Where the margin comes from" in dom.stdout
     )

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CASE_FILES
 from xmargin.clients import convert
-from xmargin.clients.v1 import service_pb2, service_pb2_grpc
+from xmargin.clients.v1 import book_pb2, service_pb2, service_pb2_grpc
 from xmargin.server import Limits, RunningServer, ServerConfig, build_server
 
 TOKEN = "test-token-not-a-secret"
@@ -94,6 +94,35 @@ def token_server() -> Iterator[RunningServer]:
 
 def optimise_request(case: dict[str, Any], **options: Any) -> service_pb2.OptimiseRequest:
     return convert.optimise_request(case, convert.run_context(case), **options)
+
+
+def what_if_request(case: dict[str, Any], **fields: Any) -> service_pb2.WhatIfRequest:
+    """A WhatIf request on ``case``'s account, scenarios, models and program, with ``fields``
+    (the trades to add, positions to exclude, ...)."""
+    full = optimise_request(case)
+    return service_pb2.WhatIfRequest(
+        run=full.run,
+        account=full.account,
+        scenario_set=full.scenario_set,
+        models=full.models,
+        program=full.program,
+        **fields,
+    )
+
+
+def batch_of(
+    shared: service_pb2.OptimiseRequest, accounts: Iterable[book_pb2.AccountBook] = ()
+) -> service_pb2.OptimiseBatchRequest:
+    """A batch of ``accounts`` under the run, scenario set, models, program and options of
+    ``shared`` (without accounts: an OptimiseStream's header)."""
+    return service_pb2.OptimiseBatchRequest(
+        run=shared.run,
+        accounts=list(accounts),
+        scenario_set=shared.scenario_set,
+        models=shared.models,
+        program=shared.program,
+        options=shared.options,
+    )
 
 
 def rich_error(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:

@@ -5,13 +5,14 @@ stops its running solve."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from tests.server.harness import start
+from tests.server.harness import batch_of, start
 from xmargin.bench.load import hard_request
 from xmargin.clients.v1 import explain_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -57,19 +58,19 @@ def test_a_full_server_refuses_explain_and_unparsable_bytes_still_get_invalid_ar
 
 
 def _stream(request: service_pb2.OptimiseRequest) -> Iterator[service_pb2.OptimiseStreamRequest]:
-    header = service_pb2.OptimiseBatchRequest(
-        run=request.run,
-        scenario_set=request.scenario_set,
-        models=request.models,
-        program=request.program,
-        options=request.options,
-    )
-    yield service_pb2.OptimiseStreamRequest(batch=header)
+    yield service_pb2.OptimiseStreamRequest(batch=batch_of(request))
     yield service_pb2.OptimiseStreamRequest(account=request.account)
     time.sleep(60)  # keep the request side open: the client cancels first
 
 
-def test_a_cancelled_stream_stops_its_running_solve() -> None:
+def _logged(caplog: pytest.LogCaptureFixture, method: str) -> list[str]:
+    """The statuses of the server's log lines of ``method``."""
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "xmargin.server"]
+    return [line["status"] for line in lines if line.get("method") == method]
+
+
+def test_a_cancelled_stream_stops_its_running_solve(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="xmargin.server")
     running = start(workers=1, max_queue=0)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -80,5 +81,7 @@ def test_a_cancelled_stream_stops_its_running_solve() -> None:
             cancelled = time.monotonic()
             assert _wait(lambda: running.pool.available() == 1, 5), "the solve kept running"
             assert time.monotonic() - cancelled < 3.0
+            assert _wait(lambda: _logged(caplog, "OptimiseStream"), 5), "no log line"
+            assert _logged(caplog, "OptimiseStream") == ["CANCELLED"]
     finally:
         running.stop(0)

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from tests.conftest import assert_tree_close
-from tests.server.harness import optimise_request, start
+from tests.server.harness import batch_of, optimise_request, start
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -34,14 +34,7 @@ def batch_request(
         broken.customer.id = "CUST-broken"
         broken.positions[1].lot = -1.0
         accounts.insert(broken_at, broken)
-    return service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        accounts=accounts,
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    return batch_of(shared, accounts)
 
 
 def comparable(message: service_pb2.OptimiseBatchResponse) -> dict[str, Any]:
@@ -200,14 +193,7 @@ def test_a_cancelled_process_pool_batch_kills_the_accounts_it_was_solving(
     accounts = [convert.account_book(case) for _ in range(2)]
     for k, account in enumerate(accounts):
         account.customer.id = f"CUST-{k}"
-    request = service_pb2.OptimiseBatchRequest(
-        run=hard.run,
-        accounts=accounts,
-        scenario_set=hard.scenario_set,
-        models=hard.models,
-        program=hard.program,
-        options=hard.options,
-    )
+    request = batch_of(hard, accounts)
     running = start(workers=2, max_queue=0, batch_engine="local")  # a pool of two processes
     made: list[Any] = []
     make = running.servicer.engines.make

@@ -18,9 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import CASE_FILES
-from tests.server.harness import optimise_request
+from tests.server.harness import batch_of, optimise_request
 from xmargin.clients import convert
-from xmargin.clients.v1 import service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server.cli import build_parser
 
@@ -100,14 +99,7 @@ def test_sigterm_finishes_the_calls_in_flight(served: ServerProcess) -> None:
     accounts = [convert.account_book(case) for _ in range(5) for case in cases]
     for copy, account in enumerate(accounts):  # one account per customer in a batch
         account.customer.id = f"{account.customer.id}-{copy}"
-    batch = service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        accounts=accounts,
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    batch = batch_of(shared, accounts)
     statuses: list[int] = []
     with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import close
-from tests.server.harness import optimise_request
+from tests.server.harness import batch_of, optimise_request, what_if_request
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -163,18 +163,6 @@ def test_check_eligibility_gives_the_expected_flags_and_reasons(
     assert "effective" in response.rulebook
 
 
-def _what_if_request(case: dict[str, Any], **fields: Any) -> service_pb2.WhatIfRequest:
-    full = optimise_request(case)
-    return service_pb2.WhatIfRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-        **fields,
-    )
-
-
 def _library_total(case: dict[str, Any]) -> float:
     problem = build_problem(parse_case(case))
     return evaluate(problem, problem.current_xm).total
@@ -186,7 +174,7 @@ def test_what_if_excluding_and_adding_matches_the_library(
     case = cases["02-butterfly-2s5s10s"]
     future = next(p for p in case["positions"] if p["instrument"] == "FVZ6")
     excluded = "TNZ6"
-    request = _what_if_request(
+    request = what_if_request(
         case,
         add_trades=[book_pb2.Position(instrument="FVZ6", quantity=-500)],
         exclude_positions=[excluded],
@@ -219,7 +207,7 @@ def test_what_if_with_a_new_ineligible_instrument_stays_standalone(
         "contract": "TY",
         "pnl": [0.001 * (i % 7 - 3) for i in range(len(case["scenarios"]["ids"]))],
     }
-    request = _what_if_request(
+    request = what_if_request(
         case,
         add_instruments=[convert.instrument_message(option)],
         add_trades=[book_pb2.Position(instrument="OZNZ6C112", quantity=100)],
@@ -272,15 +260,7 @@ def test_register_scenario_set_then_optimise_by_reference(
 def _batch_request(
     cases: dict[str, dict[str, Any]], accounts: list[book_pb2.AccountBook]
 ) -> service_pb2.OptimiseBatchRequest:
-    shared = optimise_request(cases["01-basis-trade-10y"])
-    return service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        accounts=accounts,
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    return batch_of(optimise_request(cases["01-basis-trade-10y"]), accounts)
 
 
 def test_optimise_batch_streams_every_account_and_reports_failures_per_account(
@@ -349,6 +329,25 @@ def test_every_request_is_logged_as_one_json_line(
     assert lines[0]["method"] == "Optimise"
     assert lines[0]["status"] == "OK"
     assert lines[0]["duration_ms"] > 0
+
+
+def test_a_refused_stream_is_logged_with_its_status(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    request = _batch_request(cases, [convert.account_book(cases["01-basis-trade-10y"])])
+    request.models.cme.confidence = 1.5
+    request.run.request_id = "log-line-refused-batch"
+    caplog.set_level("INFO", logger="xmargin.server")
+    with pytest.raises(grpc.RpcError):
+        list(stub.OptimiseBatch(request, timeout=30))
+    lines = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "xmargin.server" and "log-line-refused-batch" in r.getMessage()
+    ]
+    assert [(line["method"], line["status"]) for line in lines] == [
+        ("OptimiseBatch", "INVALID_ARGUMENT")
+    ]
 
 
 def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Channel) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.server.harness import TOKEN, optimise_request, start
+from tests.server.harness import TOKEN, batch_of, optimise_request, start
 from xmargin.clients import convert
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -22,14 +22,7 @@ from xmargin.server import RunningServer
 
 
 def _header(case: dict[str, Any]) -> service_pb2.OptimiseBatchRequest:
-    shared = optimise_request(case)
-    return service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    return batch_of(optimise_request(case))
 
 
 def _messages(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.harness import optimise_request
+from tests.server.harness import what_if_request
 from tests.server.test_errors import call_error, violations
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -19,18 +19,6 @@ from xmargin.optimiser.what_if import Placement, place_trade, what_if
 
 CASH = "91282CKZ3"  # case 01's cash leg: 500mm, all of it in XM
 FUTURE = "TYZ6"  # case 01's futures leg: -4,600, standalone
-
-
-def _request(case: dict[str, Any], **fields: Any) -> service_pb2.WhatIfRequest:
-    full = optimise_request(case)
-    return service_pb2.WhatIfRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-        **fields,
-    )
 
 
 def _cli(
@@ -110,7 +98,7 @@ def test_cli_and_grpc_give_the_same_figures(
     assert code == cli.EXIT_OK, err
     local = json.loads(out)
     served = stub.WhatIf(
-        _request(
+        what_if_request(
             case,
             add_trades=[book_pb2.Position(instrument=i, quantity=q) for i, q in trades],
             exclude_positions=exclude,
@@ -156,7 +144,7 @@ def test_cli_and_grpc_refuse_the_same_trades(
         argv += ["--exclude", instrument]
     code, _, err = _cli(capsys, tmp_path, case, *argv)
     assert code == cli.EXIT_BAD_INPUT and cli_field in err, err
-    request = _request(
+    request = what_if_request(
         case,
         add_trades=[book_pb2.Position(instrument=i, quantity=q) for i, q in trades],
         exclude_positions=exclude,
