@@ -91,11 +91,20 @@ def bookable_transfers(result: OptimisationResult, round_lots: bool = False) -> 
     fractional = [t for t in result.transfers if not _is_bookable(result, t)]
     if fractional and not round_lots:
         names = ", ".join(f"{t.instrument} ({t.lots:.6g} lots)" for t in fractional[:5])
+        if result.problem.options.integral:  # whole lots: the current XM quantity is off them
+            why = (
+                "the answer is in whole lots but the current XM quantity is not, so reaching it "
+                "takes a fractional transfer. Ask to round them (--round-lots, round_lots=True)"
+            )
+        else:
+            why = (
+                "this is the continuous relaxation. Solve with whole lots (the default; drop "
+                "--continuous / integral=False), or ask to round them (--round-lots, "
+                "round_lots=True)"
+            )
         raise FractionalLotsError(
             f"{len(fractional)} transfer(s) are not whole lots: {names}"
-            f"{', ...' if len(fractional) > 5 else ''}; this is the continuous relaxation. "
-            "Solve with whole lots (the default; drop --continuous / integral=False), or "
-            "ask to round them (--round-lots, round_lots=True)"
+            f"{', ...' if len(fractional) > 5 else ''}; {why}"
         )
     problem = result.problem
     out: list[Transfer] = []
@@ -128,10 +137,19 @@ def rounding_warnings(result: OptimisationResult) -> list[str]:
     rounded = [t for t in result.transfers if not _is_bookable(result, t)]
     if not rounded:
         return []
+    if result.problem.options.integral:
+        why = (
+            "the current XM quantity is off the lot grid; the reported margins are the whole-lot "
+            "answer's, not the rounded allocation's"
+        )
+    else:
+        why = (
+            "the reported margins are the continuous relaxation's, not the rounded allocation's "
+            "(solve with whole lots for bookable figures)"
+        )
     return [
         f"{len(rounded)} of {len(result.transfers)} transfers rounded to whole lots in the "
-        "transfer files; the reported margins are the continuous relaxation's, not the rounded "
-        "allocation's (solve with whole lots for bookable figures)"
+        f"transfer files; {why}"
     ]
 
 

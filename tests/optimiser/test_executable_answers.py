@@ -39,7 +39,7 @@ from xmargin.optimiser.reports import (
     transfers_csv,
     transfers_fixml,
 )
-from xmargin.optimiser.results import all_eligible_allocation
+from xmargin.optimiser.results import all_eligible_allocation, transfers_between
 from xmargin.optimiser.sample import generate_book
 from xmargin.optimiser.solvers.base import Capabilities, RawSolution, lot_grid, on_allowed_set
 from xmargin.optimiser.solvers.local_search import allowed_candidates, exact_objective
@@ -370,3 +370,26 @@ def test_wire_options_default_to_whole_lots() -> None:
     assert options_case(book_pb2.SolveOptions(continuous=True))["integral"] is False
     assert options_message({}).continuous is False
     assert options_message({"integral": False}).continuous is True
+
+
+def test_transfer_files_name_an_off_lot_current_quantity_for_a_whole_lot_answer() -> None:
+    """A whole-lot answer reached from a current XM quantity off the lot grid needs a fractional
+    transfer: the transfer file refuses it and says why (not "the continuous relaxation")."""
+    case = json.loads(CASE_FILES[0].read_text())
+    case.pop("expected", None)
+    bond = case["positions"][0]
+    bond["quantity"], bond["xm_quantity"] = 500_500_000, 300_500_000  # 300.5 lots in XM
+    case["options"] = {"integral": True}
+    result = optimise(parse_case(case))
+    problem = result.problem
+    allocation = result.allocation.copy()
+    allocation[0] = 400_000_000.0  # whole lots, neither account emptied: 99.5 lots to move
+    moved = dataclasses.replace(
+        result,
+        allocation=allocation,
+        transfers=transfers_between(problem, problem.current_xm, allocation),
+    )
+    with pytest.raises(FractionalLotsError, match="current XM quantity is not"):
+        transfers_csv(moved)
+    assert all(t.lots == round(t.lots) for t in bookable_transfers(moved, round_lots=True))
+    assert "off the lot grid" in rounding_warnings(moved)[0]
