@@ -370,12 +370,11 @@ def _order_statistic_slopes(
         np.concatenate(([True], ordered[: stop - 1] - ordered[1:stop] > tolerance))
     )
     bounds = np.append(starts, stop)
-    slopes = np.zeros(problem.n_positions)
+    ranked = _unit_loss_slopes(problem, rows[order[:stop]])  # (stop, n): rank r's slopes
     for start, end in itertools.pairwise(bounds):
-        weights = sorted_weights[start:end]
-        group = _unit_loss_slopes(problem, rows[order[start:end]])
-        slopes += weights @ -np.sort(-group, axis=0)
-    return slopes
+        if end - start > 1:  # tied losses: the fastest-growing take the larger weights
+            ranked[start:end] = -np.sort(-ranked[start:end], axis=0)
+    return sorted_weights[:stop] @ ranked
 
 
 def model_slopes(
