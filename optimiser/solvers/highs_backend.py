@@ -503,6 +503,18 @@ class _CuttingPlaneModel:
                 self.tail_rows.append((t, len(rows.lower)))
                 rows.add([theta, t], [1.0, -1.0], 0.0, INF)
                 self.candidates.append(np.zeros(0, dtype=np.int64))
+        if self.active_set:
+            # Per term, for its tail rows in one block (_add_tail_rows): its exposure columns,
+            # and over every P&L-vector position its coefficient sign * size / unit and its
+            # held quantity c (both 0 off the term's portfolio).
+            pnl_columns = problem.pnl_columns
+            self.term_exposure = np.stack([term.exposure_columns for term in self.terms])
+            inside = np.stack([term.portfolio.members[pnl_columns] for term in self.terms])
+            signs = np.array([[term.portfolio.sign] for term in self.terms])
+            self.term_pnl_scale = inside * (signs * self.size[pnl_columns] / unit)
+            self.term_pnl_held = (
+                np.stack([term.portfolio.constant[pnl_columns] for term in self.terms]) * inside
+            )
 
         # Objective: standalone margins + XM margin (+ transfer cost). With the reduction the
         # XM margin is z >= C_F, C_C, (1 - cap)(S_F + S_C); without it, S_F + S_C.
@@ -798,16 +810,21 @@ class _CuttingPlaneModel:
             tail_row.astype(np.int32),
             weight,
         )
+        # Row s of term j: u_s + t_j + shock_s . E_j + sum_i pnl_s,i sign_j size_i / unit u_i
+        # >= -pnl_s . c_j / unit, one block for every term (P&L entries off the portfolio are 0).
+        term_of = np.concatenate([np.full(new.size, j) for j, new in new_of.items()])
+        scenario = np.concatenate(list(new_of.values()))
+        t = np.array([t for t, _ in self.tail_rows])[term_of]
+        index = [np.arange(first, first + count)[:, None], t[:, None], self.term_exposure[term_of]]
+        value = [np.ones((count, 2)), problem.shocks[scenario]]
+        lower = np.zeros(count)
+        if problem.pnl_columns.size:
+            pnl = problem.pnl_vectors[scenario]
+            index.append(np.broadcast_to(self.lots[problem.pnl_columns], pnl.shape))
+            value.append(pnl * self.term_pnl_scale[term_of])
+            lower = -np.einsum("sm,sm->s", pnl, self.term_pnl_held[term_of]) / self.margin_unit
         rows = _Rows()
-        for j, new in new_of.items():
-            term = self.terms[j]
-            u = np.arange(first, first + new.size)
-            first += new.size
-            epigraphs = np.column_stack((u, np.full(new.size, self.tail_rows[j][0])))
-            pnl = problem.pnl_vectors[new] if problem.pnl_columns.size else np.zeros((new.size, 0))
-            self._loss_rows(
-                rows, epigraphs, term.portfolio, term.exposure_columns, problem.shocks[new], pnl
-            )
+        rows.add_block(np.hstack(index), np.hstack(value), lower, np.full(count, INF))
         rows.push(highs)
         return count
 
