@@ -40,21 +40,33 @@ __all__ = [
     "expected_shortfall",
     "model_margin",
     "model_margins",
+    "tail_order",
     "tail_weights",
     "value_at_risk",
     "xm_margin",
 ]
 
 
-def tail_weights(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.float64]:
+def tail_order(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.intp]:
+    """Indices along the last axis of ``losses`` partitioned at f = floor(n_tail), largest loss
+    first: [..., :f] the f largest (in no order), [..., f] the (f+1)-th largest, L(f+1)."""
+    return np.argpartition(-losses, math.floor(n_tail), axis=-1)
+
+
+def tail_weights(
+    losses: npt.NDArray[np.float64],
+    n_tail: float,
+    order: npt.NDArray[np.intp] | None = None,
+) -> npt.NDArray[np.float64]:
     """Weights w >= 0 with sum 1 such that ES = w @ losses: 1/n_tail on the floor(n_tail)
     largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere.
 
-    ``losses`` is (N,) or (P, N), P portfolios, weights along the last axis."""
+    ``losses`` is (N,) or (P, N), P portfolios, weights along the last axis; ``order``: its
+    :func:`tail_order`, when the caller has it."""
     whole = math.floor(n_tail)
     rows = np.atleast_2d(losses)
     # order[:, whole] is the (whole+1)-th largest loss, order[:, :whole] the larger ones.
-    order = np.argpartition(-rows, whole, axis=1)
+    order = np.atleast_2d(tail_order(rows, n_tail) if order is None else order)
     weights = np.zeros_like(rows)
     portfolios = np.arange(rows.shape[0])[:, None]
     weights[portfolios, order[:, :whole]] = 1.0 / n_tail
@@ -69,12 +81,17 @@ def expected_shortfall(losses: npt.NDArray[np.float64], n_tail: float) -> float:
 
 
 def value_at_risk(
-    losses: npt.NDArray[np.float64], n_tail: float
+    losses: npt.NDArray[np.float64],
+    n_tail: float,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> float | npt.NDArray[np.float64]:
     """VaR = L(floor(n_tail) + 1), the largest loss left once the n_tail worst are dropped
-    (along the last axis for (P, N) losses)."""
+    (along the last axis for (P, N) losses); ``order``: its :func:`tail_order`, if known."""
     whole = math.floor(n_tail)
-    var = -np.partition(-losses, whole, axis=-1)[..., whole]
+    if order is None:
+        var = -np.partition(-losses, whole, axis=-1)[..., whole]
+    else:
+        var = np.take_along_axis(losses, order[..., whole : whole + 1], axis=-1)[..., 0]
     return float(var) if np.ndim(var) == 0 else var
 
 
@@ -98,9 +115,10 @@ def model_margins(
     ``losses`` (P, S) over the whole scenario set, ``exposures`` (P, K) net factor exposure."""
     model = window.model
     in_window = losses[:, window.window]
-    weights = tail_weights(in_window, window.n_tail)
+    order = tail_order(in_window, window.n_tail)  # one partial sort for ES and VaR
+    weights = tail_weights(in_window, window.n_tail, order)
     es = np.einsum("ps,ps->p", weights, in_window)
-    var = np.asarray(value_at_risk(in_window, window.n_tail)).reshape(-1)
+    var = np.asarray(value_at_risk(in_window, window.n_tail, order)).reshape(-1)
     stress = np.zeros(losses.shape[0])
     if window.stress_rows.size:
         stress = losses[:, window.stress_rows].max(axis=1)
