@@ -376,14 +376,15 @@ def _order_statistic_slopes(
     of scenarios ``rows``, sorted largest first; weights non-increasing, as for ES, or one rank,
     as for VaR). Within a group of tied losses the weights go to the scenarios whose loss grows
     fastest, the ordering one more unit would produce."""
-    order = np.argsort(-losses, kind="stable")
-    ordered = losses[order]
-    tolerance = 1e-9 * max(1.0, float(np.abs(ordered).max()))
-    # Only the ranks that carry weight matter, and the losses tied with the last of them.
+    tolerance = 1e-9 * max(1.0, float(np.abs(losses).max()))
+    # Only the ranks that carry weight matter, and the losses tied with the last of them: the
+    # losses within tolerance below the last weighted rank's, sorted (stable) largest first.
     last = int(np.flatnonzero(sorted_weights)[-1])
-    stop = last + 1
-    while stop < ordered.size and ordered[last] - ordered[stop] <= tolerance:
-        stop += 1
+    last_loss = -np.partition(-losses, last)[last]
+    top = np.flatnonzero(last_loss - losses <= tolerance)
+    order = top[np.argsort(-losses[top], kind="stable")]
+    ordered = losses[order]
+    stop = order.size
     starts = np.flatnonzero(
         np.concatenate(([True], ordered[: stop - 1] - ordered[1:stop] > tolerance))
     )
