@@ -397,19 +397,24 @@ def _order_statistic_slopes(
 
 
 def model_slopes(
-    problem: Problem, window: ModelWindow, quantities: PositionVector
+    problem: Problem,
+    window: ModelWindow,
+    quantities: PositionVector,
+    figures: ModelFigures | None = None,
 ) -> PositionVector:
     """Forward derivative of M in each position's quantity: (M(v + t e_i) - M(v)) / t, t -> 0+.
 
     dL_s/dv_i = -p_i[s]; one-sided derivatives add over sums, take the largest active piece of
     a max and the smallest of a min. Risk: the tail (ES) or VaR weights on the sorted losses;
     stress: the worst stress scenario; add-ons: rate_k * sign(E_k) * d_i[k] where |E_k| > thr_k;
-    0 where the floor at zero binds.
+    0 where the floor at zero binds. ``figures``: the model's figures at ``quantities``, when
+    the caller has evaluated them.
     """
     model = window.model
     losses = problem.losses(quantities)
     exposure = problem.exposure.T @ quantities
-    figures = model_margin(window, losses, exposure)
+    if figures is None:
+        figures = model_margin(window, losses, exposure)
     rows = np.arange(losses.size)[window.window]
     whole = math.floor(window.n_tail)
     sorted_weights = np.zeros(rows.size)
@@ -455,24 +460,22 @@ def marginal_margins(problem: Problem, state: State) -> tuple[PositionVector, Po
     of a max is the largest of its active pieces' and of a min the smallest.
     """
     held = account_quantities(problem, state.xm_quantity)
-    ficc, cme = problem.models[Ccp.FICC], problem.models[Ccp.CME]
+    windows = {ccp: problem.models[ccp] for ccp in Ccp}
+
+    def slopes(name: str) -> PositionVector:
+        """Slopes of the figure ``name`` (margin.FIGURES) at the state's allocation."""
+        _, ccp, account = next(figure for figure in FIGURES if figure[0] == name)
+        return model_slopes(problem, windows[ccp], held[account], state.models[name])
+
     is_ficc = problem.is_ficc
-    in_standalone = np.where(
-        is_ficc,
-        model_slopes(problem, ficc, held["ficc_standalone"]),
-        model_slopes(problem, cme, held["cme_standalone"]),
-    )
-    leg_sum = np.where(
-        is_ficc,
-        model_slopes(problem, ficc, held["xm_ficc_only"]),
-        model_slopes(problem, cme, held["xm_cme_only"]),
-    )
+    in_standalone = np.where(is_ficc, slopes("ficc_standalone"), slopes("cme_standalone"))
+    leg_sum = np.where(is_ficc, slopes("S_F"), slopes("S_C"))
     xm = state.xm
     cap = problem.savings_cap
     standalone_sum = xm.S_F + xm.S_C
     pieces = [
-        (xm.C_F, lambda: model_slopes(problem, ficc, held["xm"])),
-        (xm.C_C, lambda: model_slopes(problem, cme, held["xm"])),
+        (xm.C_F, lambda: slopes("C_F")),
+        (xm.C_C, lambda: slopes("C_C")),
         ((1.0 - cap) * standalone_sum, lambda: (1.0 - cap) * leg_sum),
     ]
     largest = max(value for value, _ in pieces)
