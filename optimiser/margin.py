@@ -40,21 +40,33 @@ __all__ = [
     "expected_shortfall",
     "model_margin",
     "model_margins",
+    "tail_order",
     "tail_weights",
     "value_at_risk",
     "xm_margin",
 ]
 
 
-def tail_weights(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.float64]:
+def tail_order(losses: npt.NDArray[np.float64], n_tail: float) -> npt.NDArray[np.intp]:
+    """Indices along the last axis of ``losses`` partitioned at f = floor(n_tail), largest loss
+    first: [..., :f] the f largest (in no order), [..., f] the (f+1)-th largest, L(f+1)."""
+    return np.argpartition(-losses, math.floor(n_tail), axis=-1)
+
+
+def tail_weights(
+    losses: npt.NDArray[np.float64],
+    n_tail: float,
+    order: npt.NDArray[np.intp] | None = None,
+) -> npt.NDArray[np.float64]:
     """Weights w >= 0 with sum 1 such that ES = w @ losses: 1/n_tail on the floor(n_tail)
     largest losses, (n_tail - floor)/n_tail on the next one, 0 elsewhere.
 
-    ``losses`` is (N,) or (P, N), P portfolios, weights along the last axis."""
+    ``losses`` is (N,) or (P, N), P portfolios, weights along the last axis; ``order``: its
+    :func:`tail_order`, when the caller has it."""
     whole = math.floor(n_tail)
     rows = np.atleast_2d(losses)
     # order[:, whole] is the (whole+1)-th largest loss, order[:, :whole] the larger ones.
-    order = np.argpartition(-rows, whole, axis=1)
+    order = np.atleast_2d(tail_order(rows, n_tail) if order is None else order)
     weights = np.zeros_like(rows)
     portfolios = np.arange(rows.shape[0])[:, None]
     weights[portfolios, order[:, :whole]] = 1.0 / n_tail
@@ -69,12 +81,17 @@ def expected_shortfall(losses: npt.NDArray[np.float64], n_tail: float) -> float:
 
 
 def value_at_risk(
-    losses: npt.NDArray[np.float64], n_tail: float
+    losses: npt.NDArray[np.float64],
+    n_tail: float,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> float | npt.NDArray[np.float64]:
     """VaR = L(floor(n_tail) + 1), the largest loss left once the n_tail worst are dropped
-    (along the last axis for (P, N) losses)."""
+    (along the last axis for (P, N) losses); ``order``: its :func:`tail_order`, if known."""
     whole = math.floor(n_tail)
-    var = -np.partition(-losses, whole, axis=-1)[..., whole]
+    if order is None:
+        var = -np.partition(-losses, whole, axis=-1)[..., whole]
+    else:
+        var = np.take_along_axis(losses, order[..., whole : whole + 1], axis=-1)[..., 0]
     return float(var) if np.ndim(var) == 0 else var
 
 
@@ -98,9 +115,10 @@ def model_margins(
     ``losses`` (P, S) over the whole scenario set, ``exposures`` (P, K) net factor exposure."""
     model = window.model
     in_window = losses[:, window.window]
-    weights = tail_weights(in_window, window.n_tail)
+    order = tail_order(in_window, window.n_tail)  # one partial sort for ES and VaR
+    weights = tail_weights(in_window, window.n_tail, order)
     es = np.einsum("ps,ps->p", weights, in_window)
-    var = np.asarray(value_at_risk(in_window, window.n_tail)).reshape(-1)
+    var = np.asarray(value_at_risk(in_window, window.n_tail, order)).reshape(-1)
     stress = np.zeros(losses.shape[0])
     if window.stress_rows.size:
         stress = losses[:, window.stress_rows].max(axis=1)
@@ -358,40 +376,45 @@ def _order_statistic_slopes(
     of scenarios ``rows``, sorted largest first; weights non-increasing, as for ES, or one rank,
     as for VaR). Within a group of tied losses the weights go to the scenarios whose loss grows
     fastest, the ordering one more unit would produce."""
-    order = np.argsort(-losses, kind="stable")
-    ordered = losses[order]
-    tolerance = 1e-9 * max(1.0, float(np.abs(ordered).max()))
-    # Only the ranks that carry weight matter, and the losses tied with the last of them.
+    tolerance = 1e-9 * max(1.0, float(np.abs(losses).max()))
+    # Only the ranks that carry weight matter, and the losses tied with the last of them: the
+    # losses within tolerance below the last weighted rank's, sorted (stable) largest first.
     last = int(np.flatnonzero(sorted_weights)[-1])
-    stop = last + 1
-    while stop < ordered.size and ordered[last] - ordered[stop] <= tolerance:
-        stop += 1
+    last_loss = -np.partition(-losses, last)[last]
+    top = np.flatnonzero(last_loss - losses <= tolerance)
+    order = top[np.argsort(-losses[top], kind="stable")]
+    ordered = losses[order]
+    stop = order.size
     starts = np.flatnonzero(
         np.concatenate(([True], ordered[: stop - 1] - ordered[1:stop] > tolerance))
     )
     bounds = np.append(starts, stop)
-    slopes = np.zeros(problem.n_positions)
+    ranked = _unit_loss_slopes(problem, rows[order[:stop]])  # (stop, n): rank r's slopes
     for start, end in itertools.pairwise(bounds):
-        weights = sorted_weights[start:end]
-        group = _unit_loss_slopes(problem, rows[order[start:end]])
-        slopes += weights @ -np.sort(-group, axis=0)
-    return slopes
+        if end - start > 1:  # tied losses: the fastest-growing take the larger weights
+            ranked[start:end] = -np.sort(-ranked[start:end], axis=0)
+    return sorted_weights[:stop] @ ranked
 
 
 def model_slopes(
-    problem: Problem, window: ModelWindow, quantities: PositionVector
+    problem: Problem,
+    window: ModelWindow,
+    quantities: PositionVector,
+    figures: ModelFigures | None = None,
 ) -> PositionVector:
     """Forward derivative of M in each position's quantity: (M(v + t e_i) - M(v)) / t, t -> 0+.
 
     dL_s/dv_i = -p_i[s]; one-sided derivatives add over sums, take the largest active piece of
     a max and the smallest of a min. Risk: the tail (ES) or VaR weights on the sorted losses;
     stress: the worst stress scenario; add-ons: rate_k * sign(E_k) * d_i[k] where |E_k| > thr_k;
-    0 where the floor at zero binds.
+    0 where the floor at zero binds. ``figures``: the model's figures at ``quantities``, when
+    the caller has evaluated them.
     """
     model = window.model
     losses = problem.losses(quantities)
     exposure = problem.exposure.T @ quantities
-    figures = model_margin(window, losses, exposure)
+    if figures is None:
+        figures = model_margin(window, losses, exposure)
     rows = np.arange(losses.size)[window.window]
     whole = math.floor(window.n_tail)
     sorted_weights = np.zeros(rows.size)
@@ -437,24 +460,22 @@ def marginal_margins(problem: Problem, state: State) -> tuple[PositionVector, Po
     of a max is the largest of its active pieces' and of a min the smallest.
     """
     held = account_quantities(problem, state.xm_quantity)
-    ficc, cme = problem.models[Ccp.FICC], problem.models[Ccp.CME]
+    windows = {ccp: problem.models[ccp] for ccp in Ccp}
+
+    def slopes(name: str) -> PositionVector:
+        """Slopes of the figure ``name`` (margin.FIGURES) at the state's allocation."""
+        _, ccp, account = next(figure for figure in FIGURES if figure[0] == name)
+        return model_slopes(problem, windows[ccp], held[account], state.models[name])
+
     is_ficc = problem.is_ficc
-    in_standalone = np.where(
-        is_ficc,
-        model_slopes(problem, ficc, held["ficc_standalone"]),
-        model_slopes(problem, cme, held["cme_standalone"]),
-    )
-    leg_sum = np.where(
-        is_ficc,
-        model_slopes(problem, ficc, held["xm_ficc_only"]),
-        model_slopes(problem, cme, held["xm_cme_only"]),
-    )
+    in_standalone = np.where(is_ficc, slopes("ficc_standalone"), slopes("cme_standalone"))
+    leg_sum = np.where(is_ficc, slopes("S_F"), slopes("S_C"))
     xm = state.xm
     cap = problem.savings_cap
     standalone_sum = xm.S_F + xm.S_C
     pieces = [
-        (xm.C_F, lambda: model_slopes(problem, ficc, held["xm"])),
-        (xm.C_C, lambda: model_slopes(problem, cme, held["xm"])),
+        (xm.C_F, lambda: slopes("C_F")),
+        (xm.C_C, lambda: slopes("C_C")),
         ((1.0 - cap) * standalone_sum, lambda: (1.0 - cap) * leg_sum),
     ]
     largest = max(value for value, _ in pieces)

@@ -86,20 +86,27 @@ def transfers_between(
     A position whose XM quantity grows in size moves from its standalone account to XM; one
     that shrinks moves back. Quantities are reported unsigned, as the amount moved.
     """
+    change = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    moved = np.flatnonzero(np.abs(change) > 1e-9 * np.maximum(1.0, np.abs(problem.quantity)))
+    amount = np.abs(change[moved])
+    into_xm = change[moved] * problem.quantity[moved] > 0
     transfers = []
-    for i, instrument in enumerate(problem.position_ids):
-        change = after[i] - before[i]
-        if abs(change) <= 1e-9 * max(1.0, abs(problem.quantity[i])):
-            continue
-        standalone = Account.FICC_STANDALONE if problem.is_ficc[i] else Account.CME_STANDALONE
-        into_xm = change * problem.quantity[i] > 0
+    for i, size, lots, inward, ficc in zip(
+        moved.tolist(),
+        amount.tolist(),
+        (amount / problem.lot[moved]).tolist(),
+        into_xm.tolist(),
+        problem.is_ficc[moved].tolist(),
+        strict=True,
+    ):
+        standalone = Account.FICC_STANDALONE if ficc else Account.CME_STANDALONE
         transfers.append(
             Transfer(
-                instrument=instrument,
-                from_account=standalone if into_xm else Account.XM,
-                to_account=Account.XM if into_xm else standalone,
-                quantity=abs(float(change)),
-                lots=abs(float(change)) / float(problem.lot[i]),
+                instrument=problem.position_ids[i],
+                from_account=standalone if inward else Account.XM,
+                to_account=Account.XM if inward else standalone,
+                quantity=size,
+                lots=lots,
             )
         )
     return transfers
