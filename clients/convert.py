@@ -418,10 +418,20 @@ def margin_figures(message: result_pb2.MarginState) -> MarginFigures:
     )
 
 
+@functools.cache
+def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    """The enum's names by value, without ``prefix`` (the inverse of :func:`_enum_numbers`)."""
+    return {v.number: v.name.removeprefix(prefix) for v in enum.DESCRIPTOR.values}
+
+
+def _name(enum: Any, prefix: str, value: int) -> str:
+    """The name of ``value`` without ``prefix``; ValueError for a value the enum lacks."""
+    name = _enum_names(enum, prefix).get(value)
+    return str(enum.Name(value)) if name is None else name  # Name raises ValueError
+
+
 def _reasons(values: Sequence[common_pb2.EligibilityReason.ValueType]) -> tuple[str, ...]:
-    return tuple(
-        common_pb2.EligibilityReason.Name(v).removeprefix("ELIGIBILITY_REASON_") for v in values
-    )
+    return tuple([_name(common_pb2.EligibilityReason, "ELIGIBILITY_REASON_", v) for v in values])
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,15 +472,26 @@ class OptimiseAnswer:
 
 
 def _account_name(value: common_pb2.MarginAccount.ValueType) -> str:
-    return common_pb2.MarginAccount.Name(value).removeprefix("MARGIN_ACCOUNT_")
+    return _name(common_pb2.MarginAccount, "MARGIN_ACCOUNT_", value)
 
 
 def _status_name(value: result_pb2.SolveStatus.ValueType) -> str:
-    return result_pb2.SolveStatus.Name(value).removeprefix("SOLVE_STATUS_")
+    return _name(result_pb2.SolveStatus, "SOLVE_STATUS_", value)
 
 
 def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
-    ids = [a.instrument for a in message.allocation]
+    ids: list[str] = []
+    allocation: dict[str, float] = {}
+    current_allocation: dict[str, float] = {}
+    for a in message.allocation:  # one pass over each repeated field
+        ids.append(a.instrument)
+        allocation[a.instrument] = a.xm_quantity
+        current_allocation[a.instrument] = a.current_xm_quantity
+    eligible: dict[str, bool] = {}
+    reasons: dict[str, tuple[str, ...]] = {}
+    for e in message.eligibility:
+        eligible[e.instrument] = e.eligible
+        reasons[e.instrument] = _reasons(e.reasons)
     stats = message.solver_stats
     return OptimiseAnswer(
         name=message.name,
@@ -479,10 +500,10 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
         current=margin_figures(message.current),
         optimised=margin_figures(message.optimised),
         all_eligible=margin_figures(message.all_eligible),
-        allocation={a.instrument: a.xm_quantity for a in message.allocation},
-        current_allocation={a.instrument: a.current_xm_quantity for a in message.allocation},
-        eligible={e.instrument: e.eligible for e in message.eligibility},
-        reasons={e.instrument: _reasons(e.reasons) for e in message.eligibility},
+        allocation=allocation,
+        current_allocation=current_allocation,
+        eligible=eligible,
+        reasons=reasons,
         transfers=[
             TransferLine(
                 t.instrument,
