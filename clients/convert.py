@@ -418,20 +418,27 @@ def margin_figures(message: result_pb2.MarginState) -> MarginFigures:
     )
 
 
-@functools.cache
 def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
     """The enum's names by value, without ``prefix`` (the inverse of :func:`_enum_numbers`)."""
     return {v.number: v.name.removeprefix(prefix) for v in enum.DESCRIPTOR.values}
 
 
-def _name(enum: Any, prefix: str, value: int) -> str:
-    """The name of ``value`` without ``prefix``; ValueError for a value the enum lacks."""
-    name = _enum_names(enum, prefix).get(value)
+_REASONS = _enum_names(common_pb2.EligibilityReason, "ELIGIBILITY_REASON_")
+_ACCOUNTS = _enum_names(common_pb2.MarginAccount, "MARGIN_ACCOUNT_")
+_STATUSES = _enum_names(result_pb2.SolveStatus, "SOLVE_STATUS_")
+
+
+def _name(names: dict[int, str], enum: Any, value: int) -> str:
+    """``value``'s name from ``names`` (one of the tables above); ValueError for a value the
+    enum lacks, as ``enum.Name`` raises."""
+    name = names.get(value)
     return str(enum.Name(value)) if name is None else name  # Name raises ValueError
 
 
 def _reasons(values: Sequence[common_pb2.EligibilityReason.ValueType]) -> tuple[str, ...]:
-    return tuple([_name(common_pb2.EligibilityReason, "ELIGIBILITY_REASON_", v) for v in values])
+    if not values:
+        return ()
+    return tuple([_name(_REASONS, common_pb2.EligibilityReason, v) for v in values])
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,11 +479,11 @@ class OptimiseAnswer:
 
 
 def _account_name(value: common_pb2.MarginAccount.ValueType) -> str:
-    return _name(common_pb2.MarginAccount, "MARGIN_ACCOUNT_", value)
+    return _name(_ACCOUNTS, common_pb2.MarginAccount, value)
 
 
 def _status_name(value: result_pb2.SolveStatus.ValueType) -> str:
-    return _name(result_pb2.SolveStatus, "SOLVE_STATUS_", value)
+    return _name(_STATUSES, result_pb2.SolveStatus, value)
 
 
 def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
