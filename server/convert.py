@@ -549,7 +549,10 @@ def add_eligibility(out: Any, ids: Iterable[str], eligibility: Iterable[Any]) ->
     """As :func:`eligibility_to_proto`, each added in place to ``out`` (a repeated field)."""
     add = out.add
     for pid, e in zip(ids, eligibility, strict=True):
-        add(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
+        if e.reasons:
+            add(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
+        else:  # most positions: nothing to look up
+            add(instrument=pid, eligible=e.eligible)
 
 
 _STATUS = {
