@@ -33,6 +33,7 @@ from xmargin.clients import convert as client_convert
 from xmargin.optimiser.case_format import book_to_dict
 
 from .books import make_book
+from .call_overhead import run_call_overhead
 from .stats import percentile, summarise
 
 __all__ = [
@@ -267,6 +268,7 @@ def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
             client_convert.optimise_request(case, client_convert.run_context(case))
         ),
         "server_overhead_in_process": server_overhead(case, int(spec["calls"])),
+        "overhead_no_solve": run_call_overhead(positions, scenarios, int(spec["seed"]), 100),
         "optimum": None if answer is None else answer.optimised.total,
         "answer_status": None if answer is None else str(answer.status),
     }

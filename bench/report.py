@@ -317,6 +317,21 @@ def markdown(results: dict[str, Any]) -> str:
                 f"the server's own time per call (its log) median "
                 f"{seconds(grpc['server_side']['median'])}. Measured: {grpc['measured']}."
             )
+            overhead = grpc.get("overhead_no_solve")
+            if overhead:
+                wall, cpu = overhead["round_trip_wall"], overhead["round_trip_cpu"]
+                lines += [
+                    "",
+                    f"The call without its solve (`bench/call_overhead.py`: {overhead['measured']}"
+                    f"): **wall median {seconds(wall['median'])}, CPU median "
+                    f"{seconds(cpu['median'])}** per call over {overhead['calls']} calls; of it "
+                    "the client's own CPU medians: "
+                    + ", ".join(
+                        f"{name} {seconds(part['cpu']['median'])}"
+                        for name, part in overhead["client_parts"].items()
+                    )
+                    + ".",
+                ]
         else:
             lines.append(f"{grpc.get('status')}: {grpc.get('error', grpc.get('reason'))}")
         lines.append("")

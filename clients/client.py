@@ -221,7 +221,12 @@ class XmarginClient:
         data = convert.load_case_dict(case)
         merged = {**data, "options": {**data.get("options", {}), **options}} if options else data
         convert.check_case(merged, scenarios=scenario_set is None)
-        request = convert.optimise_request(data, self._run(data, run_number, request_id), **options)
+        request = convert.optimise_request(
+            data,
+            self._run(data, run_number, request_id),
+            scenarios=scenario_set is None,
+            **options,
+        )
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
         if warm_start is not None:
@@ -383,10 +388,10 @@ class XmarginClient:
             convert.check_allocation(allocation)
         request = service_pb2.ComputeMarginRequest(
             run=self._run(data, run_number, request_id),
-            account=convert.account_book(data),
             models=convert.models_message(data),
             program=convert.program_message(data),
         )
+        convert.account_book(data, request.account)  # built in place: no copy
         if allocation is not None:
             for position in request.account.positions:
                 position.xm_quantity = float(allocation.get(position.instrument, 0.0))
@@ -413,13 +418,13 @@ class XmarginClient:
         convert.check_trades(add_trades, add_instruments)
         request = service_pb2.WhatIfRequest(
             run=self._run(data, run_number, request_id),
-            account=convert.account_book(data),
             models=convert.models_message(data),
             program=convert.program_message(data),
             add_instruments=[convert.instrument_message(i) for i in add_instruments],
             add_trades=[convert.position_message(t) for t in add_trades],
             exclude_positions=list(exclude),
         )
+        convert.account_book(data, request.account)  # built in place: no copy
         self._scenarios(request, data, scenario_set)
         return convert.what_if_answer(self._call(self._stub.WhatIf, request, timeout))
 

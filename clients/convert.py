@@ -9,6 +9,7 @@ every violation by its case-format path. Nothing is coerced: ``"pinned": "false"
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -166,11 +167,19 @@ def run_context(
     )
 
 
+@functools.cache
+def _enum_numbers(enum: Any, prefix: str) -> dict[str, int]:
+    """The enum's non-zero values by their case-format name (``NOTE`` for INSTRUMENT_KIND_NOTE)."""
+    return {v.name.removeprefix(prefix): v.number for v in enum.DESCRIPTOR.values if v.number}
+
+
 def _enum(enum: Any, prefix: str, name: str | None, field: str = "") -> Any:
     """The proto enum value named ``prefix + name`` (0, unspecified, when ``name`` is absent);
     a name the enum does not have is an error, never 0."""
     if name is None:
         return 0
+    if isinstance(name, str) and (number := _enum_numbers(enum, prefix).get(name)) is not None:
+        return number  # the case-format spelling: one dict look-up
     value = enum.DESCRIPTOR.values_by_name.get(f"{prefix}{name}".upper())
     if not isinstance(name, str) or value is None:
         names = ", ".join(k.removeprefix(prefix) for k in enum.keys()[1:])
@@ -180,59 +189,79 @@ def _enum(enum: Any, prefix: str, name: str | None, field: str = "") -> Any:
     return int(value.number)
 
 
-def instrument_message(data: Mapping[str, Any]) -> book_pb2.Instrument:
-    message = book_pb2.Instrument(
-        id=str(data.get("id", "")),
-        ccp=_enum(common_pb2.Ccp, "CCP_", data.get("ccp"), "ccp"),
-        kind=_enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("kind"), "kind"),
-        contract=str(data.get("contract") or ""),
-        maturity=str(data.get("maturity") or ""),
-        collateral_maturity=str(data.get("collateral_maturity") or ""),
-        collateral_kind=_enum(
-            book_pb2.InstrumentKind, "INSTRUMENT_KIND_", data.get("collateral_kind")
-        ),
-    )
-    if data.get("coupon") is not None:
-        message.coupon = float(data["coupon"])
-    if data.get("sensitivities") is not None:
-        message.sensitivities.values.extend(data["sensitivities"])
-    elif data.get("pnl") is not None:
-        message.pnl.values.extend(data["pnl"])
+def instrument_message(
+    data: Mapping[str, Any], out: book_pb2.Instrument | None = None
+) -> book_pb2.Instrument:
+    """The instrument as its message; filled into ``out`` when given (a field of a bigger
+    message: no copy)."""
+    message = book_pb2.Instrument() if out is None else out
+    get = data.get
+    message.id = str(get("id", ""))
+    message.ccp = _enum(common_pb2.Ccp, "CCP_", get("ccp"), "ccp")
+    message.kind = _enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", get("kind"), "kind")
+    for name in ("contract", "maturity", "collateral_maturity"):
+        if value := get(name):
+            setattr(message, name, str(value))
+    if (collateral_kind := get("collateral_kind")) is not None:
+        message.collateral_kind = _enum(
+            book_pb2.InstrumentKind, "INSTRUMENT_KIND_", collateral_kind
+        )
+    if (coupon := get("coupon")) is not None:
+        message.coupon = float(coupon)
+    if (sensitivities := get("sensitivities")) is not None:
+        message.sensitivities.values.extend(sensitivities)
+    elif (pnl := get("pnl")) is not None:
+        message.pnl.values.extend(pnl)
     return message
 
 
-def position_message(data: Mapping[str, Any]) -> book_pb2.Position:
-    message = book_pb2.Position(
-        instrument=str(data.get("instrument", "")),
-        quantity=float(data.get("quantity", 0.0)),
-        xm_quantity=float(data.get("xm_quantity", 0.0)),
-        pinned=bool(data.get("pinned", False)),
-    )
-    if data.get("lot") is not None:
-        message.lot = float(data["lot"])
+def position_message(
+    data: Mapping[str, Any], out: book_pb2.Position | None = None
+) -> book_pb2.Position:
+    """The position as its message; filled into ``out`` when given."""
+    message = book_pb2.Position() if out is None else out
+    get = data.get
+    message.instrument = str(get("instrument", ""))
+    message.quantity = float(get("quantity", 0.0))
+    message.xm_quantity = float(get("xm_quantity", 0.0))
+    message.pinned = bool(get("pinned", False))
+    if (lot := get("lot")) is not None:
+        message.lot = float(lot)
     return message
 
 
-def account_book(case: Mapping[str, Any]) -> book_pb2.AccountBook:
-    """The account part of a case: member, customer, instruments, positions."""
+def account_book(
+    case: Mapping[str, Any], out: book_pb2.AccountBook | None = None
+) -> book_pb2.AccountBook:
+    """The account part of a case: member, customer, instruments, positions. Filled into
+    ``out`` when given (a request's ``account``): every instrument and position is built in
+    place, never copied (a copy of a 300-instrument book costs more than building it)."""
+    message = book_pb2.AccountBook() if out is None else out
     member = case.get("clearing_member", {})
     customer = case.get("customer", {})
-    return book_pb2.AccountBook(
-        name=str(case.get("name", "")),
-        clearing_member=book_pb2.ClearingMember(
+    message.name = str(case.get("name", ""))
+    message.clearing_member.CopyFrom(
+        book_pb2.ClearingMember(
             id=str(member.get("id", "")),
             bd_fcm=bool(member.get("bd_fcm", False)),
             cme_clearing_member=bool(member.get("cme_clearing_member", False)),
             ficc_netting_member=bool(member.get("ficc_netting_member", False)),
-        ),
-        customer=book_pb2.Customer(
+        )
+    )
+    message.customer.CopyFrom(
+        book_pb2.Customer(
             id=str(customer.get("id", "")),
             xm_enrolled=bool(customer.get("xm_enrolled", False)),
             ficc_account_type=str(customer.get("ficc_account_type", "")),
-        ),
-        instruments=[instrument_message(i) for i in case.get("instruments", [])],
-        positions=[position_message(p) for p in case.get("positions", [])],
+        )
     )
+    add_instrument = message.instruments.add
+    for instrument in case.get("instruments", []):
+        instrument_message(instrument, add_instrument())
+    add_position = message.positions.add
+    for position in case.get("positions", []):
+        position_message(position, add_position())
+    return message
 
 
 def scenario_set_message(
@@ -305,17 +334,25 @@ def options_message(options: Mapping[str, Any]) -> book_pb2.SolveOptions:
 
 
 def optimise_request(
-    case: Mapping[str, Any], run: common_pb2.RunContext, **option_overrides: Any
+    case: Mapping[str, Any],
+    run: common_pb2.RunContext,
+    *,
+    scenarios: bool = True,
+    **option_overrides: Any,
 ) -> service_pb2.OptimiseRequest:
+    """The Optimise request of ``case``; ``scenarios``: whether it carries the case's scenario
+    set (False: the caller refers to a registered set, so none is built)."""
     options = {**case.get("options", {}), **option_overrides}
-    return service_pb2.OptimiseRequest(
+    request = service_pb2.OptimiseRequest(
         run=run,
-        account=account_book(case),
-        scenario_set=case_scenario_set(case),
         models=models_message(case),
         program=program_message(case),
         options=options_message(options),
     )
+    account_book(case, request.account)
+    if scenarios:
+        request.scenario_set.CopyFrom(case_scenario_set(case))
+    return request
 
 
 # --- response -> plain data -------------------------------------------------------------------
@@ -381,10 +418,27 @@ def margin_figures(message: result_pb2.MarginState) -> MarginFigures:
     )
 
 
+def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    """The enum's names by value, without ``prefix`` (the inverse of :func:`_enum_numbers`)."""
+    return {v.number: v.name.removeprefix(prefix) for v in enum.DESCRIPTOR.values}
+
+
+_REASONS = _enum_names(common_pb2.EligibilityReason, "ELIGIBILITY_REASON_")
+_ACCOUNTS = _enum_names(common_pb2.MarginAccount, "MARGIN_ACCOUNT_")
+_STATUSES = _enum_names(result_pb2.SolveStatus, "SOLVE_STATUS_")
+
+
+def _name(names: dict[int, str], enum: Any, value: int) -> str:
+    """``value``'s name from ``names`` (one of the tables above); ValueError for a value the
+    enum lacks, as ``enum.Name`` raises."""
+    name = names.get(value)
+    return str(enum.Name(value)) if name is None else name  # Name raises ValueError
+
+
 def _reasons(values: Sequence[common_pb2.EligibilityReason.ValueType]) -> tuple[str, ...]:
-    return tuple(
-        common_pb2.EligibilityReason.Name(v).removeprefix("ELIGIBILITY_REASON_") for v in values
-    )
+    if not values:
+        return ()
+    return tuple([_name(_REASONS, common_pb2.EligibilityReason, v) for v in values])
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,15 +479,26 @@ class OptimiseAnswer:
 
 
 def _account_name(value: common_pb2.MarginAccount.ValueType) -> str:
-    return common_pb2.MarginAccount.Name(value).removeprefix("MARGIN_ACCOUNT_")
+    return _name(_ACCOUNTS, common_pb2.MarginAccount, value)
 
 
 def _status_name(value: result_pb2.SolveStatus.ValueType) -> str:
-    return result_pb2.SolveStatus.Name(value).removeprefix("SOLVE_STATUS_")
+    return _name(_STATUSES, result_pb2.SolveStatus, value)
 
 
 def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
-    ids = [a.instrument for a in message.allocation]
+    ids: list[str] = []
+    allocation: dict[str, float] = {}
+    current_allocation: dict[str, float] = {}
+    for a in message.allocation:  # one pass over each repeated field
+        ids.append(a.instrument)
+        allocation[a.instrument] = a.xm_quantity
+        current_allocation[a.instrument] = a.current_xm_quantity
+    eligible: dict[str, bool] = {}
+    reasons: dict[str, tuple[str, ...]] = {}
+    for e in message.eligibility:
+        eligible[e.instrument] = e.eligible
+        reasons[e.instrument] = _reasons(e.reasons)
     stats = message.solver_stats
     return OptimiseAnswer(
         name=message.name,
@@ -442,10 +507,10 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
         current=margin_figures(message.current),
         optimised=margin_figures(message.optimised),
         all_eligible=margin_figures(message.all_eligible),
-        allocation={a.instrument: a.xm_quantity for a in message.allocation},
-        current_allocation={a.instrument: a.current_xm_quantity for a in message.allocation},
-        eligible={e.instrument: e.eligible for e in message.eligibility},
-        reasons={e.instrument: _reasons(e.reasons) for e in message.eligibility},
+        allocation=allocation,
+        current_allocation=current_allocation,
+        eligible=eligible,
+        reasons=reasons,
         transfers=[
             TransferLine(
                 t.instrument,

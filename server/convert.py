@@ -49,6 +49,7 @@ __all__ = [
     "Limits",
     "RequestError",
     "ResolvedScenarios",
+    "add_eligibility",
     "attribution_to_proto",
     "book_case",
     "describe_violation",
@@ -531,15 +532,27 @@ def _reason(code: str) -> common_pb2.EligibilityReason.ValueType:
         return common_pb2.ELIGIBILITY_REASON_UNSPECIFIED
 
 
+def _reasons(eligibility: Any) -> list[common_pb2.EligibilityReason.ValueType]:
+    return [_reason(str(r)) for r in eligibility.reasons]
+
+
 def eligibility_to_proto(
     ids: Iterable[str], eligibility: Iterable[Any]
 ) -> list[result_pb2.PositionEligibility]:
     return [
-        result_pb2.PositionEligibility(
-            instrument=pid, eligible=e.eligible, reasons=[_reason(str(r)) for r in e.reasons]
-        )
+        result_pb2.PositionEligibility(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
         for pid, e in zip(ids, eligibility, strict=True)
     ]
+
+
+def add_eligibility(out: Any, ids: Iterable[str], eligibility: Iterable[Any]) -> None:
+    """As :func:`eligibility_to_proto`, each added in place to ``out`` (a repeated field)."""
+    add = out.add
+    for pid, e in zip(ids, eligibility, strict=True):
+        if e.reasons:
+            add(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
+        else:  # most positions: nothing to look up
+            add(instrument=pid, eligible=e.eligible)
 
 
 _STATUS = {
@@ -555,58 +568,61 @@ _ACCOUNT = {
 }
 
 
-def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
-    """The answer as its proto message; each array read into Python floats once."""
+def result_to_proto(
+    result: OptimisationResult, out: result_pb2.OptimiseResult | None = None
+) -> result_pb2.OptimiseResult:
+    """The answer as its proto message; each array read into Python floats once. Filled into
+    ``out`` when given (a response's ``result``): the per-position messages are built in
+    place, never copied."""
     problem = result.problem
     stats = result.stats
     ids = problem.position_ids
-    out = result_pb2.OptimiseResult(
-        name=problem.book.name,
-        status=_STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR),
-        baseline=state_to_proto(result.baseline),
-        current=state_to_proto(result.current),
-        optimised=state_to_proto(result.optimised),
-        all_eligible=state_to_proto(result.all_eligible),
-        allocation=[
-            result_pb2.PositionAllocation(
-                instrument=pid,
-                quantity=quantity,
-                current_xm_quantity=current,
-                xm_quantity=xm,
-                eligible=eligible,
-                movable=movable,
-            )
-            for pid, quantity, current, xm, eligible, movable in zip(
-                ids,
-                problem.quantity.tolist(),
-                problem.current_xm.tolist(),
-                np.asarray(result.allocation, dtype=np.float64).tolist(),
-                np.asarray(problem.eligible, dtype=bool).tolist(),
-                np.asarray(problem.movable, dtype=bool).tolist(),
-                strict=True,
-            )
-        ],
-        transfers=[
-            result_pb2.Transfer(
-                instrument=t.instrument,
-                from_account=_ACCOUNT[str(t.from_account)],
-                to_account=_ACCOUNT[str(t.to_account)],
-                quantity=t.quantity,
-                lots=t.lots,
-            )
-            for t in result.transfers
-        ],
-        marginal_margin=[
-            result_pb2.MarginalMargin(instrument=pid, in_xm=in_xm, in_standalone=in_standalone)
-            for pid, in_xm, in_standalone in zip(
-                ids,
-                np.asarray(result.marginal.in_xm, dtype=np.float64).tolist(),
-                np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist(),
-                strict=True,
-            )
-        ],
-        attribution=attribution_to_proto(result.attribution),
-        solver_stats=result_pb2.SolverStats(
+    if out is None:
+        out = result_pb2.OptimiseResult()
+    out.name = problem.book.name
+    out.status = _STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR)
+    out.baseline.CopyFrom(state_to_proto(result.baseline))
+    out.current.CopyFrom(state_to_proto(result.current))
+    out.optimised.CopyFrom(state_to_proto(result.optimised))
+    out.all_eligible.CopyFrom(state_to_proto(result.all_eligible))
+    add_allocation = out.allocation.add
+    for pid, quantity, current, xm, eligible, movable in zip(
+        ids,
+        problem.quantity.tolist(),
+        problem.current_xm.tolist(),
+        np.asarray(result.allocation, dtype=np.float64).tolist(),
+        np.asarray(problem.eligible, dtype=bool).tolist(),
+        np.asarray(problem.movable, dtype=bool).tolist(),
+        strict=True,
+    ):
+        add_allocation(
+            instrument=pid,
+            quantity=quantity,
+            current_xm_quantity=current,
+            xm_quantity=xm,
+            eligible=eligible,
+            movable=movable,
+        )
+    add_transfer = out.transfers.add
+    for t in result.transfers:
+        add_transfer(
+            instrument=t.instrument,
+            from_account=_ACCOUNT[str(t.from_account)],
+            to_account=_ACCOUNT[str(t.to_account)],
+            quantity=t.quantity,
+            lots=t.lots,
+        )
+    add_marginal = out.marginal_margin.add
+    for pid, in_xm, in_standalone in zip(
+        ids,
+        np.asarray(result.marginal.in_xm, dtype=np.float64).tolist(),
+        np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist(),
+        strict=True,
+    ):
+        add_marginal(instrument=pid, in_xm=in_xm, in_standalone=in_standalone)
+    out.attribution.extend(attribution_to_proto(result.attribution))
+    out.solver_stats.CopyFrom(
+        result_pb2.SolverStats(
             backend=stats.backend,
             status=_STATUS.get(str(stats.status), result_pb2.SOLVE_STATUS_ERROR),
             objective=stats.objective,
@@ -623,13 +639,13 @@ def result_to_proto(result: OptimisationResult) -> result_pb2.OptimiseResult:
             rounds=max(0, int(stats.rounds)),
             lp_time=duration(stats.lp_seconds),
             evaluation_time=duration(stats.evaluation_seconds),
-        ),
-        relaxation=result.relaxation,
-        savings=result.savings,
-        transfer_cost=result.transfer_cost,
-        notes=list(result.notes),
-        eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
+        )
     )
+    out.relaxation = result.relaxation
+    out.savings = result.savings
+    out.transfer_cost = result.transfer_cost
+    out.notes.extend(result.notes)
+    add_eligibility(out.eligibility, problem.position_ids, problem.eligibility)
     if result.var_gap is not None:
         out.var_gap = result.var_gap
     if result.stand_in_total is not None:

@@ -343,8 +343,9 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             if self.recorder is None:  # straight to the book: no case parts, no bytes
                 paths = FieldPaths()
                 book = self._book(request, request.account, paths, scenarios, schema_wording=True)
-                result = result_to_proto(solve.solve_book(book))
-                return service_pb2.OptimiseResponse(run=request.run, result=result)
+                response = service_pb2.OptimiseResponse(run=request.run)
+                result_to_proto(solve.solve_book(book), response.result)  # built in place
+                return response
             shared_data = self._shared_data(request, scenarios)
             account = self._account(request, request.account, "account", scenarios)
             run_number = self.recorder.run_number(request.run.run_number)
