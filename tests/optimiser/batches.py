@@ -6,6 +6,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from xmargin.optimiser import Book
 from xmargin.optimiser.batch import (
     AccountOutcome,
@@ -60,3 +62,37 @@ def by_account(outcomes: Sequence[AccountOutcome]) -> dict[str, Any]:
             strip_volatile(outcome.result) if outcome.result is not None else outcome.error
         )
     return out
+
+
+def whole_lot_answers(outcomes: Sequence[AccountOutcome]) -> dict[str, Any]:
+    """Each account's status and totals (or its error): what two runs of one whole-lot batch
+    must agree on. Their allocations may differ where several whole-lot allocations are
+    optimal to the MIP gap (1e-6), and the solver's path (rounds, messages) with its time."""
+    out: dict[str, Any] = {}
+    for outcome in outcomes:
+        assert outcome.account not in out, f"{outcome.account} came back twice"
+        result = outcome.result
+        out[outcome.account] = (
+            outcome.error
+            if result is None
+            else (
+                result["status"],
+                result["current"]["total"],
+                result["optimised"]["total"],
+            )
+        )
+    return out
+
+
+def assert_same_whole_lot_answers(got: dict[str, Any], expected: dict[str, Any]) -> None:
+    """:func:`whole_lot_answers` of two runs agree: the same accounts, statuses and errors,
+    current totals to 1e-9 and optimised totals to the MIP gap, 1e-6, relative."""
+    assert got.keys() == expected.keys()
+    for account, want in expected.items():
+        have = got[account]
+        if isinstance(want, str) or isinstance(have, str):
+            assert have == want, account
+            continue
+        assert have[0] == want[0], account
+        assert have[1] == pytest.approx(want[1], rel=1e-9), account
+        assert have[2] == pytest.approx(want[2], rel=1e-6), account
