@@ -384,16 +384,13 @@ def _order_statistic_slopes(
     top = np.flatnonzero(last_loss - losses <= tolerance)
     order = top[np.argsort(-losses[top], kind="stable")]
     ordered = losses[order]
-    stop = order.size
-    starts = np.flatnonzero(
-        np.concatenate(([True], ordered[: stop - 1] - ordered[1:stop] > tolerance))
-    )
-    bounds = np.append(starts, stop)
-    ranked = _unit_loss_slopes(problem, rows[order[:stop]])  # (stop, n): rank r's slopes
+    starts = np.flatnonzero(np.concatenate(([True], ordered[:-1] - ordered[1:] > tolerance)))
+    bounds = np.append(starts, order.size)
+    ranked = _unit_loss_slopes(problem, rows[order])  # (ranks, n): rank r's slopes
     for start, end in itertools.pairwise(bounds):
         if end - start > 1:  # tied losses: the fastest-growing take the larger weights
             ranked[start:end] = -np.sort(-ranked[start:end], axis=0)
-    return sorted_weights[:stop] @ ranked
+    return sorted_weights[: order.size] @ ranked
 
 
 def model_slopes(
@@ -428,8 +425,11 @@ def model_slopes(
         problem, losses[rows], rows, sorted_weights
     )
     if window.has_stress:
-        stress_rows = window.stress_rows
-        worst = losses[stress_rows] >= figures.stress - 1e-9 * max(1.0, abs(figures.stress))
+        # The worst stress scenarios of these losses (not figures.stress: the caller's figures
+        # may come from another product of the same losses, a rounding apart).
+        stress_rows, stressed = window.stress_rows, losses[window.stress_rows]
+        stress = float(stressed.max())
+        worst = stressed >= stress - 1e-9 * max(1.0, abs(stress))
         stress_slopes = _unit_loss_slopes(problem, stress_rows[worst]).max(axis=0)
         slope += model.stress_weight * stress_slopes
     slope *= window.scale

@@ -85,13 +85,14 @@ def _is_bookable(result: OptimisationResult, transfer: Transfer) -> bool:
 
 def bookable_transfers(result: OptimisationResult, round_lots: bool = False) -> list[Transfer]:
     """The transfers a clearing firm can book: whole lots or whole holdings. A transfer of a
-    fractional number of lots (a continuous relaxation's) raises :class:`FractionalLotsError`
+    fractional number of lots (a continuous relaxation's, or a whole-lot answer's reached from a
+    current XM quantity off the lot grid) raises :class:`FractionalLotsError`
     unless ``round_lots``; then it is rounded to the nearest whole lot, at most the leaving
     account's holding, and dropped when that is none (see :func:`rounding_warnings`)."""
     fractional = [t for t in result.transfers if not _is_bookable(result, t)]
     if fractional and not round_lots:
         names = ", ".join(f"{t.instrument} ({t.lots:.6g} lots)" for t in fractional[:5])
-        if result.problem.options.integral:  # whole lots: the current XM quantity is off them
+        if not result.relaxation:  # whole lots: the current XM quantity is off them
             why = (
                 "the answer is in whole lots but the current XM quantity is not, so reaching it "
                 "takes a fractional transfer. Ask to round them (--round-lots, round_lots=True)"
@@ -137,7 +138,7 @@ def rounding_warnings(result: OptimisationResult) -> list[str]:
     rounded = [t for t in result.transfers if not _is_bookable(result, t)]
     if not rounded:
         return []
-    if result.problem.options.integral:
+    if not result.relaxation:
         why = (
             "the current XM quantity is off the lot grid; the reported margins are the whole-lot "
             "answer's, not the rounded allocation's"
