@@ -729,7 +729,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--note", default="", help="what this run is (the machine's load, the settings, ...)"
     )
+    parser.add_argument(
+        "--write-requests",
+        type=Path,
+        metavar="DIR",
+        help="only write the small and the large Optimise request's bytes (small.bin, "
+        "hard.bin) into DIR, for a client that is not ours (bench/node_storm)",
+    )
     args = parser.parse_args(argv)
+    if args.write_requests:
+        args.write_requests.mkdir(parents=True, exist_ok=True)
+        (args.write_requests / "small.bin").write_bytes(small_request().SerializeToString())
+        (args.write_requests / "hard.bin").write_bytes(hard_request().SerializeToString())
+        return 0
     chosen = tuple(name for name in args.scenarios.split(",") if name)
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
