@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES, CASES_DIR
@@ -81,6 +82,33 @@ def test_merged_account_is_the_book_it_came_from() -> None:
     }
     shared, account = split_case(case)
     assert merge_case(shared, account) == case
+
+
+def test_accounts_from_books_carry_float64_arrays_and_answer_as_their_json_form() -> None:
+    """``batch_from_books`` keeps each instrument's vector as a float64 array; the case merged
+    from it parses to the same book as its JSON form (the batch file) and solves the same."""
+    from_books, from_file = group(3), batch_group(3)
+    for account in from_books.accounts:
+        vectors = [i.get("sensitivities", i.get("pnl")) for i in account.data["instruments"]]
+        assert vectors and all(isinstance(v, np.ndarray) for v in vectors)
+    for array_form, list_form, book in zip(
+        from_books.accounts, from_file.accounts, books(3), strict=True
+    ):
+        assert jsonable(array_form.data) == list_form.data
+        parsed = case_format.parse_case(merge_case(from_books.shared.data, array_form.data))
+        assert book_to_dict(parsed) == book_to_dict(book)
+    answers = by_account(InlineEngine().run(from_books.accounts, from_books.shared))
+    assert answers == by_account(InlineEngine().run(from_file.accounts, from_file.shared))
+
+
+def test_an_array_vector_of_another_type_is_judged_by_the_schema() -> None:
+    selected = group(1)
+    data = dict(selected.accounts[0].data)
+    data["instruments"] = [dict(i) for i in data["instruments"]]
+    data["instruments"][2]["sensitivities"] = np.array(["1.0"] * 10)  # strings, not numbers
+    with pytest.raises(CaseValidationError) as caught:
+        case_format.parse_case(merge_case(selected.shared.data, data))
+    assert caught.value.field.startswith("instruments[2].sensitivities")
 
 
 def test_inline_outcome_is_the_library_answer() -> None:
