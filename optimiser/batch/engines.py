@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -245,16 +246,19 @@ class LocalPoolEngine:
 
 def _dask_solve(
     index: int,
-    account: BatchAccount,
+    pickled_account: bytes,
     shared: tuple[dict[str, Any], ScenarioData | None],
     backend: str | None,
     solve: AccountSolver = solve_account,
     stop_event: str | None = None,
 ) -> AccountOutcome:
-    """One account on a Dask worker; ``shared``: the shared part and its scenario set as the
+    """One account on a Dask worker; ``pickled_account``: the :class:`BatchAccount` pickled by
+    the client (one buffer: Dask's own serialisation would send each of its hundreds of small
+    arrays as a frame of its own); ``shared``: the shared part and its scenario set as the
     client validated it (trusted here, so no worker validates it again); with ``stop_event``
     (the name of the run's Dask ``Event``), under a stop hook that reads it (see
     :class:`_DaskStop`)."""
+    account: BatchAccount = pickle.loads(pickled_account)
     data, validated = shared
     prepared = prepare_shared(data, validated)
     if stop_event is None:
@@ -265,13 +269,15 @@ def _dask_solve(
 
 class _DaskStop:
     """A stop hook on a Dask worker: whether the run's ``Event`` is set, asked of the
-    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often)."""
+    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often),
+    the first time :data:`STOP_POLL` seconds after the solve starts: a solve shorter than that
+    (most accounts) makes no round trip to the scheduler."""
 
     def __init__(self, name: str) -> None:
         from distributed import Event
 
         self.event = Event(name)
-        self.asked = -STOP_POLL
+        self.asked = time.monotonic()
         self.stopped = False
 
     def __call__(self) -> bool:
@@ -368,7 +374,7 @@ class DaskEngine:
             future = client.submit(
                 _dask_solve,
                 index,
-                account,
+                pickle.dumps(account, protocol=pickle.HIGHEST_PROTOCOL),
                 shared_future,
                 self.backend,
                 self.solve,

@@ -270,7 +270,7 @@ def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskE
         outcomes.append(outcome)
     assert len(outcomes) == 4 and all(o.ok for o in outcomes)
     # a task carries one account, a small fraction of the shared scenario set
-    account_size = len(json.dumps(selected.accounts[0].data))
+    account_size = len(json.dumps(jsonable(selected.accounts[0].data)))
     assert account_size * 5 < len(json.dumps(selected.shared.data["scenarios"]))
 
 
