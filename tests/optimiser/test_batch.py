@@ -257,6 +257,26 @@ def test_dask_keeps_at_most_max_in_flight_accounts_submitted(
 
 
 @pytest.mark.slow
+def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
+    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = dask_engine.client
+    tasks: list[list[int]] = []
+    submit = client.submit
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(list(args[1]))
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", counted)
+    engine = DaskEngine(client=client, accounts_per_task=3)
+    outcomes = _outcomes(engine, 8, bad_lot_at=5)
+    assert tasks == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
+
+
+@pytest.mark.slow
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client
