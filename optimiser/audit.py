@@ -46,7 +46,7 @@ from .batch.data import AccountOutcome, BatchAccount, SharedInputs
 from .batch.format import merge_case
 from .eligibility import default_rulebook
 from .extras import require_extra
-from .jsonvalues import canonical_json, jsonable, sha256_of, strip_volatile
+from .jsonvalues import canonical_json, compact_json, sha256_of, strip_volatile
 
 __all__ = [
     "SCENARIO_SCHEMA",
@@ -624,7 +624,7 @@ def _run_row(
         "OK" if result is not None else "FAILED",
         shared.sha256,
         _account_json(account),
-        None if result is None else outcome.result_json or canonical_json(result),
+        None if result is None else outcome.result_json or compact_json(result),
         error.type if error else None,
         error.message if error else None,
         error.field if error else None,
@@ -640,10 +640,9 @@ def _run_row(
 
 
 def _account_json(account: BatchAccount) -> str:
-    try:
-        return canonical_json(account.data)  # JSON-clean when read from a file or a book
-    except (TypeError, ValueError):
-        return canonical_json(jsonable(account.data))
+    """The account's own request parts as stored: compact JSON (its P&L vectors are most of
+    it; :func:`compact_json` writes each float so that it reads back exactly)."""
+    return compact_json(account.data)
 
 
 def open_store(url: str | Path, create: bool = True) -> AuditStore:

@@ -395,6 +395,37 @@ def _schema(check: Any, data: Any) -> Any:
         raise CaseValidationError("<case>", None, "nested too deeply") from None
 
 
+def _array_vectors(
+    data: Any, vectors: Mapping[int, Vector] | None
+) -> tuple[Any, Mapping[int, Vector] | None]:
+    """``data`` without the instruments' float64 numpy vectors, and ``vectors`` with them (by
+    instrument index). Any other array (another dtype or shape) becomes a list, for the schema
+    to judge; ``data`` is copied only where it changes."""
+    instruments = data.get("instruments") if isinstance(data, Mapping) else None
+    if not isinstance(instruments, list) or not any(
+        isinstance(item, Mapping)
+        and any(isinstance(item.get(name), np.ndarray) for name in ("sensitivities", "pnl"))
+        for item in instruments
+    ):
+        return data, vectors
+    found: dict[int, Vector] = dict(vectors or {})
+    plain: list[Any] = []
+    for i, item in enumerate(instruments):
+        if isinstance(item, Mapping):
+            item = dict(item)
+            for name in ("sensitivities", "pnl"):
+                values = item.get(name)
+                if not isinstance(values, np.ndarray):
+                    continue
+                if values.dtype == np.float64 and values.ndim == 1 and i not in found:
+                    found[i] = (name, values)
+                    del item[name]
+                else:
+                    item[name] = values.tolist()
+        plain.append(item)
+    return {**data, "instruments": plain}, found
+
+
 def parse_case(
     data: Any,
     rulebook: Rulebook | None = None,
@@ -407,10 +438,13 @@ def parse_case(
     ``scenarios``: a scenario set validated before (then ``data`` has no ``factors`` and
     ``scenarios``); ``vectors``: instruments' risk vectors by instrument index, read into numpy
     by the caller (then those instruments have no ``sensitivities``/``pnl`` key): checked here
-    against the same bounds as the schema's.
+    against the same bounds as the schema's. An instrument's vector may also be given in
+    ``data`` as a 1-D float64 numpy array (a batch account built from a :class:`Book`); it is
+    taken as one of ``vectors``, not walked element by element by the schema.
     """
     if scenarios is None and (scenarios := _trusted(data)) is not None:
         data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
+    data, vectors = _array_vectors(data, vectors)
     if scenarios is None:
         doc = _schema(validate_case, data)
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)

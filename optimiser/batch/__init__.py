@@ -2,9 +2,10 @@
 
 A batch is a list of :class:`SharedInputs` groups, each with its :class:`BatchAccount`\\ s. The
 shared part (business date, cycle, factors, scenarios, shared instruments, models, program,
-options) is JSON-ready case data sent to each worker **once**; a task carries only one account's
-own parts (customer, clearing member, positions, extra instruments), and the worker merges them
-into a case (:func:`merge_case`), validates it with :func:`parse_case` and optimises it.
+options) is JSON-ready case data sent to each worker **once**; a task carries only an account's
+own parts (customer, clearing member, positions, extra instruments; their risk vectors may be
+float64 arrays, as :func:`batch_from_books` makes them), and the worker merges them into a case
+(:func:`merge_case`), validates it with :func:`parse_case` and optimises it.
 
 Engines (all behind :class:`Engine`; ``run`` yields an :class:`AccountOutcome` per account as it
 finishes, in completion order; a failing account yields a failure and never stops the others):

@@ -92,8 +92,8 @@ class AccountOutcome:
     payload: bytes | None = None
     """An :data:`AccountSolver` hook's own encoding of the answer (the gRPC server's proto)."""
     result_json: str | None = None
-    """``result`` as canonical JSON (:func:`~xmargin.optimiser.jsonvalues.canonical_json`),
-    made once where the account was solved: the audit store writes this text as it is."""
+    """``result`` as compact JSON (:func:`~xmargin.optimiser.jsonvalues.compact_json`), made
+    once where the account was solved: the audit store writes this text as it is."""
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -244,34 +245,39 @@ class LocalPoolEngine:
 
 
 def _dask_solve(
-    index: int,
-    account: BatchAccount,
+    indices: list[int],
+    pickled_accounts: bytes,
     shared: tuple[dict[str, Any], ScenarioData | None],
     backend: str | None,
     solve: AccountSolver = solve_account,
     stop_event: str | None = None,
-) -> AccountOutcome:
-    """One account on a Dask worker; ``shared``: the shared part and its scenario set as the
-    client validated it (trusted here, so no worker validates it again); with ``stop_event``
-    (the name of the run's Dask ``Event``), under a stop hook that reads it (see
-    :class:`_DaskStop`)."""
+) -> list[AccountOutcome]:
+    """A few accounts on a Dask worker, one after the other: ``pickled_accounts``, their
+    :class:`BatchAccount`\\ s (at ``indices``) pickled by the client as one buffer (Dask's own
+    serialisation would send each of an account's hundreds of small arrays as a frame of its
+    own); ``shared``: the shared part and its scenario set as the client validated it (trusted
+    here, so no worker validates it again); with ``stop_event`` (the name of the run's Dask
+    ``Event``), under a stop hook that reads it (see :class:`_DaskStop`)."""
+    accounts: list[BatchAccount] = pickle.loads(pickled_accounts)
     data, validated = shared
     prepared = prepare_shared(data, validated)
     if stop_event is None:
-        return solve(index, account, prepared, backend)
+        return [solve(i, a, prepared, backend) for i, a in zip(indices, accounts, strict=True)]
     with stop_when(_DaskStop(stop_event)):
-        return solve(index, account, prepared, backend)
+        return [solve(i, a, prepared, backend) for i, a in zip(indices, accounts, strict=True)]
 
 
 class _DaskStop:
     """A stop hook on a Dask worker: whether the run's ``Event`` is set, asked of the
-    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often)."""
+    scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often),
+    the first time :data:`STOP_POLL` seconds after the solve starts: a solve shorter than that
+    (most accounts) makes no round trip to the scheduler."""
 
     def __init__(self, name: str) -> None:
         from distributed import Event
 
         self.event = Event(name)
-        self.asked = -STOP_POLL
+        self.asked = time.monotonic()
         self.stopped = False
 
     def __call__(self) -> bool:
@@ -282,12 +288,29 @@ class _DaskStop:
         return self.stopped
 
 
+DASK_ACCOUNTS_PER_TASK = 4
+"""Accounts per Dask task by default: each task costs the client and the scheduler (in the
+client's process with a LocalCluster) some milliseconds of their own, about a third of a
+reference account's solve, so a task carries a few accounts."""
+
+
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+"""Dask settings of the engine's own LocalCluster, whose scheduler runs in this process: its
+event-loop watchdog (every 20 ms) and system monitor (every 0.5 s) by default took about 5% of
+a core while idle, 1% with these."""
+
+
 class DaskEngine:
     """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:port``; its workers need
     xmargin installed), else a ``LocalCluster`` of ``workers`` processes, one thread each. The
-    shared part is scattered to every worker once (``broadcast=True``); a task carries one
-    account, and at most ``max_in_flight`` accounts (default: 4 per worker thread) are
-    submitted at a time, so the scheduler never holds the whole batch's data. Dask re-runs the
+    shared part is scattered to every worker once (``broadcast=True``); a task carries
+    ``accounts_per_task`` accounts (default :data:`DASK_ACCOUNTS_PER_TASK`: the scheduler's and
+    the comms' cost per task is shared by them; fewer when ``max_in_flight`` is small), and at
+    most ``max_in_flight`` accounts (default: two tasks per worker thread) are submitted at a
+    time, so the scheduler never holds the whole batch's data. Dask re-runs the
     tasks of a worker that dies on another one. When ``stop()`` says so (or the run's iterator
     is closed early), the tasks are cancelled and the run's ``Event`` set, which stops the
     solves running (see the module docstring)."""
@@ -304,9 +327,11 @@ class DaskEngine:
         solve: AccountSolver = solve_account,
         max_in_flight: int | None = None,
         stop: StopHook | None = None,
+        accounts_per_task: int = 0,
     ) -> None:
         self.scheduler = scheduler
         self.max_in_flight = max_in_flight
+        self.accounts_per_task = accounts_per_task or DASK_ACCOUNTS_PER_TASK
         self.solve = solve
         self.stop = stop
         self.connect_timeout = connect_timeout
@@ -324,19 +349,21 @@ class DaskEngine:
     def client(self) -> Any:
         """The distributed Client (a LocalCluster starts on first use)."""
         if self._client is None:
+            import dask
             from distributed import Client, LocalCluster
 
             if self.scheduler:
                 self._client = Client(self.scheduler, timeout=self.connect_timeout)
             else:
-                self._cluster = LocalCluster(
-                    n_workers=self.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=":0",  # any free port: never clash on 8787
-                    silence_logs=40,  # logging.ERROR
-                    env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-                )
+                with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                    self._cluster = LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",  # any free port: never clash on 8787
+                        silence_logs=40,  # logging.ERROR
+                        env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+                    )
                 self._client = Client(self._cluster)
         return self._client
 
@@ -356,30 +383,37 @@ class DaskEngine:
         self.shared_key = str(shared_future.key)
         token = f"{shared.sha256[:12]}-{time.time_ns()}"
         stop_event = f"xmargin-stop-{token}"
-        queued = iter(enumerate(accounts))
-        running: dict[Any, int] = {}
+        threads = max(1, sum(client.nthreads().values()))
+        # two tasks per worker thread in flight: one running, the next already there
+        limit = self.max_in_flight or 2 * self.accounts_per_task * threads
+        per_task = max(1, min(self.accounts_per_task, limit // (2 * threads)))
+        chunks = [
+            list(range(start, min(start + per_task, len(accounts))))
+            for start in range(0, len(accounts), per_task)
+        ]
+        queued = iter(chunks)
+        running: dict[Any, list[int]] = {}
 
         def submit_next() -> Any:
-            """The next account's task (None when all are submitted)."""
-            item = next(queued, None)
-            if item is None:
+            """The next few accounts' task (None when all are submitted)."""
+            indices = next(queued, None)
+            if indices is None:
                 return None
-            index, account = item
             future = client.submit(
                 _dask_solve,
-                index,
-                account,
+                indices,
+                pickle.dumps([accounts[i] for i in indices], protocol=pickle.HIGHEST_PROTOCOL),
                 shared_future,
                 self.backend,
                 self.solve,
                 stop_event,
-                key=f"xmargin-account-{token}-{index}",
+                key=f"xmargin-accounts-{token}-{indices[0]}",
                 pure=False,
             )
-            running[future] = index
+            running[future] = indices
             return future
 
-        window = self.max_in_flight or 4 * max(1, sum(client.nthreads().values()))
+        window = max(1, limit // per_task)
         first = [submit_next() for _ in range(window)]
         finished = False
         try:
@@ -391,13 +425,14 @@ class DaskEngine:
                     time.sleep(STOP_POLL)
                     continue
                 for future in arrivals.next_batch(block=True):
-                    index = running.pop(future)
+                    indices = running.pop(future)
                     try:
-                        yield future.result()
+                        outcomes = future.result()
                     except Exception as error:  # KilledWorker, lost scheduler, ...
-                        yield _failure(index, accounts[index], error)
+                        outcomes = [_failure(i, accounts[i], error) for i in indices]
                     finally:
                         future.release()
+                    yield from outcomes
                     following = submit_next()
                     if following is not None:
                         arrivals.add(following)

@@ -229,18 +229,22 @@ def batch_to_dict(group: BatchGroup) -> dict[str, Any]:
     return {
         "format": BATCH_FORMAT,
         **group.shared.data,
-        "accounts": [dict(account.data) for account in group.accounts],
+        "accounts": [jsonable(account.data) for account in group.accounts],
     }
 
 
 def batch_from_books(books: Sequence[Book]) -> list[BatchGroup]:
     """Books (for instance ``generate_book(..., scenario_set=one_set)``) as batch groups: books
-    with equal scenarios, models, program and options share one serialised shared part."""
+    with equal scenarios, models, program and options share one serialised shared part. Each
+    account keeps its instruments' risk vectors as the book's float64 arrays (cheap to send to
+    a worker, taken by :func:`parse_case` without a walk; :func:`batch_to_dict` writes lists)."""
     groups: list[tuple[Book, dict[str, Any], BatchGroup]] = []
     for index, book in enumerate(books):
         case = book_to_dict(_without_scenarios(book))
         shared_part, account_part = split_case(case)
-        account = BatchAccount(book.customer.id, jsonable(account_part), f"books[{index}]")
+        account = BatchAccount(
+            book.customer.id, _with_arrays(account_part, book), f"books[{index}]"
+        )
         for first, first_shared, group in groups:
             if _same_scenarios(first, book) and first_shared == shared_part:
                 group.accounts.append(account)
@@ -252,6 +256,20 @@ def batch_from_books(books: Sequence[Book]) -> list[BatchGroup]:
     out = [group for _, _, group in groups]
     _unique([a for g in out for a in g.accounts])
     return out
+
+
+def _with_arrays(account_part: dict[str, Any], book: Book) -> dict[str, Any]:
+    """The account part as JSON values, but each instrument's vector the book's float64 array
+    (``book_to_dict`` lists the instruments in the book's order)."""
+    data: dict[str, Any] = jsonable(account_part)
+    for item, instrument in zip(
+        data.get("instruments", []), book.instruments.values(), strict=True
+    ):
+        for name in ("sensitivities", "pnl"):
+            vector = getattr(instrument, name)
+            if vector is not None:
+                item[name] = np.ascontiguousarray(vector, dtype=np.float64)
+    return data
 
 
 def _without_scenarios(book: Book) -> Book:

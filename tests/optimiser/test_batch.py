@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES, CASES_DIR
@@ -89,6 +90,33 @@ def test_merged_account_is_the_book_it_came_from() -> None:
     }
     shared, account = split_case(case)
     assert merge_case(shared, account) == case
+
+
+def test_accounts_from_books_carry_float64_arrays_and_answer_as_their_json_form() -> None:
+    """``batch_from_books`` keeps each instrument's vector as a float64 array; the case merged
+    from it parses to the same book as its JSON form (the batch file) and solves the same."""
+    from_books, from_file = group(3), batch_group(3)
+    for account in from_books.accounts:
+        vectors = [i.get("sensitivities", i.get("pnl")) for i in account.data["instruments"]]
+        assert vectors and all(isinstance(v, np.ndarray) for v in vectors)
+    for array_form, list_form, book in zip(
+        from_books.accounts, from_file.accounts, books(3), strict=True
+    ):
+        assert jsonable(array_form.data) == list_form.data
+        parsed = case_format.parse_case(merge_case(from_books.shared.data, array_form.data))
+        assert book_to_dict(parsed) == book_to_dict(book)
+    answers = by_account(InlineEngine().run(from_books.accounts, from_books.shared))
+    assert answers == by_account(InlineEngine().run(from_file.accounts, from_file.shared))
+
+
+def test_an_array_vector_of_another_type_is_judged_by_the_schema() -> None:
+    selected = group(1)
+    data = dict(selected.accounts[0].data)
+    data["instruments"] = [dict(i) for i in data["instruments"]]
+    data["instruments"][2]["sensitivities"] = np.array(["1.0"] * 10)  # strings, not numbers
+    with pytest.raises(CaseValidationError) as caught:
+        case_format.parse_case(merge_case(selected.shared.data, data))
+    assert caught.value.field.startswith("instruments[2].sensitivities")
 
 
 def test_inline_outcome_is_the_library_answer() -> None:
@@ -237,6 +265,26 @@ def test_dask_keeps_at_most_max_in_flight_accounts_submitted(
 
 
 @pytest.mark.slow
+def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
+    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = dask_engine.client
+    tasks: list[list[int]] = []
+    submit = client.submit
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(list(args[1]))
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", counted)
+    engine = DaskEngine(client=client, accounts_per_task=3)
+    outcomes = _outcomes(engine, 8, bad_lot_at=5)
+    assert tasks == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
+
+
+@pytest.mark.slow
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client
@@ -250,7 +298,7 @@ def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskE
         outcomes.append(outcome)
     assert len(outcomes) == 4 and all(o.ok for o in outcomes)
     # a task carries one account, a small fraction of the shared scenario set
-    account_size = len(json.dumps(selected.accounts[0].data))
+    account_size = len(json.dumps(jsonable(selected.accounts[0].data)))
     assert account_size * 5 < len(json.dumps(selected.shared.data["scenarios"]))
 
 
