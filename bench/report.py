@@ -29,13 +29,16 @@ class Target:
 
 TARGETS = (
     Target("reference", "optimise one reference account, in process, median", "<= 25 ms", 0.025),
-    Target("cvxpy_ratio", "same, cvxpy path (reference)", "measured, for the ratio", None),
-    Target("integral", "same, integral lots", "<= 100 ms", 0.100),
+    # value: fast path / cvxpy path (<= 1/100: the fast path >= 100x faster)
+    Target("cvxpy_ratio", "same, cvxpy path (reference)", ">= 100x the fast path", 0.01),
+    # the whole-lot target (p50 <= 2x, p99 <= 5x the continuous time over >= 200 books) is
+    # measured by bench.integral_tail; here the reference account's time is reported only
+    Target("integral", "same, whole lots", "reported (see the integral tail)", None),
     Target("large_time", "1,500 positions, 5,000 scenarios: time (median)", "<= 1 s", 1.0),
     Target("large_memory", "1,500 positions, 5,000 scenarios: peak memory", "<= 1 GiB", 1024.0),
-    Target("batch", "a book of 1,000 accounts, 2 cores, end to end", "<= 30 s", 30.0),
-    Target("grpc_p50", "gRPC round trip, reference account, p50", "<= 40 ms", 0.040),
-    Target("grpc_p99", "gRPC round trip, reference account, p99", "<= 120 ms", 0.120),
+    Target("batch", "a book of 1,000 accounts, 2 cores, end to end", "<= 12 s", 12.0),
+    Target("grpc_p50", "gRPC round trip, reference account, p50", "<= 20 ms", 0.020),
+    Target("grpc_p99", "gRPC round trip, reference account, p99", "<= 40 ms", 0.040),
     Target("agreement", "optimum vs an independent solve (cvxpy)", "<= 1e-6 relative", 1e-6),
 )
 
@@ -122,6 +125,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
             fast, slow = _median(ref_highs), _median(ref_cvxpy)
             measured = _solve_figure(ref_cvxpy)
             if fast and slow:
+                value = fast / slow
                 build, solve = _median(ref_cvxpy, "build"), _median(ref_cvxpy, "solve")
                 measured += (
                     f"; {slow / fast:.0f}x the fast path (compile {seconds(build)}, "

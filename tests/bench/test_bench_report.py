@@ -59,7 +59,7 @@ def _results() -> dict[str, Any]:
         "skipped": [],
         "grpc": {
             "status": "ok",
-            "p50": 0.03,
+            "p50": 0.015,
             "p99": 0.2,
             "calls": 100,
             "warmup_calls": 5,
@@ -78,11 +78,11 @@ def _results() -> dict[str, Any]:
 def test_headline_verdicts() -> None:
     rows = {row["id"]: row for row in headline(_results())}
     assert rows["reference"]["met"] is False
-    assert rows["integral"]["met"] is False and rows["integral"]["value"] is None
+    assert rows["integral"]["met"] is None and rows["integral"]["value"] is None  # reported
     assert "timed out at 30 s" in rows["integral"]["measured"]
     assert rows["large_time"]["met"] is True and rows["large_memory"]["met"] is True
     assert "60x the fast path" in rows["cvxpy_ratio"]["measured"]
-    assert rows["cvxpy_ratio"]["met"] is None
+    assert rows["cvxpy_ratio"]["met"] is False  # >= 100x wanted
     assert rows["grpc_p50"]["met"] is True and rows["grpc_p99"]["met"] is False
     assert rows["agreement"]["met"] is True
     assert rows["batch"]["met"] is None and rows["batch"]["measured"] == "not measured"
@@ -90,6 +90,6 @@ def test_headline_verdicts() -> None:
 
 def test_markdown_says_what_was_missed() -> None:
     text = markdown(_results())
-    assert "| same, integral lots | <= 100 ms | timed out at 30 s" in text
+    assert "| same, whole lots | reported (see the integral tail) | timed out at 30 s" in text
     assert "**missed**" in text
     assert "## Sweep" in text and "## gRPC round trip" in text
