@@ -65,8 +65,13 @@ def compact_json(value: Any) -> str:
     ``json.dumps`` writes it, give or take the exponent's form: ``1e-07`` is ``1e-7``), numpy
     arrays and scalars unwrapped, NaN and infinity as null (as :func:`jsonable` makes them).
     10-20x faster than ``json.dumps`` on long float vectors. Not for hashing:
-    :func:`canonical_json` sorts keys."""
-    return to_json(value, inf_nan_mode="null", fallback=_numpy_value).decode()
+    :func:`canonical_json` sorts keys. What pydantic-core refuses but ``json.dumps`` writes
+    (a lone surrogate in a string, nesting deeper than pydantic-core's limit: data of an account
+    that fails validation, still to be stored) is written by ``json.dumps``."""
+    try:
+        return to_json(value, inf_nan_mode="null", fallback=_numpy_value).decode()
+    except ValueError:
+        return json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False)
 
 
 def _numpy_value(value: Any) -> Any:

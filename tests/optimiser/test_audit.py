@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -26,6 +27,7 @@ from xmargin.optimiser.batch import (
     InlineEngine,
     SharedInputs,
     merge_case,
+    parse_batch,
     run_batch,
     strip_volatile,
 )
@@ -267,3 +269,29 @@ def test_the_version_stored_is_the_solving_processs(store: AuditStore) -> None:
     assert store.record(selected.shared, selected.accounts[0], elsewhere, 1)
     record = store.get(DATE, CYCLE, 1, selected.accounts[0].account)
     assert record is not None and record.versions.xmargin == "9.9.9"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda account: account.__setitem__("name", "\ud800"), id="lone-surrogate"),
+        pytest.param(
+            lambda account: account["customer"].__setitem__(
+                "notes", json.loads("[" * 300 + "]" * 300)
+            ),
+            id="deep-nesting",
+        ),
+    ],
+)
+def test_an_account_that_pydantic_core_cannot_encode_fails_alone_and_is_stored(
+    tmp_path: Path, spoil: Any
+) -> None:
+    """Data that pydantic-core's encoder refuses (stored compact JSON) but json.dumps writes:
+    the account fails validation, and both it and the good one are stored."""
+    data = batch_file_data(2)
+    spoil(data["accounts"][0])
+    group = parse_batch(data)
+    store = open_store(tmp_path / "audit.db")
+    summary = run_batch(group.accounts, group.shared, "inline", audit=store)
+    assert summary.failed == 1 and summary.computed == 2
+    assert store.count() == 2
