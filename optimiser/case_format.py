@@ -417,8 +417,9 @@ def _array_vectors(
                 values = item.get(name)
                 if not isinstance(values, np.ndarray):
                     continue
-                if values.dtype == np.float64 and values.ndim == 1 and i not in found:
-                    found[i] = (name, values)
+                exact = type(values) is np.ndarray  # a subclass (masked, ...) goes as a list
+                if exact and values.dtype == np.float64 and values.ndim == 1 and i not in found:
+                    found[i] = (name, values.copy())  # the book keeps what was checked
                     del item[name]
                 else:
                     item[name] = values.tolist()
@@ -445,20 +446,18 @@ def parse_case(
     if scenarios is None and (scenarios := _trusted(data)) is not None:
         data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
     data, vectors = _array_vectors(data, vectors)
+    try:
+        doc = _schema(validate_case if scenarios is None else validate_body, data)
+    except CaseValidationError as error:  # the vectors' violations too, all at once
+        found = _Violations()
+        for i, (name, values) in (vectors or {}).items():
+            bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
+            _check_vector(found, values, bound, f"instruments[{i}].{name}", None)
+        if not found.found:
+            raise
+        raise CaseValidationError.of([*error.violations, *found.found]) from None
     if scenarios is None:
-        doc = _schema(validate_case, data)
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
-    else:
-        try:
-            doc = _schema(validate_body, data)
-        except CaseValidationError as error:  # the vectors' violations too, all at once
-            found = _Violations()
-            for i, (name, values) in (vectors or {}).items():
-                bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
-                _check_vector(found, values, bound, f"instruments[{i}].{name}", None)
-            if not found.found:
-                raise
-            raise CaseValidationError.of([*error.violations, *found.found]) from None
     out = _Violations()
     vectors = vectors or {}
     checked_in_bulk = bool(vectors) and vectors_in_bounds(vectors)

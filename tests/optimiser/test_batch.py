@@ -116,7 +116,40 @@ def test_an_array_vector_of_another_type_is_judged_by_the_schema() -> None:
     data["instruments"][2]["sensitivities"] = np.array(["1.0"] * 10)  # strings, not numbers
     with pytest.raises(CaseValidationError) as caught:
         case_format.parse_case(merge_case(selected.shared.data, data))
-    assert caught.value.field.startswith("instruments[2].sensitivities")
+    assert caught.value.field == "instruments[2].sensitivities[0]"
+    assert caught.value.violations[0].message == "must be a number"
+
+
+def _account_with_vector(vector: Any) -> dict[str, Any]:
+    """The first account of a generated batch, its instrument 2's sensitivities ``vector``."""
+    selected = group(1)
+    data = dict(selected.accounts[0].data)
+    data["instruments"] = [dict(i) for i in data["instruments"]]
+    data["instruments"][2]["sensitivities"] = vector
+    return merge_case(selected.shared.data, data)
+
+
+def test_array_vectors_are_checked_copied_and_reported_with_every_other_violation() -> None:
+    good = np.asarray(group(1).accounts[0].data["instruments"][2]["sensitivities"], dtype=float)
+    # a masked array (an ndarray subclass) goes to the schema as a list: masked is None
+    masked = np.ma.array(np.r_[good[:1], 1e300, good[2:]], mask=[False, True, *[False] * 8])
+    with pytest.raises(CaseValidationError) as caught:
+        case_format.parse_case(_account_with_vector(masked))
+    assert caught.value.field == "instruments[2].sensitivities[1]"
+    # the book keeps a copy of what was checked, not the caller's array
+    given = good.copy()
+    book = case_format.parse_case(_account_with_vector(given))
+    given[1] = np.nan
+    kept = book.instruments[list(book.instruments)[2]].sensitivities
+    assert kept is not None and np.all(np.isfinite(kept))
+    # an array's violation is named beside the schema's, in a case with its own scenarios
+    spoilt = _account_with_vector(np.r_[good[:1], np.nan, good[2:]])
+    spoilt["positions"] = [dict(p) for p in spoilt["positions"]]
+    spoilt["positions"][0]["lot"] = -1
+    with pytest.raises(CaseValidationError) as caught:
+        case_format.parse_case(spoilt)
+    fields = {violation.path for violation in caught.value.violations}
+    assert {"positions[0].lot", "instruments[2].sensitivities[1]"} <= fields
 
 
 def test_inline_outcome_is_the_library_answer() -> None:
