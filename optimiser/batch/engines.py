@@ -21,6 +21,7 @@ process to kill, is not: it runs to its end, and nothing waits for it).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -310,10 +311,11 @@ class DaskEngine:
     ``accounts_per_task`` accounts (default :data:`DASK_ACCOUNTS_PER_TASK`: the scheduler's and
     the comms' cost per task is shared by them; fewer when ``max_in_flight`` is small), and at
     most ``max_in_flight`` accounts (default: two tasks per worker thread) are submitted at a
-    time, so the scheduler never holds the whole batch's data. Dask re-runs the
-    tasks of a worker that dies on another one. When ``stop()`` says so (or the run's iterator
-    is closed early), the tasks are cancelled and the run's ``Event`` set, which stops the
-    solves running (see the module docstring)."""
+    time, so the scheduler never holds the whole batch's data. Dask re-runs the tasks of a
+    worker that dies on another one; a task that fails all the same is run again one account
+    per task, so that only the account that fails is reported failed. When ``stop()`` says so
+    (or the run's iterator is closed early), the tasks are cancelled and the run's ``Event``
+    set, which stops the solves running (see the module docstring)."""
 
     name = "dask"
 
@@ -393,10 +395,12 @@ class DaskEngine:
         ]
         queued = iter(chunks)
         running: dict[Any, list[int]] = {}
+        alone: list[list[int]] = []  # the accounts of a failed task, each to run on its own
+        serial = itertools.count()
 
         def submit_next() -> Any:
             """The next few accounts' task (None when all are submitted)."""
-            indices = next(queued, None)
+            indices = alone.pop() if alone else next(queued, None)
             if indices is None:
                 return None
             future = client.submit(
@@ -407,7 +411,7 @@ class DaskEngine:
                 self.backend,
                 self.solve,
                 stop_event,
-                key=f"xmargin-accounts-{token}-{indices[0]}",
+                key=f"xmargin-accounts-{token}-{next(serial)}",  # a retry gets a key of its own
                 pure=False,
             )
             running[future] = indices
@@ -429,13 +433,18 @@ class DaskEngine:
                     try:
                         outcomes = future.result()
                     except Exception as error:  # KilledWorker, lost scheduler, ...
-                        outcomes = [_failure(i, accounts[i], error) for i in indices]
+                        if len(indices) > 1:  # which account? each again in a task of its own
+                            alone.extend([i] for i in reversed(indices))
+                            outcomes = []
+                        else:
+                            outcomes = [_failure(indices[0], accounts[indices[0]], error)]
                     finally:
                         future.release()
                     yield from outcomes
-                    following = submit_next()
-                    if following is not None:
-                        arrivals.add(following)
+                    for _ in range(1 if outcomes else len(indices)):
+                        following = submit_next()
+                        if following is not None:
+                            arrivals.add(following)
             finished = True
         finally:
             client.cancel(list(running))

@@ -5,6 +5,7 @@ killed midway, and the ``xmargin batch`` process killed with SIGKILL and rerun."
 from __future__ import annotations
 
 import json
+import operator
 import os
 import signal
 import socket
@@ -318,6 +319,37 @@ def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
 
 
 @pytest.mark.slow
+def test_a_failed_dask_task_of_several_accounts_fails_only_the_account_that_fails(
+    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that fails as a whole (a worker killed again and again, a lost scheduler) is run
+    again one account per task: only the account whose own task still fails is failed."""
+    client = dask_engine.client
+    tasks: list[list[int]] = []
+    submit = client.submit
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(list(args[1]))
+        if 5 in args[1]:  # the task holding account 5 fails in the worker
+            return submit(operator.truediv, 1, 0, key=kwargs["key"], pure=False)
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", poisoned)
+    engine = DaskEngine(client=client, accounts_per_task=3)
+    outcomes = _outcomes(engine, 8)
+    assert tasks == [[0, 1, 2], [3, 4, 5], [6, 7], [3], [4], [5]]
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    failed = [o for o in outcomes if not o.ok]
+    assert [o.index for o in failed] == [5] and failed[0].error is not None
+    assert failed[0].error.type == "ZeroDivisionError"
+    reference = by_account(_outcomes(InlineEngine(), 8))
+    answers = by_account(outcomes)
+    assert {k: v for k, v in answers.items() if k != "CUST-5"} == {
+        k: v for k, v in reference.items() if k != "CUST-5"
+    }
+
+
+@pytest.mark.slow
 def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskEngine) -> None:
     selected = group(4)
     client = dask_engine.client
@@ -358,8 +390,10 @@ def test_a_killed_dask_worker_has_its_accounts_rerun(dask_engine: DaskEngine) ->
     outcomes: list[AccountOutcome] = []
     killed = 0
     for outcome in dask_engine.run(selected.accounts, selected.shared):
-        if not outcomes:
-            killed = next(iter(dask_engine.client.run(os.getpid).values()))
+        if not outcomes:  # a worker with a task still running (any, if none is)
+            busy = [w for w, keys in dask_engine.client.processing().items() if keys]
+            pids = dask_engine.client.run(os.getpid, workers=busy[:1] or None)
+            killed = next(iter(pids.values()))
             os.kill(killed, signal.SIGKILL)
         outcomes.append(outcome)
     assert killed and killed not in dask_engine.client.run(os.getpid).values()
