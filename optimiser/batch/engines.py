@@ -271,8 +271,8 @@ def _dask_solve(
 class _DaskStop:
     """A stop hook on a Dask worker: whether the run's ``Event`` is set, asked of the
     scheduler at most every :data:`STOP_POLL` seconds (HiGHS calls the hook far more often),
-    the first time :data:`STOP_POLL` seconds after the solve starts: a solve shorter than that
-    (most accounts) makes no round trip to the scheduler."""
+    the first time :data:`STOP_POLL` seconds after the task starts (one hook per task, for its
+    few accounts): a task shorter than that makes no round trip to the scheduler."""
 
     def __init__(self, name: str) -> None:
         from distributed import Event
