@@ -138,11 +138,10 @@ def _check_vector(
         index = np.unravel_index(flat, values.shape)
         path = where + "".join(f"[{int(i)}]" for i in index)
         value = float(values[index])
-        why = (
-            "must be finite (no NaN or infinity)"
-            if not np.isfinite(value)
-            else (f"must lie in [{low:g}, {bound:g}]")
-        )
+        if not np.isfinite(value):  # the schema's wording, element by element
+            why = "must be finite (no NaN or infinity)"
+        else:
+            why = f"must be <= {bound:g}" if value > bound else f"must be >= {low:g}"
         out.add(path, value, why)
     if int(bad.sum()) > 20:
         out.add(where, f"<{int(bad.sum())} values>", "more values out of range")

@@ -664,3 +664,17 @@ def test_a_stopped_dask_run_interrupts_the_solve_on_its_worker(dask_engine: Dask
     for probe in probes:
         probe.result(timeout=10)
     assert time.monotonic() - started < 3.0  # both worker threads free: the solves stopped
+
+
+@pytest.mark.parametrize("bad", [1e300, -1e300, float("nan")])
+def test_an_array_vector_is_refused_in_the_schemas_words(bad: float) -> None:
+    """An out-of-range or non-finite element of an array vector (checked in bulk) is refused
+    with the path and message the schema gives the same vector as a list."""
+    good = np.asarray(group(1).accounts[0].data["instruments"][2]["sensitivities"], dtype=float)
+    spoilt = np.r_[good[:1], bad, good[2:]]
+    refusals = []
+    for vector in (spoilt, spoilt.tolist()):
+        with pytest.raises(CaseValidationError) as caught:
+            case_format.parse_case(_account_with_vector(vector))
+        refusals.append([(v.path, v.message) for v in caught.value.violations])
+    assert refusals[0] == refusals[1]
