@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from xmargin.bench.report import headline, markdown
 
 
@@ -93,3 +95,39 @@ def test_markdown_says_what_was_missed() -> None:
     assert "| same, whole lots | reported (see the integral tail) | timed out at 30 s" in text
     assert "**missed**" in text
     assert "## Sweep" in text and "## gRPC round trip" in text
+
+
+def test_headline_batch_variants_and_pnl_vectors() -> None:
+    results = {
+        "mode": "full",
+        "batch": {
+            "status": "ok",
+            "accounts": 1000,
+            "positions": 300,
+            "scenarios": 2520,
+            "workers": 2,
+            "headline_variant": "engine",
+            "total_seconds": 10.0,
+            "accounts_per_second": 100.0,
+            "variants": {
+                "engine": {"total_seconds": 10.0},
+                "engine_audit": {"total_seconds": 16.0},
+                "engine_dask": {"total_seconds": 12.0},
+            },
+        },
+        "pnl_vectors": [
+            {"pnl_share": share, "backend": backend, **_solved(wall)}
+            for share, backend, wall in (
+                (0.0, "highs", 0.1),
+                (0.0, "cvxpy", 2.0),
+                (1.0, "highs", 3.0),
+                (1.0, "cvxpy", 2.0),  # slower than cvxpy at 100%
+            )
+        ],
+    }
+    rows = {row["id"]: row for row in headline(results)}
+    assert rows["batch"]["met"] is True
+    assert rows["batch_audit"]["met"] is False and rows["batch_audit"]["value"] == 16.0
+    assert rows["batch_dask"]["met"] is True and rows["batch_dask"]["value"] == pytest.approx(1.2)
+    assert rows["pnl"]["met"] is False and rows["pnl"]["value"] == pytest.approx(1.5)
+    assert "100% P&L vectors" in rows["pnl"]["measured"]
