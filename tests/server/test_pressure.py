@@ -25,7 +25,7 @@ from tests.conftest import CASE_FILES
 from tests.server.harness import start
 from tests.server.test_process import ServerProcess
 from xmargin.bench.load import hard_request, small_request
-from xmargin.clients.v1 import service_pb2
+from xmargin.clients.v1 import result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server import AdmissionLimits
 
@@ -118,15 +118,25 @@ def wait_idle(pid: int, limit: float = 30.0) -> float:
 # answer must come on time and the work stop then.
 
 
+def _bounded_by_the_deadline(call: Any) -> None:
+    """A hard solve under a 0.5 s deadline ends in time: DEADLINE_EXCEEDED, or the best
+    allocation found within the solve's share of the deadline (status TIME_LIMIT, not proven),
+    whichever the server reaches first."""
+    started = time.monotonic()
+    try:
+        reply = call()
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        assert reply.result.status == result_pb2.SOLVE_STATUS_TIME_LIMIT
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_short_deadline_answers_on_time_and_the_work_stops(one_slot: ServerProcess) -> None:
     pid = one_slot.process.pid
     with grpc.insecure_channel(f"127.0.0.1:{one_slot.port}") as channel:
         stub = XmarginServiceStub(channel)
-        started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as raised:
-            stub.Optimise(hard_request(), timeout=0.5)
-        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - started < 1.5
+        _bounded_by_the_deadline(lambda: stub.Optimise(hard_request(), timeout=0.5))
         wait_idle(pid)
         freed = admitted_within(stub, 5.0)
         assert freed is not None and freed < 1.0
@@ -136,12 +146,8 @@ def test_the_default_deadline_bounds_a_call_without_one() -> None:
     process = ServerProcess("--workers", "1", "--max-queue", "0", "--default-deadline", "0.5")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
-            started = time.monotonic()
-            with pytest.raises(grpc.RpcError) as raised:
-                XmarginServiceStub(channel).Optimise(hard_request())  # no deadline
-            elapsed = time.monotonic() - started
-        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert elapsed < 1.5
+            stub = XmarginServiceStub(channel)
+            _bounded_by_the_deadline(lambda: stub.Optimise(hard_request()))  # no deadline
         wait_idle(process.process.pid)
     finally:
         process.process.kill()
