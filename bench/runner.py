@@ -170,6 +170,8 @@ def run_config(plan: Plan, spec: dict[str, Any], log: Callable[[str], None]) -> 
     result["process_seconds"] = elapsed
     result["cap_seconds"] = cap
     result["spec"] = {k: v for k, v in spec.items() if k != "kind"}
+    if result["spec"].get("profile"):  # its file name: the results folder is the machine's own
+        result["spec"]["profile"] = Path(result["spec"]["profile"]).name
     log(f"{label}: {result['status']} in {elapsed:.1f} s")
     return result
 
