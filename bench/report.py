@@ -435,12 +435,22 @@ def _batch_markdown(batch: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pnl_pairs(
+    runs: list[dict[str, Any]],
+) -> dict[float, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    """Per share of P&L-vector instruments (ascending), its highs run and its cvxpy run."""
+    pairs = {}
+    for share in sorted({run["pnl_share"] for run in runs}):
+        by_backend = {run["backend"]: run for run in runs if run["pnl_share"] == share}
+        pairs[share] = (by_backend.get("highs"), by_backend.get("cvxpy"))
+    return pairs
+
+
 def _pnl_ratios(runs: list[dict[str, Any]]) -> dict[float, float]:
     """Per share of P&L-vector instruments, the fast path's median time / the cvxpy path's."""
     ratios = {}
-    for share in sorted({run["pnl_share"] for run in runs}):
-        by_backend = {run["backend"]: run for run in runs if run["pnl_share"] == share}
-        fast, reference = _median(by_backend.get("highs")), _median(by_backend.get("cvxpy"))
+    for share, (highs, cvxpy) in _pnl_pairs(runs).items():
+        fast, reference = _median(highs), _median(cvxpy)
         if fast and reference:
             ratios[share] = fast / reference
     return ratios
@@ -449,9 +459,7 @@ def _pnl_ratios(runs: list[dict[str, Any]]) -> dict[float, float]:
 def _pnl_markdown(runs: list[dict[str, Any]]) -> list[str]:
     """The reference account by share of P&L-vector instruments: both paths, and their ratio."""
     rows = []
-    for share in sorted({run["pnl_share"] for run in runs}):
-        by_backend = {run["backend"]: run for run in runs if run["pnl_share"] == share}
-        highs, cvxpy = by_backend.get("highs"), by_backend.get("cvxpy")
+    for share, (highs, cvxpy) in _pnl_pairs(runs).items():
         fast, reference = _median(highs), _median(cvxpy)
         ratio = f"{reference / fast:,.1f}x" if fast and reference else "-"
         rows.append([f"{share:.0%}", _solve_figure(highs), _solve_figure(cvxpy), ratio])
