@@ -5,20 +5,24 @@
 //   python -m xmargin.bench.load --write-requests /tmp/requests
 //   python -m xmargin.server --port P --workers 2 --max-queue 8 --token=caller-0 ... \
 //       --token=caller-3 --token=storm &
-//   node storm.js P SECONDS /tmp/requests [nostorm|small|large]
+//   node storm.js P SECONDS /tmp/requests [nostorm|small|large] [all|callers|probes]
 //
 // For SECONDS: 4 callers (tokens caller-0..3) loop the small Optimise (worked case 01); 32
 // callers under one token ("storm") send Optimise as fast as they are answered (the large
 // request, a 6 MB whole-lot book, or the small one; none with "nostorm"); one prober sends the
 // small Optimise every 0.1 s under the storm's token (its refusals: what an uncontended caller
 // of a refused client sees); one health check every 0.1 s. Every caller has its own connection.
+// The last argument splits the groups between processes: "callers" runs the 4 callers and the
+// storm, "probes" the prober and the health check (so that a second process measures the server
+// without waiting behind the storm's event loop); "all" (the default) runs every group here.
 // Prints p50/p99/max latency (ms) and the status codes of each group as JSON.
 const grpc = require('@grpc/grpc-js');
 const fs = require('fs');
 const path = require('path');
 
-const [port, seconds, dir, mode] = [
+const [port, seconds, dir, mode, parts] = [
   process.argv[2], Number(process.argv[3] || 10), process.argv[4], process.argv[5] || 'large',
+  process.argv[6] || 'all',
 ];
 const small = fs.readFileSync(path.join(dir, 'small.bin'));
 const large = fs.readFileSync(path.join(dir, 'hard.bin'));
@@ -70,16 +74,21 @@ function summary(outcomes, code) {
 (async () => {
   const OK = 0, RESOURCE_EXHAUSTED = 8;
   const callers = [];
-  for (let i = 0; i < 4; i++) callers.push(loop('good', OPTIMISE, small, `caller-${i}`, 0, 30));
-  if (mode !== 'nostorm') {
-    const body = mode === 'small' ? small : large;
-    for (let i = 0; i < 32; i++) callers.push(loop('storm', OPTIMISE, body, 'storm', 0, 2));
+  if (parts !== 'probes') {
+    for (let i = 0; i < 4; i++) callers.push(loop('good', OPTIMISE, small, `caller-${i}`, 0, 30));
+    if (mode !== 'nostorm') {
+      const body = mode === 'small' ? small : large;
+      for (let i = 0; i < 32; i++) callers.push(loop('storm', OPTIMISE, body, 'storm', 0, 2));
+    }
   }
-  callers.push(loop('prober', OPTIMISE, small, 'storm', 100, 30));
-  callers.push(loop('health', HEALTH, Buffer.alloc(0), null, 100, 5));
+  if (parts !== 'callers') {
+    callers.push(loop('prober', OPTIMISE, small, 'storm', 100, 30));
+    callers.push(loop('health', HEALTH, Buffer.alloc(0), null, 100, 5));
+  }
   await Promise.all(callers);
   console.log(JSON.stringify({
     mode,
+    parts,
     seconds,
     good_ok: summary(results.good, OK),
     storm_refused: summary(results.storm, RESOURCE_EXHAUSTED),
