@@ -36,7 +36,6 @@ from xmargin.clients.v1 import (
 from xmargin.optimiser import (
     Book,
     CaseValidationError,
-    Eligibility,
     Position,
     WarmStart,
     attribute,
@@ -78,6 +77,7 @@ from .convert import (
     Limits,
     RequestError,
     ResolvedScenarios,
+    add_eligibility,
     attribution_to_proto,
     book_case,
     check_backend,
@@ -85,7 +85,7 @@ from .convert import (
     customer_case,
     cycle_name,
     describe_violation,
-    eligibility_to_proto,
+    eligibility_reasons,
     instrument_case,
     member_case,
     parse,
@@ -388,13 +388,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 request, request.account, FieldPaths(), self._scenarios(request), False
             )
             problem = build_problem(book)
-            return service_pb2.ComputeMarginResponse(
+            response = service_pb2.ComputeMarginResponse(
                 run=request.run,
                 state=state_to_proto(evaluate(problem, problem.current_xm)),
                 baseline=state_to_proto(evaluate(problem, np.zeros(problem.n_positions))),
                 attribution=attribution_to_proto(attribute(problem, problem.current_xm)),
-                eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
             )
+            add_eligibility(response.eligibility, problem.position_ids, problem.eligibility)
+            return response
 
         return self._unary("ComputeMargin", request, context, lambda: self._in_pool(context, work))
 
@@ -480,11 +481,12 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             book = parse(case, paths, parse_case)
             rulebook = default_rulebook(book.business_date)
             ids = [p.instrument for p in book.positions]
-            return service_pb2.CheckEligibilityResponse(
+            response = service_pb2.CheckEligibilityResponse(
                 run=request.run,
-                results=eligibility_to_proto(ids, evaluate_eligibility(book, rulebook)),
                 rulebook=f"{rulebook.name} (effective {rulebook.effective_date.isoformat()})",
             )
+            add_eligibility(response.results, ids, evaluate_eligibility(book, rulebook))
+            return response
 
         return self._unary("CheckEligibility", request, context, handle)
 
@@ -772,9 +774,7 @@ def _what_if(run: common_pb2.RunContext, result: WhatIfResult) -> service_pb2.Wh
         )
         if trade.change_xm is not None:
             impact.margin_change_xm = trade.change_xm
-        impact.reasons.extend(
-            eligibility_to_proto([""], [Eligibility(trade.eligible, trade.reasons)])[0].reasons
-        )
+        impact.reasons.extend(eligibility_reasons(trade.reasons))
         impacts.append(impact)
     return service_pb2.WhatIfResponse(
         run=run,

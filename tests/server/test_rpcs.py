@@ -137,6 +137,13 @@ def test_compute_margin_equals_the_exact_evaluator(
     assert_state(response.baseline, evaluate(problem, np.zeros(problem.n_positions)))
     assert close(response.state.total, case_data["expected"]["current"]["total"])
     assert len(response.attribution) == 4
+    flags = {e.instrument: e.eligible for e in response.eligibility}
+    assert flags == case_data["expected"]["eligible"]
+    assert [e.instrument for e in response.eligibility] == list(problem.position_ids)
+    for entry, judged in zip(response.eligibility, problem.eligibility, strict=True):
+        assert list(entry.reasons) == [
+            common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{r}") for r in judged.reasons
+        ]
 
 
 def test_check_eligibility_gives_the_expected_flags_and_reasons(
