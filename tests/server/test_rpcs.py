@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import close
 from tests.server.harness import batch_of, optimise_request, what_if_request
 from xmargin.clients import convert
+from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser import build_problem, evaluate, optimise, parse_case
@@ -122,14 +123,7 @@ def test_optimise_with_a_warm_start_gives_the_cold_answer_after_a_change_in_posi
 def test_compute_margin_equals_the_exact_evaluator(
     stub: XmarginServiceStub, case_data: dict[str, Any]
 ) -> None:
-    full = optimise_request(case_data)
-    request = service_pb2.ComputeMarginRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-    )
+    request = copy_shared_fields(optimise_request(case_data), service_pb2.ComputeMarginRequest())
     response = stub.ComputeMargin(request, timeout=30)
     problem = build_problem(parse_case(case_data))
     assert response.run == request.run
