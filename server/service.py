@@ -249,6 +249,29 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     def _field(request: Any, name: str) -> Any:
         return getattr(request, name) if request.HasField(name) else None
 
+    def _case(
+        self,
+        request: Any,
+        account: book_pb2.AccountBook,
+        paths: FieldPaths,
+        scenarios: ResolvedScenarios,
+        with_options: bool = True,
+        numpy_vectors: bool = False,
+    ) -> CaseDict:
+        """The case-format dict of ``account`` under the request's run, models, program and
+        (``with_options``) options; :func:`~.convert.book_case` says the rest."""
+        return book_case(
+            request.run,
+            account,
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            self._field(request, "options") if with_options else None,
+            paths,
+            self.limits,
+            numpy_vectors=numpy_vectors,
+        )
+
     def _book(
         self,
         request: Any,
@@ -259,26 +282,13 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         schema_wording: bool = False,
     ) -> Book:
         """The request's validated book, its risk vectors read straight into numpy.
-        ``schema_wording``: a vector with a value out of range or not finite is refused as the
-        batch path refuses it (the schema's per-element wording, read as lists), not as a
-        range."""
-
-        def case(numpy_vectors: bool) -> CaseDict:
-            return book_case(
-                request.run,
-                account,
-                scenarios,
-                self._field(request, "models"),
-                self._field(request, "program"),
-                self._field(request, "options") if with_options else None,
-                paths,
-                self.limits,
-                numpy_vectors=numpy_vectors,
-            )
-
-        read = case(numpy_vectors=True)
+        ``schema_wording``: a request with a vector out of range or not finite is read again
+        as lists, so that it is refused as the batch path refuses it: the schema's violations
+        in document order, every bad value named (the bulk check names 20 per vector and
+        puts the vectors' violations after the others)."""
+        read = self._case(request, account, paths, scenarios, with_options, numpy_vectors=True)
         if schema_wording and read.vectors and not vectors_in_bounds(read.vectors):
-            read = case(numpy_vectors=False)
+            read = self._case(request, account, paths, scenarios, with_options)
         book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book
@@ -290,16 +300,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
             clearing_member=book_pb2.ClearingMember(id="-"),
         )
-        return book_case(
-            request.run,
-            blank,
-            scenarios,
-            self._field(request, "models"),
-            self._field(request, "program"),
-            self._field(request, "options"),
-            FieldPaths(),
-            self.limits,
-        )
+        return self._case(request, blank, FieldPaths(), scenarios)
 
     def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
         """The case parts every account of ``request`` shares: the shared inputs of the batch
