@@ -335,7 +335,9 @@ class XmarginClient:
         ``current_only``) the optimised one, and what each transfer saves (explain.proto)."""
         data = convert.load_case_dict(case)
         run = self._run(data, run_number, request_id)
-        request = explain_request(data, run, current_only, **options)
+        request = explain_request(
+            data, run, current_only, scenarios=scenario_set is None, **options
+        )
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
         return explain_answer(self._call(self._stub.Explain, request, timeout))

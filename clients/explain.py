@@ -23,11 +23,14 @@ def explain_request(
     case: Mapping[str, Any],
     run: common_pb2.RunContext,
     current_only: bool = False,
+    *,
+    scenarios: bool = True,
     **option_overrides: Any,
 ) -> explain_pb2.ExplainRequest:
     """The fields of an ``OptimiseRequest`` for ``case`` (those ``ExplainRequest`` shares),
-    and ``current_only``."""
-    optimise = optimise_request(case, run, **option_overrides)
+    and ``current_only``; ``scenarios``: whether it carries the case's scenario set (False:
+    the caller refers to a registered set)."""
+    optimise = optimise_request(case, run, scenarios=scenarios, **option_overrides)
     return copy_shared_fields(optimise, explain_pb2.ExplainRequest(current_only=current_only))
 
 
