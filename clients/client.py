@@ -201,6 +201,46 @@ class XmarginClient:
         else:
             request.scenario_set.CopyFrom(convert.case_scenario_set(case))
 
+    def _batch_header(
+        self,
+        base: Mapping[str, Any],
+        scenario_set: ScenarioSetHandle | None,
+        run_number: int,
+        request_id: str | None,
+        options: Mapping[str, Any],
+    ) -> service_pb2.OptimiseBatchRequest:
+        """A batch request with no accounts: the run, scenario set, models, program and
+        options (``base``'s, overridden by ``options``) that every account shares."""
+        header = service_pb2.OptimiseBatchRequest(
+            run=self._run(base, run_number, request_id),
+            models=convert.models_message(base),
+            program=convert.program_message(base),
+            options=convert.options_message({**base.get("options", {}), **options}),
+        )
+        self._scenarios(header, base, scenario_set)
+        return header
+
+    @staticmethod
+    def _batch_items(
+        messages: Iterable[Any],
+        stream: Any,
+        progress: Callable[[BatchItem], None] | None,
+        request_id: str,
+    ) -> Iterator[BatchItem]:
+        """Each response of a batch ``stream`` (``messages``: its responses, read already or
+        not) as a :class:`BatchItem`, given to ``progress`` too; the stream is cancelled
+        when the caller stops reading."""
+        try:
+            for message in messages:
+                item = convert.batch_item(message)
+                if progress is not None:
+                    progress(item)
+                yield item
+        except grpc.RpcError as rpc_error:
+            raise from_rpc_error(rpc_error, request_id) from None
+        finally:
+            stream.cancel()
+
     # --- RPCs -----------------------------------------------------------------------------
 
     def optimise(
@@ -263,14 +303,9 @@ class XmarginClient:
             own = ("name", "customer", "clearing_member", "instruments", "positions")
             account = {**shared_parts, **{k: book[k] for k in own if k in book}}
             convert.check_case(account, scenarios=False, where=f"cases[{index}].")
-        request = service_pb2.OptimiseBatchRequest(
-            run=self._run(base, run_number, request_id),
-            accounts=[convert.account_book(b) for b in books],
-            models=convert.models_message(base),
-            program=convert.program_message(base),
-            options=convert.options_message({**base.get("options", {}), **options}),
-        )
-        self._scenarios(request, base, scenario_set)
+        request = self._batch_header(base, scenario_set, run_number, request_id, options)
+        for book in books:
+            convert.account_book(book, request.accounts.add())  # built in place: no copy
         timeout = self.timeout if timeout is None else timeout
 
         def first_item(request: Any, timeout: float | None, metadata: Any) -> Any:
@@ -282,17 +317,8 @@ class XmarginClient:
             return stream, head
 
         stream, head = self._call(first_item, request, timeout)
-        try:
-            messages = [head] if head is not None else []
-            for message in _chain(messages, stream):
-                item = convert.batch_item(message)
-                if progress is not None:
-                    progress(item)
-                yield item
-        except grpc.RpcError as rpc_error:
-            raise from_rpc_error(rpc_error, request.run.request_id) from None
-        finally:
-            stream.cancel()
+        messages = _chain([head] if head is not None else [], stream)
+        yield from self._batch_items(messages, stream, progress, request.run.request_id)
 
     def explain(
         self,
@@ -309,7 +335,9 @@ class XmarginClient:
         ``current_only``) the optimised one, and what each transfer saves (explain.proto)."""
         data = convert.load_case_dict(case)
         run = self._run(data, run_number, request_id)
-        request = explain_request(data, run, current_only, **options)
+        request = explain_request(
+            data, run, current_only, scenarios=scenario_set is None, **options
+        )
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
         return explain_answer(self._call(self._stub.Explain, request, timeout))
@@ -342,13 +370,7 @@ class XmarginClient:
                 return
             base = convert.load_case_dict(first)
             accounts = itertools.chain([base], accounts)
-        header = service_pb2.OptimiseBatchRequest(
-            run=self._run(base, run_number, request_id),
-            models=convert.models_message(base),
-            program=convert.program_message(base),
-            options=convert.options_message({**base.get("options", {}), **options}),
-        )
-        self._scenarios(header, base, scenario_set)
+        header = self._batch_header(base, scenario_set, run_number, request_id, options)
         timeout = self.timeout if timeout is None else timeout
 
         def messages() -> Iterator[service_pb2.OptimiseStreamRequest]:
@@ -359,16 +381,7 @@ class XmarginClient:
 
         self.attempts += 1
         stream = self._stub.OptimiseStream(messages(), timeout=timeout, metadata=self._metadata)
-        try:
-            for message in stream:
-                item = convert.batch_item(message)
-                if progress is not None:
-                    progress(item)
-                yield item
-        except grpc.RpcError as rpc_error:
-            raise from_rpc_error(rpc_error, header.run.request_id) from None
-        finally:
-            stream.cancel()
+        yield from self._batch_items(stream, stream, progress, header.run.request_id)
 
     def compute_margin(
         self,

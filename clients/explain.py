@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from .convert import OptimiseAnswer, optimise_answer, optimise_request
+from .messages import copy_shared_fields
 from .v1 import common_pb2, explain_pb2
 
 __all__ = ["ExplainAnswer", "explain_answer", "explain_request"]
@@ -22,19 +23,15 @@ def explain_request(
     case: Mapping[str, Any],
     run: common_pb2.RunContext,
     current_only: bool = False,
+    *,
+    scenarios: bool = True,
     **option_overrides: Any,
 ) -> explain_pb2.ExplainRequest:
-    """The fields of an ``OptimiseRequest`` for ``case``, and ``current_only``."""
-    optimise = optimise_request(case, run, **option_overrides)
-    return explain_pb2.ExplainRequest(
-        run=optimise.run,
-        account=optimise.account,
-        scenario_set=optimise.scenario_set,
-        models=optimise.models,
-        program=optimise.program,
-        options=optimise.options,
-        current_only=current_only,
-    )
+    """The fields of an ``OptimiseRequest`` for ``case`` (those ``ExplainRequest`` shares),
+    and ``current_only``; ``scenarios``: whether it carries the case's scenario set (False:
+    the caller refers to a registered set)."""
+    optimise = optimise_request(case, run, scenarios=scenarios, **option_overrides)
+    return copy_shared_fields(optimise, explain_pb2.ExplainRequest(current_only=current_only))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from .batch.data import AccountOutcome, BatchAccount, SharedInputs
 from .batch.format import merge_case
 from .eligibility import default_rulebook
 from .extras import require_extra
-from .jsonvalues import canonical_json, compact_json, sha256_of, strip_volatile
+from .jsonvalues import canonical_json, compact_json, jsonable, sha256_of, strip_volatile
 
 __all__ = [
     "SCENARIO_SCHEMA",
@@ -230,14 +230,21 @@ class AuditRecord:
     seconds: float
     recorded_at: str
 
+    @property
+    def key(self) -> dict[str, Any]:
+        """The run key (:data:`KEY_COLUMNS`): business date, cycle, run number, account."""
+        return {column: getattr(self, column) for column in KEY_COLUMNS}
+
+    def same_request(self, shared: SharedInputs, account: BatchAccount) -> bool:
+        """Whether ``shared`` and ``account`` are the request stored here: the same shared
+        inputs (by hash) and account parts equal as JSON data."""
+        return self.request_shared == shared.sha256 and canonical_json(
+            self.request_account
+        ) == canonical_json(jsonable(account.data))
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "key": {
-                "business_date": self.business_date,
-                "cycle": self.cycle,
-                "run_number": self.run_number,
-                "account": self.account,
-            },
+            "key": self.key,
             "source": self.label,
             "status": self.status,
             "versions": self.versions.to_dict(),

@@ -6,9 +6,10 @@ The one home of :func:`jsonable` (the CLI, the batch runner, the audit store and
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -65,13 +66,83 @@ def compact_json(value: Any) -> str:
     ``json.dumps`` writes it, give or take the exponent's form: ``1e-07`` is ``1e-7``), numpy
     arrays and scalars unwrapped, NaN and infinity as null (as :func:`jsonable` makes them).
     10-20x faster than ``json.dumps`` on long float vectors. Not for hashing:
-    :func:`canonical_json` sorts keys. What pydantic-core refuses but ``json.dumps`` writes
-    (a lone surrogate in a string, nesting deeper than pydantic-core's limit: data of an account
-    that fails validation, still to be stored) is written by ``json.dumps``."""
-    try:
-        return to_json(value, inf_nan_mode="null", fallback=_numpy_value).decode()
-    except ValueError:
-        return json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False)
+    :func:`canonical_json` sorts keys.
+
+    It takes exactly what ``json.dumps(jsonable(value))`` takes (a date, a set, bytes, ...:
+    TypeError, though pydantic-core would write them) and gives the same data: pydantic-core
+    writes only values made of JSON's own types (:func:`_json_native`); anything else, and what
+    pydantic-core refuses (a lone surrogate in a string, nesting deeper than its limit: data of
+    an account that fails validation, still to be stored), is written by ``json.dumps``."""
+    if _json_native(value):
+        try:
+            return to_json(value, inf_nan_mode="null", fallback=_numpy_value).decode()
+        except ValueError:
+            pass
+    return json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False)
+
+
+_NATIVE_TYPES = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+_LEAF_TYPES = _NATIVE_TYPES | {np.ndarray}
+_NUMPY_KINDS = frozenset("biufU")  # bool, integers, floats, strings: their tolist() is native
+
+
+def _json_native(value: Any) -> bool:
+    """Whether ``value`` is made only of what ``json.dumps`` writes after :func:`jsonable` and
+    pydantic-core writes the same: dicts with ``str`` keys, lists, tuples, strings, numbers,
+    booleans, None, and numpy arrays and scalars of booleans, numbers or strings.
+
+    A walk without recursion; the members of a container are checked at once in C
+    (``set(map(type, ...))``), and so are those of a list of lists or of dicts (a scenario
+    matrix, a list of instruments), so that long vectors of numbers cost no Python loop."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) in _NATIVE_TYPES:
+            continue
+        if isinstance(item, dict):
+            if not set(map(type, item)) <= _STR:
+                return False
+            members: Collection[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            members = item
+        elif isinstance(item, np.ndarray | np.generic):
+            if item.dtype.kind not in _NUMPY_KINDS:
+                return False
+            continue
+        elif isinstance(item, str | int | float):  # subclasses: IntEnum, StrEnum, ...
+            continue
+        else:
+            return False
+        if _leaves_native(members) or _grandchildren_native(members):
+            continue
+        pending.extend(members)
+    return True
+
+
+def _leaves_native(members: Collection[Any]) -> bool:
+    """Whether ``members`` are all native scalars or numpy arrays of a native kind (one C
+    pass over their types; a Python one over the arrays only, when there are any)."""
+    kinds = set(map(type, members))
+    if kinds <= _NATIVE_TYPES:
+        return True
+    if not kinds <= _LEAF_TYPES:
+        return False
+    return all(a.dtype.kind in _NUMPY_KINDS for a in members if type(a) is np.ndarray)
+
+
+def _grandchildren_native(members: Collection[Any]) -> bool:
+    """Whether ``members``, all lists or all dicts (a scenario matrix, a list of instruments),
+    hold only native leaves (:func:`_leaves_native`) under ``str`` keys: the level below
+    checked in one pass. False also means "walk them one by one"."""
+    kinds = set(map(type, members))
+    if kinds == {list}:
+        return _leaves_native(list(itertools.chain.from_iterable(members)))
+    if kinds == {dict}:
+        keys = set(map(type, itertools.chain.from_iterable(members)))
+        values = list(itertools.chain.from_iterable(map(dict.values, members)))
+        return keys <= _STR and _leaves_native(values)
+    return False
 
 
 def _numpy_value(value: Any) -> Any:
@@ -83,10 +154,12 @@ def _numpy_value(value: Any) -> Any:
 
 def _plain_json(value: Any) -> str | None:
     """``value``'s compact JSON text when it is plain JSON data (finite floats, string keys,
-    no numpy values); None when it needs :func:`jsonable` first."""
+    no numpy values); None when it needs :func:`jsonable` first (or is not JSON data)."""
+    if not _json_native(value):
+        return None
     try:
         text = to_json(value, inf_nan_mode="constants")
-    except ValueError:  # numpy values and other types JSON does not know
+    except ValueError:  # numpy values, a lone surrogate, deep nesting
         return None
     if b"NaN" in text or b"Infinity" in text:  # maybe a float to make null (or a string)
         return None

@@ -54,7 +54,7 @@ __all__ = [
     "book_case",
     "describe_violation",
     "duration",
-    "eligibility_to_proto",
+    "eligibility_reasons",
     "options_case",
     "result_to_proto",
     "scenario_set_case",
@@ -532,25 +532,19 @@ def _reason(code: str) -> common_pb2.EligibilityReason.ValueType:
         return common_pb2.ELIGIBILITY_REASON_UNSPECIFIED
 
 
-def _reasons(eligibility: Any) -> list[common_pb2.EligibilityReason.ValueType]:
-    return [_reason(str(r)) for r in eligibility.reasons]
-
-
-def eligibility_to_proto(
-    ids: Iterable[str], eligibility: Iterable[Any]
-) -> list[result_pb2.PositionEligibility]:
-    return [
-        result_pb2.PositionEligibility(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
-        for pid, e in zip(ids, eligibility, strict=True)
-    ]
+def eligibility_reasons(reasons: Iterable[Any]) -> list[common_pb2.EligibilityReason.ValueType]:
+    """Reason codes (``Reason`` or their names) as ``EligibilityReason`` values; a code the
+    proto lacks as ``ELIGIBILITY_REASON_UNSPECIFIED``."""
+    return [_reason(str(r)) for r in reasons]
 
 
 def add_eligibility(out: Any, ids: Iterable[str], eligibility: Iterable[Any]) -> None:
-    """As :func:`eligibility_to_proto`, each added in place to ``out`` (a repeated field)."""
+    """One ``PositionEligibility`` per (id, eligibility) pair, added in place to ``out`` (a
+    repeated field: nothing built twice or copied)."""
     add = out.add
     for pid, e in zip(ids, eligibility, strict=True):
         if e.reasons:
-            add(instrument=pid, eligible=e.eligible, reasons=_reasons(e))
+            add(instrument=pid, eligible=e.eligible, reasons=eligibility_reasons(e.reasons))
         else:  # most positions: nothing to look up
             add(instrument=pid, eligible=e.eligible)
 

@@ -20,8 +20,6 @@ from xmargin.optimiser.batch import (
     AccountOutcome,
     BatchAccount,
     SharedInputs,
-    canonical_json,
-    jsonable,
 )
 
 from .batching import error_proto, rebuild_result
@@ -117,16 +115,8 @@ class Recorder:
         self, index: int, shared: SharedInputs, account: BatchAccount, record: AuditRecord
     ) -> Answer:
         """The stored answer to the same request, or ALREADY_EXISTS."""
-        same = record.request_shared == shared.sha256 and canonical_json(
-            record.request_account
-        ) == canonical_json(jsonable(account.data))
-        if not same:
-            key = {
-                "business_date": record.business_date,
-                "cycle": record.cycle,
-                "run_number": str(record.run_number),
-                "account": record.account,
-            }
+        if not record.same_request(shared, account):
+            key = {column: str(value) for column, value in record.key.items()}
             conflict = RunConflictError(key, record.recorded_at)
             refused = AccountOutcome(
                 index,

@@ -36,7 +36,6 @@ from xmargin.clients.v1 import (
 from xmargin.optimiser import (
     Book,
     CaseValidationError,
-    Eligibility,
     Position,
     WarmStart,
     attribute,
@@ -78,6 +77,7 @@ from .convert import (
     Limits,
     RequestError,
     ResolvedScenarios,
+    add_eligibility,
     attribution_to_proto,
     book_case,
     check_backend,
@@ -85,7 +85,7 @@ from .convert import (
     customer_case,
     cycle_name,
     describe_violation,
-    eligibility_to_proto,
+    eligibility_reasons,
     instrument_case,
     member_case,
     parse,
@@ -249,6 +249,29 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     def _field(request: Any, name: str) -> Any:
         return getattr(request, name) if request.HasField(name) else None
 
+    def _case(
+        self,
+        request: Any,
+        account: book_pb2.AccountBook,
+        paths: FieldPaths,
+        scenarios: ResolvedScenarios,
+        with_options: bool = True,
+        numpy_vectors: bool = False,
+    ) -> CaseDict:
+        """The case-format dict of ``account`` under the request's run, models, program and
+        (``with_options``) options; :func:`~.convert.book_case` says the rest."""
+        return book_case(
+            request.run,
+            account,
+            scenarios,
+            self._field(request, "models"),
+            self._field(request, "program"),
+            self._field(request, "options") if with_options else None,
+            paths,
+            self.limits,
+            numpy_vectors=numpy_vectors,
+        )
+
     def _book(
         self,
         request: Any,
@@ -259,26 +282,13 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         schema_wording: bool = False,
     ) -> Book:
         """The request's validated book, its risk vectors read straight into numpy.
-        ``schema_wording``: a vector with a value out of range or not finite is refused as the
-        batch path refuses it (the schema's per-element wording, read as lists), not as a
-        range."""
-
-        def case(numpy_vectors: bool) -> CaseDict:
-            return book_case(
-                request.run,
-                account,
-                scenarios,
-                self._field(request, "models"),
-                self._field(request, "program"),
-                self._field(request, "options") if with_options else None,
-                paths,
-                self.limits,
-                numpy_vectors=numpy_vectors,
-            )
-
-        read = case(numpy_vectors=True)
+        ``schema_wording``: a request with a vector out of range or not finite is read again
+        as lists, so that it is refused as the batch path refuses it: the schema's violations
+        in document order, every bad value named (the bulk check names 20 per vector and
+        puts the vectors' violations after the others)."""
+        read = self._case(request, account, paths, scenarios, with_options, numpy_vectors=True)
         if schema_wording and read.vectors and not vectors_in_bounds(read.vectors):
-            read = case(numpy_vectors=False)
+            read = self._case(request, account, paths, scenarios, with_options)
         book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book
@@ -290,16 +300,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             customer=book_pb2.Customer(id="-", ficc_account_type="NONE"),
             clearing_member=book_pb2.ClearingMember(id="-"),
         )
-        return book_case(
-            request.run,
-            blank,
-            scenarios,
-            self._field(request, "models"),
-            self._field(request, "program"),
-            self._field(request, "options"),
-            FieldPaths(),
-            self.limits,
-        )
+        return self._case(request, blank, FieldPaths(), scenarios)
 
     def _shared_data(self, request: Any, scenarios: ResolvedScenarios) -> dict[str, Any]:
         """The case parts every account of ``request`` shares: the shared inputs of the batch
@@ -388,13 +389,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 request, request.account, FieldPaths(), self._scenarios(request), False
             )
             problem = build_problem(book)
-            return service_pb2.ComputeMarginResponse(
+            response = service_pb2.ComputeMarginResponse(
                 run=request.run,
                 state=state_to_proto(evaluate(problem, problem.current_xm)),
                 baseline=state_to_proto(evaluate(problem, np.zeros(problem.n_positions))),
                 attribution=attribution_to_proto(attribute(problem, problem.current_xm)),
-                eligibility=eligibility_to_proto(problem.position_ids, problem.eligibility),
             )
+            add_eligibility(response.eligibility, problem.position_ids, problem.eligibility)
+            return response
 
         return self._unary("ComputeMargin", request, context, lambda: self._in_pool(context, work))
 
@@ -480,11 +482,12 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             book = parse(case, paths, parse_case)
             rulebook = default_rulebook(book.business_date)
             ids = [p.instrument for p in book.positions]
-            return service_pb2.CheckEligibilityResponse(
+            response = service_pb2.CheckEligibilityResponse(
                 run=request.run,
-                results=eligibility_to_proto(ids, evaluate_eligibility(book, rulebook)),
                 rulebook=f"{rulebook.name} (effective {rulebook.effective_date.isoformat()})",
             )
+            add_eligibility(response.results, ids, evaluate_eligibility(book, rulebook))
+            return response
 
         return self._unary("CheckEligibility", request, context, handle)
 
@@ -772,9 +775,7 @@ def _what_if(run: common_pb2.RunContext, result: WhatIfResult) -> service_pb2.Wh
         )
         if trade.change_xm is not None:
             impact.margin_change_xm = trade.change_xm
-        impact.reasons.extend(
-            eligibility_to_proto([""], [Eligibility(trade.eligible, trade.reasons)])[0].reasons
-        )
+        impact.reasons.extend(eligibility_reasons(trade.reasons))
         impacts.append(impact)
     return service_pb2.WhatIfResponse(
         run=run,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CASE_FILES
+from tests.conftest import CASE_FILES, assert_tree_close
 from xmargin.clients import InvalidRequestError, XmarginClient
 from xmargin.optimiser import load_case, optimise
 from xmargin.optimiser.explain import explain_result
@@ -55,6 +55,14 @@ def test_explain_current_only_solves_nothing(client: XmarginClient) -> None:
     assert answer.result is None
     assert answer.explanation["current"]["total"] > 0
     assert "optimised" not in answer.explanation and "change" not in answer.explanation
+
+
+def test_explain_by_a_registered_scenario_set_explains_the_same(client: XmarginClient) -> None:
+    case = json.loads(EXPLAINED[0].read_text())
+    handle = client.register_scenario_set("explain-test-set", case)
+    inline = client.explain(case, current_only=True)
+    by_reference = client.explain(case, current_only=True, scenario_set=handle)
+    assert_tree_close(by_reference.explanation, inline.explanation)
 
 
 def test_explain_rejects_an_invalid_case(client: XmarginClient) -> None:

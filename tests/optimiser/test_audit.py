@@ -24,6 +24,7 @@ from xmargin.optimiser.audit import AuditStore, compare_results, open_store, rep
 from xmargin.optimiser.batch import (
     AccountError,
     AccountOutcome,
+    BatchAccount,
     InlineEngine,
     SharedInputs,
     merge_case,
@@ -87,6 +88,28 @@ def test_a_stored_account_keeps_its_request_result_and_versions(store: AuditStor
     assert outcome.code_version == record.versions.xmargin
     assert store.get(DATE, CYCLE, 2, "CUST-1") is None  # another run number is another key
     assert store.get(DATE, "ITD", 1, "CUST-1") is None
+
+
+def test_a_record_knows_its_key_and_its_request(store: AuditStore) -> None:
+    selected = batch_group(2)
+    run_batch(selected.accounts, selected.shared, InlineEngine(), audit=store)
+    record = store.get(DATE, CYCLE, 1, "CUST-1")
+    assert record is not None
+    assert record.key == {
+        "business_date": DATE,
+        "cycle": CYCLE,
+        "run_number": 1,
+        "account": "CUST-1",
+    }
+    assert record.to_dict()["key"] == record.key
+    account = selected.accounts[1]
+    assert account.account == "CUST-1"
+    assert record.same_request(selected.shared, account)
+    reread = BatchAccount(account.account, json.loads(json.dumps(account.data)), "elsewhere")
+    assert record.same_request(selected.shared, reread)  # equal data; the label is no part
+    assert not record.same_request(selected.shared, selected.accounts[0])
+    other = SharedInputs.of({**selected.shared.data, "cycle": "ITD"})
+    assert not record.same_request(other, account)
 
 
 def test_the_models_hash_follows_the_model_parameters(store: AuditStore) -> None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime as dt
+import decimal
+import enum
 import json
+import pathlib
 import struct
+import uuid
+from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,3 +71,121 @@ def test_json_and_text_gives_plain_values_and_their_text() -> None:
     plain = {"b": [0.1, 0.2], "a": "x"}
     value, text = json_and_text(plain)
     assert value is plain and json.loads(text) == plain
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int = 1
+
+
+NOT_JSON = [
+    dt.date(2026, 12, 1),
+    dt.datetime(2026, 12, 1, 12, 0),
+    dt.time(12, 0),
+    dt.timedelta(days=1),
+    {1, 2},
+    frozenset({1}),
+    b"bytes",
+    bytearray(b"bytes"),
+    decimal.Decimal("1.5"),
+    uuid.UUID(int=7),
+    _Colour.RED,
+    _Point(),
+    pathlib.PurePosixPath("/tmp"),
+    collections.deque([1]),
+    1j,
+    np.complex128(1j),
+    np.array([1j]),
+    np.datetime64("2026-12-01"),
+    np.array([dt.date(2026, 12, 1)], dtype=object),
+    object(),
+]
+"""What pydantic-core writes (all but object()) and json.dumps refuses, even after jsonable."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False)
+
+
+@pytest.mark.parametrize("value", NOT_JSON, ids=lambda v: type(v).__name__)
+@pytest.mark.parametrize("where", ["alone", "in a dict", "deep in a list of lists", "in rows"])
+def test_what_json_dumps_refuses_is_refused(value: Any, where: str) -> None:
+    data = {
+        "alone": value,
+        "in a dict": {"id": "x", "values": [1.0, 2.0], "odd": value},
+        "deep in a list of lists": [[1.0, 2.0], [3.0, value]],
+        "in rows": [{"a": 1.0}, {"a": value}],
+    }[where]
+    with pytest.raises(TypeError):
+        _dumps(data)
+    with pytest.raises(TypeError):
+        compact_json(data)
+    with pytest.raises(TypeError):
+        json_and_text(data)
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Name(enum.StrEnum):
+    CME = "CME"
+
+
+class _Float(float):
+    pass
+
+
+JSON_EDGES = [
+    {1: "int key", 2.5: "float key", None: "none key"},
+    {True: "bool key"},
+    {(1, 2): "tuple key"},
+    _Level.HIGH,
+    _Name.CME,
+    _Float(0.5),
+    10**30,
+    np.str_("s"),
+    np.array(["a", "b"]),
+    np.array([[1, 2], [3, 4]], dtype=np.int32),
+    [[1.0, None], [True, "x"]],
+    [{"a": np.float64(1.0)}, {"b": [np.int8(1)]}],
+]
+"""What json.dumps writes after jsonable, some of it in types pydantic-core writes otherwise."""
+
+
+@pytest.mark.parametrize("value", JSON_EDGES, ids=repr)
+def test_what_json_dumps_writes_is_written_as_the_same_data(value: Any) -> None:
+    assert json.loads(compact_json(value)) == json.loads(_dumps(value))
+    assert json.loads(json_and_text(value)[1]) == json.loads(_dumps(value))
+
+
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=4)
+    | st.dates()
+    | st.frozensets(st.integers(), max_size=2)
+    | st.binary(max_size=3)
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=20,
+)
+
+
+@given(_VALUES)
+def test_compact_json_takes_and_writes_what_json_dumps_does(value: Any) -> None:
+    try:
+        expected = json.loads(_dumps(value))
+    except TypeError:
+        with pytest.raises(TypeError):
+            compact_json(value)
+        return
+    assert json.loads(compact_json(value)) == expected

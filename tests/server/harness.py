@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import CASE_FILES
 from xmargin.clients import convert
+from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import book_pb2, service_pb2, service_pb2_grpc
 from xmargin.server import Limits, RunningServer, ServerConfig, build_server
 
@@ -99,15 +100,7 @@ def optimise_request(case: dict[str, Any], **options: Any) -> service_pb2.Optimi
 def what_if_request(case: dict[str, Any], **fields: Any) -> service_pb2.WhatIfRequest:
     """A WhatIf request on ``case``'s account, scenarios, models and program, with ``fields``
     (the trades to add, positions to exclude, ...)."""
-    full = optimise_request(case)
-    return service_pb2.WhatIfRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-        **fields,
-    )
+    return copy_shared_fields(optimise_request(case), service_pb2.WhatIfRequest(**fields))
 
 
 def batch_of(
@@ -115,14 +108,7 @@ def batch_of(
 ) -> service_pb2.OptimiseBatchRequest:
     """A batch of ``accounts`` under the run, scenario set, models, program and options of
     ``shared`` (without accounts: an OptimiseStream's header)."""
-    return service_pb2.OptimiseBatchRequest(
-        run=shared.run,
-        accounts=list(accounts),
-        scenario_set=shared.scenario_set,
-        models=shared.models,
-        program=shared.program,
-        options=shared.options,
-    )
+    return copy_shared_fields(shared, service_pb2.OptimiseBatchRequest(accounts=list(accounts)))
 
 
 def rich_error(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:

@@ -21,6 +21,7 @@ from tests.server.harness import optimise_request, start
 from tests.server.test_engines import batch_request, run_batch
 from tests.server.test_errors import call_error, details, violations
 from xmargin.clients import convert
+from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser import cli
@@ -161,14 +162,7 @@ def test_every_batch_account_is_recorded_once_and_a_rerun_gets_the_stored_answer
     request = batch_request(cases, names, broken_at=2)
     request.run.run_number = 5
     # One account of run 5 comes first as a single Optimise with the batch's shared inputs.
-    single = service_pb2.OptimiseRequest(
-        run=request.run,
-        account=request.accounts[0],
-        scenario_set=request.scenario_set,
-        models=request.models,
-        program=request.program,
-        options=request.options,
-    )
+    single = copy_shared_fields(request, service_pb2.OptimiseRequest(account=request.accounts[0]))
     with grpc.insecure_channel(f"127.0.0.1:{audited.port}") as channel:
         alone = XmarginServiceStub(channel).Optimise(single, timeout=60)
     first = run_batch(audited.port, request)

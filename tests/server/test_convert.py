@@ -8,13 +8,16 @@ from typing import Any
 import pytest
 
 from xmargin.clients import convert as client_convert
-from xmargin.clients.v1 import book_pb2
-from xmargin.optimiser import case_format, parse_case
+from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2
+from xmargin.optimiser import Eligibility, case_format, parse_case
+from xmargin.optimiser.eligibility import Reason
 from xmargin.server.convert import (
     FieldPaths,
     Limits,
     RequestError,
+    add_eligibility,
     book_case,
+    eligibility_reasons,
     parse,
     scenario_set_case,
 )
@@ -114,3 +117,32 @@ def test_a_converted_scenario_set_is_not_validated_again_per_account(
     }
     parse(fresh, FieldPaths(), parse_case)
     assert calls == [1]  # trusted by identity only: a copy is validated
+
+
+def test_eligibility_becomes_one_message_per_position_with_its_reasons() -> None:
+    judged = [
+        Eligibility(True, ()),
+        Eligibility(False, (Reason.PRODUCT_EXCLUDED, Reason.MATURITY_WITHIN_ONE_YEAR)),
+    ]
+    out = result_pb2.OptimiseResult().eligibility
+    add_eligibility(out, ["UST-10Y", "BILL-3M"], judged)
+    assert [(e.instrument, e.eligible, list(e.reasons)) for e in out] == [
+        ("UST-10Y", True, []),
+        (
+            "BILL-3M",
+            False,
+            [
+                common_pb2.ELIGIBILITY_REASON_PRODUCT_EXCLUDED,
+                common_pb2.ELIGIBILITY_REASON_MATURITY_WITHIN_ONE_YEAR,
+            ],
+        ),
+    ]
+    with pytest.raises(ValueError):  # ids and eligibility of different lengths
+        add_eligibility(out, ["ONE"], judged)
+
+
+def test_a_reason_the_proto_lacks_is_unspecified() -> None:
+    assert eligibility_reasons(["PRODUCT_EXCLUDED", "NOT_A_REASON"]) == [
+        common_pb2.ELIGIBILITY_REASON_PRODUCT_EXCLUDED,
+        common_pb2.ELIGIBILITY_REASON_UNSPECIFIED,
+    ]

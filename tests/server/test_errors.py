@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.server.harness import TOKEN, Certificates, optimise_request, start
+from tests.server.harness import TOKEN, Certificates, optimise_request, start, what_if_request
 from xmargin.clients.v1 import common_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server import RunningServer
@@ -145,15 +145,7 @@ def test_message_beyond_the_size_limit_is_refused(
 def test_what_if_with_an_unknown_exclusion_names_it(
     stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
 ) -> None:
-    full = optimise_request(cases["01-basis-trade-10y"])
-    request = service_pb2.WhatIfRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-        exclude_positions=["TYZ6", "NOPE"],
-    )
+    request = what_if_request(cases["01-basis-trade-10y"], exclude_positions=["TYZ6", "NOPE"])
     error = call_error(lambda: stub.WhatIf(request, timeout=30))
     assert violations(error) == ["exclude_positions[1]"]
 

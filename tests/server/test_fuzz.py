@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.server.harness import start
 from xmargin.clients import convert
+from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import book_pb2, explain_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server import AdmissionLimits, RunningServer
@@ -184,22 +185,20 @@ def _requests() -> dict[str, tuple[str, Message]]:
     case = tiny_case()
     run = convert.run_context(case, request_id="fuzz")
     full = convert.optimise_request(case, run)
-    common = {
-        "run": full.run,
-        "account": full.account,
-        "scenario_set": full.scenario_set,
-        "models": full.models,
-        "program": full.program,
-    }
     return {
         "Optimise": ("Optimise", full),
-        "ComputeMargin": ("ComputeMargin", service_pb2.ComputeMarginRequest(**common)),
+        "ComputeMargin": (
+            "ComputeMargin",
+            copy_shared_fields(full, service_pb2.ComputeMarginRequest()),
+        ),
         "WhatIf": (
             "WhatIf",
-            service_pb2.WhatIfRequest(
-                **common,
-                add_trades=[book_pb2.Position(instrument="F1", quantity=100)],
-                exclude_positions=["O1"],
+            copy_shared_fields(
+                full,
+                service_pb2.WhatIfRequest(
+                    add_trades=[book_pb2.Position(instrument="F1", quantity=100)],
+                    exclude_positions=["O1"],
+                ),
             ),
         ),
         "CheckEligibility": (
@@ -221,17 +220,15 @@ def _requests() -> dict[str, tuple[str, Message]]:
         ),
         "Explain": (
             "Explain",
-            explain_pb2.ExplainRequest(**common, options=full.options),
+            copy_shared_fields(full, explain_pb2.ExplainRequest()),
         ),
         "OptimiseBatch": (
             "OptimiseBatch",
-            service_pb2.OptimiseBatchRequest(
-                run=run,
-                accounts=[full.account, _other_customer(full.account)],
-                scenario_set=full.scenario_set,
-                models=full.models,
-                program=full.program,
-                options=full.options,
+            copy_shared_fields(
+                full,
+                service_pb2.OptimiseBatchRequest(
+                    accounts=[full.account, _other_customer(full.account)]
+                ),
             ),
         ),
     }

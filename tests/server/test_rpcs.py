@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import close
 from tests.server.harness import batch_of, optimise_request, what_if_request
 from xmargin.clients import convert
+from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser import build_problem, evaluate, optimise, parse_case
@@ -122,14 +123,7 @@ def test_optimise_with_a_warm_start_gives_the_cold_answer_after_a_change_in_posi
 def test_compute_margin_equals_the_exact_evaluator(
     stub: XmarginServiceStub, case_data: dict[str, Any]
 ) -> None:
-    full = optimise_request(case_data)
-    request = service_pb2.ComputeMarginRequest(
-        run=full.run,
-        account=full.account,
-        scenario_set=full.scenario_set,
-        models=full.models,
-        program=full.program,
-    )
+    request = copy_shared_fields(optimise_request(case_data), service_pb2.ComputeMarginRequest())
     response = stub.ComputeMargin(request, timeout=30)
     problem = build_problem(parse_case(case_data))
     assert response.run == request.run
@@ -137,6 +131,13 @@ def test_compute_margin_equals_the_exact_evaluator(
     assert_state(response.baseline, evaluate(problem, np.zeros(problem.n_positions)))
     assert close(response.state.total, case_data["expected"]["current"]["total"])
     assert len(response.attribution) == 4
+    flags = {e.instrument: e.eligible for e in response.eligibility}
+    assert flags == case_data["expected"]["eligible"]
+    assert [e.instrument for e in response.eligibility] == list(problem.position_ids)
+    for entry, judged in zip(response.eligibility, problem.eligibility, strict=True):
+        assert list(entry.reasons) == [
+            common_pb2.EligibilityReason.Value(f"ELIGIBILITY_REASON_{r}") for r in judged.reasons
+        ]
 
 
 def test_check_eligibility_gives_the_expected_flags_and_reasons(

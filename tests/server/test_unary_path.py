@@ -94,6 +94,24 @@ def test_unary_optimise_refuses_as_the_batch_path(
 ) -> None:
     request = optimise_request(cases["02-butterfly-2s5s10s"])
     break_it(request)
+    _assert_refused_as_the_batch_path(servicer, request)
+
+
+def test_unary_optimise_refuses_every_bad_value_of_a_long_vector_as_the_batch_path(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]]
+) -> None:
+    """More than 20 bad values in one P&L vector: the batch path (lists, the schema) names
+    each one; the unary path's bulk check would name 20 and count the rest."""
+    request = optimise_request(cases["03-mixed-ineligible-hedges"])
+    [vector] = [i.pnl.values for i in request.account.instruments if i.HasField("pnl")][:1]
+    for k in range(25):
+        vector[k] = 1e300
+    _assert_refused_as_the_batch_path(servicer, request)
+
+
+def _assert_refused_as_the_batch_path(
+    servicer: XmarginServicer, request: service_pb2.OptimiseRequest
+) -> None:
     _, expected = _batch_path(servicer, request)
     assert isinstance(expected, RequestError)
     with pytest.raises(CallAborted) as caught:
