@@ -24,11 +24,9 @@ Where a MIP follows (whole lots, a transfer limit) the continuous phase uses Kel
 theta >= w . L(v) instead, seeded at the same points and along the pure factor directions: the
 MIP re-solves the same model with the cuts found so far and adds more.
 
-Books given mostly as P&L vectors (no factor structure) make every cut as long as the book, and
-Kelley's method crawls there (the active set does not); where a MIP follows on such a book
-(``formulation="ru"``, chosen by ``"auto"`` when at least :data:`RU_PNL_SHARE` of the positions
-are P&L vectors) the ES terms are the direct Rockafellar-Uryasev LP instead, over each XM leg's
-scenario losses l_s written once:
+On request (``formulation="ru"``; ``"auto"`` never chooses it, see :data:`FORMULATIONS`) the
+ES terms are the direct Rockafellar-Uryasev LP instead, over each XM leg's scenario losses l_s
+written once:
 
     theta >= t + 1/n_tail * sum_s u_s,   u_s >= L_s(v) - t,   u_s >= 0   (s in the window),
 
@@ -127,15 +125,6 @@ MIP_GAP = 1e-6
 FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
 CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
-RU_PNL_SHARE = 0.5
-"""``formulation="auto"`` writes the direct Rockafellar-Uryasev LP when at least this share of
-the positions are given as P&L vectors and a MIP follows (whole lots, a transfer limit: Kelley's
-cuts, which the MIP phase uses, crawl on such books). Measured on the reference account (300 x
-2,520) with vectors shocks @ d plus 1x their standard deviation of noise, Kelley cuts / RU /
-cvxpy: 10% 0.5 / 4.1 / 3.3 s, 50% 9.5 / 7.0 / 14.1 s, 100% 68 / 16-31 / 22 s. A linear program
-always gets the active set: continuous, on a loaded machine (CPU), active set / RU: 50% 0.6 /
-9.6 s, 100% 0.9 s / no answer in 60 s; against Kelley's cuts 10% 0.16 / 0.41 s, 30% 0.14 /
-1.6 s."""
 PRESOLVE_PNL_SHARE = 0.1
 """The active-set LP runs without presolve when at most this share of the positions are P&L
 vectors. Measured, CPU of model build + LPs, presolve off / on, 3-4 generated books per size
@@ -143,6 +132,14 @@ vectors. Measured, CPU of model build + LPs, presolve off / on, 3-4 generated bo
 noise): 0% 0.82, 3.3% 0.87, 6.7% 0.98, 10% 0.91, 20% 1.01, 30% 1.48; the reference account
 (20 of 300 positions are options given as P&L vectors) 16.6 -> 11.5 ms in its three LPs."""
 FORMULATIONS = ("auto", "cuts", "ru")
+"""``"auto"``: the active set for a linear program, Kelley's cuts where a MIP follows, on any
+book; ``"cuts"`` the same; ``"ru"`` the direct Rockafellar-Uryasev LP (an independent
+formulation the tests hold the others to). "auto" chose RU for whole-lot books given mostly as
+P&L vectors until measured against the cuts, each book in turn under a 20 s limit: over 10
+generated books of P&L vectors (30-300 positions, 500 or 2,520 scenarios, with and without
+noise) the cuts found the lower total on every book and proved 3 optimal (0.75-7.4 s), RU none;
+under a 60 s limit on two 300 x 2,520 books (one ``bench.load.hard_case``) the cuts again found
+the lower total, and RU ran to 80 s (``bench/results/pnl-whole-lots.md``)."""
 LOCAL_WIDTHS = (0, 1)
 """The whole-lot local phase's boxes: the lot multiples either side of the continuous optimum,
 then one lot more each way (positions at 0 or at the whole holding can then move a lot in)."""
@@ -313,14 +310,6 @@ def _rounding_may_prove(problem: Problem) -> bool:
     return options.integral and options.max_transfers is None and bool(problem.movable.any())
 
 
-def uses_ru(problem: Problem, formulation: str = "auto") -> bool:
-    """Whether ``formulation`` means the direct Rockafellar-Uryasev LP for ``problem``."""
-    if formulation == "auto":
-        mostly_vectors = problem.pnl_columns.size >= RU_PNL_SHARE * max(1, problem.n_positions)
-        return mostly_vectors and _mip_follows(problem)
-    return formulation == "ru"
-
-
 def _mip_follows(problem: Problem) -> bool:
     """Whether the continuous phase is followed by a MIP: whole lots or a transfer limit on
     some movable position."""
@@ -341,7 +330,7 @@ class _CuttingPlaneModel:
         self.reduction = reduction
         self.lp_seconds = 0.0  # inside HiGHS
         self.evaluation_seconds = 0.0  # in the exact evaluator
-        self.ru = uses_ru(problem, formulation)
+        self.ru = formulation == "ru"  # only when asked for (FORMULATIONS)
         # The active set of tail scenarios for a linear program; Kelley's cuts where a MIP
         # follows (measured on the reference account in whole lots: with the active set's rows
         # in every node LP the solve took twice as long, and Kelley cuts at its few trial points

@@ -21,8 +21,8 @@ from xmargin.optimiser.solvers.cvxpy_backend import CvxpyBackend
 from xmargin.optimiser.solvers.highs_backend import (
     MODEL_STATUS,
     HighsBackend,
+    _CuttingPlaneModel,
     set_option,
-    uses_ru,
 )
 
 AGREEMENT = 1e-6
@@ -67,15 +67,17 @@ def test_formulations_agree_on_pnl_vector_books(share: float, noise: float) -> N
 
 
 def test_formulation_choice() -> None:
-    book = generate_book(40, 500, 7)
-    factor_book = build_problem(book)
-    vector_book = build_problem(with_pnl_vectors(book, 1.0, seed=3))
-    assert not vector_book.options.integral  # a linear program: the active set, any book
-    assert not uses_ru(factor_book) and not uses_ru(vector_book)
-    whole_lots = SolveOptions(integral=True)  # a MIP follows
-    assert uses_ru(vector_book.with_options(whole_lots))
-    assert not uses_ru(factor_book.with_options(whole_lots))
-    assert uses_ru(factor_book, "ru") and not uses_ru(vector_book.with_options(whole_lots), "cuts")
+    """"auto" never writes the RU LP, not even on a whole-lot book of P&L vectors (measured:
+    Kelley's cuts do better there, FORMULATIONS); a linear program gets the active set, a MIP
+    Kelley's cuts; "ru" only when asked for."""
+    book = with_pnl_vectors(generate_book(40, 500, 7), 1.0, seed=3)
+    for integral in (False, True):
+        problem = build_problem(book, options=SolveOptions(integral=integral))
+        assert problem.pnl_columns.size == problem.n_positions
+        auto = _CuttingPlaneModel(problem)
+        assert not auto.ru and auto.active_set is not integral
+        assert not _CuttingPlaneModel(problem, formulation="cuts").ru
+        assert _CuttingPlaneModel(problem, formulation="ru").ru
     with pytest.raises(ValueError):
         HighsBackend("simplex")
 
