@@ -325,6 +325,8 @@ class CaseDict(dict[str, Any]):
     instrument dicts)."""
 
     vectors: dict[int, Vector] | None = None
+    vectors_checked: bool = False
+    """Whether ``vectors_in_bounds`` was found true of ``vectors`` (not checked again)."""
 
 
 def position_case(message: book_pb2.Position) -> dict[str, Any]:
@@ -462,7 +464,10 @@ def parse(case: dict[str, Any], paths: FieldPaths, parser: Callable[..., Any]) -
     :class:`CaseDict`'s numpy vectors go with it."""
     vectors = getattr(case, "vectors", None)
     try:
-        return parser(case, vectors=vectors) if vectors else parser(case)
+        if not vectors:
+            return parser(case)
+        checked = getattr(case, "vectors_checked", False)
+        return parser(case, vectors=vectors, vectors_checked=checked)
     except CaseValidationError as error:
         raise paths.error(error) from error
 
@@ -477,35 +482,36 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return out
 
 
-def state_to_proto(state: State) -> result_pb2.MarginState:
+def state_to_proto(
+    state: State, out: result_pb2.MarginState | None = None
+) -> result_pb2.MarginState:
+    """The margin state as its proto message; filled into ``out`` when given (a result's
+    ``baseline`` ...), so nothing is built twice or copied."""
+    if out is None:
+        out = result_pb2.MarginState()
     xm = state.xm
-    out = result_pb2.MarginState(
-        total=state.total,
-        ficc_standalone=state.ficc_standalone,
-        cme_standalone=state.cme_standalone,
-        xm=xm.margin,
-        s_f=xm.S_F,
-        s_c=xm.S_C,
-        c_f=xm.C_F,
-        c_c=xm.C_C,
-        r_f=xm.r_F,
-        r_c=xm.r_C,
-        r=xm.r,
-        cap_binding=xm.cap_binding,
-        ficc_collects=state.ficc_collects,
-        cme_collects=state.cme_collects,
-        xm_quantities=np.asarray(state.xm_quantity, dtype=np.float64).tolist(),
-    )
+    out.total = state.total
+    out.ficc_standalone = state.ficc_standalone
+    out.cme_standalone = state.cme_standalone
+    out.xm = xm.margin
+    out.s_f = xm.S_F
+    out.s_c = xm.S_C
+    out.c_f = xm.C_F
+    out.c_c = xm.C_C
+    out.r_f = xm.r_F
+    out.r_c = xm.r_C
+    out.r = xm.r
+    out.cap_binding = xm.cap_binding
+    out.ficc_collects = state.ficc_collects
+    out.cme_collects = state.cme_collects
+    out.xm_quantities.extend(np.asarray(state.xm_quantity, dtype=np.float64).tolist())
     for name, figures in state.models.items():
-        out.model_figures[name].CopyFrom(
-            result_pb2.ModelFigures(
-                es=figures.es,
-                var=figures.var,
-                stress=figures.stress,
-                addons=figures.addons,
-                margin=figures.margin,
-            )
-        )
+        message = out.model_figures[name]
+        message.es = figures.es
+        message.var = figures.var
+        message.stress = figures.stress
+        message.addons = figures.addons
+        message.margin = figures.margin
     return out
 
 
@@ -575,10 +581,10 @@ def result_to_proto(
         out = result_pb2.OptimiseResult()
     out.name = problem.book.name
     out.status = _STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR)
-    out.baseline.CopyFrom(state_to_proto(result.baseline))
-    out.current.CopyFrom(state_to_proto(result.current))
-    out.optimised.CopyFrom(state_to_proto(result.optimised))
-    out.all_eligible.CopyFrom(state_to_proto(result.all_eligible))
+    state_to_proto(result.baseline, out.baseline)
+    state_to_proto(result.current, out.current)
+    state_to_proto(result.optimised, out.optimised)
+    state_to_proto(result.all_eligible, out.all_eligible)
     add_allocation = out.allocation.add
     for pid, quantity, current, xm, eligible, movable in zip(
         ids,
