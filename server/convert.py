@@ -284,39 +284,33 @@ def instrument_case(message: book_pb2.Instrument, risk: bool = True) -> dict[str
     return out
 
 
-def instrument_vector(message: book_pb2.Instrument) -> Vector | None:
-    """The instrument's risk vector straight from the message into numpy (unchecked)."""
-    which = message.WhichOneof("risk")
-    if which == "sensitivities":
-        return "sensitivities", np.array(message.sensitivities.values, dtype=np.float64)
-    if which == "pnl":
-        return "pnl", np.array(message.pnl.values, dtype=np.float64)
-    return None
-
-
-def _vectors(instruments: Sequence[book_pb2.Instrument], n_factors: int) -> dict[int, Vector]:
-    """Every instrument's risk vector in numpy: the sensitivities of K values as rows of one
-    matrix (one conversion of one flat list), the rest one by one."""
+def _instruments_with_vectors(
+    instruments: Sequence[book_pb2.Instrument], n_factors: int
+) -> tuple[list[dict[str, Any]], dict[int, Vector]]:
+    """The instruments' case dicts without their risk vectors, and every vector in numpy by
+    instrument index, in one pass: the sensitivities of K values as rows of one matrix (one
+    conversion of one flat list), the rest one by one."""
+    cases: list[dict[str, Any]] = []
     out: dict[int, Vector] = {}
     rows: list[int] = []
     flat: list[float] = []
     for index, instrument in enumerate(instruments):
+        cases.append(instrument_case(instrument, risk=False))
         which = instrument.WhichOneof("risk")
         if which == "sensitivities":
             values = instrument.sensitivities.values
             if len(values) == n_factors:
                 rows.append(index)
                 flat.extend(values)
-                continue
-        if which is not None:
-            vector = instrument_vector(instrument)
-            if vector is not None:
-                out[index] = vector
+            else:
+                out[index] = "sensitivities", np.array(values, dtype=np.float64)
+        elif which == "pnl":
+            out[index] = "pnl", np.array(instrument.pnl.values, dtype=np.float64)
     if rows:
         matrix = np.array(flat, dtype=np.float64).reshape(len(rows), n_factors)
         for row, index in enumerate(rows):
             out[index] = ("sensitivities", matrix[row])
-    return out
+    return cases, out
 
 
 class CaseDict(dict[str, Any]):
@@ -405,6 +399,13 @@ def book_case(
         raise RequestError(
             [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
         )
+    vectors = None
+    if numpy_vectors:
+        instruments, vectors = _instruments_with_vectors(
+            account.instruments, len(scenarios.factors)
+        )
+    else:
+        instruments = [instrument_case(i) for i in account.instruments]
     case = CaseDict(
         {
             "name": account.name or account.customer.id,
@@ -414,13 +415,12 @@ def book_case(
             "customer": customer_case(account.customer),
             "factors": scenarios.factors,
             "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
-            "instruments": [instrument_case(i, not numpy_vectors) for i in account.instruments],
+            "instruments": instruments,
             "positions": [position_case(p) for p in account.positions],
             "models": {},
         }
     )
-    if numpy_vectors:
-        case.vectors = _vectors(account.instruments, len(scenarios.factors))
+    case.vectors = vectors
     paths.scenarios = scenarios.path
     paths.factor_count = len(scenarios.factors)
     if models is not None:
