@@ -460,7 +460,9 @@ def parse_case(
     """
     if scenarios is None and (scenarios := _trusted(data)) is not None:
         data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
+    given = vectors
     data, vectors = _array_vectors(data, vectors)
+    vectors_checked = vectors_checked and vectors is given  # none taken from data's arrays
     try:
         doc = _schema(validate_case if scenarios is None else validate_body, data)
     except CaseValidationError as error:  # the vectors' violations too, all at once

@@ -208,3 +208,20 @@ def test_vectors_found_in_bounds_are_not_checked_again_but_their_lengths_are(
     assert [path for path, _ in caught.value.violations] == [
         f"account.instruments[{index}].{name}.values[1]"
     ]
+
+
+def test_vectors_checked_does_not_cover_arrays_found_in_the_case(
+    cases: dict[str, dict[str, Any]],
+) -> None:
+    """``vectors_checked`` speaks for the ``vectors`` the caller gave: a bad numpy array inside
+    the case itself is still checked and refused."""
+    import numpy as np
+
+    case = copy.deepcopy(cases["07-cme-stress-addons"])
+    index = next(i for i, item in enumerate(case["instruments"]) if "sensitivities" in item)
+    bad = np.array(case["instruments"][index]["sensitivities"], dtype=np.float64)
+    bad[0] = float("inf")
+    case["instruments"][index]["sensitivities"] = bad
+    with pytest.raises(case_format.CaseValidationError) as caught:
+        parse_case(case, vectors={}, vectors_checked=True)
+    assert [v.path for v in caught.value.violations] == [f"instruments[{index}].sensitivities[0]"]
