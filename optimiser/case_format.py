@@ -37,7 +37,7 @@ from xmargin.schema import (
 )
 from xmargin.schema.case_v1 import Id, IsoDate, violations_of
 
-from .eligibility import Rulebook, default_rulebook, instrument_eligibility
+from .eligibility import EligibilityJudge, Rulebook, default_rulebook
 from .errors import CaseValidationError
 from .model import (
     CME_KINDS,
@@ -270,7 +270,7 @@ def _model(
                 f"leaves a tail of {n_tail:g} of the {lookback} scenarios; the tail"
                 " (1 - confidence) x lookback must be above 0 and leave at least one scenario out",
             )
-    known = set(scenarios.ids)
+    known = set(scenarios.ids) if data.stress_ids else set()
     for i, stress_id in enumerate(data.stress_ids):
         if stress_id not in known:
             out.add(f"{where}.stress_ids[{i}]", stress_id, "unknown scenario id")
@@ -305,24 +305,35 @@ def _model(
 
 _CCPS = {ccp.value: ccp for ccp in Ccp}
 _KINDS = {kind.value: kind for kind in InstrumentKind}
+_KINDS_OF = {Ccp.FICC: FICC_KINDS, Ccp.CME: CME_KINDS}
+
+
+def _date(text: str | None) -> dt.date | None:
+    return None if text is None else dt.date.fromisoformat(text)
 
 
 def _instrument(
     out: _Violations,
     data: Any,
-    where: str,
+    index: int,
     vector: Vector | None,
     checked_in_bulk: bool,
     n_factors: int,
     n_scenarios: int,
 ) -> Instrument:
+    """The instrument ``instruments[index]`` (schema-checked ``data``) and the rules across
+    its fields: kind of its clearing house, exactly one risk vector of the right length,
+    contract for CME, collateral for REPO only, maturity for FICC securities."""
     ccp = _CCPS[data.ccp]
     kind = _KINDS[data.kind]
-    if kind not in (FICC_KINDS if ccp is Ccp.FICC else CME_KINDS):
+    where = f"instruments[{index}]"
+    if kind not in _KINDS_OF[ccp]:
         out.add(f"{where}.kind", data.kind, f"is not a {ccp} instrument kind")
-    given: list[Literal["sensitivities", "pnl"]] = [
-        name for name in ("sensitivities", "pnl") if getattr(data, name) is not None
-    ]
+    given: list[Literal["sensitivities", "pnl"]] = []
+    if data.sensitivities is not None:
+        given.append("sensitivities")
+    if data.pnl is not None:
+        given.append("pnl")
     if vector is not None:
         given.append(vector[0])
     sensitivities = pnl = None
@@ -344,15 +355,17 @@ def _instrument(
         sensitivities, pnl = (values, None) if name == "sensitivities" else (None, values)
     if ccp is Ccp.CME and data.contract is None:
         out.add(f"{where}.contract", None, "is required for CME instruments")
+    collateral_maturity, collateral_kind = data.collateral_maturity, data.collateral_kind
     if kind is InstrumentKind.REPO:
-        for collateral_field in ("collateral_maturity", "collateral_kind"):
-            if getattr(data, collateral_field) is None:
-                out.add(f"{where}.{collateral_field}", None, "is required for REPO")
+        if collateral_maturity is None:
+            out.add(f"{where}.collateral_maturity", None, "is required for REPO")
+        if collateral_kind is None:
+            out.add(f"{where}.collateral_kind", None, "is required for REPO")
     else:
-        for collateral_field in ("collateral_maturity", "collateral_kind"):
-            if getattr(data, collateral_field) is not None:
-                given_value = getattr(data, collateral_field)
-                out.add(f"{where}.{collateral_field}", given_value, "is for REPO only")
+        if collateral_maturity is not None:
+            out.add(f"{where}.collateral_maturity", collateral_maturity, "is for REPO only")
+        if collateral_kind is not None:
+            out.add(f"{where}.collateral_kind", collateral_kind, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
             out.add(f"{where}.maturity", None, "is required for FICC securities")
     return Instrument(
@@ -360,14 +373,10 @@ def _instrument(
         ccp=ccp,
         kind=kind,
         contract=data.contract,
-        maturity=None if data.maturity is None else dt.date.fromisoformat(data.maturity),
+        maturity=_date(data.maturity),
         coupon=data.coupon,
-        collateral_maturity=(
-            None
-            if data.collateral_maturity is None
-            else dt.date.fromisoformat(data.collateral_maturity)
-        ),
-        collateral_kind=None if data.collateral_kind is None else _KINDS[data.collateral_kind],
+        collateral_maturity=_date(collateral_maturity),
+        collateral_kind=None if collateral_kind is None else _KINDS[collateral_kind],
         sensitivities=sensitivities,
         pnl=pnl,
     )
@@ -401,11 +410,15 @@ def _array_vectors(
     instrument index). Any other array (another dtype or shape) becomes a list, for the schema
     to judge; ``data`` is copied only where it changes."""
     instruments = data.get("instruments") if isinstance(data, Mapping) else None
-    if not isinstance(instruments, list) or not any(
-        isinstance(item, Mapping)
-        and any(isinstance(item.get(name), np.ndarray) for name in ("sensitivities", "pnl"))
-        for item in instruments
-    ):
+    if not isinstance(instruments, list):
+        return data, vectors
+    for item in instruments:  # a plain loop: the common case (no arrays) walks every item
+        if isinstance(item, Mapping) and (
+            isinstance(item.get("sensitivities"), np.ndarray)
+            or isinstance(item.get("pnl"), np.ndarray)
+        ):
+            break
+    else:
         return data, vectors
     found: dict[int, Vector] = dict(vectors or {})
     plain: list[Any] = []
@@ -432,6 +445,7 @@ def parse_case(
     *,
     scenarios: ScenarioData | None = None,
     vectors: Mapping[int, Vector] | None = None,
+    vectors_checked: bool = False,
 ) -> Book:
     """Validate a case (the parsed JSON) and build a :class:`Book`.
 
@@ -441,10 +455,14 @@ def parse_case(
     against the same bounds as the schema's. An instrument's vector may also be given in
     ``data`` as a 1-D float64 numpy array (a batch account built from a :class:`Book`); it is
     taken as one of ``vectors``, not walked element by element by the schema.
+    ``vectors_checked``: the caller found :func:`vectors_in_bounds` true of ``vectors``, so
+    that bulk check is not run again.
     """
     if scenarios is None and (scenarios := _trusted(data)) is not None:
         data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
+    given = vectors
     data, vectors = _array_vectors(data, vectors)
+    vectors_checked = vectors_checked and vectors is given  # none taken from data's arrays
     try:
         doc = _schema(validate_case if scenarios is None else validate_body, data)
     except CaseValidationError as error:  # the vectors' violations too, all at once
@@ -459,7 +477,7 @@ def parse_case(
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
     out = _Violations()
     vectors = vectors or {}
-    checked_in_bulk = bool(vectors) and vectors_in_bounds(vectors)
+    checked_in_bulk = bool(vectors) and (vectors_checked or vectors_in_bounds(vectors))
     business_date = dt.date.fromisoformat(doc.business_date)
     factors, scenario_set = scenarios.factors, scenarios.scenarios
     member = ClearingMember(
@@ -474,13 +492,13 @@ def parse_case(
         ficc_account_type=doc.customer.ficc_account_type,
     )
     instruments: dict[str, Instrument] = {}
+    n_factors, n_scenarios = len(factors), scenario_set.size
     for i, item in enumerate(doc.instruments):
-        where = f"instruments[{i}]"
         instrument = _instrument(
-            out, item, where, vectors.get(i), checked_in_bulk, len(factors), scenario_set.size
+            out, item, i, vectors.get(i), checked_in_bulk, n_factors, n_scenarios
         )
         if instrument.id in instruments:
-            out.add(f"{where}.id", instrument.id, "duplicate instrument id")
+            out.add(f"instruments[{i}].id", instrument.id, "duplicate instrument id")
         instruments[instrument.id] = instrument
     models = {
         ccp: _model(
@@ -497,37 +515,39 @@ def parse_case(
     positions: list[Position] = []
     held: set[str] = set()
     cme_bound = BOUNDS["cme_quantity"]
+    judge = EligibilityJudge(rulebook, member, customer, business_date)
     for i, item in enumerate(doc.positions):
-        where = f"positions[{i}]"
         position_instrument = instruments.get(item.instrument)
         if position_instrument is None:
-            out.add(f"{where}.instrument", item.instrument, "unknown instrument")
+            out.add(f"positions[{i}].instrument", item.instrument, "unknown instrument")
         elif item.instrument in held:
-            out.add(f"{where}.instrument", item.instrument, "duplicate position in one instrument")
+            out.add(
+                f"positions[{i}].instrument",
+                item.instrument,
+                "duplicate position in one instrument",
+            )
         held.add(item.instrument)
-        quantity, xm_quantity = item.quantity, item.xm_quantity
+        quantity, xm_quantity, lot = item.quantity, item.xm_quantity, item.lot
         if position_instrument is not None and position_instrument.ccp is Ccp.CME:
-            for field in ("quantity", "xm_quantity", "lot"):
-                if abs(getattr(item, field)) > cme_bound:
-                    out.add(
-                        f"{where}.{field}",
-                        getattr(item, field),
-                        f"must be <= {cme_bound:g} contracts",
-                    )
+            for field, value in (
+                ("quantity", quantity),
+                ("xm_quantity", xm_quantity),
+                ("lot", lot),
+            ):
+                if abs(value) > cme_bound:
+                    out.add(f"positions[{i}].{field}", value, f"must be <= {cme_bound:g} contracts")
         if xm_quantity != 0 and (xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity)):
             out.add(
-                f"{where}.xm_quantity",
+                f"positions[{i}].xm_quantity",
                 xm_quantity,
                 f"must have the sign of quantity {quantity:g} and not exceed it",
             )
         elif xm_quantity != 0 and position_instrument is not None:
-            eligibility = instrument_eligibility(
-                rulebook, member, customer, position_instrument, business_date
-            )
+            eligibility = judge(position_instrument)
             if not eligibility.eligible:
                 reasons = ", ".join(eligibility.reasons)
                 out.add(
-                    f"{where}.xm_quantity",
+                    f"positions[{i}].xm_quantity",
                     xm_quantity,
                     f"position is not eligible for XM ({reasons}) so must be 0",
                 )
@@ -536,7 +556,7 @@ def parse_case(
                 instrument=item.instrument,
                 quantity=quantity,
                 xm_quantity=xm_quantity,
-                lot=item.lot,
+                lot=lot,
                 pinned=item.pinned,
             )
         )

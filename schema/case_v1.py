@@ -14,7 +14,6 @@ Schema; msgspec is faster but stops at the first error (numbers in the commit th
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import json
 import types
@@ -25,13 +24,14 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     ValidationError,
 )
+from pydantic_core import core_schema
 
 __all__ = [
     "BOUNDS",
@@ -108,18 +108,33 @@ DATE_PATTERN = r"^(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 _DATE_RULE = "a date YYYY-MM-DD between 1900-01-01 and 2199-12-31"
 
 
-def _calendar_date(value: str) -> str:
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"is not a calendar date (must be {_DATE_RULE})") from None
-    return value
+# The calendar dates among DATE_PATTERN's strings (no 31 April, 29 February in leap years only:
+# every fourth year but 1900 and 2100; 2000 is one). A second pattern, checked after
+# DATE_PATTERN passes, in pydantic-core like the first: no Python call per date.
+CALENDAR_PATTERN = (
+    r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|(?:(?:19|20|21)(?:0[48]|[2468][048]|[13579][26])|2000)-02-29)$"
+)
+
+
+class _CalendarDay:
+    """A string that passed DATE_PATTERN must then match CALENDAR_PATTERN (a chain of two
+    pydantic-core string checks; the JSON Schema shows the first, as before)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.chain_schema(
+            [handler(source), core_schema.str_schema(pattern=CALENDAR_PATTERN)]
+        )
 
 
 IsoDate = Annotated[
     str,
     StringConstraints(pattern=DATE_PATTERN),
-    AfterValidator(_calendar_date),
+    _CalendarDay(),
     Field(json_schema_extra={"format": "date"}),
 ]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -437,6 +452,8 @@ def _message(root: type[BaseModel], error: Mapping[str, Any]) -> str:
         return f"must be one of {ctx.get('expected', '')}".replace("'", "")
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == DATE_PATTERN:
         return f"must be {_DATE_RULE}"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == CALENDAR_PATTERN:
+        return f"is not a calendar date (must be {_DATE_RULE})"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     bounds = {

@@ -284,39 +284,33 @@ def instrument_case(message: book_pb2.Instrument, risk: bool = True) -> dict[str
     return out
 
 
-def instrument_vector(message: book_pb2.Instrument) -> Vector | None:
-    """The instrument's risk vector straight from the message into numpy (unchecked)."""
-    which = message.WhichOneof("risk")
-    if which == "sensitivities":
-        return "sensitivities", np.array(message.sensitivities.values, dtype=np.float64)
-    if which == "pnl":
-        return "pnl", np.array(message.pnl.values, dtype=np.float64)
-    return None
-
-
-def _vectors(instruments: Sequence[book_pb2.Instrument], n_factors: int) -> dict[int, Vector]:
-    """Every instrument's risk vector in numpy: the sensitivities of K values as rows of one
-    matrix (one conversion of one flat list), the rest one by one."""
+def _instruments_with_vectors(
+    instruments: Sequence[book_pb2.Instrument], n_factors: int
+) -> tuple[list[dict[str, Any]], dict[int, Vector]]:
+    """The instruments' case dicts without their risk vectors, and every vector in numpy by
+    instrument index, in one pass: the sensitivities of K values as rows of one matrix (one
+    conversion of one flat list), the rest one by one."""
+    cases: list[dict[str, Any]] = []
     out: dict[int, Vector] = {}
     rows: list[int] = []
     flat: list[float] = []
     for index, instrument in enumerate(instruments):
+        cases.append(instrument_case(instrument, risk=False))
         which = instrument.WhichOneof("risk")
         if which == "sensitivities":
             values = instrument.sensitivities.values
             if len(values) == n_factors:
                 rows.append(index)
                 flat.extend(values)
-                continue
-        if which is not None:
-            vector = instrument_vector(instrument)
-            if vector is not None:
-                out[index] = vector
+            else:
+                out[index] = "sensitivities", np.array(values, dtype=np.float64)
+        elif which == "pnl":
+            out[index] = "pnl", np.array(instrument.pnl.values, dtype=np.float64)
     if rows:
         matrix = np.array(flat, dtype=np.float64).reshape(len(rows), n_factors)
         for row, index in enumerate(rows):
             out[index] = ("sensitivities", matrix[row])
-    return out
+    return cases, out
 
 
 class CaseDict(dict[str, Any]):
@@ -325,6 +319,8 @@ class CaseDict(dict[str, Any]):
     instrument dicts)."""
 
     vectors: dict[int, Vector] | None = None
+    vectors_checked: bool = False
+    """Whether ``vectors_in_bounds`` was found true of ``vectors`` (not checked again)."""
 
 
 def position_case(message: book_pb2.Position) -> dict[str, Any]:
@@ -403,6 +399,13 @@ def book_case(
         raise RequestError(
             [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
         )
+    vectors = None
+    if numpy_vectors:
+        instruments, vectors = _instruments_with_vectors(
+            account.instruments, len(scenarios.factors)
+        )
+    else:
+        instruments = [instrument_case(i) for i in account.instruments]
     case = CaseDict(
         {
             "name": account.name or account.customer.id,
@@ -412,13 +415,12 @@ def book_case(
             "customer": customer_case(account.customer),
             "factors": scenarios.factors,
             "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
-            "instruments": [instrument_case(i, not numpy_vectors) for i in account.instruments],
+            "instruments": instruments,
             "positions": [position_case(p) for p in account.positions],
             "models": {},
         }
     )
-    if numpy_vectors:
-        case.vectors = _vectors(account.instruments, len(scenarios.factors))
+    case.vectors = vectors
     paths.scenarios = scenarios.path
     paths.factor_count = len(scenarios.factors)
     if models is not None:
@@ -462,7 +464,10 @@ def parse(case: dict[str, Any], paths: FieldPaths, parser: Callable[..., Any]) -
     :class:`CaseDict`'s numpy vectors go with it."""
     vectors = getattr(case, "vectors", None)
     try:
-        return parser(case, vectors=vectors) if vectors else parser(case)
+        if not vectors:
+            return parser(case)
+        checked = getattr(case, "vectors_checked", False)
+        return parser(case, vectors=vectors, vectors_checked=checked)
     except CaseValidationError as error:
         raise paths.error(error) from error
 
@@ -477,35 +482,36 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return out
 
 
-def state_to_proto(state: State) -> result_pb2.MarginState:
+def state_to_proto(
+    state: State, out: result_pb2.MarginState | None = None
+) -> result_pb2.MarginState:
+    """The margin state as its proto message; filled into ``out`` when given (a result's
+    ``baseline`` ...), so nothing is built twice or copied."""
+    if out is None:
+        out = result_pb2.MarginState()
     xm = state.xm
-    out = result_pb2.MarginState(
-        total=state.total,
-        ficc_standalone=state.ficc_standalone,
-        cme_standalone=state.cme_standalone,
-        xm=xm.margin,
-        s_f=xm.S_F,
-        s_c=xm.S_C,
-        c_f=xm.C_F,
-        c_c=xm.C_C,
-        r_f=xm.r_F,
-        r_c=xm.r_C,
-        r=xm.r,
-        cap_binding=xm.cap_binding,
-        ficc_collects=state.ficc_collects,
-        cme_collects=state.cme_collects,
-        xm_quantities=np.asarray(state.xm_quantity, dtype=np.float64).tolist(),
-    )
+    out.total = state.total
+    out.ficc_standalone = state.ficc_standalone
+    out.cme_standalone = state.cme_standalone
+    out.xm = xm.margin
+    out.s_f = xm.S_F
+    out.s_c = xm.S_C
+    out.c_f = xm.C_F
+    out.c_c = xm.C_C
+    out.r_f = xm.r_F
+    out.r_c = xm.r_C
+    out.r = xm.r
+    out.cap_binding = xm.cap_binding
+    out.ficc_collects = state.ficc_collects
+    out.cme_collects = state.cme_collects
+    out.xm_quantities.extend(np.asarray(state.xm_quantity, dtype=np.float64).tolist())
     for name, figures in state.models.items():
-        out.model_figures[name].CopyFrom(
-            result_pb2.ModelFigures(
-                es=figures.es,
-                var=figures.var,
-                stress=figures.stress,
-                addons=figures.addons,
-                margin=figures.margin,
-            )
-        )
+        message = out.model_figures[name]
+        message.es = figures.es
+        message.var = figures.var
+        message.stress = figures.stress
+        message.addons = figures.addons
+        message.margin = figures.margin
     return out
 
 
@@ -575,10 +581,10 @@ def result_to_proto(
         out = result_pb2.OptimiseResult()
     out.name = problem.book.name
     out.status = _STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR)
-    out.baseline.CopyFrom(state_to_proto(result.baseline))
-    out.current.CopyFrom(state_to_proto(result.current))
-    out.optimised.CopyFrom(state_to_proto(result.optimised))
-    out.all_eligible.CopyFrom(state_to_proto(result.all_eligible))
+    state_to_proto(result.baseline, out.baseline)
+    state_to_proto(result.current, out.current)
+    state_to_proto(result.optimised, out.optimised)
+    state_to_proto(result.all_eligible, out.all_eligible)
     add_allocation = out.allocation.add
     for pid, quantity, current, xm, eligible, movable in zip(
         ids,

@@ -287,8 +287,11 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         in document order, every bad value named (the bulk check names 20 per vector and
         puts the vectors' violations after the others)."""
         read = self._case(request, account, paths, scenarios, with_options, numpy_vectors=True)
-        if schema_wording and read.vectors and not vectors_in_bounds(read.vectors):
-            read = self._case(request, account, paths, scenarios, with_options)
+        if schema_wording and read.vectors:
+            if vectors_in_bounds(read.vectors):
+                read.vectors_checked = True  # parse_case need not check them again
+            else:
+                read = self._case(request, account, paths, scenarios, with_options)
         book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book

@@ -361,3 +361,38 @@ def test_the_json_schema_documents_every_bound() -> None:
     text = schema_path().read_text()
     for bound in ("100000000000.0", "10000.0", "1000000.0", "86400.0"):
         assert bound in text
+
+
+def test_calendar_dates_are_exactly_the_dates_python_reads() -> None:
+    """Every string of the date pattern (years 1900-2199, months 01-12, days 01-31): the
+    schema takes it iff ``datetime.date.fromisoformat`` does (no 31 April, 29 February in
+    leap years only), and refuses the others as not calendar dates, naming each one."""
+    import datetime as dt
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from xmargin.schema.case_v1 import IsoDate, violations_of
+
+    days = [
+        f"{year}-{month:02d}-{day:02d}"
+        for year in range(1900, 2200)
+        for month in range(1, 13)
+        for day in range(1, 32)
+    ]
+
+    def is_date(text: str) -> bool:
+        try:
+            dt.date.fromisoformat(text)
+        except ValueError:
+            return False
+        return True
+
+    expected = [(f"[{i}]", text) for i, text in enumerate(days) if not is_date(text)]
+    # per year four 31sts of 30-day months and 30/31 February; 29 February in 227 years
+    assert len(expected) == 300 * 6 + (300 - 73)
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(list[IsoDate]).validate_python(days, strict=True)
+    found = violations_of(CaseV1, caught.value)
+    assert [(v.path, v.value) for v in found] == expected
+    rule = "a date YYYY-MM-DD between 1900-01-01 and 2199-12-31"
+    assert {v.message for v in found} == {f"is not a calendar date (must be {rule})"}

@@ -480,3 +480,41 @@ def test_default_rulebook_effective_date_is_respected() -> None:
     assert default_rulebook(bundled.effective_date) == bundled
     with pytest.raises(CaseValidationError):
         default_rulebook(bundled.effective_date - dt.timedelta(days=1 + 365 * 50))
+
+
+def _every_product() -> list[Instrument]:
+    """Securities and repos of every kind around the one-year horizon, futures and options of
+    listed and unlisted contracts: each product twice (a second instrument of it is judged
+    from the judge's memory)."""
+    horizon = BUSINESS_DATE.replace(year=BUSINESS_DATE.year + 1)
+    dates = (horizon - dt.timedelta(days=1), horizon, horizon + dt.timedelta(days=1), FAR)
+    ficc = [
+        k.value for k in InstrumentKind if k not in (InstrumentKind.FUTURE, InstrumentKind.OPTION)
+    ]
+    products = [security(kind, day) for kind in ficc if kind != "REPO" for day in dates]
+    products += [repo(kind, day) for kind in ficc if kind != "REPO" for day in dates]
+    products += [future(c) for c in (*LISTED, "XX")] + [option(c) for c in ("TY", "XX")]
+    return products + products
+
+
+@pytest.mark.parametrize(
+    ("member", "customer"),
+    [
+        (MEMBER, CUSTOMER),
+        (ClearingMember("FCM-B", False, True, True), CUSTOMER),
+        (MEMBER, Customer("C", xm_enrolled=False, ficc_account_type="SPONSORED")),
+        (MEMBER, Customer("C", xm_enrolled=True, ficc_account_type="NONE")),
+    ],
+)
+def test_the_books_judge_answers_as_instrument_eligibility(
+    member: ClearingMember, customer: Customer
+) -> None:
+    """EligibilityJudge (parse_case's and evaluate_eligibility's per-book judge, which keeps
+    the firm's reasons and each product's) gives instrument_eligibility's answer for every
+    instrument, in the same order of reasons."""
+    rulebook = default_rulebook(BUSINESS_DATE)
+    judged = eligibility_module.EligibilityJudge(rulebook, member, customer, BUSINESS_DATE)
+    for instrument in _every_product():
+        assert judged(instrument) == instrument_eligibility(
+            rulebook, member, customer, instrument, BUSINESS_DATE
+        )

@@ -146,3 +146,82 @@ def test_a_reason_the_proto_lacks_is_unspecified() -> None:
         common_pb2.ELIGIBILITY_REASON_PRODUCT_EXCLUDED,
         common_pb2.ELIGIBILITY_REASON_UNSPECIFIED,
     ]
+
+
+def test_vectors_found_in_bounds_are_not_checked_again_but_their_lengths_are(
+    cases: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Optimise handler checks the request's numpy vectors in bulk once and says so
+    (``CaseDict.vectors_checked``): ``parse_case`` then skips only that bulk check. A vector of
+    the wrong length is still refused, and one out of range is refused naming its element when
+    the flag is not set."""
+    case = cases["07-cme-stress-addons"]
+    request = client_convert.optimise_request(case, client_convert.run_context(case))
+    registered = scenario_set_case(request.scenario_set, "scenario_set", Limits())
+
+    def converted() -> Any:
+        return book_case(
+            request.run,
+            request.account,
+            registered,
+            request.models,
+            request.program,
+            request.options,
+            FieldPaths(),
+            Limits(),
+            numpy_vectors=True,
+        )
+
+    calls: list[int] = []
+    real = case_format.vectors_in_bounds
+
+    def counting(vectors: Any) -> bool:
+        calls.append(1)
+        return real(vectors)
+
+    monkeypatch.setattr(case_format, "vectors_in_bounds", counting)
+    checked = converted()
+    assert checked.vectors and real(checked.vectors)
+    checked.vectors_checked = True
+    parse(checked, FieldPaths(), parse_case)
+    assert calls == []
+    parse(converted(), FieldPaths(), parse_case)
+    assert calls == [1]
+
+    short = converted()
+    index, (name, values) = next(iter(short.vectors.items()))
+    short.vectors[index] = (name, values[:-1])
+    short.vectors_checked = True
+    with pytest.raises(RequestError) as caught:
+        parse(short, FieldPaths(), parse_case)
+    assert [path for path, _ in caught.value.violations] == [
+        f"account.instruments[{index}].{name}.values"
+    ]
+
+    wild = converted()
+    index, (name, values) = next(iter(wild.vectors.items()))
+    bad = values.copy()
+    bad[1] = float("nan")
+    wild.vectors[index] = (name, bad)
+    with pytest.raises(RequestError) as caught:
+        parse(wild, FieldPaths(), parse_case)
+    assert [path for path, _ in caught.value.violations] == [
+        f"account.instruments[{index}].{name}.values[1]"
+    ]
+
+
+def test_vectors_checked_does_not_cover_arrays_found_in_the_case(
+    cases: dict[str, dict[str, Any]],
+) -> None:
+    """``vectors_checked`` speaks for the ``vectors`` the caller gave: a bad numpy array inside
+    the case itself is still checked and refused."""
+    import numpy as np
+
+    case = copy.deepcopy(cases["07-cme-stress-addons"])
+    index = next(i for i, item in enumerate(case["instruments"]) if "sensitivities" in item)
+    bad = np.array(case["instruments"][index]["sensitivities"], dtype=np.float64)
+    bad[0] = float("inf")
+    case["instruments"][index]["sensitivities"] = bad
+    with pytest.raises(case_format.CaseValidationError) as caught:
+        parse_case(case, vectors={}, vectors_checked=True)
+    assert [v.path for v in caught.value.violations] == [f"instruments[{index}].sensitivities[0]"]
