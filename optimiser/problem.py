@@ -163,7 +163,9 @@ def build_problem(
     movable = eligible & ~pinned
     if options.mode is Mode.FICC_FIXED:
         movable &= ~is_ficc
-    row_of = {scenario_id: row for row, scenario_id in enumerate(book.scenarios.ids)}
+    # The rows of the stress scenarios (a dict of every scenario id only when some are named).
+    stressed = any(model.stress_ids for model in book.models.values())
+    row_of = {s: row for row, s in enumerate(book.scenarios.ids)} if stressed else {}
     models = {
         ccp: ModelWindow(
             ccp=ccp,
