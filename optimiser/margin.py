@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +41,7 @@ __all__ = [
     "attribute",
     "convex_xm_margin",
     "evaluate",
+    "evaluations_reused",
     "expected_shortfall",
     "model_margin",
     "model_margins",
@@ -275,12 +280,57 @@ def account_losses(
     return exposures, losses
 
 
+REUSED_EVALUATIONS = 16
+"""How many allocations' figures :func:`evaluations_reused` keeps (the most recently used)."""
+
+_FigureKey = tuple[int, bool, bytes]
+_reused: ContextVar[OrderedDict[_FigureKey, tuple[Problem, dict[str, ModelFigures]]] | None] = (
+    ContextVar("xmargin_reused_evaluations", default=None)
+)
+
+
+@contextmanager
+def evaluations_reused() -> Iterator[None]:
+    """Within the block (in this thread or task), :func:`account_figures` of an allocation it
+    has evaluated already -- the same problem, the same quantities to the bit, the same measure
+    -- hands back the figures computed then instead of computing them again: the same numbers.
+    ``optimise`` reports the allocations its solver evaluated (current, empty XM, all in XM, the
+    optimum) this way. Keeps the last :data:`REUSED_EVALUATIONS` allocations."""
+    token = _reused.set(OrderedDict())
+    try:
+        yield
+    finally:
+        _reused.reset(token)
+
+
 def account_figures(
     problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
 ) -> dict[str, ModelFigures]:
     """The six model figures of an allocation (``FIGURES``): both standalone margins, S_F,
     S_C, C_F and C_C; the losses of the five accounts in one product, then each model on its
-    three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in)."""
+    three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in).
+    Inside :func:`evaluations_reused`, an allocation evaluated before is not evaluated again."""
+    reused = _reused.get()
+    if reused is None:
+        return _account_figures(problem, xm_quantity, es_for_var)
+    # Without a VaR model the ES stand-in is the model itself: one key for both.
+    stand_in = es_for_var and any(w.model.measure is Measure.VAR for w in problem.models.values())
+    key = (id(problem), stand_in, np.ascontiguousarray(xm_quantity, dtype=float).tobytes())
+    found = reused.get(key)
+    if found is not None and found[0] is problem:  # the entry holds the problem: id not reused
+        reused.move_to_end(key)
+        return dict(found[1])
+    figures = _account_figures(problem, xm_quantity, es_for_var)
+    reused[key] = (problem, figures)
+    if len(reused) > REUSED_EVALUATIONS:
+        reused.popitem(last=False)
+    return dict(figures)
+
+
+def _account_figures(
+    problem: Problem, xm_quantity: PositionVector, es_for_var: bool
+) -> dict[str, ModelFigures]:
+    """:func:`account_figures`, computed."""
     held = account_quantities(problem, xm_quantity)
     row = {account: i for i, account in enumerate(held)}
     exposures, losses = account_losses(problem, held)

@@ -18,7 +18,7 @@ import numpy as np
 from . import cancellation
 from .blas import configure_blas_threads
 from .errors import InfeasibleError, SolverError
-from .margin import State, attribute, evaluate, marginal_margins
+from .margin import State, attribute, evaluate, evaluations_reused, marginal_margins
 from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
 from .results import (
@@ -299,6 +299,17 @@ def optimise(
     if should_stop is not None:
         with cancellation.stop_when(should_stop):
             return optimise(book_or_problem, options, backend, warm_start=warm_start)
+    with evaluations_reused():  # what the solver evaluated is reported, not evaluated again
+        return _optimise(book_or_problem, options, backend, warm_start)
+
+
+def _optimise(
+    book_or_problem: Book | Problem,
+    options: SolveOptions | None,
+    backend: str | None,
+    warm_start: WarmStart | OptimisationResult | None,
+) -> OptimisationResult:
+    """:func:`optimise` under its stop hook, if any."""
     configure_blas_threads()  # one BLAS thread per solve unless $XMARGIN_BLAS_THREADS says so
     started = time.perf_counter()
     if isinstance(book_or_problem, Book):
