@@ -169,10 +169,11 @@ class _Rows:
         index_array = np.asarray(indices, dtype=np.int64)
         value_array = np.asarray(values, dtype=float)
         keep = value_array != 0.0
+        kept = index_array[keep]
         self.starts.append(self.nnz)
-        self.indices.append(index_array[keep])
+        self.indices.append(kept)
         self.values.append(value_array[keep])
-        self.nnz += int(keep.sum())
+        self.nnz += kept.size
         self.lower.append(lower)
         self.upper.append(upper)
 
@@ -206,6 +207,13 @@ class _Rows:
             np.concatenate(self.indices).astype(np.int32),
             np.concatenate(self.values),
         )
+
+
+def _bound_list(bound: float | PositionVector, count: int) -> list[float]:
+    """``count`` column bounds: one value for all, or one each."""
+    if isinstance(bound, float | int):
+        return [float(bound)] * count
+    return np.broadcast_to(np.asarray(bound, dtype=float), (count,)).tolist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,8 +375,8 @@ class _CuttingPlaneModel:
         ) -> npt.NDArray[np.int64]:
             first = len(cost)
             cost.extend([objective] * count)
-            lower.extend(np.broadcast_to(np.asarray(low, dtype=float), (count,)).tolist())
-            upper.extend(np.broadcast_to(np.asarray(high, dtype=float), (count,)).tolist())
+            lower.extend(_bound_list(low, count))
+            upper.extend(_bound_list(high, count))
             return np.arange(first, first + count, dtype=np.int64)
 
         lower_bound, upper_bound = allocation_bounds(problem)
@@ -424,32 +432,25 @@ class _CuttingPlaneModel:
         for leg, standalone in legs.items():
             members = np.flatnonzero(portfolios[leg].members & has_sensitivities)
             held_exposure = problem.exposure[members].T @ quantity[members] / unit
-            for k in range(n_factors):
-                rows.add(
-                    np.concatenate(([exposure_of[leg][k]], self.lots[members])),
-                    np.concatenate(
-                        ([1.0], -self.size[members] * problem.exposure[members, k] / unit)
-                    ),
-                    0.0,
-                    0.0,
-                )
-                rows.add(
-                    [exposure_of[standalone][k], exposure_of[leg][k]],
-                    [1.0, 1.0],
-                    held_exposure[k],
-                    held_exposure[k],
-                )
-        for k in range(n_factors):
-            rows.add(
-                [
-                    exposure_of["xm"][k],
-                    exposure_of["xm_ficc_only"][k],
-                    exposure_of["xm_cme_only"][k],
-                ],
-                [1.0, -1.0, -1.0],
-                0.0,
-                0.0,
+            # Per factor k, in one block: row 2k the leg's E_k (its positions' columns), row
+            # 2k + 1 the standalone's, E_sa,k + E_leg,k = held_k (zeros pad it, left out).
+            index = np.zeros((2 * n_factors, max(2, 1 + members.size)), dtype=np.int64)
+            value = np.zeros(index.shape)
+            index[0::2, 0], index[0::2, 1 : 1 + members.size] = exposure_of[leg], self.lots[members]
+            value[0::2, 0] = 1.0
+            value[0::2, 1 : 1 + members.size] = (
+                -self.size[members] * problem.exposure[members].T / unit
             )
+            index[1::2, 0], index[1::2, 1] = exposure_of[standalone], exposure_of[leg]
+            value[1::2, :2] = 1.0
+            bounds = np.zeros(2 * n_factors)
+            bounds[1::2] = held_exposure
+            rows.add_block(index, value, bounds, bounds)
+        xm_legs = [exposure_of[name] for name in ("xm", "xm_ficc_only", "xm_cme_only")]
+        zero_k = np.zeros(n_factors)
+        rows.add_block(
+            np.column_stack(xm_legs), np.tile([1.0, -1.0, -1.0], (n_factors, 1)), zero_k, zero_k
+        )
 
         # One term per figure of the XM rule, in the evaluator's order (margin.FIGURES).
         self.terms: list[_Term] = []
