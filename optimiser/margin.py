@@ -96,7 +96,8 @@ def value_at_risk(
     if order is None:
         var = -np.partition(-losses, whole, axis=-1)[..., whole]
     else:
-        var = np.take_along_axis(losses, order[..., whole : whole + 1], axis=-1)[..., 0]
+        pick = order[..., whole]  # (N,) losses: one index; (P, N): one per portfolio
+        var = losses[pick] if losses.ndim == 1 else losses[np.arange(losses.shape[0]), pick]
     return float(var) if np.ndim(var) == 0 else var
 
 

@@ -434,18 +434,20 @@ class _CuttingPlaneModel:
             held_exposure = problem.exposure[members].T @ quantity[members] / unit
             # Per factor k, in one block: row 2k the leg's E_k (its positions' columns), row
             # 2k + 1 the standalone's, E_sa,k + E_leg,k = held_k (zeros pad it, left out).
-            index = np.zeros((2 * n_factors, max(2, 1 + members.size)), dtype=np.int64)
-            value = np.zeros(index.shape)
-            index[0::2, 0], index[0::2, 1 : 1 + members.size] = exposure_of[leg], self.lots[members]
-            value[0::2, 0] = 1.0
-            value[0::2, 1 : 1 + members.size] = (
-                -self.size[members] * problem.exposure[members].T / unit
+            block_index = np.zeros((2 * n_factors, max(2, 1 + members.size)), dtype=np.int64)
+            block_value = np.zeros(block_index.shape)
+            positions = slice(1, 1 + members.size)
+            block_index[0::2, 0], block_index[0::2, positions] = (
+                exposure_of[leg],
+                self.lots[members],
             )
-            index[1::2, 0], index[1::2, 1] = exposure_of[standalone], exposure_of[leg]
-            value[1::2, :2] = 1.0
+            block_value[0::2, 0] = 1.0
+            block_value[0::2, positions] = -self.size[members] * problem.exposure[members].T / unit
+            block_index[1::2, 0], block_index[1::2, 1] = exposure_of[standalone], exposure_of[leg]
+            block_value[1::2, :2] = 1.0
             bounds = np.zeros(2 * n_factors)
             bounds[1::2] = held_exposure
-            rows.add_block(index, value, bounds, bounds)
+            rows.add_block(block_index, block_value, bounds, bounds)
         xm_legs = [exposure_of[name] for name in ("xm", "xm_ficc_only", "xm_cme_only")]
         zero_k = np.zeros(n_factors)
         rows.add_block(
@@ -455,7 +457,7 @@ class _CuttingPlaneModel:
         # One term per figure of the XM rule, in the evaluator's order (margin.FIGURES).
         self.terms: list[_Term] = []
         self.tail_rows: list[tuple[int, int]] = []  # per term: its t column and its tail row
-        self.candidates: list[npt.NDArray[np.int64]] = []  # per term: its scenarios C_j
+        self.candidates: list[npt.NDArray[np.bool_]] = []  # per term: C_j, over the scenarios
         for _, ccp, name in FIGURES:
             window = problem.models[ccp].as_es()
             model = window.model
@@ -492,7 +494,7 @@ class _CuttingPlaneModel:
                 t = int(columns(1, -INF, INF)[0])
                 self.tail_rows.append((t, len(rows.lower)))
                 rows.add([theta, t], [1.0, -1.0], 0.0, INF)
-                self.candidates.append(np.zeros(0, dtype=np.int64))
+                self.candidates.append(np.zeros(problem.shocks.shape[0], dtype=bool))
         if self.active_set:
             # Per term, for its tail rows in one block (_add_tail_rows): its exposure columns,
             # and over every P&L-vector position its coefficient sign * size / unit and its
@@ -775,10 +777,11 @@ class _CuttingPlaneModel:
         problem, highs = self.problem, self.highs
         new_of: dict[int, Scenarios] = {}
         for j, wanted in scenarios.items():
-            new = np.setdiff1d(wanted, self.candidates[j])
+            new = np.unique(wanted)  # ascending
+            new = new[~self.candidates[j][new]]
             if new.size:
                 new_of[j] = new
-                self.candidates[j] = np.union1d(self.candidates[j], new)
+                self.candidates[j][new] = True
         count = sum(new.size for new in new_of.values())
         if not count:
             return 0
