@@ -389,17 +389,19 @@ def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
 
     Losses are linear in the quantities, so the shares add up to sqrt(h) * ES exactly."""
     held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
-    accounts = {
-        "ficc_standalone": (Ccp.FICC, held["ficc_standalone"]),
-        "cme_standalone": (Ccp.CME, held["cme_standalone"]),
-        "xm_ficc_model": (Ccp.FICC, held["xm"]),
-        "xm_cme_model": (Ccp.CME, held["xm"]),
+    accounts = {  # each attributed account: its model and what it holds
+        "ficc_standalone": (Ccp.FICC, "ficc_standalone"),
+        "cme_standalone": (Ccp.CME, "cme_standalone"),
+        "xm_ficc_model": (Ccp.FICC, "xm"),
+        "xm_cme_model": (Ccp.CME, "xm"),
     }
+    holdings = {name for _, name in accounts.values()}  # the XM account once for both models
+    held_losses = {name: problem.losses(held[name]) for name in holdings}
     shares: dict[str, PositionVector] = {}
     totals: dict[str, float] = {}
-    for account, (ccp, quantities) in accounts.items():
-        window = problem.models[ccp]
-        losses = problem.losses(quantities)[window.window]
+    for account, (ccp, holding) in accounts.items():
+        window, quantities = problem.models[ccp], held[holding]
+        losses = held_losses[holding][window.window]
         weights = tail_weights(losses, window.n_tail)
         tail = np.flatnonzero(weights)
         window_rows = np.arange(losses.size) + window.window.start
