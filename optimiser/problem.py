@@ -9,7 +9,7 @@ that way. The per-unit scenario P&L of position i is ``shocks @ exposure[i]`` pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -40,14 +40,16 @@ class ModelWindow:
     model: MarginModel
     window: slice
     stress_rows: npt.NDArray[np.intp]
+    n_tail: float = field(init=False)
+    """:func:`tail_count` of the model's confidence over the window (found once: the evaluator
+    asks for it on every evaluation)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_tail", tail_count(self.model.confidence, self.n_scenarios))
 
     @property
     def n_scenarios(self) -> int:
         return self.window.stop - self.window.start
-
-    @property
-    def n_tail(self) -> float:
-        return tail_count(self.model.confidence, self.n_scenarios)
 
     @property
     def scale(self) -> float:
