@@ -137,7 +137,8 @@ book; ``"cuts"`` the same; ``"ru"`` the direct Rockafellar-Uryasev LP (an indepe
 formulation the tests hold the others to). "auto" chose RU for whole-lot books given mostly as
 P&L vectors until measured against the cuts, each book in turn under a 20 s limit: over 10
 generated books of P&L vectors (30-300 positions, 500 or 2,520 scenarios, with and without
-noise) the cuts found the lower total on every book and proved 3 optimal (0.75-7.4 s), RU none;
+noise) the cuts found the lower total on every book and proved 3 optimal (2.1-9.4 s), RU none
+(and no allocation at all on the two largest noisy books) and overran the limit by up to 5 s;
 under a 60 s limit on two 300 x 2,520 books (one ``bench.load.hard_case``) the cuts again found
 the lower total, and RU ran to 80 s (``bench/results/pnl-whole-lots.md``)."""
 LOCAL_WIDTHS = (0, 1)
