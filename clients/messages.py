@@ -19,6 +19,8 @@ MessageT = TypeVar("MessageT", bound=Message)
 def copy_shared_fields(source: Message, target: MessageT) -> MessageT:
     """Copy into ``target`` every field set in ``source`` that ``target`` has under the same
     name (a oneof's set member included; an unset field stays unset). Returns ``target``.
+    Meant for a fresh ``target``: a proto3 scalar at its default is not "set" in ``source``,
+    so it does not overwrite what ``target`` already holds.
 
     Raises
     ------
@@ -45,8 +47,13 @@ def copy_shared_fields(source: Message, target: MessageT) -> MessageT:
     return target
 
 
-def _signature(field: Any) -> tuple[int, str, bool]:
+def _signature(field: Any) -> tuple[Any, ...]:
     """What must agree for a field (a ``FieldDescriptor``) to be copied: its type, its
-    message or enum type, its cardinality."""
-    named = field.message_type or field.enum_type
+    message or enum type, its cardinality; for a map, its key's and value's signatures (each
+    message has a map entry type of its own name)."""
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        return "map", _signature(key), _signature(value)
+    named = entry or field.enum_type
     return field.type, named.full_name if named is not None else "", field.is_repeated

@@ -94,12 +94,19 @@ def _json_native(value: Any) -> bool:
 
     A walk without recursion; the members of a container are checked at once in C
     (``set(map(type, ...))``), and so are those of a list of lists or of dicts (a scenario
-    matrix, a list of instruments), so that long vectors of numbers cost no Python loop."""
+    matrix, a list of instruments), so that long vectors of numbers cost no Python loop. A
+    container met again (shared, or a cycle) is walked once: a cycle then ends the walk, and
+    pydantic-core and ``json.dumps`` refuse it."""
     pending = [value]
+    walked: set[int] = set()
     while pending:
         item = pending.pop()
         if type(item) in _NATIVE_TYPES:
             continue
+        if isinstance(item, dict | list | tuple):
+            if id(item) in walked:
+                continue
+            walked.add(id(item))
         if isinstance(item, dict):
             if not set(map(type, item)) <= _STR:
                 return False

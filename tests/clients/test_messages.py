@@ -25,6 +25,13 @@ def _messages(extra: list[tuple[str, int, int]]) -> tuple[type[Message], type[Me
     )
     for message_name, own in (("Source", "source_only"), ("Target", "target_only")):
         message = file.message_type.add(name=message_name)
+        entry = message.nested_type.add(name="WeightsEntry")  # map<string, double> weights
+        entry.options.map_entry = True
+        entry.field.add(name="key", number=1, type=FIELD.TYPE_STRING, label=FIELD.LABEL_OPTIONAL)
+        entry.field.add(name="value", number=2, type=FIELD.TYPE_DOUBLE, label=FIELD.LABEL_OPTIONAL)
+        message.field.add(name="weights", number=4, type=FIELD.TYPE_MESSAGE)
+        message.field[-1].label = FIELD.LABEL_REPEATED
+        message.field[-1].type_name = f".shared_test.{message_name}.WeightsEntry"
         message.field.add(name="name", number=1, type=FIELD.TYPE_STRING)
         message.field.add(name="child", number=2, type=FIELD.TYPE_MESSAGE)
         message.field[-1].type_name = ".shared_test.Child"
@@ -46,8 +53,10 @@ def test_a_field_added_to_both_messages_is_copied() -> None:
     )
     source: Any = source_type(name="a", source_only=5, added_flag=True, added_values=[1.5, 2.5])
     source.child.value = 3.0
+    source.weights["x"] = 0.25  # a map: each message has its own entry type
     target: Any = copy_shared_fields(source, target_type(target_only=9, added_values=[9.0]))
     assert target.name == "a" and target.child.value == 3.0
+    assert dict(target.weights) == {"x": 0.25}
     assert target.added_flag is True
     assert list(target.added_values) == [1.5, 2.5]  # a copy: what target held is replaced
     assert target.target_only == 9  # its own fields are left as they were

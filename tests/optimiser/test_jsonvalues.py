@@ -128,6 +128,32 @@ def test_what_json_dumps_refuses_is_refused(value: Any, where: str) -> None:
         json_and_text(data)
 
 
+def _cycles() -> list[Any]:
+    in_dict: dict[str, Any] = {"values": [1.0]}
+    in_dict["self"] = in_dict
+    in_list: list[Any] = [1.0]
+    in_list.append([2.0, in_list])
+    return [in_dict, in_list]
+
+
+@pytest.mark.parametrize("make", [0, 1], ids=["dict", "list"])
+def test_a_cycle_is_refused_as_json_dumps_refuses_it(make: int) -> None:
+    """A container that holds itself raises (RecursionError, as json.dumps after jsonable);
+    the walk that judges what pydantic-core may write must not loop for ever on it."""
+    with pytest.raises(RecursionError):
+        _dumps(_cycles()[make])
+    with pytest.raises(RecursionError):
+        compact_json(_cycles()[make])
+    with pytest.raises(RecursionError):
+        json_and_text(_cycles()[make])
+
+
+def test_a_shared_container_is_written_at_each_place() -> None:
+    shared = [1.0, 2.5]
+    data = {"a": shared, "b": {"c": shared}}
+    assert json.loads(compact_json(data)) == json.loads(_dumps(data))
+
+
 class _Level(enum.IntEnum):
     HIGH = 2
 
