@@ -194,17 +194,16 @@ def instrument_eligibility(
     instrument: Instrument,
     business_date: dt.date,
 ) -> Eligibility:
-    """Eligibility of one instrument held by ``customer`` at ``member`` on ``business_date``."""
-    reasons = _firm_reasons(rulebook, member, customer)
-    reasons += _product_reasons(rulebook, instrument, business_date)
-    return Eligibility(eligible=not reasons, reasons=tuple(reasons))
+    """Eligibility of one instrument held by ``customer`` at ``member`` on ``business_date``:
+    the firm's reasons, then the product's (none: eligible)."""
+    return EligibilityJudge(rulebook, member, customer, business_date)(instrument)
 
 
 class EligibilityJudge:
     """:func:`instrument_eligibility` for many instruments of one book: the firm's reasons
     are found once, and the product reasons once per distinct product (clearing house, kind,
     contract, collateral kind, maturity), so a book of many similar positions costs one dict
-    look-up per position. The same answers as :func:`instrument_eligibility`, one by one."""
+    look-up per position."""
 
     def __init__(
         self,

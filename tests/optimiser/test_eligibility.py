@@ -509,9 +509,10 @@ def _every_product() -> list[Instrument]:
 def test_the_books_judge_answers_as_instrument_eligibility(
     member: ClearingMember, customer: Customer
 ) -> None:
-    """EligibilityJudge (parse_case's and evaluate_eligibility's per-book judge, which keeps
-    the firm's reasons and each product's) gives instrument_eligibility's answer for every
-    instrument, in the same order of reasons."""
+    """One EligibilityJudge kept over every product (as parse_case and evaluate_eligibility
+    keep one per book, reusing each product's reasons) gives the answer a fresh judgement of
+    each instrument gives (instrument_eligibility), in the same order of reasons: its product
+    key misses nothing the reasons depend on."""
     rulebook = default_rulebook(BUSINESS_DATE)
     judged = eligibility_module.EligibilityJudge(rulebook, member, customer, BUSINESS_DATE)
     for instrument in _every_product():
