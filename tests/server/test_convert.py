@@ -79,6 +79,21 @@ def test_scenario_set_shape_is_checked_before_reshaping() -> None:
     assert resolved.shocks == [[1.0, 2.0], [3.0, 4.0]]
 
 
+def _request_case(request: Any, registered: Any, paths: FieldPaths, numpy_vectors: bool) -> Any:
+    """The case dict the server builds from an OptimiseRequest under a registered set."""
+    return book_case(
+        request.run,
+        request.account,
+        registered,
+        request.models,
+        request.program,
+        request.options,
+        paths,
+        Limits(),
+        numpy_vectors=numpy_vectors,
+    )
+
+
 @pytest.mark.parametrize("numpy_vectors", [True, False])
 def test_a_converted_scenario_set_is_not_validated_again_per_account(
     cases: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, numpy_vectors: bool
@@ -96,17 +111,7 @@ def test_a_converted_scenario_set_is_not_validated_again_per_account(
     monkeypatch.setattr(case_format, "parse_scenarios", counting)
     for _ in range(2):
         paths = FieldPaths()
-        converted = book_case(
-            request.run,
-            request.account,
-            registered,
-            request.models,
-            request.program,
-            request.options,
-            paths,
-            Limits(),
-            numpy_vectors=numpy_vectors,
-        )
+        converted = _request_case(request, registered, paths, numpy_vectors)
         book = parse(converted, paths, parse_case)
         assert book.scenarios is registered.validated.scenarios  # the validated set, kept
     assert calls == []
@@ -160,17 +165,7 @@ def test_vectors_found_in_bounds_are_not_checked_again_but_their_lengths_are(
     registered = scenario_set_case(request.scenario_set, "scenario_set", Limits())
 
     def converted() -> Any:
-        return book_case(
-            request.run,
-            request.account,
-            registered,
-            request.models,
-            request.program,
-            request.options,
-            FieldPaths(),
-            Limits(),
-            numpy_vectors=True,
-        )
+        return _request_case(request, registered, FieldPaths(), numpy_vectors=True)
 
     calls: list[int] = []
     real = case_format.vectors_in_bounds
