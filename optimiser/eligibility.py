@@ -202,8 +202,8 @@ def instrument_eligibility(
 class EligibilityJudge:
     """:func:`instrument_eligibility` for many instruments of one book: the firm's reasons
     are found once, and the product reasons once per distinct product (clearing house, kind,
-    contract, collateral kind, maturity), so a book of many similar positions costs one dict
-    look-up per position."""
+    contract, collateral kind, and for FICC whether each maturity falls within the rulebook's
+    horizon), so a book of many similar positions costs one dict look-up per position."""
 
     def __init__(
         self,
@@ -215,16 +215,28 @@ class EligibilityJudge:
         self._rulebook = rulebook
         self._business_date = business_date
         self._firm = tuple(_firm_reasons(rulebook, member, customer))
+        self._horizon: dt.date | None = None  # found at the first FICC product
         self._seen: dict[tuple[object, ...], Eligibility] = {}
 
+    def _within_horizon(self, maturity: dt.date | None) -> bool:
+        """What the product reasons ask of a FICC maturity: none, or on or before the
+        horizon (both are MATURITY_WITHIN_ONE_YEAR)."""
+        if self._horizon is None:
+            rulebook = self._rulebook
+            self._horizon = _add_years(
+                self._business_date, rulebook.ficc_min_remaining_maturity_years
+            )
+        return maturity is None or maturity <= self._horizon
+
     def __call__(self, instrument: Instrument) -> Eligibility:
+        ficc = instrument.ccp is Ccp.FICC
         key = (
             instrument.ccp,
             instrument.kind,
             instrument.contract,
             instrument.collateral_kind,
-            instrument.maturity,
-            instrument.collateral_maturity,
+            ficc and self._within_horizon(instrument.maturity),
+            ficc and self._within_horizon(instrument.collateral_maturity),
         )
         found = self._seen.get(key)
         if found is None:

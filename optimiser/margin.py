@@ -384,30 +384,36 @@ class Attribution:
     totals: dict[str, float]
 
 
-def attribute(problem: Problem, xm_quantity: PositionVector) -> Attribution:
+def attribute(
+    problem: Problem,
+    xm_quantity: PositionVector,
+    figures: dict[str, ModelFigures] | None = None,
+) -> Attribution:
     """Euler attribution of ES: share_i = sqrt(h) * sum_s w_s * (-y_i p_i[s]), w = tail weights.
 
-    Losses are linear in the quantities, so the shares add up to sqrt(h) * ES exactly."""
+    Losses are linear in the quantities, so the shares add up to sqrt(h) * ES exactly.
+    ``figures``: the allocation's :func:`account_figures` when the caller has them (their tail
+    weights and ES are the ones attributed), else they are evaluated here."""
     held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
-    accounts = {  # each attributed account: its model and what it holds
-        "ficc_standalone": (Ccp.FICC, "ficc_standalone"),
-        "cme_standalone": (Ccp.CME, "cme_standalone"),
-        "xm_ficc_model": (Ccp.FICC, "xm"),
-        "xm_cme_model": (Ccp.CME, "xm"),
+    if figures is None:
+        figures = account_figures(problem, held["xm"])
+    accounts = {  # each attributed account: its model's figure and what it holds
+        "ficc_standalone": ("ficc_standalone", "ficc_standalone"),
+        "cme_standalone": ("cme_standalone", "cme_standalone"),
+        "xm_ficc_model": ("C_F", "xm"),
+        "xm_cme_model": ("C_C", "xm"),
     }
-    holdings = {name for _, name in accounts.values()}  # the XM account once for both models
-    held_losses = {name: problem.losses(held[name]) for name in holdings}
+    ccp_of = {name: ccp for name, ccp, _ in FIGURES}
     shares: dict[str, PositionVector] = {}
     totals: dict[str, float] = {}
-    for account, (ccp, holding) in accounts.items():
-        window, quantities = problem.models[ccp], held[holding]
-        losses = held_losses[holding][window.window]
-        weights = tail_weights(losses, window.n_tail)
-        tail = np.flatnonzero(weights)
-        window_rows = np.arange(losses.size) + window.window.start
-        tail_slopes = weights[tail] @ _unit_loss_slopes(problem, window_rows[tail])
-        shares[account] = window.scale * tail_slopes * quantities
-        totals[account] = window.scale * float(weights @ losses)
+    for account, (name, holding) in accounts.items():
+        window, figure = problem.models[ccp_of[name]], figures[name]
+        tail = np.flatnonzero(figure.tail_weights)
+        tail_slopes = figure.tail_weights[tail] @ _unit_loss_slopes(
+            problem, tail + window.window.start
+        )
+        shares[account] = window.scale * tail_slopes * held[holding]
+        totals[account] = window.scale * figure.es
     return Attribution(shares=shares, totals=totals)
 
 

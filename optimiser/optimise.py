@@ -471,7 +471,7 @@ def report_allocation(
         all_eligible=evaluate(problem, all_eligible_allocation(problem)),
         transfers=transfers_between(problem, problem.current_xm, allocation),
         marginal=MarginalMargin(in_xm=in_xm, in_standalone=in_standalone),
-        attribution=attribute(problem, allocation),
+        attribution=attribute(problem, allocation, optimised.models),
         stats=stats,
         transfer_cost=problem.transfer_cost(allocation),
         var_gap=var_gap,
