@@ -125,6 +125,8 @@ MIP_GAP = 1e-6
 FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
 CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
+STOP_CHECK_SECONDS = 0.1
+"""Under a stop hook, how long an LP runs before HiGHS asks the hook itself (:meth:`_run_highs`)."""
 FACTOR_LP_PNL_SHARE = 0.1
 """The active-set LP runs without presolve, and prices by Devex instead of dual steepest edge, when
 at most this share of the positions are P&L vectors. Devex, measured in process against steepest
@@ -343,6 +345,7 @@ class _CuttingPlaneModel:
         self.warm_start = warm_start
         self.reduction = reduction
         self.lp_seconds = 0.0  # inside HiGHS
+        self.interruptible = False  # HiGHS asks the stop hook (_interruptible)
         self.evaluation_seconds = 0.0  # in the exact evaluator
         self.ru = formulation == "ru"  # only when asked for (FORMULATIONS)
         # The active set of tail scenarios for a linear program; Kelley's cuts where a MIP
@@ -738,11 +741,47 @@ class _CuttingPlaneModel:
         self.evaluation_seconds += time.perf_counter() - started
         return figures
 
-    def _run_highs(self) -> None:
-        """One HiGHS run (LP or MIP) from the current basis, its time counted."""
+    def _run_highs(self, integral: bool) -> int:
+        """One HiGHS solve (LP or MIP) from the current basis, its time counted; returns its
+        simplex iterations.
+
+        Under a stop hook (:mod:`..cancellation`) HiGHS's interrupt callbacks ask the hook at
+        every iteration and node (:meth:`_interruptible`), but a Python call at every simplex
+        iteration cost 6-14% of the reference account's solve, whose LPs take milliseconds.
+        So an LP first runs for at most :data:`STOP_CHECK_SECONDS` on HiGHS's clock without
+        them; one still running then is resumed from its basis with them, as is every later
+        solve on this model and every MIP."""
+        highs = self.highs
         started = time.perf_counter()
-        self.highs.run()
+        iterations, resume = 0, True
+        if integral:
+            self._interruptible()
+        elif not self.interruptible and cancellation.current() is not None:
+            _, set_limit = highs.getOptionValue("time_limit")
+            limit = float(set_limit)  # the loop's limit, on HiGHS's clock
+            set_option(highs, "time_limit", min(limit, highs.getRunTime() + STOP_CHECK_SECONDS))
+            highs.run()
+            iterations += int(highs.getInfo().simplex_iteration_count)
+            set_option(highs, "time_limit", limit)
+            resume = (
+                highs.getModelStatus() == highspy.HighsModelStatus.kTimeLimit
+                and highs.getRunTime() < limit
+                and not cancellation.stop_requested()
+            )
+            if resume:
+                self._interruptible()
+        if resume:
+            highs.run()
+            iterations += int(highs.getInfo().simplex_iteration_count)
         self.lp_seconds += time.perf_counter() - started
+        return iterations
+
+    def _interruptible(self) -> None:
+        """From now on HiGHS asks the stop hook in force, if any, from its interrupt callbacks
+        (at every simplex iteration and MIP node): a stopped solve ends within one of them."""
+        if not self.interruptible:
+            self.interruptible = True
+            _interrupt_when_stopped(self.highs)
 
     def _convex_objective(self, figures: list[ModelFigures], xm_quantity: PositionVector) -> float:
         """The convex objective: standalone margins + XM margin (convex form with the
@@ -908,7 +947,6 @@ class _CuttingPlaneModel:
         from that incumbent. Every MIP solution is evaluated exactly as HiGHS finds it
         (:meth:`_watch_incumbents`): one that meets the continuous bound ends the search."""
         loop = _Loop(time_limit, started)
-        _interrupt_when_stopped(self.highs)
         self._cutting_loop(loop, integral=False)
         if loop.status is Status.OPTIMAL and self.needs_mip:
             if time_limit is None:  # bound the integral tail (TAIL_SECONDS, TAIL_FACTOR)
@@ -1082,8 +1120,8 @@ class _CuttingPlaneModel:
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
                 set_option(highs, "objective_bound", float(loop.best_upper) / unit)
-            self._run_highs()
-            cancellation.check()  # interrupted inside HiGHS (see _interrupt_when_stopped)
+            iterations = self._run_highs(integral)
+            cancellation.check()  # stopped inside HiGHS or between its slices (_run_highs)
             model_status = highs.getModelStatus()
             if integral and loop.target_met:
                 assert loop.target is not None
@@ -1096,7 +1134,7 @@ class _CuttingPlaneModel:
                 loop.message = "incumbent proven optimal"
                 return
             info = highs.getInfo()
-            loop.iterations += int(info.simplex_iteration_count)
+            loop.iterations += iterations
             if model_status == highspy.HighsModelStatus.kInfeasible:
                 if not local:
                     loop.stop(Status.INFEASIBLE, "infeasible")
