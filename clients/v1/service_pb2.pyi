@@ -67,7 +67,8 @@ class OptimiseRequest(_message.Message):
     """Send the answer's per-position figures as columns (OptimiseResult.position_columns)
     instead of the rows of OptimiseResult.allocation, marginal_margin and eligibility (then
     empty): the same values in a few packed fields, cheaper to build and to read for a large
-    book. Optional: false (the rows) by default.
+    book. Optional: false (the rows) by default. A server older than this field ignores it
+    and sends the rows: read position_columns when present, the rows otherwise.
     """
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
