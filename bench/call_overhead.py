@@ -98,7 +98,7 @@ def run_call_overhead(
         service._optimise = real_optimise
         running.stop()
     run = client_convert.run_context(account)
-    payload = result_to_proto(answer).SerializeToString()
+    payload = result_to_proto(answer, columnar=True).SerializeToString()  # as the client asks
     client_parts = {
         "check_case": lambda: client_convert.check_case(account, scenarios=False),
         "optimise_request": lambda: client_convert.optimise_request(account, run),

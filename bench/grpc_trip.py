@@ -180,6 +180,7 @@ def server_overhead(case: dict[str, Any], calls: int) -> dict[str, Any]:
         "bench", scenario_set_case(request.scenario_set, "scenario_set", Limits()), "bench"
     )
     request.scenario_set_ref.CopyFrom(book_pb2.ScenarioSetRef(id=entry.set_id, version=1))
+    request.columnar_result = True  # as XmarginClient.optimise asks
     book = parse_case(case)
     handler, solve = [], []
     for index in range(calls + 3):

@@ -267,6 +267,7 @@ class XmarginClient:
             scenarios=scenario_set is None,
             **options,
         )
+        request.columnar_result = True  # cheaper both ends; optimise_answer reads either
         if scenario_set is not None:
             request.scenario_set_ref.CopyFrom(scenario_set.message())
         if warm_start is not None:

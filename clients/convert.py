@@ -486,7 +486,20 @@ def _status_name(value: result_pb2.SolveStatus.ValueType) -> str:
     return _name(_STATUSES, result_pb2.SolveStatus, value)
 
 
-def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
+@dataclass(frozen=True, slots=True)
+class _PositionFigures:
+    """The per-position parts of an answer, by instrument id in position order."""
+
+    ids: list[str]
+    allocation: dict[str, float]
+    current_allocation: dict[str, float]
+    eligible: dict[str, bool]
+    reasons: dict[str, tuple[str, ...]]
+    marginal_margin: dict[str, dict[str, float]]
+
+
+def _from_rows(message: result_pb2.OptimiseResult) -> _PositionFigures:
+    """The per-position figures from the rows (allocation, eligibility, marginal_margin)."""
     ids: list[str] = []
     allocation: dict[str, float] = {}
     current_allocation: dict[str, float] = {}
@@ -499,6 +512,48 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
     for e in message.eligibility:
         eligible[e.instrument] = e.eligible
         reasons[e.instrument] = _reasons(e.reasons)
+    marginal = {
+        m.instrument: {"in_xm": m.in_xm, "in_standalone": m.in_standalone}
+        for m in message.marginal_margin
+    }
+    return _PositionFigures(ids, allocation, current_allocation, eligible, reasons, marginal)
+
+
+def _from_columns(columns: result_pb2.PositionColumns) -> _PositionFigures:
+    """The per-position figures from ``position_columns``: the same dicts as
+    :func:`_from_rows` makes of the rows (position i's reasons are the ``reason_counts[i]``
+    entries of ``reasons`` after those of the positions before it)."""
+    ids = list(columns.instrument)
+    reasons: dict[str, tuple[str, ...]] = dict.fromkeys(ids, ())
+    codes, start = list(columns.reasons), 0
+    for pid, count in zip(ids, columns.reason_counts, strict=True):
+        if count:
+            reasons[pid] = _reasons(codes[start : start + count])
+            start += count
+    marginal = {
+        pid: {"in_xm": in_xm, "in_standalone": in_standalone}
+        for pid, in_xm, in_standalone in zip(
+            ids, columns.marginal_in_xm, columns.marginal_in_standalone, strict=True
+        )
+    }
+    return _PositionFigures(
+        ids,
+        dict(zip(ids, columns.xm_quantity, strict=True)),
+        dict(zip(ids, columns.current_xm_quantity, strict=True)),
+        dict(zip(ids, columns.eligible, strict=True)),
+        reasons,
+        marginal,
+    )
+
+
+def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
+    """The answer as plain data, from its per-position columns when the server sent them
+    (``OptimiseRequest.columnar_result``), else from its rows: the same answer either way."""
+    if message.HasField("position_columns"):
+        positions = _from_columns(message.position_columns)
+    else:
+        positions = _from_rows(message)
+    ids = positions.ids
     stats = message.solver_stats
     return OptimiseAnswer(
         name=message.name,
@@ -507,10 +562,10 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
         current=margin_figures(message.current),
         optimised=margin_figures(message.optimised),
         all_eligible=margin_figures(message.all_eligible),
-        allocation=allocation,
-        current_allocation=current_allocation,
-        eligible=eligible,
-        reasons=reasons,
+        allocation=positions.allocation,
+        current_allocation=positions.current_allocation,
+        eligible=positions.eligible,
+        reasons=positions.reasons,
         transfers=[
             TransferLine(
                 t.instrument,
@@ -521,10 +576,7 @@ def optimise_answer(message: result_pb2.OptimiseResult) -> OptimiseAnswer:
             )
             for t in message.transfers
         ],
-        marginal_margin={
-            m.instrument: {"in_xm": m.in_xm, "in_standalone": m.in_standalone}
-            for m in message.marginal_margin
-        },
+        marginal_margin=positions.marginal_margin,
         attribution={
             a.account: dict(zip(ids, a.shares, strict=False)) for a in message.attribution
         },

@@ -56,7 +56,9 @@ __all__ = [
     "duration",
     "eligibility_reasons",
     "options_case",
+    "position_columns",
     "result_to_proto",
+    "rows_to_columns",
     "scenario_set_case",
     "state_to_proto",
     "validated_scenarios",
@@ -568,23 +570,11 @@ _ACCOUNT = {
 }
 
 
-def result_to_proto(
-    result: OptimisationResult, out: result_pb2.OptimiseResult | None = None
-) -> result_pb2.OptimiseResult:
-    """The answer as its proto message; each array read into Python floats once. Filled into
-    ``out`` when given (a response's ``result``): the per-position messages are built in
-    place, never copied."""
+def _position_rows(result: OptimisationResult, out: result_pb2.OptimiseResult) -> None:
+    """The answer's per-position figures as rows: one allocation, marginal_margin and
+    eligibility message per position, added in place to ``out``."""
     problem = result.problem
-    stats = result.stats
     ids = problem.position_ids
-    if out is None:
-        out = result_pb2.OptimiseResult()
-    out.name = problem.book.name
-    out.status = _STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR)
-    state_to_proto(result.baseline, out.baseline)
-    state_to_proto(result.current, out.current)
-    state_to_proto(result.optimised, out.optimised)
-    state_to_proto(result.all_eligible, out.all_eligible)
     add_allocation = out.allocation.add
     for pid, quantity, current, xm, eligible, movable in zip(
         ids,
@@ -603,6 +593,81 @@ def result_to_proto(
             eligible=eligible,
             movable=movable,
         )
+    add_marginal = out.marginal_margin.add
+    for pid, in_xm, in_standalone in zip(
+        ids,
+        np.asarray(result.marginal.in_xm, dtype=np.float64).tolist(),
+        np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist(),
+        strict=True,
+    ):
+        add_marginal(instrument=pid, in_xm=in_xm, in_standalone=in_standalone)
+    add_eligibility(out.eligibility, problem.position_ids, problem.eligibility)
+
+
+def position_columns(result: OptimisationResult, out: result_pb2.PositionColumns) -> None:
+    """The answer's per-position figures as columns, filled into ``out``: one packed list per
+    field (a few extends instead of three messages per position); the values of
+    :func:`_position_rows`."""
+    problem = result.problem
+    out.instrument.extend(problem.position_ids)
+    out.quantity.extend(problem.quantity.tolist())
+    out.current_xm_quantity.extend(problem.current_xm.tolist())
+    out.xm_quantity.extend(np.asarray(result.allocation, dtype=np.float64).tolist())
+    out.eligible.extend(np.asarray(problem.eligible, dtype=bool).tolist())
+    out.movable.extend(np.asarray(problem.movable, dtype=bool).tolist())
+    out.marginal_in_xm.extend(np.asarray(result.marginal.in_xm, dtype=np.float64).tolist())
+    out.marginal_in_standalone.extend(
+        np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist()
+    )
+    out.reason_counts.extend([len(e.reasons) for e in problem.eligibility])
+    out.reasons.extend(eligibility_reasons(r for e in problem.eligibility for r in e.reasons))
+
+
+def rows_to_columns(out: result_pb2.OptimiseResult) -> None:
+    """Move ``out``'s per-position rows (allocation, marginal_margin, eligibility) into its
+    ``position_columns``: the same values as :func:`position_columns` writes (for an answer
+    read back from its recorded bytes)."""
+    allocation, marginal, eligibility = out.allocation, out.marginal_margin, out.eligibility
+    columns = out.position_columns
+    columns.instrument.extend([a.instrument for a in allocation])
+    columns.quantity.extend([a.quantity for a in allocation])
+    columns.current_xm_quantity.extend([a.current_xm_quantity for a in allocation])
+    columns.xm_quantity.extend([a.xm_quantity for a in allocation])
+    columns.eligible.extend([a.eligible for a in allocation])
+    columns.movable.extend([a.movable for a in allocation])
+    columns.marginal_in_xm.extend([m.in_xm for m in marginal])
+    columns.marginal_in_standalone.extend([m.in_standalone for m in marginal])
+    columns.reason_counts.extend([len(e.reasons) for e in eligibility])
+    columns.reasons.extend([r for e in eligibility for r in e.reasons])
+    for name in ("allocation", "marginal_margin", "eligibility"):
+        out.ClearField(name)
+
+
+def result_to_proto(
+    result: OptimisationResult,
+    out: result_pb2.OptimiseResult | None = None,
+    *,
+    columnar: bool = False,
+) -> result_pb2.OptimiseResult:
+    """The answer as its proto message; each array read into Python floats once. Filled into
+    ``out`` when given (a response's ``result``): the per-position messages are built in
+    place, never copied. ``columnar``: the per-position figures go into ``position_columns``
+    (:func:`position_columns`) instead of the rows of allocation, marginal_margin and
+    eligibility (:func:`_position_rows`)."""
+    problem = result.problem
+    stats = result.stats
+    if out is None:
+        out = result_pb2.OptimiseResult()
+    out.name = problem.book.name
+    out.status = _STATUS.get(str(result.status), result_pb2.SOLVE_STATUS_ERROR)
+    state_to_proto(result.baseline, out.baseline)
+    state_to_proto(result.current, out.current)
+    state_to_proto(result.optimised, out.optimised)
+    state_to_proto(result.all_eligible, out.all_eligible)
+    if columnar:
+        position_columns(result, out.position_columns)
+    else:
+        _position_rows(result, out)
     add_transfer = out.transfers.add
     for t in result.transfers:
         add_transfer(
@@ -612,14 +677,6 @@ def result_to_proto(
             quantity=t.quantity,
             lots=t.lots,
         )
-    add_marginal = out.marginal_margin.add
-    for pid, in_xm, in_standalone in zip(
-        ids,
-        np.asarray(result.marginal.in_xm, dtype=np.float64).tolist(),
-        np.asarray(result.marginal.in_standalone, dtype=np.float64).tolist(),
-        strict=True,
-    ):
-        add_marginal(instrument=pid, in_xm=in_xm, in_standalone=in_standalone)
     out.attribution.extend(attribution_to_proto(result.attribution))
     out.solver_stats.CopyFrom(
         result_pb2.SolverStats(
@@ -645,7 +702,6 @@ def result_to_proto(
     out.savings = result.savings
     out.transfer_cost = result.transfer_cost
     out.notes.extend(result.notes)
-    add_eligibility(out.eligibility, problem.position_ids, problem.eligibility)
     if result.var_gap is not None:
         out.var_gap = result.var_gap
     if result.stand_in_total is not None:

@@ -91,6 +91,7 @@ from .convert import (
     parse,
     position_case,
     result_to_proto,
+    rows_to_columns,
     scenario_set_case,
     state_to_proto,
 )
@@ -348,7 +349,9 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 paths = FieldPaths()
                 book = self._book(request, request.account, paths, scenarios, schema_wording=True)
                 response = service_pb2.OptimiseResponse(run=request.run)
-                result_to_proto(solve.solve_book(book), response.result)  # built in place
+                result_to_proto(  # built in place
+                    solve.solve_book(book), response.result, columnar=request.columnar_result
+                )
                 return response
             shared_data = self._shared_data(request, scenarios)
             account = self._account(request, request.account, "account", scenarios)
@@ -367,6 +370,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
                 raise error
             assert outcome.payload is not None
             result = result_pb2.OptimiseResult.FromString(outcome.payload)
+            if request.columnar_result:
+                rows_to_columns(result)
             return service_pb2.OptimiseResponse(run=request.run, result=result)
 
         return self._unary("Optimise", request, context, lambda: self._in_pool(context, work))

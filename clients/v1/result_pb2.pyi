@@ -560,6 +560,7 @@ class OptimiseResult(_message.Message):
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
     RELAXATION_FIELD_NUMBER: _builtins.int
     STAND_IN_TOTAL_FIELD_NUMBER: _builtins.int
+    POSITION_COLUMNS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The book's name (AccountBook.name, or the customer id)."""
     status: Global___SolveStatus.ValueType
@@ -626,6 +627,13 @@ class OptimiseResult(_message.Message):
     def eligibility(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionEligibility]:
         """Eligibility of each position, in the request's position order."""
 
+    @_builtins.property
+    def position_columns(self) -> Global___PositionColumns:
+        """The per-position figures as columns, present only when the request asked for them
+        (OptimiseRequest.columnar_result); allocation, marginal_margin and eligibility are then
+        empty.
+        """
+
     def __init__(
         self,
         *,
@@ -647,10 +655,11 @@ class OptimiseResult(_message.Message):
         eligibility: _abc.Iterable[Global___PositionEligibility] | None = ...,
         relaxation: _builtins.bool = ...,
         stand_in_total: _builtins.float | None = ...,
+        position_columns: Global___PositionColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "baseline", b"baseline", "current", b"current", "optimised", b"optimised", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "var_gap", b"var_gap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "baseline", b"baseline", "current", b"current", "optimised", b"optimised", "position_columns", b"position_columns", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "var_gap", b"var_gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "allocation", b"allocation", "attribution", b"attribution", "baseline", b"baseline", "current", b"current", "eligibility", b"eligibility", "marginal_margin", b"marginal_margin", "name", b"name", "notes", b"notes", "optimised", b"optimised", "relaxation", b"relaxation", "savings", b"savings", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "status", b"status", "transfer_cost", b"transfer_cost", "transfers", b"transfers", "var_gap", b"var_gap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total", "_var_gap", b"_var_gap", "all_eligible", b"all_eligible", "allocation", b"allocation", "attribution", b"attribution", "baseline", b"baseline", "current", b"current", "eligibility", b"eligibility", "marginal_margin", b"marginal_margin", "name", b"name", "notes", b"notes", "optimised", b"optimised", "position_columns", b"position_columns", "relaxation", b"relaxation", "savings", b"savings", "solver_stats", b"solver_stats", "stand_in_total", b"stand_in_total", "status", b"status", "transfer_cost", b"transfer_cost", "transfers", b"transfers", "var_gap", b"var_gap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stand_in_total: _TypeAlias = _typing.Literal["stand_in_total"]  # noqa: Y015
     _WhichOneofArgType__stand_in_total: _TypeAlias = _typing.Literal["_stand_in_total", b"_stand_in_total"]  # noqa: Y015
@@ -662,3 +671,90 @@ class OptimiseResult(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__var_gap) -> _WhichOneofReturnType__var_gap | None: ...
 
 Global___OptimiseResult: _TypeAlias = OptimiseResult  # noqa: Y015
+
+@_typing.final
+class PositionColumns(_message.Message):
+    """The per-position figures of one answer as columns: entry i of each per-position list belongs
+    to position i, in the request's position order. The same values as the rows of
+    OptimiseResult.allocation, marginal_margin and eligibility, in packed fields.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    CURRENT_XM_QUANTITY_FIELD_NUMBER: _builtins.int
+    XM_QUANTITY_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    MOVABLE_FIELD_NUMBER: _builtins.int
+    MARGINAL_IN_XM_FIELD_NUMBER: _builtins.int
+    MARGINAL_IN_STANDALONE_FIELD_NUMBER: _builtins.int
+    REASON_COUNTS_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instrument(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instrument id of each position (PositionAllocation.instrument)."""
+
+    @_builtins.property
+    def quantity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Quantity held, signed, as in the request (PositionAllocation.quantity)."""
+
+    @_builtins.property
+    def current_xm_quantity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """XM quantity before: the request's xm_quantity (PositionAllocation.current_xm_quantity)."""
+
+    @_builtins.property
+    def xm_quantity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """XM quantity of the optimised allocation (PositionAllocation.xm_quantity)."""
+
+    @_builtins.property
+    def eligible(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Eligible for XM (PositionAllocation.eligible, PositionEligibility.eligible)."""
+
+    @_builtins.property
+    def movable(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Free to move (PositionAllocation.movable)."""
+
+    @_builtins.property
+    def marginal_in_xm(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One more unit held in XM, USD per unit; NaN when the position is not eligible
+        (MarginalMargin.in_xm).
+        """
+
+    @_builtins.property
+    def marginal_in_standalone(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One more unit held in its standalone account, USD per unit (MarginalMargin.in_standalone)."""
+
+    @_builtins.property
+    def reason_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """How many eligibility reasons each position has (PositionEligibility.reasons; 0 for most
+        eligible positions).
+        """
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EligibilityReason.ValueType]:
+        """Every position's eligibility reasons, concatenated in position order: position i's are
+        the reason_counts[i] entries after the first reason_counts[0] + ... + reason_counts[i-1].
+        """
+
+    def __init__(
+        self,
+        *,
+        instrument: _abc.Iterable[_builtins.str] | None = ...,
+        quantity: _abc.Iterable[_builtins.float] | None = ...,
+        current_xm_quantity: _abc.Iterable[_builtins.float] | None = ...,
+        xm_quantity: _abc.Iterable[_builtins.float] | None = ...,
+        eligible: _abc.Iterable[_builtins.bool] | None = ...,
+        movable: _abc.Iterable[_builtins.bool] | None = ...,
+        marginal_in_xm: _abc.Iterable[_builtins.float] | None = ...,
+        marginal_in_standalone: _abc.Iterable[_builtins.float] | None = ...,
+        reason_counts: _abc.Iterable[_builtins.int] | None = ...,
+        reasons: _abc.Iterable[_common_pb2.EligibilityReason.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_xm_quantity", b"current_xm_quantity", "eligible", b"eligible", "instrument", b"instrument", "marginal_in_standalone", b"marginal_in_standalone", "marginal_in_xm", b"marginal_in_xm", "movable", b"movable", "quantity", b"quantity", "reason_counts", b"reason_counts", "reasons", b"reasons", "xm_quantity", b"xm_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionColumns: _TypeAlias = PositionColumns  # noqa: Y015

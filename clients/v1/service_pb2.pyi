@@ -62,6 +62,14 @@ class OptimiseRequest(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     WARM_START_FIELD_NUMBER: _builtins.int
+    COLUMNAR_RESULT_FIELD_NUMBER: _builtins.int
+    columnar_result: _builtins.bool
+    """Send the answer's per-position figures as columns (OptimiseResult.position_columns)
+    instead of the rows of OptimiseResult.allocation, marginal_margin and eligibility (then
+    empty): the same values in a few packed fields, cheaper to build and to read for a large
+    book. Optional: false (the rows) by default. A server older than this field ignores it
+    and sends the rows: read position_columns when present, the rows otherwise.
+    """
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
         """Run stamp. Required."""
@@ -107,10 +115,11 @@ class OptimiseRequest(_message.Message):
         program: _book_pb2.ProgramRules | None = ...,
         options: _book_pb2.SolveOptions | None = ...,
         warm_start: Global___WarmStart | None = ...,
+        columnar_result: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "columnar_result", b"columnar_result", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_scenarios: _TypeAlias = _typing.Literal["scenario_set", "scenario_set_ref"]  # noqa: Y015
     _WhichOneofArgType_scenarios: _TypeAlias = _typing.Literal["scenarios", b"scenarios"]  # noqa: Y015

@@ -22,11 +22,12 @@ from tests.server.test_engines import batch_request, run_batch
 from tests.server.test_errors import call_error, details, violations
 from xmargin.clients import convert
 from xmargin.clients.messages import copy_shared_fields
-from xmargin.clients.v1 import service_pb2
+from xmargin.clients.v1 import result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.optimiser import cli
 from xmargin.optimiser.audit import open_store
 from xmargin.server import RunningServer
+from xmargin.server.convert import rows_to_columns
 
 DATE, CYCLE = "2026-11-24", "EOD"
 
@@ -106,6 +107,15 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     assert again.run.request_id == "a-retry"
     assert stored_rows(audit_url) == 1
     assert show(capsys, audit_url, 1, customer)[1]["recorded_at"] == stored["recorded_at"]
+
+    # Asked for columns, the stored answer comes back with its rows moved into them.
+    request.columnar_result = True
+    columnar = audited_stub.Optimise(request, timeout=60)
+    expected = result_pb2.OptimiseResult()
+    expected.CopyFrom(first.result)
+    rows_to_columns(expected)
+    assert columnar.result == expected and len(expected.position_columns.instrument) > 0
+    assert stored_rows(audit_url) == 1
 
     # Another request under the same key is refused; a new run number takes it.
     changed = optimise_request(case)

@@ -377,6 +377,38 @@ def test_reflection_lists_the_service_and_resolves_its_methods(channel: grpc.Cha
     }
 
 
+def test_a_client_with_only_reflection_reads_the_columnar_answer(
+    channel: grpc.Channel, cases: dict[str, dict[str, Any]]
+) -> None:
+    """A client without the generated stubs (reflection and JSON only) asks for the columnar
+    answer and reads in position_columns the figures the rows give."""
+    from google.protobuf import json_format, message_factory
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    method = pool.FindServiceByName("xmargin.v1.XmarginService").methods_by_name["Optimise"]
+    request_type = message_factory.GetMessageClass(method.input_type)
+    response_type = message_factory.GetMessageClass(method.output_type)
+    call = channel.unary_unary(
+        "/xmargin.v1.XmarginService/Optimise",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    body = json_format.MessageToDict(optimise_request(cases["03-mixed-ineligible-hedges"]))
+    rows = json_format.MessageToDict(call(json_format.ParseDict(body, request_type()), timeout=60))
+    body["columnarResult"] = True
+    answer = call(json_format.ParseDict(body, request_type()), timeout=60)
+    columns = json_format.MessageToDict(answer)["result"]["positionColumns"]
+    allocation = rows["result"]["allocation"]
+    assert columns["instrument"] == [a["instrument"] for a in allocation]
+    assert columns["xmQuantity"] == [a.get("xmQuantity", 0.0) for a in allocation]
+    assert columns["eligible"] == [e.get("eligible", False) for e in rows["result"]["eligibility"]]
+    assert "allocation" not in json_format.MessageToDict(answer)["result"]
+
+
 def test_health_reports_serving(channel: grpc.Channel) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

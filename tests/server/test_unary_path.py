@@ -13,9 +13,10 @@ import pytest
 
 from tests.server.harness import optimise_request
 from xmargin.bench.grpc_trip import CallAborted, InProcessCall
+from xmargin.clients.convert import optimise_answer
 from xmargin.clients.v1 import result_pb2, service_pb2
 from xmargin.server.batching import ProtoSolve
-from xmargin.server.convert import RequestError
+from xmargin.server.convert import RequestError, rows_to_columns
 from xmargin.server.errors import report
 from xmargin.server.service import SolverPool, XmarginServicer
 
@@ -58,6 +59,47 @@ def test_unary_optimise_answers_as_the_batch_path(
     assert error is None and expected is not None
     assert response.run == request.run
     assert _without_timings(response.result) == _without_timings(expected)
+
+
+@pytest.mark.parametrize("integral", [False, True], ids=["continuous", "whole lots"])
+def test_columnar_result_holds_the_rows_values(
+    servicer: XmarginServicer, case_data: dict[str, Any], integral: bool
+) -> None:
+    """OptimiseRequest.columnar_result: the per-position figures come as position_columns
+    (the rows empty), exactly the rows' values moved into columns; the client reads the same
+    answer from either."""
+    request = optimise_request(case_data, integral=integral)
+    rows = servicer.Optimise(request, InProcessCall()).result  # type: ignore[arg-type]
+    request.columnar_result = True
+    columns = servicer.Optimise(request, InProcessCall()).result  # type: ignore[arg-type]
+    assert not rows.HasField("position_columns") and len(rows.allocation) > 0
+    assert columns.HasField("position_columns")
+    assert not (columns.allocation or columns.marginal_margin or columns.eligibility)
+    assert len(columns.position_columns.instrument) == len(rows.allocation)
+    moved = _without_timings(rows)
+    rows_to_columns(moved)
+    assert moved == _without_timings(columns)
+    # NaN (the marginal in XM of an ineligible position) is not == itself: compare reprs.
+    from_rows, from_columns = optimise_answer(rows).to_dict(), optimise_answer(columns).to_dict()
+    for answer in (from_rows, from_columns):
+        del answer["solver"]  # its timings are each solve's own
+    assert repr(from_columns) == repr(from_rows) and from_columns["allocation"]
+
+
+def test_columns_carry_each_positions_own_eligibility_reasons(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]]
+) -> None:
+    """A book with ineligible positions: each position's reasons, read from the flat reasons
+    list by reason_counts, are its own (the rows' reasons for that instrument)."""
+    request = optimise_request(cases["03-mixed-ineligible-hedges"])
+    rows = servicer.Optimise(request, InProcessCall()).result  # type: ignore[arg-type]
+    request.columnar_result = True
+    columns = servicer.Optimise(request, InProcessCall()).result  # type: ignore[arg-type]
+    expected = {e.instrument: list(e.reasons) for e in rows.eligibility}
+    assert any(expected.values()) and not all(expected.values())
+    counts = columns.position_columns.reason_counts
+    assert sum(counts) == len(columns.position_columns.reasons)
+    assert optimise_answer(columns).reasons == optimise_answer(rows).reasons
 
 
 @pytest.mark.parametrize(
