@@ -7,6 +7,7 @@ calls in flight get ``config.grace`` seconds to finish.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -333,6 +334,11 @@ def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = 
     # switch threads every millisecond rather than every five.
     sys.setswitchinterval(SWITCH_INTERVAL)
     running = build_server(config)
+    # Everything built so far (modules, the service, preloaded scenario sets) lives as long as
+    # the server: out of the collector's full passes, which otherwise scanned it every few
+    # calls (reference account, 150 calls, loaded machine: 5 full collections of 105-146 ms
+    # at most, 340-440 ms in all, against 7 of at most 7-13 ms, 29-30 ms in all).
+    gc.freeze()
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
