@@ -144,6 +144,13 @@ the lower total, and RU ran to 80 s (``bench/results/pnl-whole-lots.md``)."""
 LOCAL_WIDTHS = (0, 1)
 """The whole-lot local phase's boxes: the lot multiples either side of the continuous optimum,
 then one lot more each way (positions at 0 or at the whole holding can then move a lot in)."""
+MAX_ROUNDINGS = 64
+"""The local phase's first box (each fractional position of the continuous optimum at one of
+the two allowed quantities either side of it) is searched by evaluating each of its
+allocations exactly instead of by a MIP when it holds at most this many (2^m for m fractional
+positions): the exact best of the box, at a few ms per allocation (300 positions x 500-1,260
+scenarios: 4-7 fractional positions, 4-52 ms for all of them, against 0.05-0.35 s for the MIP
+over the same box)."""
 LOCAL_SHARE = 0.5
 """Under a time limit each box of the local phase gets at most this share of the time left."""
 TAIL_SECONDS = 5.0
@@ -1007,7 +1014,16 @@ class _CuttingPlaneModel:
         upper = np.asarray(lp.col_upper_)[lots]
         size, lot, sign = self.size[movable], problem.lot[movable], self.grid.sign[movable]
         held, holding = np.abs(continuous_x[movable]), np.abs(problem.quantity[movable])
-        for width in LOCAL_WIDTHS:
+        widths: tuple[int, ...] = LOCAL_WIDTHS
+        if LOCAL_WIDTHS[0] == 0 and self._every_rounding(loop, continuous_x):
+            if loop.within_gap(continuous_bound):
+                loop.proven, loop.message = True, "best rounding meets the continuous bound"
+                return
+            if loop.status is not Status.OPTIMAL or loop.best_x is None:
+                return
+            self._start_from(loop.best_x)
+            widths = LOCAL_WIDTHS[1:]
+        for width in widths:
             below = np.maximum(np.floor(held / lot + 1e-9) - width, 0.0) * lot
             above = np.minimum((np.ceil(held / lot - 1e-9) + width) * lot, holding)
             ends = np.stack((sign * below, sign * np.maximum(above, below))) / size
@@ -1031,6 +1047,43 @@ class _CuttingPlaneModel:
                     loop.proven = True
                     return
                 self._start_from(loop.best_x)
+
+    def _every_rounding(self, loop: _Loop, continuous_x: PositionVector) -> bool:
+        """The local phase's first box by exact evaluation: each of the m movable positions
+        off the allowed set in ``continuous_x`` at the allowed quantity below or above it (the
+        lot multiples either side, or the whole holding), the others at their nearest allowed
+        quantity; all 2^m allocations offered to ``loop``, Kelley cuts added at the best.
+        False (nothing done) when 2^m exceeds :data:`MAX_ROUNDINGS` or under a transfer limit
+        (a rounding might break it): the box's MIP then searches it."""
+        problem = self.problem
+        if problem.options.max_transfers is not None:
+            return False
+        nearest = snap_to_allowed(problem, continuous_x)
+        held, lot = np.abs(continuous_x), problem.lot
+        below = np.floor(held / lot + 1e-9) * lot
+        above = np.minimum(np.ceil(held / lot - 1e-9) * lot, np.abs(problem.quantity))
+        fractional = np.flatnonzero(problem.movable & (above > below))
+        if 2**fractional.size > MAX_ROUNDINGS:
+            return False
+        sign = self.grid.sign[fractional]
+        best: list[ModelFigures] | None = None
+        for choice in range(2**fractional.size):
+            if (remaining := loop.remaining()) is not None and remaining <= 0:
+                loop.stop(Status.TIME_LIMIT, "time limit reached")
+                break
+            upward = (choice >> np.arange(fractional.size)) & 1 == 1
+            x = nearest.copy()
+            x[fractional] = sign * np.where(upward, above[fractional], below[fractional])
+            figures = self._term_figures(x)
+            value = self._convex_objective(figures, x)
+            if value < loop.best_upper:
+                best = figures
+            loop.offer(x, value)
+        if best is not None:
+            rows = _Rows()
+            loop.cuts += self._add_cuts(rows, best, range(len(self.terms)))
+            rows.push(self.highs)
+        return True
 
     def _start_from(self, xm_quantity: PositionVector) -> None:
         """Give HiGHS an allowed allocation as its MIP start: u, and k, z of whole lots."""
