@@ -316,7 +316,8 @@ class HighsBackend:
         every whole-lot answer from below. Otherwise (or when the relaxation stops short) no
         solution: the whole-lot path (Kelley's cuts and the MIP) then runs in full, given the
         best of the roundings when all were evaluated (the exact best of the local phase's
-        first box), and the time here is lost but for that incumbent."""
+        first box), and the time here is lost but for that incumbent. A time limit reached
+        among the roundings ends the solve with the best so far (TIME_LIMIT)."""
         started = time.perf_counter()
         relaxed = problem.with_options(dataclasses.replace(problem.options, integral=False))
         model = _CuttingPlaneModel(relaxed, reduction, self.formulation, warm_start)
@@ -329,23 +330,24 @@ class HighsBackend:
         ]
         best, best_objective = roundings[0], np.inf
         for tried, rounded in enumerate(roundings):
-            if time_limit is not None and time.perf_counter() - started >= time_limit:
-                return None, None
+            if tried and time_limit is not None and time.perf_counter() - started >= time_limit:
+                # out of time: the best rounding so far, not proven (the cut model has no time)
+                raw.status, finding = Status.TIME_LIMIT, "time limit reached among the roundings"
+                break
             objective = model._convex_objective(model._term_figures(rounded), rounded)
             if objective < best_objective:
                 best, best_objective = rounded, objective
             if _within_gap(objective, raw.bound):
                 which = "rounded" if tried == 0 else "best rounding of the"
-                raw.xm_quantity, raw.objective = rounded, float(objective)
-                raw.message = (
-                    f"{which} continuous optimum meets its bound ({raw.message}, active-set LP)"
-                )
-                raw.build_seconds = built - started
-                raw.evaluation_seconds = model.evaluation_seconds
-                return raw, None
-        if len(roundings) == 1:
-            return None, None
-        return None, _FirstBox(best, best_objective)
+                finding = f"{which} continuous optimum meets its bound"
+                break
+        else:  # none meets the bound
+            return None, _FirstBox(best, best_objective) if len(roundings) > 1 else None
+        raw.xm_quantity, raw.objective = best, float(best_objective)
+        raw.message = f"{finding} ({raw.message}, active-set LP)"
+        raw.build_seconds = built - started
+        raw.evaluation_seconds = model.evaluation_seconds
+        return raw, None
 
 
 def _roundings(problem: Problem, xm_quantity: PositionVector) -> list[PositionVector]:
