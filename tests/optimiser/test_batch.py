@@ -411,6 +411,18 @@ def test_a_killed_pool_worker_is_replaced_and_every_account_comes_back_once() ->
     assert_same_whole_lot_answers(whole_lot_answers(outcomes), reference)
 
 
+def test_a_pool_account_that_cannot_be_pickled_fails_alone() -> None:
+    selected = batch_group(3, positions=12)
+    broken = selected.accounts[1]
+    accounts = list(selected.accounts)
+    accounts[1] = BatchAccount(broken.account, {**broken.data, "name": threading.Lock()}, "x")
+    outcomes = sorted(
+        LocalPoolEngine(workers=1).run(accounts, selected.shared), key=lambda o: o.index
+    )
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].error is not None and "pickle" in outcomes[1].error.message
+
+
 @pytest.mark.slow
 def test_a_killed_dask_worker_has_its_accounts_rerun(dask_engine: DaskEngine) -> None:
     reference = whole_lot_answers(_outcomes(InlineEngine(), 8, positions=12, integral=True))
