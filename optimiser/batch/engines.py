@@ -113,18 +113,8 @@ def _init_worker(
     prepare_shared(_WORKER_SHARED, validated)
 
 
-def _solve_in_worker(index: int, pickled_account: bytes) -> AccountOutcome:
-    """One account in a pool worker; ``pickled_account`` is its :class:`BatchAccount` as
-    :func:`_pickled` made it."""
-    account: BatchAccount = pickle.loads(pickled_account)
+def _solve_in_worker(index: int, account: BatchAccount) -> AccountOutcome:
     return _WORKER_SOLVE[0](index, account, _WORKER_SHARED, _WORKER_BACKEND[0])
-
-
-def _pickled(account: BatchAccount) -> bytes:
-    """An account pickled with pickle's highest protocol: its instruments' float64 vectors
-    (hundreds of small arrays) pickle about 2.5x faster than with the pool's own pickler
-    (protocol 4), which then sends these bytes as they are."""
-    return pickle.dumps(account, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _default_start_method() -> str:
@@ -196,12 +186,7 @@ class LocalPoolEngine:
                     while pending and len(running) < self.max_in_flight and not lost:
                         index = pending.pop(0)
                         try:
-                            payload = _pickled(accounts[index])
-                        except Exception as error:  # this account only: it cannot be sent
-                            yield _failure(index, accounts[index], error)
-                            continue
-                        try:
-                            running[pool.submit(_solve_in_worker, index, payload)] = index
+                            running[pool.submit(_solve_in_worker, index, accounts[index])] = index
                         except BrokenProcessPool:
                             lost.append(index)
                     if not running:
