@@ -13,14 +13,10 @@ Stopping a run: the local and Dask engines take a ``stop`` hook (``() -> bool``;
 is set when the call is cancelled or its deadline passes) and look at it at least every
 :data:`STOP_POLL` seconds while they wait; closing the run's iterator early stops it too. Then
 no further account starts, and the accounts running stop: the local pool's worker processes
-are killed (whatever they solve, HiGHS or cvxpy). On Dask, a task's solve runs under a stop
+are killed (whatever they solve, HiGHS or cvxpy), and a Dask task's solve runs under a stop
 hook (:mod:`..cancellation`) that reads a Dask ``Event`` set for the run, so HiGHS is
 interrupted where it is (a cvxpy solve on a daemonic Dask worker, which cannot start a child
-process to kill, is not: it runs to its end, and nothing waits for it); except on the
-engine's own ``LocalCluster`` with no ``stop`` hook (``xmargin batch``, the benchmark), where
-the hook's HiGHS callbacks would cost 6-14% of a reference solve: there, as in the local pool,
-the solves left running when a run ends early are killed (the workers restarted) before the
-engine's next run, or with the cluster when the engine closes.
+process to kill, is not: it runs to its end, and nothing waits for it).
 """
 
 from __future__ import annotations
@@ -319,9 +315,7 @@ class DaskEngine:
     worker that dies on another one; a task that fails all the same is run again one account
     per task, so that only the account that fails is reported failed. When ``stop()`` says so
     (or the run's iterator is closed early), the tasks are cancelled and the run's ``Event``
-    set, which stops the solves running; on the engine's own LocalCluster with no ``stop``
-    hook the solves run without the Event's hook and are killed instead (see the module
-    docstring)."""
+    set, which stops the solves running (see the module docstring)."""
 
     name = "dask"
 
@@ -350,8 +344,6 @@ class DaskEngine:
         self._client = client
         self._owns_client = client is None
         self._cluster: Any = None
-        self._stale = False
-        """A run on the engine's own LocalCluster ended early: its workers may still solve."""
         self.shared_key: str | None = None
         """The key of the scattered shared inputs of the current run (each worker holds it)."""
 
@@ -387,10 +379,6 @@ class DaskEngine:
         from distributed import Event, as_completed
 
         client = self.client
-        if self._stale:  # solves left running by a run that ended early: kill them
-            client.restart()
-            self._stale = False
-        interruptible = self.stop is not None or self._cluster is None
         # validated once per batch, here; a list, so that the pair is one piece of data
         validated = validate_shared(shared.data)
         [shared_future] = client.scatter([(shared.data, validated)], broadcast=True, hash=False)
@@ -422,7 +410,7 @@ class DaskEngine:
                 shared_future,
                 self.backend,
                 self.solve,
-                stop_event if interruptible else None,
+                stop_event,
                 key=f"xmargin-accounts-{token}-{next(serial)}",  # a retry gets a key of its own
                 pure=False,
             )
@@ -461,9 +449,7 @@ class DaskEngine:
         finally:
             client.cancel(list(running))
             client.cancel([shared_future])
-            if not finished and not interruptible:  # restarted before the next run
-                self._stale = True
-            elif not finished:  # stop the solves still running; then forget the event
+            if not finished:  # stop the solves still running; then forget the event
                 event = Event(stop_event, client=client)
                 event.set()
                 self._forget_later(event)

@@ -706,33 +706,6 @@ def test_a_stopped_dask_run_interrupts_the_solve_on_its_worker(dask_engine: Dask
     assert time.monotonic() - started < 3.0  # both worker threads free: the solves stopped
 
 
-@pytest.mark.slow
-def test_solves_left_by_an_unfinished_run_on_its_own_cluster_are_killed_before_the_next() -> None:
-    """The engine's own LocalCluster with no stop hook solves without the Event's hook (its
-    HiGHS callbacks cost); a run closed early leaves its solves running, so the next run
-    restarts the workers first: it ends in seconds, not after the minutes-long solves."""
-    pytest.importorskip("distributed")
-    hard, shared = _hard_accounts(2)
-    easy = [
-        BatchAccount(f"E{k}", {**hard[0].data, "options": {"integral": False}}, f"easy[{k}]")
-        for k in range(2)
-    ]
-    engine = DaskEngine(workers=2, accounts_per_task=1)
-    try:
-        before = set(engine.client.run(os.getpid).values())
-        run = engine.run(easy + hard, shared)
-        assert {next(run).account, next(run).account} == {"E0", "E1"}
-        time.sleep(1.0)  # the hard accounts are solving now
-        run.close()
-        started = time.monotonic()
-        again = list(engine.run(easy, shared))
-        assert time.monotonic() - started < 60
-        assert sorted(o.account for o in again if o.ok) == ["E0", "E1"]
-        assert not before & set(engine.client.run(os.getpid).values())  # restarted
-    finally:
-        engine.close()
-
-
 @pytest.mark.parametrize("bad", [1e300, -1e300, float("nan")])
 def test_an_array_vector_is_refused_in_the_schemas_words(bad: float) -> None:
     """An out-of-range or non-finite element of an array vector (checked in bulk) is refused
