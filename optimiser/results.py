@@ -7,6 +7,7 @@ solver's own objective.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +205,7 @@ class OptimisationResult:
         }
         optimised: dict[str, Any] = dict(self.optimised.summary())
         optimised["allocation"] = dict(
-            zip(problem.position_ids, (float(v) for v in self.allocation), strict=True)
+            zip(problem.position_ids, _floats(self.allocation), strict=True)
         )
         optimised["transfers"] = [t.to_dict() for t in self.transfers]
         optimised["transfer_cost"] = self.transfer_cost
@@ -223,16 +224,17 @@ class OptimisationResult:
             "var_gap": self.var_gap,
             "stand_in_total": self.stand_in_total,
             "marginal_margin": {
-                pid: {"in_xm": _finite_or_none(x), "in_standalone": float(s)}
+                # JSON has no NaN: XM for an ineligible position does not exist, null
+                pid: {"in_xm": x if math.isfinite(x) else None, "in_standalone": s}
                 for pid, x, s in zip(
                     problem.position_ids,
-                    self.marginal.in_xm,
-                    self.marginal.in_standalone,
+                    _floats(self.marginal.in_xm),
+                    _floats(self.marginal.in_standalone),
                     strict=True,
                 )
             },
             "attribution": {
-                account: dict(zip(problem.position_ids, (float(v) for v in shares), strict=True))
+                account: dict(zip(problem.position_ids, _floats(shares), strict=True))
                 for account, shares in self.attribution.shares.items()
             },
             "solver": self.stats.to_dict(),
@@ -246,6 +248,8 @@ ALL_ELIGIBLE_BASIS = (
 )
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: a figure that does not exist (XM for an ineligible position) is null."""
-    return float(value) if np.isfinite(value) else None
+def _floats(values: Any) -> list[float]:
+    """A vector as Python floats in one C pass (``float(v)`` of each element, without the
+    Python loop over numpy scalars)."""
+    floats: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    return floats

@@ -3,6 +3,8 @@ store (accounts already stored for the run are skipped, so a run resumes where i
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from ..audit import AuditStore
 
 __all__ = [
+    "CHUNKS_AHEAD",
     "COMMIT_ROWS",
     "COMMIT_SECONDS",
     "AuditCommits",
@@ -93,8 +96,12 @@ COMMIT_ROWS = 256
 class AuditCommits:
     """Outcomes on their way to the audit store, committed together (one transaction, one
     disk sync per chunk): every :data:`COMMIT_SECONDS`, every :data:`COMMIT_ROWS` outcomes,
-    at a change of group and at :meth:`flush`. A run killed between two commits re-runs the
-    accounts of the last chunk when resumed."""
+    at a change of group and at :meth:`flush`. A writer thread encodes and commits each chunk,
+    so the run's thread goes on handing accounts to the engine while a chunk's JSON is made and
+    synced to disk; at most :data:`CHUNKS_AHEAD` chunks wait for it. A failed commit stops the
+    writing: no later chunk is written, and the next :meth:`add` or :meth:`flush` raises the
+    error. A run killed between two commits re-runs the accounts of the last chunk when
+    resumed. :meth:`close` commits what is waiting and ends the writer."""
 
     def __init__(self, audit: AuditStore, run_number: int) -> None:
         self.audit = audit
@@ -102,21 +109,64 @@ class AuditCommits:
         self._shared: SharedInputs | None = None
         self._waiting: list[tuple[BatchAccount, AccountOutcome]] = []
         self._last = time.monotonic()
+        self._chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_AHEAD)
+        self._error: BaseException | None = None
+        self._raised = False
+        self._writer = threading.Thread(target=self._write, name="audit-commits", daemon=True)
+        self._writer.start()
 
     def add(self, shared: SharedInputs, account: BatchAccount, outcome: AccountOutcome) -> None:
+        self._raise_failure()
         if self._shared is not None and shared is not self._shared:
             self.flush()
         self._shared = shared
         self._waiting.append((account, outcome))
         if len(self._waiting) >= COMMIT_ROWS or time.monotonic() - self._last >= COMMIT_SECONDS:
-            self.flush()
+            self._hand_over()
 
     def flush(self) -> None:
-        """Commit what is waiting."""
+        """Commit what is waiting; return once every chunk handed over is committed."""
+        self._hand_over()
+        self._chunks.join()
+        self._raise_failure()
+
+    def close(self) -> None:
+        """:meth:`flush`, then end the writer thread."""
+        try:
+            self.flush()
+        finally:
+            self._chunks.put(None)
+            self._writer.join()
+
+    def _hand_over(self) -> None:
         waiting, self._waiting = self._waiting, []
         self._last = time.monotonic()
-        if waiting and self._shared is not None:
-            self.audit.record_many(self._shared, waiting, self.run_number)
+        if waiting and self._shared is not None and self._error is None:
+            self._chunks.put((self._shared, waiting))
+
+    def _raise_failure(self) -> None:
+        """Raise the writer's error, once."""
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
+
+    def _write(self) -> None:
+        """The writer thread: each chunk in its own transaction, until ``None``."""
+        while (chunk := self._chunks.get()) is not None:
+            try:
+                if self._error is None:
+                    self.audit.record_many(chunk[0], chunk[1], self.run_number)
+            except BaseException as error:  # handed to the run's thread
+                self._error = error
+            finally:
+                self._chunks.task_done()
+        self._chunks.task_done()
+
+
+_Chunk = tuple[SharedInputs, list[tuple[BatchAccount, AccountOutcome]]]
+CHUNKS_AHEAD = 4
+"""Chunks handed to :class:`AuditCommits`' writer and not yet committed, at most (then the run
+waits for the writer, so a slow store holds back the run rather than filling memory)."""
 
 
 def run_batch(
@@ -217,7 +267,7 @@ def run_groups(
     finally:
         try:
             if commits is not None:  # also when stopped: what finished stays stored
-                commits.flush()
+                commits.close()
         finally:
             summary.seconds = time.perf_counter() - started
             if owned:

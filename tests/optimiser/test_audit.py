@@ -3,9 +3,11 @@ sets after starting one): the key, the versions, exactly-once writes, resume, re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,13 @@ import pytest
 from tests.conftest import assert_tree_close
 from tests.optimiser.batches import batch_file_data, batch_group, books, by_account
 from xmargin.optimiser import cli, default_rulebook
-from xmargin.optimiser.audit import AuditStore, compare_results, open_store, reproduce
+from xmargin.optimiser.audit import (
+    SQLITE_PAGE_SIZE,
+    AuditStore,
+    compare_results,
+    open_store,
+    reproduce,
+)
 from xmargin.optimiser.batch import (
     AccountError,
     AccountOutcome,
@@ -232,9 +240,24 @@ def test_sqlite_store_is_a_wal_file(tmp_path: Path) -> None:
         with store._transaction() as cursor:
             cursor.execute("PRAGMA journal_mode")
             assert cursor.fetchone()[0] == "wal"
+            cursor.execute("PRAGMA page_size")
+            assert cursor.fetchone()[0] == SQLITE_PAGE_SIZE
     assert path.is_file()
     with pytest.raises(ValueError, match="unknown audit store"):
         open_store("mysql://somewhere/db")
+
+
+def test_sqlite_store_made_before_keeps_its_page_size(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA page_size=4096")
+        connection.execute("CREATE TABLE other (x INTEGER)")
+        connection.commit()
+    with open_store(path) as store:
+        store.prepare(SharedInputs.of({"business_date": "2026-11-24"}))
+        with store._transaction() as cursor:
+            cursor.execute("PRAGMA page_size")
+            assert cursor.fetchone()[0] == 4096
 
 
 def test_cli_batch_into_the_store_and_audit_show(

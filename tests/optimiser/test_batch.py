@@ -48,6 +48,7 @@ from xmargin.optimiser.batch import (
     InlineEngine,
     LocalPoolEngine,
     SharedInputs,
+    batch_from_books,
     jsonable,
     load_batch,
     merge_case,
@@ -219,6 +220,33 @@ def test_audit_commits_come_in_chunks_and_store_every_account_once(
             assert record is not None and record.result == outcome.result
 
 
+def test_audit_commits_leave_the_run_free_while_a_chunk_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread commits; the run's thread only hands chunks over (up to
+    CHUNKS_AHEAD waiting), and close() returns once every chunk is stored."""
+    release = threading.Event()
+    record_many = AuditStore.record_many
+
+    def held(self: AuditStore, shared: Any, items: Any, run_number: int) -> int:
+        assert release.wait(30)
+        return record_many(self, shared, items, run_number)
+
+    monkeypatch.setattr(AuditStore, "record_many", held)
+    monkeypatch.setattr(batch_run, "COMMIT_ROWS", 1)
+    [selected] = batch_from_books(list(books(batch_run.CHUNKS_AHEAD)))
+    outcomes = list(InlineEngine().run(selected.accounts, selected.shared))
+    with open_store(tmp_path / "audit.db") as store:
+        commits = batch_run.AuditCommits(store, 1)
+        for outcome in outcomes:  # the first chunk is held in the writer: nothing blocks
+            commits.add(selected.shared, selected.accounts[outcome.index], outcome)
+        assert store.count() == 0
+        release.set()
+        commits.close()
+        assert store.count() == len(outcomes)
+        assert not commits._writer.is_alive()
+
+
 def test_batch_file_errors_name_the_field() -> None:
     data = batch_file_data(2)
     with pytest.raises(CaseValidationError, match="format"):
@@ -381,6 +409,18 @@ def test_a_killed_pool_worker_is_replaced_and_every_account_comes_back_once() ->
     assert killed is not None and engine.restarts == 1
     assert sorted(o.index for o in outcomes) == list(range(8))
     assert_same_whole_lot_answers(whole_lot_answers(outcomes), reference)
+
+
+def test_a_pool_account_that_cannot_be_pickled_fails_alone() -> None:
+    selected = batch_group(3, positions=12)
+    broken = selected.accounts[1]
+    accounts = list(selected.accounts)
+    accounts[1] = BatchAccount(broken.account, {**broken.data, "name": threading.Lock()}, "x")
+    outcomes = sorted(
+        LocalPoolEngine(workers=1).run(accounts, selected.shared), key=lambda o: o.index
+    )
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].error is not None and "pickle" in outcomes[1].error.message
 
 
 @pytest.mark.slow

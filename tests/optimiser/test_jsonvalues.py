@@ -51,8 +51,11 @@ def test_numpy_values_and_non_finite_floats_read_back_as_jsonable_makes_them() -
         "count": np.int64(3),
         "flag": np.bool_(True),
         "single": np.float32(0.25),
+        "singles": np.array([0.1, 1e-7], dtype=np.float32),  # as float64, as tolist() gives
         "plain": [float("nan"), 2.0, {"inner": float("inf")}],
         "tuple": (1, "a"),
+        "huge": 2**70,  # beyond 64 bits
+        "strings": np.array(["a", "b"]),
     }
     assert json.loads(compact_json(data)) == jsonable(data)
     assert json.loads(compact_json(data))["vector"] == [1.5, None, None]
