@@ -21,6 +21,7 @@ process to kill, is not: it runs to its end, and nothing waits for it).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import os
@@ -111,6 +112,10 @@ def _init_worker(
     _WORKER_BACKEND[0] = backend
     _WORKER_SOLVE[0] = solve
     prepare_shared(_WORKER_SHARED, validated)
+    # What the worker holds for its whole life (modules, the shared part) leaves the collector's
+    # full passes: validating each account's case triggers them every ~20 accounts, and each
+    # rescanned it (reference accounts in process, loaded machine: 2.3 -> 0.13 ms per account).
+    gc.freeze()
 
 
 def _solve_in_worker(index: int, account: BatchAccount) -> AccountOutcome:
