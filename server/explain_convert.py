@@ -32,7 +32,8 @@ _ACCOUNT = {
 
 
 def _measure(name: str) -> book_pb2.Measure.ValueType:
-    return book_pb2.Measure.Value(f"MEASURE_{name}")
+    """A model's measure (``Measure`` values "ES", "VaR") as its proto enum (MEASURE_VAR)."""
+    return book_pb2.Measure.Value(f"MEASURE_{name.upper()}")
 
 
 def _scenario(weight: ScenarioWeight) -> explain_pb2.ScenarioWeight:

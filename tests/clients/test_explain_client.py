@@ -14,7 +14,7 @@ from xmargin.optimiser import load_case, optimise
 from xmargin.optimiser.explain import explain_result
 from xmargin.server import RunningServer
 
-EXPLAINED = [path for path in CASE_FILES if path.stem.startswith(("01", "03", "07"))]
+EXPLAINED = [path for path in CASE_FILES if path.stem.startswith(("01", "03", "06", "07"))]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_explain_carries_the_librarys_explanation(client: XmarginClient, case_pa
         assert theirs["by_position"] == pytest.approx(mine.by_position.tolist(), rel=1e-9, abs=1e-6)
         for name, figure in mine.figures.items():
             sent = theirs[name] if name.endswith("standalone") else theirs["xm"][name.lower()]
+            assert sent["measure"] == f"MEASURE_{figure.measure.upper()}"  # VaR: MEASURE_VAR
             assert [s["id"] for s in sent["tail"]] == list(figure.tail_ids)
             assert sent["margin"] == pytest.approx(figure.margin, rel=1e-9)
             parts = sum(sent["by_factor"]) + sent["unexplained_by_factors"] + sent["floor"]

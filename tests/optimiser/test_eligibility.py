@@ -153,6 +153,24 @@ def test_one_year_boundary_from_a_leap_day() -> None:
     assert judge(security("NOTE", dt.date(2029, 3, 1)), business_date=leap).eligible
 
 
+def test_one_judge_for_a_book_keeps_each_maturity_on_its_own_side_of_the_horizon() -> None:
+    """One EligibilityJudge for a whole book caches its product reasons by whether each FICC
+    maturity falls within the horizon: every instrument still gets what a fresh judge gives it
+    alone, in either order (the boundary day, a day beyond, far, matured; repos by collateral)."""
+    one_year = dt.date(2027, 11, 24)
+    maturities = [one_year, one_year + dt.timedelta(days=1), FAR, BUSINESS_DATE, one_year]
+    book = [security("NOTE", day) for day in maturities]
+    book += [repo("NOTE", day) for day in maturities]
+    book += [security("BILL", dt.date(2027, 2, 1)), security("BOND", FAR), future(), option()]
+    rulebook = default_rulebook(BUSINESS_DATE)
+    alone = [judge(instrument, rulebook=rulebook) for instrument in book]
+    assert any(e.eligible for e in alone) and not all(e.eligible for e in alone)
+    for order in (book, book[::-1]):
+        shared = eligibility_module.EligibilityJudge(rulebook, MEMBER, CUSTOMER, BUSINESS_DATE)
+        judged = {id(instrument): shared(instrument) for instrument in order}
+        assert [judged[id(instrument)] for instrument in book] == alone
+
+
 # --- repo: judged on its collateral ----------------------------------------------------------
 
 

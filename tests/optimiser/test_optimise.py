@@ -28,6 +28,7 @@ from xmargin.optimiser import (
     load_case,
     optimise,
 )
+from xmargin.optimiser.margin import attribute
 from xmargin.optimiser.results import SolverStats
 from xmargin.optimiser.solvers.base import on_allowed_set
 from xmargin.optimiser.solvers.highs_backend import HighsBackend
@@ -112,6 +113,23 @@ def test_backends_agree_on_cases(case_path: Path) -> None:
     problem = build_problem(load_case(case_path))
     totals = [optimise(problem, backend=backend).optimised.total for backend in BACKENDS]
     assert _relative_difference(*totals) <= AGREEMENT
+
+
+def test_reported_attribution_is_that_of_the_answer(case_path: Path) -> None:
+    """The answer's attribution is computed from the optimum's own figures (their tail weights
+    and ES): the same as attributing the reported allocation from scratch (a VaR model and
+    whole lots among the cases)."""
+    result = optimise(load_case(case_path))
+    fresh = attribute(result.problem, result.allocation)
+    assert set(result.attribution.shares) == set(fresh.shares)
+    for account, shares in fresh.shares.items():
+        size = 1.0 + float(np.abs(shares).sum())
+        assert result.attribution.totals[account] == pytest.approx(
+            fresh.totals[account], rel=1e-12, abs=1e-12 * size
+        ), account
+        np.testing.assert_allclose(
+            result.attribution.shares[account], shares, rtol=1e-12, atol=1e-12 * size
+        )
 
 
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
