@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from xmargin.optimiser import (
 )
 from xmargin.optimiser.margin import attribute
 from xmargin.optimiser.results import SolverStats
+from xmargin.optimiser.solvers import highs_backend
 from xmargin.optimiser.solvers.base import on_allowed_set
 from xmargin.optimiser.solvers.highs_backend import HighsBackend
 
@@ -241,6 +243,40 @@ def test_whole_lot_best_rounding_that_meets_the_continuous_bound_is_optimal(
     # the branch ran
     assert raw.message.startswith("best rounding of the continuous optimum meets its bound")
     _assert_whole_lot_proof(problem)
+
+
+def test_a_time_limit_among_the_roundings_ends_with_the_best_so_far(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first book above (the nearest rounding misses the bound, another meets it) with each
+    rounding's exact evaluation slowed to 0.6 s and a 0.5 s time limit: the limit falls after
+    the first rounding, so the call ends there (TIME_LIMIT, within its budget and one
+    evaluation) with that rounding: whole lots, never above the current total."""
+    problem = build_problem(random_book(19, n_positions=8, n_scenarios=120, integral=True))
+    among_roundings = []
+    roundings = highs_backend._roundings
+
+    def roundings_then_slow(*args: object) -> list[np.ndarray]:
+        among_roundings.append(True)
+        return roundings(*args)  # type: ignore[arg-type]
+
+    evaluate_exactly = highs_backend._CuttingPlaneModel._term_figures
+
+    def slow_once_rounding(model: object, x: np.ndarray) -> object:
+        if among_roundings:
+            time.sleep(0.6)
+        return evaluate_exactly(model, x)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(highs_backend, "_roundings", roundings_then_slow)
+    monkeypatch.setattr(highs_backend._CuttingPlaneModel, "_term_figures", slow_once_rounding)
+    started = time.perf_counter()
+    result = optimise(_with_options(problem, time_limit=0.5))
+    assert time.perf_counter() - started < 2.0  # not the full whole-lot path after it
+    assert among_roundings, "the box of roundings did not run"
+    assert result.status is Status.TIME_LIMIT
+    assert "time limit reached among the roundings" in result.stats.message
+    assert on_allowed_set(problem, result.allocation).all()
+    assert result.optimised.total <= result.current.total * (1 + 1e-12)
 
 
 def _assert_whole_lot_proof(problem: Problem) -> None:
