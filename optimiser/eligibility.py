@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -162,8 +163,10 @@ def _firm_reasons(rulebook: Rulebook, member: ClearingMember, customer: Customer
 
 
 def _product_reasons(
-    rulebook: Rulebook, instrument: Instrument, business_date: dt.date
+    rulebook: Rulebook, instrument: Instrument, within_horizon: Callable[[dt.date | None], bool]
 ) -> list[Reason]:
+    """The product's reasons; ``within_horizon``: whether a FICC maturity (None: unknown) falls
+    within the rulebook's minimum remaining maturity (:meth:`EligibilityJudge._within_horizon`)."""
     reasons: list[Reason] = []
     if instrument.ccp is Ccp.CME:
         if instrument.kind in rulebook.cme_option_kinds:
@@ -181,8 +184,7 @@ def _product_reasons(
         reasons.append(Reason.PRODUCT_EXCLUDED)
     elif security_kind not in rulebook.ficc_eligible_kinds:
         reasons.append(Reason.PRODUCT_NOT_ELIGIBLE)
-    horizon = _add_years(business_date, rulebook.ficc_min_remaining_maturity_years)
-    if maturity is None or maturity <= horizon:
+    if within_horizon(maturity):
         reasons.append(Reason.MATURITY_WITHIN_ONE_YEAR)
     return reasons
 
@@ -222,10 +224,8 @@ class EligibilityJudge:
         """What the product reasons ask of a FICC maturity: none, or on or before the
         horizon (both are MATURITY_WITHIN_ONE_YEAR)."""
         if self._horizon is None:
-            rulebook = self._rulebook
-            self._horizon = _add_years(
-                self._business_date, rulebook.ficc_min_remaining_maturity_years
-            )
+            years = self._rulebook.ficc_min_remaining_maturity_years
+            self._horizon = _add_years(self._business_date, years)
         return maturity is None or maturity <= self._horizon
 
     def __call__(self, instrument: Instrument) -> Eligibility:
@@ -241,7 +241,7 @@ class EligibilityJudge:
         found = self._seen.get(key)
         if found is None:
             reasons = self._firm + tuple(
-                _product_reasons(self._rulebook, instrument, self._business_date)
+                _product_reasons(self._rulebook, instrument, self._within_horizon)
             )
             found = self._seen[key] = Eligibility(eligible=not reasons, reasons=reasons)
         return found
