@@ -397,17 +397,18 @@ def attribute(
     held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
     if figures is None:
         figures = account_figures(problem, held["xm"])
-    accounts = {  # each attributed account: its model's figure and what it holds
-        "ficc_standalone": ("ficc_standalone", "ficc_standalone"),
-        "cme_standalone": ("cme_standalone", "cme_standalone"),
-        "xm_ficc_model": ("C_F", "xm"),
-        "xm_cme_model": ("C_C", "xm"),
+    figure_of = {  # each attributed account: the figure (FIGURES) measuring it
+        "ficc_standalone": "ficc_standalone",
+        "cme_standalone": "cme_standalone",
+        "xm_ficc_model": "C_F",
+        "xm_cme_model": "C_C",
     }
-    ccp_of = {name: ccp for name, ccp, _ in FIGURES}
+    measured = {name: (ccp, holding) for name, ccp, holding in FIGURES}
     shares: dict[str, PositionVector] = {}
     totals: dict[str, float] = {}
-    for account, (name, holding) in accounts.items():
-        window, figure = problem.models[ccp_of[name]], figures[name]
+    for account, name in figure_of.items():
+        (ccp, holding), figure = measured[name], figures[name]
+        window = problem.models[ccp]
         tail = np.flatnonzero(figure.tail_weights)
         tail_slopes = figure.tail_weights[tail] @ _unit_loss_slopes(
             problem, tail + window.window.start
