@@ -303,16 +303,21 @@ reference account's solve, so a task carries a few accounts."""
 LOCAL_CLUSTER_CONFIG = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
+    "distributed.scheduler.active-memory-manager.start": False,
 }
 """Dask settings of the engine's own LocalCluster, whose scheduler runs in this process: its
 event-loop watchdog (every 20 ms) and system monitor (every 0.5 s) by default took about 5% of
-a core while idle, 1% with these."""
+a core while idle, 1% with these. The active memory manager is off: every 2 s it dropped the
+broadcast shared inputs from all but as many workers as had tasks waiting on them, so a worker
+fetched the scenario set again at its next task."""
 
 
 class DaskEngine:
     """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:port``; its workers need
     xmargin installed), else a ``LocalCluster`` of ``workers`` processes, one thread each. The
-    shared part is scattered to every worker once (``broadcast=True``); a task carries
+    shared part is scattered to every worker once (``broadcast=True``; on a scheduler of
+    your own, turn its active memory manager off, as the LocalCluster does, or it drops those
+    replicas and workers fetch the shared part again); a task carries
     ``accounts_per_task`` accounts (default :data:`DASK_ACCOUNTS_PER_TASK`: the scheduler's and
     the comms' cost per task is shared by them; fewer when ``max_in_flight`` is small), and at
     most ``max_in_flight`` accounts (default: two tasks per worker thread) are submitted at a

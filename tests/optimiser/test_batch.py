@@ -383,7 +383,10 @@ def test_dask_ships_the_scenario_set_once_not_with_every_task(dask_engine: DaskE
     client = dask_engine.client
     outcomes: list[AccountOutcome] = []
     for outcome in dask_engine.run(selected.accounts, selected.shared):
-        if not outcomes:  # mid-run: the shared inputs sit on every worker, under one key
+        if not outcomes:  # mid-run: the shared inputs sit on every worker, under one key,
+            # and stay there past the active memory manager's 2 s round (which, on, drops
+            # replicas beyond the tasks waiting on them)
+            time.sleep(2.5)
             assert dask_engine.shared_key is not None
             held = client.has_what()
             assert len(held) == 2
