@@ -278,7 +278,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     @staticmethod
     def _columns(request: Any) -> book_pb2.AccountColumns | None:
-        """``request.account_columns`` when given (only an OptimiseRequest has the field)."""
+        """``request.account_columns`` when given: the columns of ``request.account`` (only an
+        OptimiseRequest has the field, and ``account`` is its only account)."""
         if isinstance(request, service_pb2.OptimiseRequest) and request.HasField("account_columns"):
             return request.account_columns
         return None
@@ -297,7 +298,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         as lists, so that it is refused as the batch path refuses it: the schema's violations
         in document order, every bad value named (the bulk check names 20 per vector and
         puts the vectors' violations after the others)."""
-        columns = self._columns(request) if account is getattr(request, "account", None) else None
+        columns = self._columns(request)  # an OptimiseRequest's account is its only one
         read = self._case(
             request, account, paths, scenarios, with_options, numpy_vectors=True, columns=columns
         )
@@ -329,7 +330,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         self, request: Any, account: book_pb2.AccountBook, label: str, scenarios: ResolvedScenarios
     ) -> BatchAccount:
         """One account's own case parts; ``label`` is its proto path (``accounts[3]``)."""
-        columns = self._columns(request) if account is getattr(request, "account", None) else None
+        columns = self._columns(request)  # an OptimiseRequest's account is its only one
         case = book_case(
             request.run,
             account,
