@@ -73,9 +73,14 @@ def _timed(calls: int, call: Any) -> tuple[list[float], list[float]]:
 
 
 def run_call_overhead(
-    positions: int = 300, scenarios: int = 2520, seed: int = 20261124, calls: int = 200
+    positions: int = 300,
+    scenarios: int = 2520,
+    seed: int = 20261124,
+    calls: int = 200,
+    columnar_requests: bool = True,
 ) -> dict[str, Any]:
-    """Round trips of the reference account with the solve replaced by its answer; seconds."""
+    """Round trips of the reference account with the solve replaced by its answer; seconds.
+    ``columnar_requests``: the client sends the account as columns (``account_columns``)."""
     book = make_book(positions, scenarios, seed)
     case = json.loads(json.dumps(book_to_dict(book)))
     account = {key: value for key, value in case.items() if key != "scenarios"}
@@ -86,7 +91,9 @@ def run_call_overhead(
     real_optimise = service._optimise
     service._optimise = _canned(answer)
     try:
-        with XmarginClient(f"127.0.0.1:{running.port}", timeout=60.0) as client:
+        with XmarginClient(
+            f"127.0.0.1:{running.port}", timeout=60.0, columnar_requests=columnar_requests
+        ) as client:
             handle = client.register_scenario_set("bench-overhead", case)
 
             def round_trip() -> None:
@@ -101,7 +108,9 @@ def run_call_overhead(
     payload = result_to_proto(answer, columnar=True).SerializeToString()  # as the client asks
     client_parts = {
         "check_case": lambda: client_convert.check_case(account, scenarios=False),
-        "optimise_request": lambda: client_convert.optimise_request(account, run),
+        "optimise_request": lambda: client_convert.optimise_request(
+            account, run, scenarios=False, columns=columnar_requests
+        ),
         "optimise_answer": lambda: client_convert.optimise_answer(
             result_pb2.OptimiseResult.FromString(payload)
         ),
@@ -119,6 +128,7 @@ def run_call_overhead(
         "positions": positions,
         "scenarios": scenarios,
         "calls": calls,
+        "columnar_requests": columnar_requests,
         "round_trip_wall": summarise(wall),
         "round_trip_cpu": summarise(cpu),
         "client_parts": parts,
@@ -131,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--rows", action="store_true", help="send the account as rows, not account_columns"
+    )
     args = parser.parse_args(argv)
-    result = run_call_overhead(calls=args.calls)
+    result = run_call_overhead(calls=args.calls, columnar_requests=not args.rows)
     text = json.dumps(result, indent=1)
     if args.out is not None:
         args.out.write_text(text + "\n")

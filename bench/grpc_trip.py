@@ -218,13 +218,16 @@ def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         ready_seconds = _wait_serving(target, server, log)
-        with XmarginClient(target, timeout=float(spec.get("call_timeout", 120.0))) as client:
+        columnar = bool(spec.get("columnar_requests", True))
+        with XmarginClient(
+            target, timeout=float(spec.get("call_timeout", 120.0)), columnar_requests=columnar
+        ) as client:
             handle = client.register_scenario_set("bench-reference", case)
             request_build = []
             for _ in range(3):
                 started = time.perf_counter()
                 request = client_convert.optimise_request(
-                    account, client_convert.run_context(account)
+                    account, client_convert.run_context(account), columns=columnar
                 )
                 request_build.append(time.perf_counter() - started)
             request_bytes = request.ByteSize()
@@ -269,7 +272,10 @@ def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
             client_convert.optimise_request(case, client_convert.run_context(case))
         ),
         "server_overhead_in_process": server_overhead(case, int(spec["calls"])),
-        "overhead_no_solve": run_call_overhead(positions, scenarios, int(spec["seed"]), 100),
+        "columnar_requests": columnar,
+        "overhead_no_solve": run_call_overhead(
+            positions, scenarios, int(spec["seed"]), 100, columnar_requests=columnar
+        ),
         "optimum": None if answer is None else answer.optimised.total,
         "answer_status": None if answer is None else str(answer.status),
     }

@@ -39,6 +39,7 @@ __all__ = [
     "TransferLine",
     "WhatIfAnswer",
     "account_book",
+    "account_columns",
     "check_allocation",
     "check_case",
     "check_scenario_set",
@@ -231,11 +232,12 @@ def position_message(
 
 
 def account_book(
-    case: Mapping[str, Any], out: book_pb2.AccountBook | None = None
+    case: Mapping[str, Any], out: book_pb2.AccountBook | None = None, *, rows: bool = True
 ) -> book_pb2.AccountBook:
-    """The account part of a case: member, customer, instruments, positions. Filled into
-    ``out`` when given (a request's ``account``): every instrument and position is built in
-    place, never copied (a copy of a 300-instrument book costs more than building it)."""
+    """The account part of a case: member, customer, instruments, positions (without these
+    two unless ``rows``: they then go as :func:`account_columns`). Filled into ``out`` when
+    given (a request's ``account``): every instrument and position is built in place, never
+    copied (a copy of a 300-instrument book costs more than building it)."""
     message = book_pb2.AccountBook() if out is None else out
     member = case.get("clearing_member", {})
     customer = case.get("customer", {})
@@ -255,12 +257,110 @@ def account_book(
             ficc_account_type=str(customer.get("ficc_account_type", "")),
         )
     )
+    if not rows:
+        return message
     add_instrument = message.instruments.add
     for instrument in case.get("instruments", []):
         instrument_message(instrument, add_instrument())
     add_position = message.positions.add
     for position in case.get("positions", []):
         position_message(position, add_position())
+    return message
+
+
+def _filled(column: Any, values: list[Any]) -> None:
+    """Put ``values`` into the repeated field ``column`` unless every one is its default
+    (falsy): an empty column stands for all defaults."""
+    if any(values):
+        column.extend(values)
+
+
+def account_columns(
+    case: Mapping[str, Any], out: book_pb2.AccountColumns | None = None
+) -> book_pb2.AccountColumns:
+    """The case's instruments and positions as columns (``OptimiseRequest.account_columns``):
+    the values :func:`instrument_message` and :func:`position_message` put in one message each,
+    in one packed list per field; a column whose values are all the default is left empty."""
+    message = book_pb2.AccountColumns() if out is None else out
+    instruments = case.get("instruments", [])
+    positions = case.get("positions", [])
+    ccp_numbers = _enum_numbers(common_pb2.Ccp, "CCP_")
+    kind_numbers = _enum_numbers(book_pb2.InstrumentKind, "INSTRUMENT_KIND_")
+
+    def number(numbers: dict[str, int], enum: Any, prefix: str, name: Any, field: str) -> int:
+        found = numbers.get(name) if isinstance(name, str) else None
+        return found if found is not None else int(_enum(enum, prefix, name, field))
+
+    ids, ccps, kinds, risk, counts, values = [], [], [], [], [], []
+    contracts, maturities, has_coupon, coupons, collateral_maturities, collateral_kinds = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    for data in instruments:
+        get = data.get
+        ids.append(str(get("id", "")))
+        ccps.append(number(ccp_numbers, common_pb2.Ccp, "CCP_", get("ccp"), "ccp"))
+        kinds.append(
+            number(kind_numbers, book_pb2.InstrumentKind, "INSTRUMENT_KIND_", get("kind"), "kind")
+        )
+        contracts.append(str(value) if (value := get("contract")) else "")
+        maturities.append(str(value) if (value := get("maturity")) else "")
+        collateral_maturities.append(str(value) if (value := get("collateral_maturity")) else "")
+        collateral_kind = get("collateral_kind")
+        collateral_kinds.append(
+            0
+            if collateral_kind is None
+            else _enum(book_pb2.InstrumentKind, "INSTRUMENT_KIND_", collateral_kind)
+        )
+        coupon = get("coupon")
+        has_coupon.append(coupon is not None)
+        coupons.append(0.0 if coupon is None else float(coupon))
+        if (vector := get("sensitivities")) is not None:
+            risk.append(book_pb2.RISK_VECTOR_SENSITIVITIES)
+        elif (vector := get("pnl")) is not None:
+            risk.append(book_pb2.RISK_VECTOR_PNL)
+        else:
+            vector = ()
+            risk.append(book_pb2.RISK_VECTOR_UNSPECIFIED)
+        counts.append(len(vector))
+        values += vector
+    message.instrument_id.extend(ids)
+    for column, entries in (
+        (message.ccp, ccps),
+        (message.kind, kinds),
+        (message.contract, contracts),
+        (message.maturity, maturities),
+        (message.has_coupon, has_coupon),
+        (message.collateral_maturity, collateral_maturities),
+        (message.collateral_kind, collateral_kinds),
+        (message.risk, risk),
+        (message.risk_count, counts),
+    ):
+        _filled(column, entries)
+    if any(has_coupon):
+        message.coupon.extend(coupons)
+    message.risk_values.extend(values)
+    held, quantities, xm_quantities, has_lot, lots, pinned = [], [], [], [], [], []
+    for data in positions:
+        get = data.get
+        held.append(str(get("instrument", "")))
+        quantities.append(float(get("quantity", 0.0)))
+        xm_quantities.append(float(get("xm_quantity", 0.0)))
+        pinned.append(bool(get("pinned", False)))
+        lot = get("lot")
+        has_lot.append(lot is not None)
+        lots.append(1.0 if lot is None else float(lot))
+    message.position_instrument.extend(held)
+    _filled(message.quantity, quantities)
+    _filled(message.xm_quantity, xm_quantities)
+    _filled(message.pinned, pinned)
+    _filled(message.has_lot, has_lot)
+    if any(has_lot):
+        message.lot.extend(lots)
     return message
 
 
@@ -338,10 +438,13 @@ def optimise_request(
     run: common_pb2.RunContext,
     *,
     scenarios: bool = True,
+    columns: bool = False,
     **option_overrides: Any,
 ) -> service_pb2.OptimiseRequest:
     """The Optimise request of ``case``; ``scenarios``: whether it carries the case's scenario
-    set (False: the caller refers to a registered set, so none is built)."""
+    set (False: the caller refers to a registered set, so none is built); ``columns``: the
+    instruments and positions go as ``account_columns`` instead of rows (only for a server
+    that reads them: an older one would see an empty book)."""
     options = {**case.get("options", {}), **option_overrides}
     request = service_pb2.OptimiseRequest(
         run=run,
@@ -349,7 +452,9 @@ def optimise_request(
         program=program_message(case),
         options=options_message(options),
     )
-    account_book(case, request.account)
+    account_book(case, request.account, rows=not columns)
+    if columns:
+        account_columns(case, request.account_columns)
     if scenarios:
         request.scenario_set.CopyFrom(case_scenario_set(case))
     return request

@@ -52,6 +52,7 @@ __all__ = [
     "add_eligibility",
     "attribution_to_proto",
     "book_case",
+    "columns_case",
     "describe_violation",
     "duration",
     "eligibility_reasons",
@@ -114,6 +115,9 @@ class FieldPaths:
     positions: list[str] = field(default_factory=list)
     instruments: list[str] = field(default_factory=list)
     factor_count: int = 0
+    risk_starts: list[int] | None = None
+    """Set when the account came as :class:`AccountColumns` (``account_columns``): where each
+    instrument's risk vector starts in ``risk_values``; paths then name the columns."""
 
     def translate(self, case_path: str) -> str:
         head, _, rest = case_path.partition(".")
@@ -121,6 +125,8 @@ class FieldPaths:
         if match is not None and match.group(1) in ("positions", "instruments"):
             name, index, tail = match.group(1), int(match.group(2)), match.group(3)
             table = self.positions if name == "positions" else self.instruments
+            if self.risk_starts is not None and not table:
+                return self._column_path(name, index, tail)
             base = table[index] if index < len(table) else self._in_account(f"{name}[{index}]")
             return base + self._instrument_tail(tail) if name == "instruments" else base + tail
         if head in ("business_date", "cycle"):
@@ -135,6 +141,22 @@ class FieldPaths:
             model, _, tail = rest.partition(".")
             return f"models.{model.lower()}" + (f".{tail}" if tail else "")
         return case_path.strip("<>")
+
+    def _column_path(self, name: str, index: int, tail: str) -> str:
+        """``instruments[3].coupon`` -> ``account_columns.coupon[3]``; a vector's element
+        ``instruments[3].pnl[7]`` -> its entry of ``account_columns.risk_values``."""
+        assert self.risk_starts is not None
+        field_name = tail.lstrip(".").partition("[")[0].partition(".")[0]
+        if name == "instruments" and field_name in ("sensitivities", "pnl"):
+            element = re.match(r"^\.\w+\[(\d+)\]", tail)
+            if element is not None and index < len(self.risk_starts):
+                flat = self.risk_starts[index] + int(element.group(1))
+                return f"account_columns.risk_values[{flat}]"
+            return f"account_columns.risk[{index}]"
+        renamed = {"instruments": "instrument_id", "positions": "position_instrument"}
+        if not field_name or field_name in ("id", "instrument"):
+            field_name = renamed[name]
+        return f"account_columns.{field_name}[{index}]"
 
     def _in_account(self, path: str) -> str:
         return f"{self.account}.{path}" if self.account else path
@@ -286,33 +308,216 @@ def instrument_case(message: book_pb2.Instrument, risk: bool = True) -> dict[str
     return out
 
 
+def _packed_rows(packed: list[bytes], n_factors: int) -> npt.NDArray[np.float64] | None:
+    """The rows of ``packed`` (each a serialised :class:`Sensitivities` of ``n_factors``
+    values) as one (rows, K) matrix, read from the wire bytes in one step; None when any is
+    not exactly that (unknown fields kept from the request, say): then read value by value.
+
+    A ``Sensitivities`` holding only its K values serialises to the field's tag (field 1,
+    length-delimited: 0x0A), the varint byte count 8K, then the K doubles little-endian."""
+    if not packed or n_factors < 1:
+        return None
+    size = 8 * n_factors
+    head = bytearray([0x0A])
+    while size >= 0x80:
+        head.append(0x80 | (size & 0x7F))
+        size >>= 7
+    head.append(size)
+    width = len(head) + 8 * n_factors
+    joined = b"".join(packed)
+    if len(joined) != width * len(packed):
+        return None
+    raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(packed), width)
+    if not (raw[:, : len(head)] == np.frombuffer(bytes(head), dtype=np.uint8)).all():
+        return None
+    return raw[:, len(head) :].copy().view("<f8").astype(np.float64, copy=False)
+
+
 def _instruments_with_vectors(
     instruments: Sequence[book_pb2.Instrument], n_factors: int
 ) -> tuple[list[dict[str, Any]], dict[int, Vector]]:
     """The instruments' case dicts without their risk vectors, and every vector in numpy by
-    instrument index, in one pass: the sensitivities of K values as rows of one matrix (one
-    conversion of one flat list), the rest one by one."""
+    instrument index, in one pass: the sensitivities of K values as rows of one matrix (read
+    from their wire bytes in one step, :func:`_packed_rows`), the rest one by one."""
     cases: list[dict[str, Any]] = []
     out: dict[int, Vector] = {}
     rows: list[int] = []
-    flat: list[float] = []
+    packed: list[bytes] = []
     for index, instrument in enumerate(instruments):
         cases.append(instrument_case(instrument, risk=False))
         which = instrument.WhichOneof("risk")
         if which == "sensitivities":
-            values = instrument.sensitivities.values
-            if len(values) == n_factors:
+            sensitivities = instrument.sensitivities
+            if len(sensitivities.values) == n_factors:
                 rows.append(index)
-                flat.extend(values)
+                packed.append(sensitivities.SerializeToString())
             else:
-                out[index] = "sensitivities", np.array(values, dtype=np.float64)
+                out[index] = "sensitivities", np.array(sensitivities.values, dtype=np.float64)
         elif which == "pnl":
             out[index] = "pnl", np.array(instrument.pnl.values, dtype=np.float64)
     if rows:
-        matrix = np.array(flat, dtype=np.float64).reshape(len(rows), n_factors)
+        matrix = _packed_rows(packed, n_factors)
+        if matrix is None:
+            flat = [v for index in rows for v in instruments[index].sensitivities.values]
+            matrix = np.array(flat, dtype=np.float64).reshape(len(rows), n_factors)
         for row, index in enumerate(rows):
             out[index] = ("sensitivities", matrix[row])
     return cases, out
+
+
+def _column(values: Sequence[Any], count: int, name: str, what: str) -> list[Any] | None:
+    """The list of ``values``, which must hold ``count`` entries (one per ``what``) or none
+    (then None: every entry is the row field's default)."""
+    if not values:
+        return None
+    if len(values) != count:
+        raise RequestError(
+            [
+                (
+                    f"account_columns.{name}",
+                    f"must hold {count} entries (one per {what}) or none, got {len(values)}",
+                )
+            ]
+        )
+    return list(values)
+
+
+def _risk_vectors(
+    columns: book_pb2.AccountColumns, count: int, numpy_vectors: bool
+) -> tuple[list[tuple[str, Any] | None], list[int]]:
+    """Each instrument's risk vector of ``columns`` (its name and values: numpy, or a list
+    unless ``numpy_vectors``; None for RISK_VECTOR_UNSPECIFIED), and where each starts in
+    ``risk_values``."""
+    kinds = _column(columns.risk, count, "risk", "instrument") or [0] * count
+    counts = _column(columns.risk_count, count, "risk_count", "instrument") or [0] * count
+    if sum(counts) != len(columns.risk_values):
+        raise RequestError(
+            [
+                (
+                    "account_columns.risk_values",
+                    f"must hold the {sum(counts)} values risk_count adds up to,"
+                    f" got {len(columns.risk_values)}",
+                )
+            ]
+        )
+    values = np.array(columns.risk_values, dtype=np.float64)
+    vectors: list[tuple[str, Any] | None] = []
+    starts: list[int] = []
+    start = 0
+    for index, (kind, size) in enumerate(zip(kinds, counts, strict=True)):
+        starts.append(start)
+        if kind not in _RISK_NAMES:
+            raise RequestError([(f"account_columns.risk[{index}]", f"unknown value {kind}")])
+        if kind == book_pb2.RISK_VECTOR_UNSPECIFIED:
+            if size:
+                raise RequestError(
+                    [(f"account_columns.risk_count[{index}]", "must be 0 where risk is unset")]
+                )
+            vectors.append(None)
+            continue
+        part = values[start : start + size]
+        vectors.append((_RISK_NAMES[kind], part if numpy_vectors else part.tolist()))
+        start += size
+    return vectors, starts
+
+
+_RISK_NAMES = {
+    book_pb2.RISK_VECTOR_UNSPECIFIED: "",
+    book_pb2.RISK_VECTOR_SENSITIVITIES: "sensitivities",
+    book_pb2.RISK_VECTOR_PNL: "pnl",
+}
+
+
+def _names(enum: Any, values: list[int], prefix: str) -> list[str]:
+    """The case-format name of each of ``values`` (:func:`_enum_name`, once per distinct one)."""
+    table = {value: _enum_name(enum, value, prefix) for value in set(values)}
+    return [table[value] for value in values]
+
+
+def columns_case(
+    columns: book_pb2.AccountColumns, limits: Limits, numpy_vectors: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, Vector] | None, list[int]]:
+    """The instruments' and positions' case dicts of ``columns``: exactly the dicts that
+    :func:`instrument_case` and :func:`position_case` make of the same values sent as rows.
+    ``numpy_vectors``: the risk vectors come back apart, in numpy by instrument index (as
+    :func:`_instruments_with_vectors` gives them), else as lists in the dicts. Also where each
+    instrument's vector starts in ``risk_values`` (for :class:`FieldPaths`)."""
+    count, held = len(columns.instrument_id), len(columns.position_instrument)
+    if count > limits.max_positions:
+        raise RequestError(
+            [("account_columns.instrument_id", f"at most {limits.max_positions} instruments")]
+        )
+    if held > limits.max_positions:
+        raise RequestError(
+            [("account_columns.position_instrument", f"at most {limits.max_positions} positions")]
+        )
+
+    def per_instrument(values: Sequence[Any], name: str) -> list[Any] | None:
+        return _column(values, count, name, "instrument")
+
+    ccps = _names(common_pb2.Ccp, per_instrument(columns.ccp, "ccp") or [0] * count, "CCP_")
+    kinds = _names(
+        book_pb2.InstrumentKind,
+        per_instrument(columns.kind, "kind") or [0] * count,
+        "INSTRUMENT_KIND_",
+    )
+    contracts = per_instrument(columns.contract, "contract")
+    maturities = per_instrument(columns.maturity, "maturity")
+    has_coupon = per_instrument(columns.has_coupon, "has_coupon")
+    coupons = per_instrument(columns.coupon, "coupon")
+    if has_coupon is not None and any(has_coupon) and coupons is None:
+        raise RequestError([("account_columns.coupon", "must hold a coupon per instrument")])
+    collateral_maturities = per_instrument(columns.collateral_maturity, "collateral_maturity")
+    collateral_kinds = per_instrument(columns.collateral_kind, "collateral_kind")
+    vectors, starts = _risk_vectors(columns, count, numpy_vectors)
+    instruments: list[dict[str, Any]] = []
+    numpy_out: dict[int, Vector] = {}
+    for i, instrument_id in enumerate(columns.instrument_id):
+        out: dict[str, Any] = {"id": instrument_id, "ccp": ccps[i], "kind": kinds[i]}
+        if contracts is not None and contracts[i]:
+            out["contract"] = contracts[i]
+        if maturities is not None and maturities[i]:
+            out["maturity"] = maturities[i]
+        if has_coupon is not None and has_coupon[i]:
+            assert coupons is not None
+            out["coupon"] = coupons[i]
+        if collateral_maturities is not None and collateral_maturities[i]:
+            out["collateral_maturity"] = collateral_maturities[i]
+        if collateral_kinds is not None and collateral_kinds[i]:
+            out["collateral_kind"] = _enum_name(
+                book_pb2.InstrumentKind, collateral_kinds[i], "INSTRUMENT_KIND_"
+            )
+        vector = vectors[i]
+        if vector is not None:
+            if numpy_vectors:
+                numpy_out[i] = vector  # type: ignore[assignment]
+            else:
+                out[vector[0]] = vector[1]
+        instruments.append(out)
+
+    def per_position(values: Sequence[Any], name: str) -> list[Any] | None:
+        return _column(values, held, name, "position")
+
+    quantities = per_position(columns.quantity, "quantity") or [0.0] * held
+    xm_quantities = per_position(columns.xm_quantity, "xm_quantity") or [0.0] * held
+    pinned = per_position(columns.pinned, "pinned") or [False] * held
+    has_lot = per_position(columns.has_lot, "has_lot")
+    lots = per_position(columns.lot, "lot")
+    if has_lot is not None and any(has_lot) and lots is None:
+        raise RequestError([("account_columns.lot", "must hold a lot per position")])
+    positions: list[dict[str, Any]] = []
+    for j, instrument_id in enumerate(columns.position_instrument):
+        position: dict[str, Any] = {
+            "instrument": instrument_id,
+            "quantity": quantities[j],
+            "xm_quantity": xm_quantities[j],
+            "pinned": pinned[j],
+        }
+        if has_lot is not None and has_lot[j]:
+            assert lots is not None
+            position["lot"] = lots[j]
+        positions.append(position)
+    return instruments, positions, (numpy_out if numpy_vectors else None), starts
 
 
 class CaseDict(dict[str, Any]):
@@ -387,11 +592,14 @@ def book_case(
     paths: FieldPaths,
     limits: Limits,
     numpy_vectors: bool = False,
+    columns: book_pb2.AccountColumns | None = None,
 ) -> CaseDict:
-    """The case-format dict of one account's request. ``numpy_vectors``: the instruments' risk
-    vectors go to ``parse_case`` as numpy arrays (``CaseDict.vectors``; checked there against
-    the schema's bounds) instead of as lists in the dict: ~10x cheaper for pnl vectors, but the
-    dict is then not a whole case (not for the batch engines or the audit)."""
+    """The case-format dict of one account's request; ``columns``: its instruments and
+    positions as columns (``OptimiseRequest.account_columns``; the account's rows then empty).
+    ``numpy_vectors``: the instruments' risk vectors go to ``parse_case`` as numpy arrays
+    (``CaseDict.vectors``; checked there against the schema's bounds) instead of as lists in
+    the dict: ~10x cheaper for pnl vectors, but the dict is then not a whole case (not for the
+    batch engines or the audit)."""
     check_run(run)
     if len(account.positions) > limits.max_positions:
         raise RequestError(
@@ -402,12 +610,28 @@ def book_case(
             [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
         )
     vectors = None
-    if numpy_vectors:
-        instruments, vectors = _instruments_with_vectors(
-            account.instruments, len(scenarios.factors)
+    if columns is not None:
+        if account.instruments or account.positions:
+            raise RequestError(
+                [
+                    (
+                        "account_columns",
+                        "give the account's instruments and positions as rows or as"
+                        " columns, not both",
+                    )
+                ]
+            )
+        instruments, positions, vectors, paths.risk_starts = columns_case(
+            columns, limits, numpy_vectors
         )
     else:
-        instruments = [instrument_case(i) for i in account.instruments]
+        if numpy_vectors:
+            instruments, vectors = _instruments_with_vectors(
+                account.instruments, len(scenarios.factors)
+            )
+        else:
+            instruments = [instrument_case(i) for i in account.instruments]
+        positions = [position_case(p) for p in account.positions]
     case = CaseDict(
         {
             "name": account.name or account.customer.id,
@@ -418,7 +642,7 @@ def book_case(
             "factors": scenarios.factors,
             "scenarios": {"ids": scenarios.ids, "shocks": scenarios.shocks},
             "instruments": instruments,
-            "positions": [position_case(p) for p in account.positions],
+            "positions": positions,
             "models": {},
         }
     )

@@ -258,9 +258,11 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         scenarios: ResolvedScenarios,
         with_options: bool = True,
         numpy_vectors: bool = False,
+        columns: book_pb2.AccountColumns | None = None,
     ) -> CaseDict:
-        """The case-format dict of ``account`` under the request's run, models, program and
-        (``with_options``) options; :func:`~.convert.book_case` says the rest."""
+        """The case-format dict of ``account`` (or of its ``columns``) under the request's
+        run, models, program and (``with_options``) options; :func:`~.convert.book_case` says
+        the rest."""
         return book_case(
             request.run,
             account,
@@ -271,7 +273,16 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             paths,
             self.limits,
             numpy_vectors=numpy_vectors,
+            columns=columns,
         )
+
+    @staticmethod
+    def _columns(request: Any) -> book_pb2.AccountColumns | None:
+        """``request.account_columns`` when given: the columns of ``request.account`` (only an
+        OptimiseRequest has the field, and ``account`` is its only account)."""
+        if isinstance(request, service_pb2.OptimiseRequest) and request.HasField("account_columns"):
+            return request.account_columns
+        return None
 
     def _book(
         self,
@@ -287,12 +298,15 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         as lists, so that it is refused as the batch path refuses it: the schema's violations
         in document order, every bad value named (the bulk check names 20 per vector and
         puts the vectors' violations after the others)."""
-        read = self._case(request, account, paths, scenarios, with_options, numpy_vectors=True)
+        columns = self._columns(request)  # an OptimiseRequest's account is its only one
+        read = self._case(
+            request, account, paths, scenarios, with_options, numpy_vectors=True, columns=columns
+        )
         if schema_wording and read.vectors:
             if vectors_in_bounds(read.vectors):
                 read.vectors_checked = True  # parse_case need not check them again
             else:
-                read = self._case(request, account, paths, scenarios, with_options)
+                read = self._case(request, account, paths, scenarios, with_options, columns=columns)
         book: Book = parse(read, paths, parse_case)
         check_backend(book.options.backend, paths)
         return book
@@ -316,8 +330,17 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         self, request: Any, account: book_pb2.AccountBook, label: str, scenarios: ResolvedScenarios
     ) -> BatchAccount:
         """One account's own case parts; ``label`` is its proto path (``accounts[3]``)."""
+        columns = self._columns(request)  # an OptimiseRequest's account is its only one
         case = book_case(
-            request.run, account, scenarios, None, None, None, FieldPaths(label), self.limits
+            request.run,
+            account,
+            scenarios,
+            None,
+            None,
+            None,
+            FieldPaths(label),
+            self.limits,
+            columns=columns,
         )
         _, own = split_case(case)
         return BatchAccount(account.customer.id, own, label)

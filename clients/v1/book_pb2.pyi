@@ -88,6 +88,30 @@ INSTRUMENT_KIND_OPTION: InstrumentKind.ValueType  # 11
 """CME: option on an interest-rate future; never eligible."""
 Global___InstrumentKind: _TypeAlias = InstrumentKind  # noqa: Y015
 
+class _RiskVector:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RiskVectorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RiskVector.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RISK_VECTOR_UNSPECIFIED: _RiskVector.ValueType  # 0
+    """None (refused as an Instrument without risk is)."""
+    RISK_VECTOR_SENSITIVITIES: _RiskVector.ValueType  # 1
+    """Sensitivities: K values (Instrument.sensitivities)."""
+    RISK_VECTOR_PNL: _RiskVector.ValueType  # 2
+    """Scenario P&L: S values (Instrument.pnl)."""
+
+class RiskVector(_RiskVector, metaclass=_RiskVectorEnumTypeWrapper):
+    """Which risk vector an instrument of AccountColumns gives (the Instrument.risk oneof)."""
+
+RISK_VECTOR_UNSPECIFIED: RiskVector.ValueType  # 0
+"""None (refused as an Instrument without risk is)."""
+RISK_VECTOR_SENSITIVITIES: RiskVector.ValueType  # 1
+"""Sensitivities: K values (Instrument.sensitivities)."""
+RISK_VECTOR_PNL: RiskVector.ValueType  # 2
+"""Scenario P&L: S values (Instrument.pnl)."""
+Global___RiskVector: _TypeAlias = RiskVector  # noqa: Y015
+
 class _Measure:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -461,6 +485,144 @@ class AccountBook(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccountBook: _TypeAlias = AccountBook  # noqa: Y015
+
+@_typing.final
+class AccountColumns(_message.Message):
+    """An account's instruments and positions as columns (OptimiseRequest.account_columns): the
+    values of AccountBook.instruments and AccountBook.positions in a few packed lists, cheaper
+    to build and to read for a large book than one message per instrument and per position.
+    Entry i of each per-instrument list belongs to instrument i, entry j of each per-position
+    list to position j. Each list holds one entry per instrument (per position), or none: then
+    every entry is the default of the row's field (an empty string, 0, false, unspecified).
+    Every rule of Instrument and Position applies to the entries as to the rows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    CCP_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    MATURITY_FIELD_NUMBER: _builtins.int
+    HAS_COUPON_FIELD_NUMBER: _builtins.int
+    COUPON_FIELD_NUMBER: _builtins.int
+    COLLATERAL_MATURITY_FIELD_NUMBER: _builtins.int
+    COLLATERAL_KIND_FIELD_NUMBER: _builtins.int
+    RISK_FIELD_NUMBER: _builtins.int
+    RISK_COUNT_FIELD_NUMBER: _builtins.int
+    RISK_VALUES_FIELD_NUMBER: _builtins.int
+    POSITION_INSTRUMENT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    XM_QUANTITY_FIELD_NUMBER: _builtins.int
+    HAS_LOT_FIELD_NUMBER: _builtins.int
+    LOT_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instrument_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instrument.id of each instrument; its length is the number of instruments."""
+
+    @_builtins.property
+    def ccp(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Ccp.ValueType]:
+        """Instrument.ccp of each instrument."""
+
+    @_builtins.property
+    def kind(self) -> _containers.RepeatedScalarFieldContainer[Global___InstrumentKind.ValueType]:
+        """Instrument.kind of each instrument."""
+
+    @_builtins.property
+    def contract(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instrument.contract of each instrument ("" when it has none)."""
+
+    @_builtins.property
+    def maturity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instrument.maturity of each instrument ("" when it has none)."""
+
+    @_builtins.property
+    def has_coupon(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Whether each instrument has a coupon (Instrument.coupon is set)."""
+
+    @_builtins.property
+    def coupon(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Instrument.coupon of each instrument, read only where has_coupon is true."""
+
+    @_builtins.property
+    def collateral_maturity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instrument.collateral_maturity of each instrument ("" when it has none)."""
+
+    @_builtins.property
+    def collateral_kind(self) -> _containers.RepeatedScalarFieldContainer[Global___InstrumentKind.ValueType]:
+        """Instrument.collateral_kind of each instrument (INSTRUMENT_KIND_UNSPECIFIED when none)."""
+
+    @_builtins.property
+    def risk(self) -> _containers.RepeatedScalarFieldContainer[Global___RiskVector.ValueType]:
+        """Which risk vector each instrument gives (Instrument.risk)."""
+
+    @_builtins.property
+    def risk_count(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """How many values each instrument's risk vector holds (0 for RISK_VECTOR_UNSPECIFIED):
+        instrument i's values are the risk_count[i] entries of risk_values that follow those of
+        the instruments before it.
+        """
+
+    @_builtins.property
+    def risk_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Every instrument's risk vector (Sensitivities.values or ScenarioPnl.values), one after
+        the other in instrument order.
+        """
+
+    @_builtins.property
+    def position_instrument(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Position.instrument of each position; its length is the number of positions."""
+
+    @_builtins.property
+    def quantity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Position.quantity of each position."""
+
+    @_builtins.property
+    def xm_quantity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Position.xm_quantity of each position."""
+
+    @_builtins.property
+    def has_lot(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Whether each position has a lot (Position.lot is set; default 1 when not)."""
+
+    @_builtins.property
+    def lot(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Position.lot of each position, read only where has_lot is true."""
+
+    @_builtins.property
+    def pinned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Position.pinned of each position."""
+
+    def __init__(
+        self,
+        *,
+        instrument_id: _abc.Iterable[_builtins.str] | None = ...,
+        ccp: _abc.Iterable[_common_pb2.Ccp.ValueType] | None = ...,
+        kind: _abc.Iterable[Global___InstrumentKind.ValueType] | None = ...,
+        contract: _abc.Iterable[_builtins.str] | None = ...,
+        maturity: _abc.Iterable[_builtins.str] | None = ...,
+        has_coupon: _abc.Iterable[_builtins.bool] | None = ...,
+        coupon: _abc.Iterable[_builtins.float] | None = ...,
+        collateral_maturity: _abc.Iterable[_builtins.str] | None = ...,
+        collateral_kind: _abc.Iterable[Global___InstrumentKind.ValueType] | None = ...,
+        risk: _abc.Iterable[Global___RiskVector.ValueType] | None = ...,
+        risk_count: _abc.Iterable[_builtins.int] | None = ...,
+        risk_values: _abc.Iterable[_builtins.float] | None = ...,
+        position_instrument: _abc.Iterable[_builtins.str] | None = ...,
+        quantity: _abc.Iterable[_builtins.float] | None = ...,
+        xm_quantity: _abc.Iterable[_builtins.float] | None = ...,
+        has_lot: _abc.Iterable[_builtins.bool] | None = ...,
+        lot: _abc.Iterable[_builtins.float] | None = ...,
+        pinned: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ccp", b"ccp", "collateral_kind", b"collateral_kind", "collateral_maturity", b"collateral_maturity", "contract", b"contract", "coupon", b"coupon", "has_coupon", b"has_coupon", "has_lot", b"has_lot", "instrument_id", b"instrument_id", "kind", b"kind", "lot", b"lot", "maturity", b"maturity", "pinned", b"pinned", "position_instrument", b"position_instrument", "quantity", b"quantity", "risk", b"risk", "risk_count", b"risk_count", "risk_values", b"risk_values", "xm_quantity", b"xm_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountColumns: _TypeAlias = AccountColumns  # noqa: Y015
 
 @_typing.final
 class ScenarioSet(_message.Message):

@@ -63,6 +63,7 @@ class OptimiseRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     WARM_START_FIELD_NUMBER: _builtins.int
     COLUMNAR_RESULT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_COLUMNS_FIELD_NUMBER: _builtins.int
     columnar_result: _builtins.bool
     """Send the answer's per-position figures as columns (OptimiseResult.position_columns)
     instead of the rows of OptimiseResult.allocation, marginal_margin and eligibility (then
@@ -104,6 +105,13 @@ class OptimiseRequest(_message.Message):
         can only speed the solve up, never change the answer.
         """
 
+    @_builtins.property
+    def account_columns(self) -> _book_pb2.AccountColumns:
+        """The account's instruments and positions as columns, instead of account.instruments and
+        account.positions (then both empty; giving both is refused). Optional. A server older
+        than this field ignores it and reads an empty book: send it only to a server that has it.
+        """
+
     def __init__(
         self,
         *,
@@ -116,10 +124,11 @@ class OptimiseRequest(_message.Message):
         options: _book_pb2.SolveOptions | None = ...,
         warm_start: Global___WarmStart | None = ...,
         columnar_result: _builtins.bool = ...,
+        account_columns: _book_pb2.AccountColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_columns", b"account_columns", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "columnar_result", b"columnar_result", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_columns", b"account_columns", "columnar_result", b"columnar_result", "models", b"models", "options", b"options", "program", b"program", "run", b"run", "scenario_set", b"scenario_set", "scenario_set_ref", b"scenario_set_ref", "scenarios", b"scenarios", "warm_start", b"warm_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_scenarios: _TypeAlias = _typing.Literal["scenario_set", "scenario_set_ref"]  # noqa: Y015
     _WhichOneofArgType_scenarios: _TypeAlias = _typing.Literal["scenarios", b"scenarios"]  # noqa: Y015

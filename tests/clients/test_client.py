@@ -355,3 +355,32 @@ def test_batch_on_a_full_server_is_retried_then_raised(
         with pytest.raises(OverloadedError):
             list(overloaded.optimise_batch(CASE_FILES[:2]))
         assert overloaded.attempts == FAST_RETRY.max_attempts
+
+
+def test_columnar_requests_get_the_rows_answer_and_the_same_refusals(
+    server: RunningServer, case_path: Path
+) -> None:
+    """XmarginClient(columnar_requests=True) sends the account as account_columns: the same
+    answer as the rows (timings aside), and a bad case refused before sending, as before."""
+    case = json.loads(case_path.read_text())
+    target = f"127.0.0.1:{server.port}"
+    with (
+        XmarginClient(target, timeout=60) as rows,
+        XmarginClient(target, timeout=60, columnar_requests=True) as columns,
+    ):
+        want, got = rows.optimise(case).to_dict(), columns.optimise(case).to_dict()
+        for answer in (want, got):
+            for name in ("build_seconds", "solve_seconds", "lp_seconds", "evaluation_seconds"):
+                answer["solver"].pop(name)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)  # NaN too
+        bad = copy.deepcopy(case)
+        bad["positions"][0]["quantity"] = "1"  # a string: the strict schema refuses it
+        bad["instruments"][0]["kind_"] = "NOTE"  # a misspelt key
+        refusals = []
+        for client in (rows, columns):
+            sent = client.attempts
+            with pytest.raises(InvalidRequestError) as caught:
+                client.optimise(bad)
+            assert client.attempts == sent  # not sent
+            refusals.append([(v.field, v.description) for v in caught.value.violations])
+        assert refusals[0] == refusals[1] and len(refusals[0]) == 2

@@ -108,6 +108,13 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     assert stored_rows(audit_url) == 1
     assert show(capsys, audit_url, 1, customer)[1]["recorded_at"] == stored["recorded_at"]
 
+    # The account sent as columns (account_columns) is the same case: the stored answer,
+    # nothing solved or written (a different case under this key would be refused below).
+    as_columns = optimise_request(case, columns=True)
+    assert not as_columns.account.positions and as_columns.account_columns.position_instrument
+    assert audited_stub.Optimise(as_columns, timeout=60).result == first.result
+    assert stored_rows(audit_url) == 1
+
     # Asked for columns, the stored answer comes back with its rows moved into them.
     request.columnar_result = True
     columnar = audited_stub.Optimise(request, timeout=60)
