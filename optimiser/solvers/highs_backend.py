@@ -1031,10 +1031,8 @@ class _CuttingPlaneModel:
         P (n scenarios x movable positions) the per-lot scenario P&L of each position over each
         term's tail at the continuous optimum (its portfolio's members; the Gram matrices
         summed over terms), delta = :data:`LATTICE_TOLERANCE` x the continuous objective. w's
-        bounds are those of V k over 0 <= k <= kmax; each row w = V k is divided by its largest
-        |V_il| (HiGHS's final feasibility check on the unscaled rows failed on seed 1000 of the
-        integral-tail bench). Nothing changes when U or V has an entry above
-        ``lattice.MAX_ENTRY``."""
+        bounds are those of V k over 0 <= k <= kmax. Nothing changes when U or V has an entry
+        above ``lattice.MAX_ENTRY``."""
         problem, movable, grid = self.problem, self.movable, self.grid
         figures = self._term_figures(continuous_x)
         per_lot = grid.sign[movable] * problem.lot[movable]
@@ -1064,30 +1062,21 @@ class _CuttingPlaneModel:
         highs.addVars(count, low, high)
         self.lattice_columns = np.arange(first, first + count, dtype=np.int64)
         self.lattice_inverse = v
-        self._set_lattice_integrality(True)
+        for columns, kind in (
+            (self.lattice_columns, highspy.HighsVarType.kInteger),
+            (self.lot_columns, highspy.HighsVarType.kContinuous),
+        ):
+            highs.changeColsIntegrality(count, columns.astype(np.int32), np.array([kind] * count))
         rows = _Rows()
-        for i in range(count):  # (w_i - sum_l V_il k_l) / max_l |V_il| = 0
+        for i in range(count):  # w_i - sum_l V_il k_l = 0
             nonzero = np.flatnonzero(v[i])
-            scale = float(np.abs(v[i]).max())
             rows.add(
                 np.concatenate(([self.lattice_columns[i]], self.lot_columns[nonzero])),
-                np.concatenate(([1.0], -v[i, nonzero].astype(float))) / scale,
+                np.concatenate(([1.0], -v[i, nonzero].astype(float))),
                 0.0,
                 0.0,
             )
         rows.push(highs)
-
-    def _set_lattice_integrality(self, lattice: bool) -> None:
-        """Integer lattice columns w and continuous lot columns k, or the other way round."""
-        count = self.lattice_columns.size
-        integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
-        for columns, kind in (
-            (self.lattice_columns, integer if lattice else continuous),
-            (self.lot_columns, continuous if lattice else integer),
-        ):
-            self.highs.changeColsIntegrality(
-                count, columns.astype(np.int32), np.array([kind] * count)
-            )
 
     def _set_integral(self) -> None:
         if self.ru:  # measured: HiGHS's MIP presolve of the RU rows ran 65 s past a 20 s limit
@@ -1131,18 +1120,11 @@ class _CuttingPlaneModel:
                 if not loop.proven:
                     self._local_phase(loop, continuous_x, continuous_bound, first_box is not None)
             if not loop.proven:
-                lattice = continuous_x is not None and self._lattice_applies()
-                if lattice and continuous_x is not None:
+                if continuous_x is not None and self._lattice_applies():
                     self._add_lattice_columns(continuous_x)
                     if loop.best_x is not None:
                         self._start_from(loop.best_x)
                 self._cutting_loop(loop, integral=True)
-                if lattice and loop.status is Status.ERROR and loop.best_x is not None:
-                    # HiGHS's numerical failure on the lattice rows: the plain MIP instead
-                    self._set_lattice_integrality(False)
-                    loop.status, loop.message = Status.OPTIMAL, "converged"
-                    self._start_from(loop.best_x)
-                    self._cutting_loop(loop, integral=True)
         if loop.tail_budget and loop.status is Status.TIME_LIMIT:
             gap = (loop.best_upper - loop.lower_bound) / max(1.0, abs(loop.best_upper))
             loop.message = (

@@ -61,7 +61,7 @@ def _full_range_mip(problem, lattice: bool):  # type: ignore[no-untyped-def]
 def test_lattice_columns_find_the_same_whole_lot_optimum(seed: int) -> None:
     book = generate_book(14, 250, seed)
     problem = build_problem(book, options=SolveOptions(integral=True))
-    _, plain = _full_range_mip(problem, lattice=False)
+    plain_model, plain = _full_range_mip(problem, lattice=False)
     model, found = _full_range_mip(problem, lattice=True)
     assert found.status is plain.status is highs_backend.Status.OPTIMAL
     assert found.best_x is not None and plain.best_x is not None
