@@ -61,7 +61,6 @@ from .base import (
     problem_scale,
     snap_to_allowed,
 )
-from .lattice import MAX_ENTRY, inverse_unimodular, lll_reduce
 
 __all__ = ["HighsBackend"]
 
@@ -164,17 +163,6 @@ at 300), with no Kelley cuts or MIP, in 6-250 ms for the whole box (the MIP over
 model took 0.05-0.35 s, after the Kelley phase)."""
 LOCAL_SHARE = 0.5
 """Under a time limit each box of the local phase gets at most this share of the time left."""
-LATTICE_TOLERANCE = 1e-4
-LATTICE_MAX_POSITIONS = 100
-"""The full-range whole-lot MIP (after the local boxes) of a book with at most
-LATTICE_MAX_POSITIONS movable positions branches on lattice directions
-(:meth:`_CuttingPlaneModel._add_lattice_columns`): near-optimal whole-lot answers of the
-small books are combinations of lots whose P&L errors cancel, which branching on single lot
-columns does not separate from the relaxation. LATTICE_TOLERANCE scales the P&L metric
-(relative to the objective). Measured on the 27 books of 30-100 positions the integral-tail
-bench left at its budget, each book in turn with the code without it (2026-12-02, load
-1.4-3.4): 7 proven against 3, the best total lower on 9 and higher on 5 (geomean of the
-distance above the bound 0.88x). In every MIP (the local boxes too): 4 against 4, 17 higher."""
 TAIL_SECONDS = 5.0
 TAIL_FACTOR = 20.0
 """Without a time limit the whole-lot phase (after the continuous one) runs at most
@@ -481,8 +469,6 @@ class _CuttingPlaneModel:
         # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i.
         self.grid = lot_grid(problem)
         self.harvested: list[list[ModelFigures]] = []  # the exact figures at MIP solutions
-        self.lattice_columns = np.zeros(0, dtype=np.int64)  # w = V k (_add_lattice_columns)
-        self.lattice_inverse: npt.NDArray[np.int64] | None = None  # V
         self.lot_columns = np.zeros(0, dtype=np.int64)
         self.whole_columns = np.zeros(0, dtype=np.int64)
         self.whole_of = np.zeros(0, dtype=np.int64)  # position of each whole-holding column
@@ -1012,72 +998,6 @@ class _CuttingPlaneModel:
             points.append(self.warm_start)
         return points
 
-    def _lattice_applies(self) -> bool:
-        """Whether the full-range whole-lot MIP gets lattice columns: whole lots on at most
-        :data:`LATTICE_MAX_POSITIONS` movable positions, no transfer limit."""
-        problem = self.problem
-        return (
-            problem.options.integral
-            and problem.options.max_transfers is None
-            and 0 < self.lot_columns.size <= LATTICE_MAX_POSITIONS
-        )
-
-    def _add_lattice_columns(self, continuous_x: PositionVector) -> None:
-        """Integer columns w = V k beside the lot columns k, which become continuous (k = U w
-        with U = V^-1 unimodular, so k is whole exactly when w is; :mod:`.lattice`): the MIP
-        then branches on the rows of V, the thin directions of the near-optimal set.
-
-        U is the LLL reduction of R with R'R = Q = P'P / (n delta^2) + diag(1 / (kmax + 1)^2):
-        P (n scenarios x movable positions) the per-lot scenario P&L of each position over each
-        term's tail at the continuous optimum (its portfolio's members; the Gram matrices
-        summed over terms), delta = :data:`LATTICE_TOLERANCE` x the continuous objective. w's
-        bounds are those of V k over 0 <= k <= kmax. Nothing changes when U or V has an entry
-        above ``lattice.MAX_ENTRY``."""
-        problem, movable, grid = self.problem, self.movable, self.grid
-        figures = self._term_figures(continuous_x)
-        per_lot = grid.sign[movable] * problem.lot[movable]
-        delta = LATTICE_TOLERANCE * max(abs(self._convex_objective(figures, continuous_x)), 1.0)
-        gram = np.zeros((movable.size, movable.size))
-        for j, tail in self._tails(figures, range(len(self.terms))).items():
-            pnl = problem.shocks[tail] @ problem.exposure[movable].T
-            if problem.pnl_columns.size:
-                where = np.flatnonzero(np.isin(movable, problem.pnl_columns))
-                columns = np.searchsorted(problem.pnl_columns, movable[where])
-                pnl[:, where] += problem.pnl_vectors[np.ix_(tail, columns)]
-            pnl *= per_lot * self.terms[j].portfolio.members[movable]
-            gram += pnl.T @ pnl / tail.size
-        kmax = grid.kmax[movable]
-        gram = gram / delta**2 + np.diag(1.0 / (kmax + 1.0) ** 2)
-        try:
-            u = lll_reduce(np.linalg.cholesky(gram).T)
-        except np.linalg.LinAlgError:
-            return
-        v = inverse_unimodular(u)
-        if v is None or max(np.abs(u).max(), np.abs(v).max()) > MAX_ENTRY:
-            return
-        highs, count = self.highs, movable.size
-        low = np.where(v < 0, v * kmax, 0.0).sum(axis=1)
-        high = np.where(v > 0, v * kmax, 0.0).sum(axis=1)
-        first = highs.getNumCol()
-        highs.addVars(count, low, high)
-        self.lattice_columns = np.arange(first, first + count, dtype=np.int64)
-        self.lattice_inverse = v
-        for columns, kind in (
-            (self.lattice_columns, highspy.HighsVarType.kInteger),
-            (self.lot_columns, highspy.HighsVarType.kContinuous),
-        ):
-            highs.changeColsIntegrality(count, columns.astype(np.int32), np.array([kind] * count))
-        rows = _Rows()
-        for i in range(count):  # w_i - sum_l V_il k_l = 0
-            nonzero = np.flatnonzero(v[i])
-            rows.add(
-                np.concatenate(([self.lattice_columns[i]], self.lot_columns[nonzero])),
-                np.concatenate(([1.0], -v[i, nonzero].astype(float))),
-                0.0,
-                0.0,
-            )
-        rows.push(highs)
-
     def _set_integral(self) -> None:
         if self.ru:  # measured: HiGHS's MIP presolve of the RU rows ran 65 s past a 20 s limit
             set_option(self.highs, "presolve", "off")
@@ -1120,10 +1040,6 @@ class _CuttingPlaneModel:
                 if not loop.proven:
                     self._local_phase(loop, continuous_x, continuous_bound, first_box is not None)
             if not loop.proven:
-                if continuous_x is not None and self._lattice_applies():
-                    self._add_lattice_columns(continuous_x)
-                    if loop.best_x is not None:
-                        self._start_from(loop.best_x)
                 self._cutting_loop(loop, integral=True)
         if loop.tail_budget and loop.status is Status.TIME_LIMIT:
             gap = (loop.best_upper - loop.lower_bound) / max(1.0, abs(loop.best_upper))
@@ -1294,9 +1210,6 @@ class _CuttingPlaneModel:
             lots = np.where(whole, grid.kmax, np.round(held / problem.lot))
             index += [self.lot_columns, self.whole_columns]
             value += [lots[movable], whole[self.whole_of].astype(float)]
-            if self.lattice_inverse is not None:  # w = V k
-                index.append(self.lattice_columns)
-                value.append((self.lattice_inverse @ lots[movable]).astype(float))
         columns = np.concatenate(index).astype(np.int32)
         highs = self.highs
         highs.setSolution(columns.size, columns, np.concatenate(value))
