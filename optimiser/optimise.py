@@ -365,7 +365,7 @@ def _optimise(
             f"exact VaR, {var_gap:+.2f} USD from the ES stand-in's total at this allocation"
         )
     if raw.status is Status.TIME_LIMIT and source is not AnswerSource.CURRENT:
-        notes.append(f"the time limit stopped the solver: {raw.message}")
+        notes.append(f"not proven optimal: {raw.message}")
     stats = SolverStats(
         backend=attempt.used,
         status=raw.status,

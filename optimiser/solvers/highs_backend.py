@@ -1041,12 +1041,15 @@ class _CuttingPlaneModel:
                     self._local_phase(loop, continuous_x, continuous_bound, first_box is not None)
             if not loop.proven:
                 self._cutting_loop(loop, integral=True)
-        if loop.tail_budget and loop.status is Status.TIME_LIMIT:
+        if loop.status is Status.TIME_LIMIT and (loop.untrusted or loop.tail_budget):
             gap = (loop.best_upper - loop.lower_bound) / max(1.0, abs(loop.best_upper))
-            loop.message = (
-                f"whole-lot search stopped at its default budget ({loop.time_limit:.1f} s; set "
-                f"time_limit for more), {gap:.2g} above the continuous bound"
-            )
+            if loop.untrusted:
+                loop.message += f" ({gap:.2g} above the continuous bound)"
+            else:
+                loop.message = (
+                    f"whole-lot search stopped at its default budget ({loop.time_limit:.1f} s; "
+                    f"set time_limit for more), {gap:.2g} above the continuous bound"
+                )
         if loop.best_x is None:
             failed = Status.ERROR if loop.status is Status.OPTIMAL else loop.status
             return RawSolution(
@@ -1239,9 +1242,10 @@ class _CuttingPlaneModel:
                 # every run of this instance, and a MIP's against the run alone.
                 limit = remaining if integral else highs.getRunTime() + remaining
                 set_option(highs, "time_limit", limit)
+            given = loop.best_upper  # the incumbent HiGHS is given (the callback may lower it)
             if integral and loop.best_x is not None:
                 # Prune every node that cannot beat the incumbent's exact objective.
-                set_option(highs, "objective_bound", float(loop.best_upper) / unit)
+                set_option(highs, "objective_bound", float(given) / unit)
             iterations = self._run_highs(integral)
             cancellation.check()  # stopped inside HiGHS or between its slices (_run_highs)
             model_status = highs.getModelStatus()
@@ -1251,8 +1255,10 @@ class _CuttingPlaneModel:
                 loop.proven, loop.message = True, "incumbent meets the continuous bound"
                 return
             if model_status in _NOTHING_BETTER and loop.best_x is not None:
+                # nothing below the objective bound: the incumbent, to HiGHS's gap (its dual
+                # bound is then +inf, or the cut-off)
                 bound = float(highs.getInfo().mip_dual_bound) * unit
-                loop.lower_bound = max(loop.lower_bound, bound)
+                loop.lower_bound = max(loop.lower_bound, min(bound, given))
                 loop.message = "incumbent proven optimal"
                 return
             info = highs.getInfo()
@@ -1270,6 +1276,20 @@ class _CuttingPlaneModel:
                     loop.stop(Status.TIME_LIMIT, "time limit reached")
                 else:
                     loop.stop(MODEL_STATUS[model_status], highs.modelStatusToString(model_status))
+                return
+            if integral and _mip_answer_above(info, given / unit):
+                # HiGHS answered with a solution above the incumbent it was given (its
+                # objective bound and MIP start), so its search did not hold that incumbent
+                # and its bound proves nothing: measured on a 30-position book, it then
+                # called optimal an allocation 3e-6 above one another run found, with a bound
+                # above its own answer. The box (local) ends; the full range stops, unproven.
+                if not local:
+                    loop.untrusted = True
+                    loop.stop(
+                        Status.TIME_LIMIT,
+                        "stopped unproven: HiGHS's MIP answered above the incumbent it was "
+                        "given, so its bound was not taken",
+                    )
                 return
             solution = np.asarray(highs.getSolution().col_value)
             x = solution[self.lots] * self.size
@@ -1338,6 +1358,14 @@ def _interrupt_when_stopped(highs: highspy.Highs) -> None:
     highs.cbMipInterrupt += interrupt
 
 
+def _mip_answer_above(info: highspy.HighsInfo, given: float) -> bool:
+    """Whether HiGHS's MIP answered a solution whose objective (margin units) lies above
+    ``given``, the incumbent's objective it was given: then it did not search from that
+    incumbent and its optimality says nothing about it."""
+    answer = float(info.objective_function_value)
+    return bool(np.isfinite(given) and answer > given + 1e-9 * max(1.0, abs(given)))
+
+
 _NOTHING_BETTER = (
     highspy.HighsModelStatus.kObjectiveBound,
     highspy.HighsModelStatus.kInfeasible,
@@ -1362,6 +1390,7 @@ class _Loop:
     tail_budget: bool = False  # the time limit is the default integral-tail budget
     target: float | None = None  # a valid lower bound: an incumbent within MIP_GAP is optimal
     target_met: bool = False
+    untrusted: bool = False  # a MIP's answer did not hold its incumbent (_mip_answer_above)
 
     def remaining(self) -> float | None:
         if self.time_limit is None:

@@ -41,6 +41,7 @@ from xmargin.optimiser.reports import (
 )
 from xmargin.optimiser.results import all_eligible_allocation, transfers_between
 from xmargin.optimiser.sample import generate_book
+from xmargin.optimiser.solvers import highs_backend
 from xmargin.optimiser.solvers.base import Capabilities, RawSolution, lot_grid, on_allowed_set
 from xmargin.optimiser.solvers.local_search import allowed_candidates, exact_objective
 
@@ -231,6 +232,38 @@ def test_a_time_limit_returns_a_total_no_higher_than_current() -> None:
     if result.status is Status.TIME_LIMIT:
         assert result.stats.source in (AnswerSource.BEST_FOUND, AnswerSource.CURRENT)
         assert result.notes
+
+
+def test_a_whole_lot_bound_never_lies_above_the_answer() -> None:
+    """On this book HiGHS's last MIP finds nothing below the incumbent's objective (the
+    cut-off); its dual bound is then +inf or the cut-off, and the answer's bound must still be
+    a lower bound of the answer (it was +inf: a gap of 0 read from it)."""
+    result = optimise(generate_book(30, 1260, 1154), options=SolveOptions(integral=True))
+    stats = result.stats
+    assert stats.objective is not None and stats.bound is not None
+    assert np.isfinite(stats.bound)
+    assert stats.bound <= stats.objective + 1e-9 * abs(stats.objective)
+
+
+def test_a_mip_answer_above_its_given_incumbent_proves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When HiGHS answers a MIP with a solution above the incumbent it was given (seen on
+    30-position books: "optimal" 3e-6 above an allocation another run found, its bound above
+    its own answer), the solve stops there unproven: the best allocation so far, whole lots,
+    its bound below it, the status and a note saying so."""
+    monkeypatch.setattr(highs_backend, "_mip_answer_above", lambda info, given: True)
+    result = optimise(generate_book(30, 1260, 1095), options=SolveOptions(integral=True))
+    stats = result.stats
+    assert result.status is Status.TIME_LIMIT
+    assert stats.source is AnswerSource.BEST_FOUND
+    assert "stopped unproven" in stats.message
+    assert any(note.startswith("not proven optimal") for note in result.notes)
+    assert stats.objective is not None and stats.bound is not None
+    assert stats.bound < stats.objective
+    assert result.optimised.total <= result.current.total
+    problem = build_problem(generate_book(30, 1260, 1095), options=SolveOptions(integral=True))
+    assert on_allowed_set(problem, result.allocation).all()
 
 
 def test_the_current_allocation_is_kept_when_nothing_found_is_lower(
