@@ -62,8 +62,18 @@ def _quantile(values: list[float], q: float) -> float:
     return float(np.quantile(values, q)) if values else math.nan
 
 
+def _at_budget(row: dict[str, Any]) -> bool:
+    return row["status"] == "TIME_LIMIT" and not _unproven(row)
+
+
+def _unproven(row: dict[str, Any]) -> bool:
+    """Stopped before its budget: a MIP HiGHS called optimal did not hold its incumbent."""
+    return row["status"] == "TIME_LIMIT" and "stopped unproven" in str(row.get("message", ""))
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The distribution of the whole-lot / continuous time ratio and the books at the budget."""
+    """The distribution of the whole-lot / continuous time ratio, the books at the budget and
+    those stopped unproven."""
     ratios = [float(r["ratio"]) for r in rows]
     slowest = sorted(rows, key=lambda r: -float(r["ratio"]))[:5]
     return {
@@ -74,13 +84,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "p99": _quantile(ratios, 0.99),
             "max": max(ratios, default=math.nan),
         },
-        "at_budget": sum(r["status"] == "TIME_LIMIT" for r in rows),
+        "at_budget": sum(_at_budget(r) for r in rows),
+        "unproven": sum(_unproven(r) for r in rows),
         "by_positions": {
             str(n): {
                 "books": len(sized),
                 "p50": _quantile([float(r["ratio"]) for r in sized], 0.5),
                 "max": max(float(r["ratio"]) for r in sized),
-                "at_budget": sum(r["status"] == "TIME_LIMIT" for r in sized),
+                "at_budget": sum(_at_budget(r) for r in sized),
             }
             for n in POSITIONS
             if (sized := [r for r in rows if r["positions"] == n])
@@ -100,7 +111,13 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         f"{s['books']} generated books; ratio p50 {ratio['p50']:.1f}x, p90 {ratio['p90']:.1f}x, "
         f"p99 {ratio['p99']:.1f}x, max {ratio['max']:.1f}x; {s['at_budget']} at the default "
-        "whole-lot budget (best allocation found, not proven to 1e-6).",
+        "whole-lot budget (best allocation found, not proven to 1e-6)"
+        + (
+            f"; {s['unproven']} stopped unproven before it (a MIP HiGHS called optimal did not "
+            "hold the incumbent it was given)."
+            if s.get("unproven")
+            else "."
+        ),
     ]
     if "load_average" in result:
         load = result["load_average"]

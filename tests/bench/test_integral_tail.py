@@ -23,3 +23,15 @@ def test_summary_reports_the_ratio_distribution_and_the_slowest_books() -> None:
     markdown = _markdown({"summary": result})
     assert "| 3 | 30 | 500 | 9.0 | TIME_LIMIT |" in markdown
     assert "| 30 | 3 | 3.0 | 9.0 | 1 |" in markdown
+
+
+def test_a_book_stopped_unproven_is_counted_apart_from_the_budget() -> None:
+    rows = [
+        {"seed": 1, "positions": 30, "scenarios": 500, "ratio": 9.0, "status": "TIME_LIMIT",
+         "message": "whole-lot search stopped at its default budget (5.1 s)"},
+        {"seed": 2, "positions": 30, "scenarios": 500, "ratio": 4.0, "status": "TIME_LIMIT",
+         "message": "stopped unproven: HiGHS's MIP answered above the incumbent it was given"},
+    ]  # fmt: skip
+    result = summary(rows)
+    assert result["at_budget"] == 1 and result["unproven"] == 1
+    assert "1 stopped unproven" in _markdown({"summary": result})
