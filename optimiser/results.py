@@ -31,7 +31,7 @@ __all__ = [
 
 class Status(enum.StrEnum):
     OPTIMAL = "OPTIMAL"
-    TIME_LIMIT = "TIME_LIMIT"  # the best allocation found within the time limit
+    TIME_LIMIT = "TIME_LIMIT"  # the best found, unproven: the time limit, or a MIP that failed
     INFEASIBLE = "INFEASIBLE"
     ERROR = "ERROR"
 

@@ -32,7 +32,10 @@ class _SolveStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SolveStat
     SOLVE_STATUS_OPTIMAL: _SolveStatus.ValueType  # 1
     """Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
     SOLVE_STATUS_TIME_LIMIT: _SolveStatus.ValueType  # 2
-    """The best allocation found within the time limit; SolverStats.bound bounds the optimum."""
+    """The best allocation found, not proven optimal: the time limit stopped the solver, or (whole
+    lots) a MIP answer did not hold its incumbent (SolverStats.message says which);
+    SolverStats.bound bounds the optimum.
+    """
     SOLVE_STATUS_INFEASIBLE: _SolveStatus.ValueType  # 3
     """The constraints (pins, lots, transfer limit) admit no allocation. A call answers this with
     FAILED_PRECONDITION (reason INFEASIBLE), not a result.
@@ -48,7 +51,10 @@ SOLVE_STATUS_UNSPECIFIED: SolveStatus.ValueType  # 0
 SOLVE_STATUS_OPTIMAL: SolveStatus.ValueType  # 1
 """Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
 SOLVE_STATUS_TIME_LIMIT: SolveStatus.ValueType  # 2
-"""The best allocation found within the time limit; SolverStats.bound bounds the optimum."""
+"""The best allocation found, not proven optimal: the time limit stopped the solver, or (whole
+lots) a MIP answer did not hold its incumbent (SolverStats.message says which);
+SolverStats.bound bounds the optimum.
+"""
 SOLVE_STATUS_INFEASIBLE: SolveStatus.ValueType  # 3
 """The constraints (pins, lots, transfer limit) admit no allocation. A call answers this with
 FAILED_PRECONDITION (reason INFEASIBLE), not a result.
