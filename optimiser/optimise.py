@@ -95,12 +95,32 @@ def _run_backend(
     reduction: bool,
     warm_start: PositionVector | None = None,
 ) -> RawSolution:
-    """``backend``'s solve. Under a stop hook (see :mod:`.cancellation`) a backend that cannot be
-    interrupted runs in a child process that is killed when the caller stops it."""
-    if getattr(backend, "interruptible", False) or cancellation.current() is None:
+    """``backend``'s solve. A backend that cannot be interrupted (cvxpy: its compile alone
+    outlasts a short time limit, which only its solver sees) runs, under a stop hook (see
+    :mod:`.cancellation`) or a time limit, in a child process that is killed when the caller
+    stops it or ``time_limit`` seconds of wall time have passed; the latter is an answer
+    without an allocation (TIME_LIMIT), so the budget holds whatever the backend does."""
+    outer = cancellation.current()
+    if getattr(backend, "interruptible", False) or (outer is None and time_limit is None):
         return _backend_solve(backend, problem, time_limit, reduction, warm_start)
-    return cancellation.call_stoppably(
-        _solve_by_spec, spec, problem, time_limit, reduction, warm_start
+    args = (spec, problem, time_limit, reduction, warm_start)
+    if time_limit is None:
+        return cancellation.call_stoppably(_solve_by_spec, *args)
+    deadline = time.perf_counter() + time_limit
+
+    def out_of_time() -> bool:
+        return time.perf_counter() >= deadline or (outer is not None and outer())
+
+    try:
+        with cancellation.stop_when(out_of_time):
+            return cancellation.call_stoppably(_solve_by_spec, *args)
+    except cancellation.SolveCancelled:
+        if outer is not None and outer():
+            raise  # the caller's stop, not the budget
+    return RawSolution(
+        Status.TIME_LIMIT,
+        None,
+        message=f"time limit reached: the {spec.name} solve was stopped at {time_limit:.3g} s",
     )
 
 
@@ -150,15 +170,15 @@ def _solve_with_fallback(
     for spec in chain:
         name = spec.name
         cancellation.check()  # a stopped solve starts no (uninterruptible) fallback
-        remaining = _remaining(deadline)
-        if remaining is not None and remaining <= 0:
-            failures.append(f"{name}: not run, the time limit was spent")
-            break
-        backend = spec.create()
+        backend = spec.create()  # the first cvxpy backend imports cvxpy: seconds
         refusal = backend.capabilities.refusal(problem)
         if refusal is not None:
             failures.append(f"{name}: skipped, {refusal}")
             continue
+        remaining = _remaining(deadline)
+        if remaining is not None and remaining <= 0:
+            failures.append(f"{name}: not run, the time limit was spent")
+            break
         try:
             raw = _run_backend(spec, backend, problem, remaining, reduction, warm_start)
         except expected_solver_errors(spec) as error:

@@ -234,6 +234,29 @@ def test_a_time_limit_returns_a_total_no_higher_than_current() -> None:
         assert result.notes
 
 
+def test_a_time_limit_bounds_a_backend_that_cannot_be_interrupted() -> None:
+    """cvxpy's compile is not bounded by the time limit its solver gets (on this book it alone
+    runs for seconds): the solve runs in a child process, killed when the budget is spent, and
+    the answer is the current allocation, said to be so."""
+    import time
+
+    import cvxpy  # noqa: F401  (its import, seconds the first time, is not the point here)
+
+    from xmargin.bench.load import hard_case
+
+    book = parse_case(hard_case(12))
+    started = time.perf_counter()
+    result = optimise(book, options=SolveOptions(time_limit=1.0, integral=True), backend="cvxpy")
+    elapsed = time.perf_counter() - started
+    assert result.status is Status.TIME_LIMIT
+    assert result.stats.source is AnswerSource.CURRENT
+    assert result.optimised.total == pytest.approx(result.current.total, rel=1e-12)
+    assert any(
+        note.startswith("kept the current allocation: the time limit") for note in result.notes
+    )
+    assert elapsed < 1.0 + 3.0, f"a 1 s budget took {elapsed:.1f} s"
+
+
 def test_a_whole_lot_bound_never_lies_above_the_answer() -> None:
     """On this book HiGHS's last MIP finds nothing below the incumbent's objective (the
     cut-off); its dual bound is then +inf or the cut-off, and the answer's bound must still be
