@@ -64,6 +64,27 @@ def clip(text: str, limit: int = MAX_ECHO) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {clip(key)!r} in one object")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` of a case, batch or scenario file, refusing an object that names a key
+    twice (plain ``json.loads`` keeps the last value without a word, so ``{"quantity": 1,
+    "quantity": 5e8}`` would be read as 5e8). Raises ``ValueError`` (as ``json.loads`` does for
+    text that is not JSON)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 # --- bounds: chosen from the field, one place ---------------------------------------------------
 
 BOUNDS: dict[str, float] = {
