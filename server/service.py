@@ -106,6 +106,7 @@ from .recorder import Recorder
 from .scenario_store import (
     RegisteredSet,
     ScenarioRegistry,
+    check_set_id,
     client_identity,
     get_scenario_set,
     list_scenario_sets,
@@ -527,8 +528,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> service_pb2.RegisterScenarioSetResponse:
         def handle() -> service_pb2.RegisterScenarioSetResponse:
             check_run(request.run)
-            if not request.id:
-                raise RequestError([("id", "is required")])
+            check_set_id(request.id)
             if not request.HasField("scenario_set"):
                 raise RequestError([("scenario_set", "is required")])
             scenarios = scenario_set_case(request.scenario_set, "scenario_set", self.limits)

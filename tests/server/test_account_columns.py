@@ -276,3 +276,24 @@ def _lots_and_coupons(original: dict[str, Any]) -> dict[str, Any]:
     for position in case["positions"]:
         position.setdefault("lot", 1.0)
     return case
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+def test_a_control_character_in_an_id_is_refused_in_either_form(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]], columns: bool
+) -> None:
+    """A NUL in the customer id or an instrument id: INVALID_ARGUMENT naming the field, before
+    anything is solved or recorded (a PostgreSQL audit store answered UNAVAILABLE)."""
+    request = optimise_request(cases["02-butterfly-2s5s10s"], columns=columns)
+    request.account.customer.id = "CUST\x00X"
+    if columns:
+        request.account_columns.instrument_id[0] = "I\x00D"
+        request.account_columns.position_instrument[0] = "I\x00D"
+    else:
+        request.account.instruments[0].id = "I\x00D"
+        request.account.positions[0].instrument = "I\x00D"
+    status = _refusal(servicer, request)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    instrument = "account_columns.instrument_id[0]" if columns else "account.instruments[0].id"
+    for path in ("account.customer.id", instrument):
+        assert f"{path}: must not hold control characters" in status.details, status.details
