@@ -649,14 +649,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         started: float,
     ) -> Iterator[service_pb2.OptimiseBatchResponse]:
         total = len(request.accounts)
-        if total > self.limits.max_accounts:
-            raise RequestError([("accounts", f"at most {self.limits.max_accounts} accounts")])
+        if not 1 <= total <= self.limits.max_accounts:
+            raise RequestError(
+                [("accounts", f"must hold 1 to {self.limits.max_accounts} accounts, got {total}")]
+            )
         duplicates = duplicate_ids(a.customer.id for a in request.accounts)
         if duplicates:
             raise RequestError(duplicates)
         scenarios, inputs = self._batch_inputs(request)
-        if total == 0:
-            return
         run_number = 0
         if self.recorder is not None:
             run_number = self.recorder.run_number(request.run.run_number)

@@ -314,6 +314,16 @@ def test_batch_with_bad_shared_models_is_refused_as_a_whole(
     assert "models.cme.confidence" in (caught.value.details() or "")
 
 
+def test_a_batch_of_no_account_is_refused(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    """The contract says 1 to 10,000 accounts; an empty batch ended with no message and OK."""
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.OptimiseBatch(_batch_request(cases, []), timeout=30))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "accounts: must hold 1 to" in (caught.value.details() or "")
+
+
 def test_every_request_is_logged_as_one_json_line(
     stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
