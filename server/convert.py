@@ -118,6 +118,10 @@ class FieldPaths:
     risk_starts: list[int] | None = None
     """Set when the account came as :class:`AccountColumns` (``account_columns``): where each
     instrument's risk vector starts in ``risk_values``; paths then name the columns."""
+    echoed_positions: bool = False
+    """The case's positions were made from its instruments (CheckEligibility: one per
+    instrument, of its id), so a violation of a position only repeats one of its instrument
+    (a missing or duplicate id): dropped, not reported at a path the request does not have."""
 
     def translate(self, case_path: str) -> str:
         head, _, rest = case_path.partition(".")
@@ -185,6 +189,7 @@ class FieldPaths:
             [
                 (self.translate(v.path), describe_violation(v.value, v.message))
                 for v in error.violations
+                if not (self.echoed_positions and v.path.startswith("positions["))
             ]
         )
 

@@ -508,9 +508,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             ]
             case["positions"] = [{"instrument": i.id, "quantity": 1.0} for i in request.instruments]
             count = len(request.instruments)
-            paths = FieldPaths(account="")
+            paths = FieldPaths(account="", echoed_positions=True)
             paths.instruments = [f"instruments[{k}]" for k in range(count)]
-            paths.positions = [f"instruments[{k}].id" for k in range(count)]
             book = parse(case, paths, parse_case)
             rulebook = default_rulebook(book.business_date)
             ids = [p.instrument for p in book.positions]
