@@ -582,7 +582,7 @@ class WhatIfRequest(_message.Message):
 
     @_builtins.property
     def exclude_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Instrument ids of positions of the book to leave out (each one held)."""
+        """Instrument ids of positions of the book to leave out (each one held, each once)."""
 
     def __init__(
         self,
