@@ -195,10 +195,13 @@ class FieldPaths:
 
 
 def describe_violation(value: object, reason: str) -> str:
-    """``reason (got value)``, the value cut to 80 characters."""
+    """``reason (got value)``, the value cut to 80 characters; a string's control characters
+    escaped (``\\x00``), never echoed raw."""
     if value is None:
         return reason
     shown = str(value) if isinstance(value, str | int | float) else repr(value)
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
     return f"{reason} (got {clip(shown)})"
 
 

@@ -297,3 +297,4 @@ def test_a_control_character_in_an_id_is_refused_in_either_form(
     instrument = "account_columns.instrument_id[0]" if columns else "account.instruments[0].id"
     for path in ("account.customer.id", instrument):
         assert f"{path}: must not hold control characters" in status.details, status.details
+    assert "\x00" not in status.details and "(got CUST\\x00X)" in status.details
