@@ -10,7 +10,6 @@ every violation by its case-format path. Nothing is coerced: ``"pinned": "false"
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,16 @@ import grpc
 from google.protobuf import duration_pb2
 from pydantic import TypeAdapter, ValidationError
 
-from xmargin.schema import BOUNDS, CaseBody, CaseV1, ScenarioSetDoc, Violation, check, clip
+from xmargin.schema import (
+    BOUNDS,
+    CaseBody,
+    CaseV1,
+    ScenarioSetDoc,
+    Violation,
+    check,
+    clip,
+    parse_json,
+)
 from xmargin.schema.case_v1 import Instrument, Position, violations_of
 
 from .errors import FieldViolation, InvalidRequestError
@@ -59,7 +67,7 @@ CaseLike = Mapping[str, Any] | str | Path
 
 def load_case_dict(case: CaseLike) -> Mapping[str, Any]:
     if isinstance(case, str | Path):
-        loaded: Mapping[str, Any] = json.loads(Path(case).read_text())
+        loaded: Mapping[str, Any] = parse_json(Path(case).read_text())
         return loaded
     return case
 

@@ -13,7 +13,6 @@ numpy (``vectors``), so neither is checked again per account.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from xmargin.schema import (
     SchemaError,
     Violation,
     clip,
+    parse_json,
     validate_body,
     validate_case,
 )
@@ -78,7 +78,7 @@ Vector = tuple[Literal["sensitivities", "pnl"], npt.NDArray[np.float64]]
 def load_case(path: str | Path, rulebook: Rulebook | None = None) -> Book:
     """Read and validate a case file."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = parse_json(Path(path).read_text())
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
         raise CaseValidationError(
             "<file>", str(path), f"not valid JSON: {clip(str(error))}"

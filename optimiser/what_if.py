@@ -107,11 +107,17 @@ def place_trade(
 
 def _check(book: Book, trades: Sequence[Position], exclude: Sequence[str]) -> None:
     held = {p.instrument for p in book.positions}
+    excluded: set[str] = set()
     for i, instrument in enumerate(exclude):
         if instrument not in held:
             raise CaseValidationError(
                 f"exclude[{i}]", instrument, "the book holds no such position"
             )
+        if instrument in excluded:
+            raise CaseValidationError(
+                f"exclude[{i}]", instrument, "is excluded once already (one entry per position)"
+            )
+        excluded.add(instrument)
     seen: set[str] = set()
     for m, trade in enumerate(trades):
         if trade.instrument not in book.instruments:

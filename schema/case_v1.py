@@ -64,6 +64,27 @@ def clip(text: str, limit: int = MAX_ECHO) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {clip(key)!r} in one object")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` of a case, batch or scenario file, refusing an object that names a key
+    twice (plain ``json.loads`` keeps the last value without a word, so ``{"quantity": 1,
+    "quantity": 5e8}`` would be read as 5e8). Raises ``ValueError`` (as ``json.loads`` does for
+    text that is not JSON)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 # --- bounds: chosen from the field, one place ---------------------------------------------------
 
 BOUNDS: dict[str, float] = {
@@ -137,8 +158,12 @@ IsoDate = Annotated[
     _CalendarDay(),
     Field(json_schema_extra={"format": "date"}),
 ]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Name = Annotated[str, StringConstraints(max_length=200)]
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""No control character (U+0000-U+001F, U+007F) in an id or name: a NUL cannot be stored in a
+PostgreSQL audit store (the run would fail there and pass on SQLite), and a newline or escape
+would forge lines in logs and tables."""
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
+Name = Annotated[str, StringConstraints(max_length=200, pattern=NO_CONTROL_PATTERN)]
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
@@ -454,6 +479,8 @@ def _message(root: type[BaseModel], error: Mapping[str, Any]) -> str:
         return f"must be {_DATE_RULE}"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == CALENDAR_PATTERN:
         return f"is not a calendar date (must be {_DATE_RULE})"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NO_CONTROL_PATTERN:
+        return "must not hold control characters (U+0000-U+001F, U+007F)"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     bounds = {

@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xmargin.clients.v1 import service_pb2, service_pb2_grpc
+from xmargin.schema import parse_json
 
 from .admission import Admission, AdmissionInterceptor, AdmissionLimits
 from .batching import BatchEngines
@@ -147,7 +148,7 @@ def load_scenario_file(path: Path, limits: Limits) -> tuple[str, Any]:
     the file's stem) or ``{"id", "factors", "ids", "shocks"}`` with shocks as S rows of K."""
     from xmargin.clients.v1 import book_pb2
 
-    data = json.loads(Path(path).read_text())
+    data = parse_json(Path(path).read_text())
     if "scenarios" in data:
         set_id = data.get("name") or Path(path).stem
         factors, ids, rows = data["factors"], data["scenarios"]["ids"], data["scenarios"]["shocks"]

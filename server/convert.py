@@ -118,6 +118,10 @@ class FieldPaths:
     risk_starts: list[int] | None = None
     """Set when the account came as :class:`AccountColumns` (``account_columns``): where each
     instrument's risk vector starts in ``risk_values``; paths then name the columns."""
+    echoed_positions: bool = False
+    """The case's positions were made from its instruments (CheckEligibility: one per
+    instrument, of its id), so a violation of a position only repeats one of its instrument
+    (a missing or duplicate id): dropped, not reported at a path the request does not have."""
 
     def translate(self, case_path: str) -> str:
         head, _, rest = case_path.partition(".")
@@ -185,15 +189,19 @@ class FieldPaths:
             [
                 (self.translate(v.path), describe_violation(v.value, v.message))
                 for v in error.violations
+                if not (self.echoed_positions and v.path.startswith("positions["))
             ]
         )
 
 
 def describe_violation(value: object, reason: str) -> str:
-    """``reason (got value)``, the value cut to 80 characters."""
+    """``reason (got value)``, the value cut to 80 characters; a string's control characters
+    escaped (``\\x00``), never echoed raw."""
     if value is None:
         return reason
     shown = str(value) if isinstance(value, str | int | float) else repr(value)
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
     return f"{reason} (got {clip(shown)})"
 
 
@@ -428,6 +436,35 @@ _RISK_NAMES = {
 }
 
 
+def _refuse_unread(
+    values: list[float] | None,
+    present: list[bool] | None,
+    name: str,
+    flag: str,
+    defaults: tuple[float, ...],
+) -> None:
+    """Refuse an entry of the optional column ``name`` (coupon, lot) that is not read, its
+    ``flag`` being false, yet holds something other than ``defaults`` (0, or the field's
+    default): a value the rows could only mean as set, which would otherwise be dropped
+    without a word (a lot of 1e6 read as the default 1)."""
+    if values is None:
+        return
+    violations = [
+        (
+            f"account_columns.{name}[{index}]",
+            describe_violation(
+                value,
+                f"is read only where {flag}[{index}] is true; elsewhere it must be "
+                + " or ".join(f"{d:g}" for d in defaults),
+            ),
+        )
+        for index, value in enumerate(values)
+        if not (present is not None and present[index]) and value not in defaults
+    ]
+    if violations:
+        raise RequestError(violations)
+
+
 def _names(enum: Any, values: list[int], prefix: str) -> list[str]:
     """The case-format name of each of ``values`` (:func:`_enum_name`, once per distinct one)."""
     table = {value: _enum_name(enum, value, prefix) for value in set(values)}
@@ -467,6 +504,7 @@ def columns_case(
     coupons = per_instrument(columns.coupon, "coupon")
     if has_coupon is not None and any(has_coupon) and coupons is None:
         raise RequestError([("account_columns.coupon", "must hold a coupon per instrument")])
+    _refuse_unread(coupons, has_coupon, "coupon", "has_coupon", (0.0,))
     collateral_maturities = per_instrument(columns.collateral_maturity, "collateral_maturity")
     collateral_kinds = per_instrument(columns.collateral_kind, "collateral_kind")
     vectors, starts = _risk_vectors(columns, count, numpy_vectors)
@@ -505,6 +543,7 @@ def columns_case(
     lots = per_position(columns.lot, "lot")
     if has_lot is not None and any(has_lot) and lots is None:
         raise RequestError([("account_columns.lot", "must hold a lot per position")])
+    _refuse_unread(lots, has_lot, "lot", "has_lot", (0.0, 1.0))
     positions: list[dict[str, Any]] = []
     for j, instrument_id in enumerate(columns.position_instrument):
         position: dict[str, Any] = {

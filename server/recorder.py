@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from pydantic import TypeAdapter, ValidationError
+
 from xmargin.optimiser.audit import AuditRecord, AuditStore
 from xmargin.optimiser.batch import (
     AccountError,
@@ -21,6 +23,7 @@ from xmargin.optimiser.batch import (
     BatchAccount,
     SharedInputs,
 )
+from xmargin.schema.case_v1 import Id, IsoDate
 
 from .batching import error_proto, rebuild_result
 from .convert import RequestError, result_to_proto
@@ -33,6 +36,21 @@ LIST_BEYOND = 32
 """Up to this many accounts are looked up one by one; more, with one listing of the run."""
 Answer = tuple[AccountOutcome, BaseException | None]
 """An outcome to give the client, and the exception behind it when it is a failure."""
+_ACCOUNT_KEY: TypeAdapter[str] = TypeAdapter(Id)
+_DATE_KEY: TypeAdapter[str] = TypeAdapter(IsoDate)
+
+
+def _storable(value: str, adapter: TypeAdapter[str] = _ACCOUNT_KEY) -> bool:
+    """Whether ``value`` can be part of a stored key: an account (customer) id, or with
+    ``_DATE_KEY`` a business date, as the case schema allows them. The store is asked about no
+    other: the request is refused when it is parsed (INVALID_ARGUMENT naming the field), where
+    a look-up of a customer id holding a NUL failed on PostgreSQL (UNAVAILABLE: text cannot hold
+    NUL)."""
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
 
 
 class Recorder:
@@ -55,8 +73,10 @@ class Recorder:
     ) -> dict[int, Answer]:
         """Answers of accounts whose key is already stored OK (by position in ``accounts``):
         the stored answer for the same request, ALREADY_EXISTS for another one."""
+        if not _storable(shared.business_date, _DATE_KEY):
+            return {}  # no key of this run can be stored: the request is refused on parsing
         try:
-            keyed = [a.account for a in accounts if a.account]
+            keyed = [a.account for a in accounts if _storable(a.account)]
             if len(keyed) > LIST_BEYOND:  # one query for the run, then the stored ones
                 listed = self.store.accounts(shared.business_date, shared.cycle, run_number)
                 stored = {account for account, status, _, _ in listed if status == "OK"}
@@ -64,7 +84,7 @@ class Recorder:
                 stored = set(keyed)
             out: dict[int, Answer] = {}
             for position, account in enumerate(accounts):
-                if account.account and account.account in stored:
+                if account.account in stored and _storable(account.account):
                     record = self.store.get(
                         shared.business_date, shared.cycle, run_number, account.account
                     )

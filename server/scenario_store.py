@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from xmargin.optimiser.audit import (
     open_store,
     scenario_fingerprint,
 )
+from xmargin.schema.case_v1 import NO_CONTROL_PATTERN
 
 from . import admission
 from .convert import RequestError, ResolvedScenarios, validated_scenarios
@@ -56,6 +58,7 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_REFS = 100_000
+MAX_SET_ID = 64
 """(id, version) -> metadata entries kept in memory (a few hundred bytes each)."""
 REF_PATH = "scenario_set_ref"
 
@@ -187,8 +190,10 @@ class ScenarioRegistry:
     def register(
         self, set_id: str, scenarios: ResolvedScenarios, registered_by: str = ""
     ) -> RegisteredSet:
-        """Store a validated set under ``set_id``: the version already holding this content,
-        else the next one. The set is cached as given (no second validation)."""
+        """Store a validated set under ``set_id`` (:func:`check_set_id`): the version already
+        holding this content, else the next one. The set is cached as given (no second
+        validation)."""
+        check_set_id(set_id)
         shocks = _shock_matrix(scenarios)
         fingerprint = scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
         info: StoredScenarioSet = self._stored(
@@ -284,6 +289,18 @@ def info_to_proto(info: StoredScenarioSet) -> service_pb2.ScenarioSetInfo:
     return message
 
 
+def check_set_id(set_id: str, path: str = "id") -> None:
+    """A scenario set's id is 1-64 characters, none a control character, as every id of a
+    case: it is stored, and echoed in every page of ListScenarioSets (three ids of 25 MiB each
+    made every later page exceed the message limit, for every client, across restarts)."""
+    if not set_id:
+        raise RequestError([(path, "is required")])
+    if len(set_id) > MAX_SET_ID:
+        raise RequestError([(path, f"must hold at most {MAX_SET_ID} characters")])
+    if re.fullmatch(NO_CONTROL_PATTERN, set_id) is None:
+        raise RequestError([(path, "must not hold control characters (U+0000-U+001F, U+007F)")])
+
+
 def get_scenario_set(
     registry: ScenarioRegistry, request: service_pb2.GetScenarioSetRequest
 ) -> service_pb2.GetScenarioSetResponse:
@@ -303,9 +320,11 @@ def _after(token: str) -> tuple[str, int] | None:
         return None
     try:
         set_id, version = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(set_id), int(version)
     except (ValueError, TypeError) as error:
         raise RequestError([("page_token", "is not a token this server gave")]) from error
+    if not isinstance(set_id, str) or type(version) is not int:
+        raise RequestError([("page_token", "is not a token this server gave")])
+    return set_id, version
 
 
 def list_scenario_sets(

@@ -106,6 +106,7 @@ from .recorder import Recorder
 from .scenario_store import (
     RegisteredSet,
     ScenarioRegistry,
+    check_set_id,
     client_identity,
     get_scenario_set,
     list_scenario_sets,
@@ -507,9 +508,8 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             ]
             case["positions"] = [{"instrument": i.id, "quantity": 1.0} for i in request.instruments]
             count = len(request.instruments)
-            paths = FieldPaths(account="")
+            paths = FieldPaths(account="", echoed_positions=True)
             paths.instruments = [f"instruments[{k}]" for k in range(count)]
-            paths.positions = [f"instruments[{k}].id" for k in range(count)]
             book = parse(case, paths, parse_case)
             rulebook = default_rulebook(book.business_date)
             ids = [p.instrument for p in book.positions]
@@ -527,8 +527,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> service_pb2.RegisterScenarioSetResponse:
         def handle() -> service_pb2.RegisterScenarioSetResponse:
             check_run(request.run)
-            if not request.id:
-                raise RequestError([("id", "is required")])
+            check_set_id(request.id)
             if not request.HasField("scenario_set"):
                 raise RequestError([("scenario_set", "is required")])
             scenarios = scenario_set_case(request.scenario_set, "scenario_set", self.limits)
@@ -649,14 +648,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         started: float,
     ) -> Iterator[service_pb2.OptimiseBatchResponse]:
         total = len(request.accounts)
-        if total > self.limits.max_accounts:
-            raise RequestError([("accounts", f"at most {self.limits.max_accounts} accounts")])
+        if not 1 <= total <= self.limits.max_accounts:
+            raise RequestError(
+                [("accounts", f"must hold 1 to {self.limits.max_accounts} accounts, got {total}")]
+            )
         duplicates = duplicate_ids(a.customer.id for a in request.accounts)
         if duplicates:
             raise RequestError(duplicates)
         scenarios, inputs = self._batch_inputs(request)
-        if total == 0:
-            return
         run_number = 0
         if self.recorder is not None:
             run_number = self.recorder.run_number(request.run.run_number)

@@ -543,7 +543,9 @@ class AccountColumns(_message.Message):
 
     @_builtins.property
     def coupon(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Instrument.coupon of each instrument, read only where has_coupon is true."""
+        """Instrument.coupon of each instrument, read only where has_coupon is true; elsewhere 0
+        (any other value is refused rather than dropped).
+        """
 
     @_builtins.property
     def collateral_maturity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -588,7 +590,9 @@ class AccountColumns(_message.Message):
 
     @_builtins.property
     def lot(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Position.lot of each position, read only where has_lot is true."""
+        """Position.lot of each position, read only where has_lot is true; elsewhere 0 or 1 (the
+        default; any other value is refused rather than dropped).
+        """
 
     @_builtins.property
     def pinned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:

@@ -582,7 +582,7 @@ class WhatIfRequest(_message.Message):
 
     @_builtins.property
     def exclude_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Instrument ids of positions of the book to leave out (each one held)."""
+        """Instrument ids of positions of the book to leave out (each one held, each once)."""
 
     def __init__(
         self,
@@ -803,7 +803,9 @@ class RegisterScenarioSetRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     SCENARIO_SET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Caller's id for the set, for example "ficc-cme-2520d". Required (non-empty)."""
+    """Caller's id for the set, for example "ficc-cme-2520d". Required: 1-64 characters, none a
+    control character.
+    """
     @_builtins.property
     def run(self) -> _common_pb2.RunContext:
         """Run stamp. Required."""

@@ -37,6 +37,9 @@ class XmarginServiceStub:
     server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
     the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
 
+    Ids and names (of members, customers, instruments, contracts, factors, accounts, scenario
+    sets) hold no control character (U+0000-U+001F, U+007F): one is refused, naming the field.
+
     Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
     factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.
     """
@@ -109,6 +112,9 @@ class XmarginServiceServicer:
     when the constraints admit no allocation, or reason SOLVER_FAILED; ALREADY_EXISTS when the
     server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
     the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
+
+    Ids and names (of members, customers, instruments, contracts, factors, accounts, scenario
+    sets) hold no control character (U+0000-U+001F, U+007F): one is refused, naming the field.
 
     Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
     factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.
@@ -266,6 +272,9 @@ class XmarginService:
     when the constraints admit no allocation, or reason SOLVER_FAILED; ALREADY_EXISTS when the
     server records runs and another request already holds the run's key; RESOURCE_EXHAUSTED when
     the server is at capacity (retry with backoff); DEADLINE_EXCEEDED; UNAUTHENTICATED.
+
+    Ids and names (of members, customers, instruments, contracts, factors, accounts, scenario
+    sets) hold no control character (U+0000-U+001F, U+007F): one is refused, naming the field.
 
     Units throughout: amounts of margin in USD; quantities in USD par (FICC) or contracts (CME);
     factor moves in the factor's unit (bp for yields). Ranges and defaults are on each field.

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmargin.schema import clip
+from xmargin.schema import clip, parse_json
 
 from ..case_format import CASE_FORMAT, book_to_dict, parse_case
 from ..errors import CaseValidationError
@@ -189,7 +188,7 @@ def _rejected(label: str, error: CaseValidationError) -> AccountOutcome:
 
 def _read(file: Path) -> Any:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        return parse_json(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, huge numbers
         raise CaseValidationError(
             "<file>", str(file), f"cannot be read as JSON: {clip(str(error))}"

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from xmargin.schema import clip
+from xmargin.schema import clip, parse_json
 
 from ..case_format import parse_case
 from ..jsonvalues import jsonable
@@ -77,7 +77,7 @@ def _read_json(path: str, what: str) -> Any:
     if not file.is_file():
         raise UsageError(f"{what} {path!r} does not exist or is not a file")
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        return parse_json(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {what} {path!r}: {error}") from error
     except (ValueError, RecursionError) as error:  # JSONDecodeError, a 5,000-digit number
@@ -235,7 +235,7 @@ def result_table(result: OptimisationResult) -> str:
 
 
 def _solver_detail(stats: SolverStats) -> str:
-    """", N rounds (LP x s, evaluation y s)" where the backend ran cutting-plane rounds."""
+    """ ", N rounds (LP x s, evaluation y s)" where the backend ran cutting-plane rounds."""
     if not stats.rounds:
         return ""
     return (

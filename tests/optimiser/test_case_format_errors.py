@@ -622,3 +622,34 @@ def test_confidence_whose_tail_is_empty_or_everything(
     put(data, f"models.{ccp}.confidence", value)
     error = rejected(data, f"models.{ccp}.confidence")
     assert "tail" in error.reason
+
+
+def _load_with_the_server(path: Path) -> Any:
+    from xmargin.server import Limits
+    from xmargin.server.app import load_scenario_file
+
+    return load_scenario_file(path, Limits())
+
+
+def _load_with_the_client(path: Path) -> Any:
+    from xmargin.clients.convert import load_case_dict
+
+    return load_case_dict(path)
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [load_case, _load_with_the_client, _load_with_the_server],
+    ids=["load_case", "client load_case_dict", "server --scenario-set"],
+)
+def test_a_file_naming_a_key_twice_is_refused_by_every_reader(
+    tmp_path: Path, reader: Callable[[Path], Any]
+) -> None:
+    """``{"factors": [...], ..., "factors": [...]}``: plain ``json.loads`` keeps the second
+    without a word; every reader of a case or scenario file refuses it, naming the key."""
+    text = (CASES_DIR / f"{CASE_01}.json").read_text()
+    at = text.index('"factors":')
+    path = tmp_path / "twice.json"
+    path.write_text(text[:at] + '"factors": ["ONLY"], ' + text[at:])
+    with pytest.raises(ValueError, match="duplicate key 'factors'"):
+        reader(path)

@@ -396,3 +396,29 @@ def test_calendar_dates_are_exactly_the_dates_python_reads() -> None:
     assert [(v.path, v.value) for v in found] == expected
     rule = "a date YYYY-MM-DD between 1900-01-01 and 2199-12-31"
     assert {v.message for v in found} == {f"is not a calendar date (must be {rule})"}
+
+
+@pytest.mark.parametrize("character", ["\x00", "\n", "\x1b", "\x7f"], ids=repr)
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("name",),
+        ("customer", "id"),
+        ("clearing_member", "id"),
+        ("instruments", 0, "id"),
+        ("positions", 0, "instrument"),
+        ("factors", 0),
+    ],
+    ids=_dotted,
+)
+def test_ids_and_names_holding_a_control_character_are_refused(
+    full_case: dict[str, Any], path: tuple[Any, ...], character: str
+) -> None:
+    """A NUL in a customer id ran on a SQLite audit store and failed on a PostgreSQL one
+    (UNAVAILABLE: text cannot hold NUL); a newline forges lines in logs and tables."""
+    data = copy.deepcopy(full_case)
+    _set(data, path, f"A{character}B")
+    with pytest.raises(CaseValidationError) as raised:
+        parse_case(data)
+    reasons = {v.path: v.message for v in raised.value.violations}
+    assert "control characters" in reasons.get(_dotted(path), ""), raised.value

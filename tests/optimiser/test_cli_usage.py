@@ -125,3 +125,39 @@ def test_a_missing_extra_names_the_extra_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(MissingExtraError, match=r"xmargin\[batch\]"):
         DaskEngine()
+
+
+def _with_duplicate_key(text: str) -> str:
+    """The case text with its first position's quantity given twice (1, then the real one):
+    plain ``json.loads`` would read the second without a word."""
+    at = text.index('"quantity":')
+    return text[:at] + '"quantity": 1, ' + text[at:]
+
+
+@pytest.mark.parametrize("command", ["optimise", "margin", "eligibility"])
+def test_a_case_file_naming_a_key_twice_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text(_with_duplicate_key(CASE_01.read_text()))
+    code, out, err = run(capsys, command, str(path))
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert "duplicate key 'quantity'" in err, err
+
+
+def test_a_batch_case_naming_a_key_twice_fails_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    (folder / "good.json").write_text(json.dumps(_case_with_customer(CASE_01, "CUST-1")))
+    twice = json.dumps(_case_with_customer(CASE_01, "CUST-2"))
+    (folder / "twice.json").write_text(_with_duplicate_key(twice))
+    store = f"sqlite:///{tmp_path / 'audit.db'}"
+    code, out, err = run(capsys, "batch", str(folder), "--engine", "inline", "--audit", store)
+    assert code == cli.EXIT_INCOMPLETE, err
+    summary = json.loads(out)
+    assert (summary["computed"], summary["failed"]) == (1, 1), summary
+    (failure,) = summary["failures"]
+    assert Path(failure["source"]).name == "twice.json"
+    assert "duplicate key 'quantity'" in json.dumps(failure)

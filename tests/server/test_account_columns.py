@@ -6,9 +6,11 @@ the columns in its refusals. Also the packed read of the rows' sensitivities
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -223,3 +225,76 @@ def test_sensitivities_rows_read_from_their_bytes_or_value_by_value(
     for index, values in expected.items():
         np.testing.assert_array_equal(vectors[index][1], values)
     assert not math.isnan(float(vectors[1][1][0]))
+
+
+@pytest.mark.parametrize(
+    "break_it, path",
+    [
+        (lambda c: c.has_lot.__setitem__(0, False), "account_columns.lot[0]"),
+        (lambda c: c.ClearField("has_lot"), "account_columns.lot[0]"),
+        (lambda c: c.has_coupon.__setitem__(1, False), "account_columns.coupon[1]"),
+        (lambda c: (c.has_lot.__setitem__(0, False), c.lot.__setitem__(0, math.nan)), "lot[0]"),
+    ],
+    ids=["lot not flagged", "has_lot left empty", "coupon not flagged", "NaN lot not flagged"],
+)
+def test_a_value_the_flag_leaves_unread_is_refused_not_dropped(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]], break_it: Any, path: str
+) -> None:
+    """A lot (or coupon) sent where has_lot (has_coupon) is false would be dropped without a
+    word, the position read with the default lot of 1 instead of the lot given: refused,
+    naming the entry. 0, and 1 for a lot (what a client writes for an absent one), pass."""
+    request = optimise_request(_lots_and_coupons(cases["05-integral-small-lots"]), columns=True)
+    assert list(request.account_columns.has_lot) == [True, True]
+    break_it(request.account_columns)
+    status = _refusal(servicer, request)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{path}: is read only where has_" in status.details, status.details
+
+
+def test_unread_entries_at_their_defaults_pass() -> None:
+    columns = book_pb2.AccountColumns(
+        instrument_id=["A", "B"],
+        has_coupon=[True, False],
+        coupon=[4.5, 0.0],
+        position_instrument=["A", "B"],
+        has_lot=[False, False],
+        lot=[1.0, 0.0],
+    )
+    instruments, positions, _, _ = columns_case(columns, Limits(), numpy_vectors=False)
+    assert instruments[0]["coupon"] == 4.5 and "coupon" not in instruments[1]
+    assert all("lot" not in p for p in positions)
+
+
+def _lots_and_coupons(original: dict[str, Any]) -> dict[str, Any]:
+    """Two positions of ``original``, each giving a lot, in instruments that each give a
+    coupon (so every has_lot and has_coupon entry is true)."""
+    case = copy.deepcopy(original)
+    case["instruments"] = case["instruments"][:2]
+    case["positions"] = case["positions"][:2]
+    for instrument in case["instruments"]:
+        instrument.setdefault("coupon", 1.0)
+    for position in case["positions"]:
+        position.setdefault("lot", 1.0)
+    return case
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+def test_a_control_character_in_an_id_is_refused_in_either_form(
+    servicer: XmarginServicer, cases: dict[str, dict[str, Any]], columns: bool
+) -> None:
+    """A NUL in the customer id or an instrument id: INVALID_ARGUMENT naming the field, before
+    anything is solved or recorded (a PostgreSQL audit store answered UNAVAILABLE)."""
+    request = optimise_request(cases["02-butterfly-2s5s10s"], columns=columns)
+    request.account.customer.id = "CUST\x00X"
+    if columns:
+        request.account_columns.instrument_id[0] = "I\x00D"
+        request.account_columns.position_instrument[0] = "I\x00D"
+    else:
+        request.account.instruments[0].id = "I\x00D"
+        request.account.positions[0].instrument = "I\x00D"
+    status = _refusal(servicer, request)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    instrument = "account_columns.instrument_id[0]" if columns else "account.instruments[0].id"
+    for path in ("account.customer.id", instrument):
+        assert f"{path}: must not hold control characters" in status.details, status.details
+    assert "\x00" not in status.details and "(got CUST\\x00X)" in status.details

@@ -168,11 +168,15 @@ def test_serve_flags_choose_the_engine() -> None:
     assert BatchEngines("threads").threaded and not BatchEngines("local").threaded
 
 
-def test_an_empty_account_list_streams_nothing(
+def test_an_empty_account_list_is_refused_and_an_empty_account_fails_alone(
     local_server: RunningServer, cases: dict[str, dict[str, Any]]
 ) -> None:
+    """The contract says 1 to 10,000 accounts: none is INVALID_ARGUMENT (it streamed nothing
+    and ended OK); an empty account is that account's failure."""
     request = batch_request(cases, [])
-    assert run_batch(local_server.port, request) == []
+    with pytest.raises(grpc.RpcError) as caught:
+        run_batch(local_server.port, request)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     request.accounts.append(book_pb2.AccountBook())  # no customer, no positions
     [message] = run_batch(local_server.port, request)
     assert message.error.code == "INVALID_ARGUMENT"

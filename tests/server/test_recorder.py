@@ -83,3 +83,38 @@ def test_a_store_that_cannot_write_fails_the_account_with_unavailable(
     assert service_pb2.AccountError.FromString(failed.payload).code == "UNAVAILABLE"
     with pytest.raises(AuditError):
         recorder.prior(shared, [account], 1)
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["one by one", "listed"])
+@pytest.mark.parametrize(
+    "break_key",
+    [
+        lambda case: case["customer"].__setitem__("id", "CUST\x00X"),
+        lambda case: case["customer"].__setitem__("id", "C" * 65),
+        lambda case: case.__setitem__("business_date", "2026-11-24\x00"),
+    ],
+    ids=["NUL in the customer id", "65-character customer id", "NUL in the business date"],
+)
+def test_the_store_is_never_asked_about_a_key_it_cannot_hold(
+    tmp_path: Path,
+    cases: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    break_key: Any,
+    listed: bool,
+) -> None:
+    """Looking up a key with a NUL failed on PostgreSQL (DataError: UNAVAILABLE for a request
+    that parsing refuses, INVALID_ARGUMENT, on SQLite): such a key has no prior answer, and
+    the store is not asked."""
+    case = copy.deepcopy(cases["01-basis-trade-10y"])
+    break_key(case)
+    shared, account = parts(case)
+    with open_store(tmp_path / "audit.db") as store:
+
+        def refuse(*args: Any) -> Any:
+            raise AssertionError(f"the store was asked about {args!r}")
+
+        monkeypatch.setattr(store, "get", refuse)
+        monkeypatch.setattr(store, "accounts", refuse)
+        if listed:
+            monkeypatch.setattr(recorder_module, "LIST_BEYOND", 0)
+        assert Recorder(store).prior(shared, [account], 1) == {}

@@ -10,9 +10,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
 
 from tests.conftest import close
 from tests.server.harness import batch_of, optimise_request, what_if_request
+from tests.server.test_errors import details
 from xmargin.clients import convert
 from xmargin.clients.messages import copy_shared_fields
 from xmargin.clients.v1 import book_pb2, common_pb2, result_pb2, service_pb2
@@ -164,6 +166,41 @@ def test_check_eligibility_gives_the_expected_flags_and_reasons(
     assert "effective" in response.rulebook
 
 
+@pytest.mark.parametrize(
+    "break_it, violations",
+    [
+        (
+            lambda i: setattr(i[1], "id", i[0].id),
+            [("instruments[1].id", "duplicate instrument id")],
+        ),
+        (lambda i: setattr(i[0], "id", ""), [("instruments[0].id", "must hold at least 1")]),
+    ],
+    ids=["duplicate id", "empty id"],
+)
+def test_check_eligibility_names_each_bad_id_once_at_its_field(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], break_it: Any, violations: Any
+) -> None:
+    """The positions CheckEligibility makes of the instruments repeated each id's fault at
+    a path the request does not have (``instruments[1].id.instrument``)."""
+    case = cases["02-butterfly-2s5s10s"]
+    account = convert.account_book(case)
+    request = service_pb2.CheckEligibilityRequest(
+        run=convert.run_context(case),
+        clearing_member=account.clearing_member,
+        customer=account.customer,
+        instruments=account.instruments,
+    )
+    break_it(request.instruments)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CheckEligibility(request, timeout=10)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    (found,) = [d for d in details(caught.value) if isinstance(d, error_details_pb2.BadRequest)]
+    got = [(v.field, v.description) for v in found.field_violations]
+    assert [field for field, _ in got] == [field for field, _ in violations], got
+    for (_, description), (_, want) in zip(got, violations, strict=True):
+        assert want in description
+
+
 def _library_total(case: dict[str, Any]) -> float:
     problem = build_problem(parse_case(case))
     return evaluate(problem, problem.current_xm).total
@@ -312,6 +349,16 @@ def test_batch_with_bad_shared_models_is_refused_as_a_whole(
         list(stub.OptimiseBatch(request, timeout=30))
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "models.cme.confidence" in (caught.value.details() or "")
+
+
+def test_a_batch_of_no_account_is_refused(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    """The contract says 1 to 10,000 accounts; an empty batch ended with no message and OK."""
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.OptimiseBatch(_batch_request(cases, []), timeout=30))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "accounts: must hold 1 to" in (caught.value.details() or "")
 
 
 def test_every_request_is_logged_as_one_json_line(

@@ -4,6 +4,7 @@ described (never returned) by GetScenarioSet / ListScenarioSets."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -207,3 +208,40 @@ def test_two_servers_share_sets_through_one_sqlite_file(
 ) -> None:
     with _two_servers(f"sqlite:///{tmp_path / 'store.db'}") as (first, second):
         _shared_through(first, second, cases["01-basis-trade-10y"])
+
+
+@pytest.mark.parametrize(
+    "set_id, why",
+    [
+        ("", "is required"),
+        ("x" * 65, "at most 64 characters"),
+        ("set\x00a", "control characters"),
+        ("set\nb", "control characters"),
+    ],
+    ids=["empty", "65 characters", "NUL", "newline"],
+)
+def test_a_set_id_is_an_id_of_1_to_64_characters(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], set_id: str, why: str
+) -> None:
+    """An id without bound was stored and echoed in every ListScenarioSets page: three of
+    25 MiB made every later page exceed the message limit (RESOURCE_EXHAUSTED for everyone,
+    across restarts); a NUL cannot be stored in PostgreSQL at all."""
+    inline = optimise_request(cases["02-butterfly-2s5s10s"])
+    request = service_pb2.RegisterScenarioSetRequest(
+        run=inline.run, id=set_id, scenario_set=inline.scenario_set
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RegisterScenarioSet(request, timeout=10)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert details.startswith("invalid request: id: ") and why in details, details
+    request.id = "x" * 64
+    assert stub.RegisterScenarioSet(request, timeout=10).ref.id == "x" * 64
+
+
+@pytest.mark.parametrize("decoded", ["[[], 1]", '["a", 1.5]', '["a", true]', '["a", "1"]'])
+def test_a_page_token_of_the_wrong_types_is_refused(stub: XmarginServiceStub, decoded: str) -> None:
+    token = base64.urlsafe_b64encode(decoded.encode()).decode()
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.ListScenarioSets(service_pb2.ListScenarioSetsRequest(page_token=token), timeout=10)
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -126,7 +126,9 @@ def test_cli_and_grpc_give_the_same_figures(
         ([(FUTURE, 0.0)], [], "add.positions[0].quantity", "add_trades[0].quantity"),
         ([("NOPE", 5.0)], [], "add.positions[0].instrument", "add_trades[0].instrument"),
         ([], ["NOPE"], "--exclude", "exclude_positions[0]"),
+        ([], [FUTURE, FUTURE], "--exclude", "exclude_positions[1]"),
     ],
+    ids=["zero quantity", "unknown instrument", "unknown exclusion", "exclusion given twice"],
 )
 def test_cli_and_grpc_refuse_the_same_trades(
     stub: XmarginServiceStub,
