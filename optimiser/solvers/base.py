@@ -122,6 +122,20 @@ def allocation_bounds(problem: Problem) -> tuple[PositionVector, PositionVector]
     return lower, upper
 
 
+MIP_GAP = 1e-6
+"""Relative gap to which a whole-lot (or transfer-limited) answer is called optimal: its exact
+objective f against a lower bound b, f - b <= MIP_GAP max(1, |f|)."""
+
+FINE_LOT_COUNT = 1e6
+"""A movable position holding more lots than this (a FICC note without a lot, one lot per USD of
+par; lots of 0.03 USD on 7mm par) is continuous in the whole-lot MIPs: one lot is under a
+millionth of its holding, and integer columns over 1e8 lots or more, with the whole holding's
+binary under a big-M of as many, made both backends call answers 0.7-8% above an allowed one
+optimal. Its answer is snapped to the nearest allowed quantity (:func:`snap_to_allowed`) and
+evaluated exactly; a claim of optimality rests on that exact total against the bound of the
+relaxed MIP, a lower bound of every whole-lot allocation."""
+
+
 @dataclass(frozen=True, slots=True)
 class LotGrid:
     """The whole-lot allowed set of each position (margin-model.md, "Whole lots").
@@ -139,6 +153,11 @@ class LotGrid:
     @property
     def has_remainder(self) -> np.ndarray:
         return self.remainder > 0.0
+
+    @property
+    def fine(self) -> np.ndarray:
+        """Positions continuous in the whole-lot MIPs (:data:`FINE_LOT_COUNT`)."""
+        return self.kmax > FINE_LOT_COUNT
 
 
 def lot_grid(problem: Problem) -> LotGrid:

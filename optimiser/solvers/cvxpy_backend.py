@@ -29,7 +29,16 @@ from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
 from . import installed_cvxpy_solvers
-from .base import Capabilities, RawSolution, allocation_bounds, lot_grid, problem_scale
+from .base import (
+    MIP_GAP,
+    Capabilities,
+    RawSolution,
+    allocation_bounds,
+    lot_grid,
+    problem_scale,
+    snap_to_allowed,
+)
+from .local_search import exact_objective
 
 __all__ = ["CvxpyBackend"]
 
@@ -157,10 +166,11 @@ class CvxpyBackend:
         u = cp.Variable(n, name="xm_holdings")
         constraints = [u >= lower / size, u <= upper / size]
         movable = problem.movable
-        if options.integral and movable.any():
+        grid = lot_grid(problem)
+        index = np.flatnonzero(movable & ~grid.fine)  # fine lots: u continuous, then snapped
+        relaxed = bool(options.integral and np.any(movable & grid.fine))
+        if options.integral and index.size:
             # u = sign * (lot * k + remainder * z) / size, k <= kmax, z binary, k >= kmax * z.
-            grid = lot_grid(problem)
-            index = np.flatnonzero(movable)
             lots = cp.Variable(index.size, integer=True, name="lots")
             step = grid.sign[index] * problem.lot[index] / size[index]
             held: cp.Expression = cp.multiply(step, lots)
@@ -245,12 +255,23 @@ class CvxpyBackend:
             if status is Status.OPTIMAL:
                 status = Status.ERROR
             return RawSolution(status=status, xm_quantity=None, message=str(program.status))
-        objective_value = float(program.value) * units.margin
+        objective_value = bound = float(program.value) * units.margin
+        if relaxed and status is Status.OPTIMAL:
+            # The fine-lot positions were continuous: the optimum is a bound; the answer is
+            # their nearest allowed quantities, optimal only if its exact objective meets it.
+            value = snap_to_allowed(problem, value)
+            objective_value = exact_objective(problem, value)
+            if objective_value - bound > MIP_GAP * max(1.0, abs(objective_value)):
+                status = Status.TIME_LIMIT
+                note += (
+                    f" (fine lots snapped to the allowed set: {objective_value - bound:.3g} USD "
+                    "above the relaxed optimum, unproven)"
+                )
         return RawSolution(
             status=status,
             xm_quantity=value,
             objective=objective_value,
-            bound=objective_value,
+            bound=bound,
             iterations=int(stats.num_iters or 0) if stats else 0,
             build_seconds=max(0.0, finished - started - solve_seconds),
             solve_seconds=solve_seconds,

@@ -54,6 +54,7 @@ from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
 from .base import (
+    MIP_GAP,
     Capabilities,
     RawSolution,
     allocation_bounds,
@@ -121,7 +122,6 @@ MODEL_STATUS: dict[highspy.HighsModelStatus, Status] = {
 the optimum -- a limit or an interrupt -- is TIME_LIMIT: the best allocation found so far)."""
 
 GAP_TOLERANCE = 1e-10
-MIP_GAP = 1e-6
 FEASIBILITY_TOLERANCE = 1e-9  # margin units (HiGHS's default 1e-7 is 1e-7 * unit USD)
 CUT_TOLERANCE = 10 * FEASIBILITY_TOLERANCE
 MAX_ROUNDS = 500
@@ -360,14 +360,16 @@ class HighsBackend:
 def _roundings(problem: Problem, xm_quantity: PositionVector) -> list[PositionVector]:
     """The allocations of the whole-lot local phase's first box around ``xm_quantity``: each
     of the m movable positions off the allowed set at the allowed quantity below or above it
-    (the lot multiples either side, or the whole holding), the others at their nearest
-    allowed quantity (``snap_to_allowed``). The nearest rounding first, then by how many
-    positions go the other way. Empty when 2^m exceeds :data:`MAX_ROUNDINGS`."""
+    (the lot multiples either side, or the whole holding), the others (and fine-lot positions,
+    ``LotGrid.fine``) at their nearest allowed quantity (``snap_to_allowed``). The nearest
+    rounding first, then by how many positions go the other way. Empty when 2^m exceeds
+    :data:`MAX_ROUNDINGS`."""
     nearest = snap_to_allowed(problem, xm_quantity)
     held, lot = np.abs(xm_quantity), problem.lot
     below = np.floor(held / lot + 1e-9) * lot
     above = np.minimum(np.ceil(held / lot - 1e-9) * lot, np.abs(problem.quantity))
-    fractional = np.flatnonzero(problem.movable & (above > below))
+    fine = lot_grid(problem).fine  # at their nearest allowed quantity only
+    fractional = np.flatnonzero(problem.movable & ~fine & (above > below))
     if 2**fractional.size > MAX_ROUNDINGS:
         return []
     sign = np.where(problem.quantity[fractional] < 0, -1.0, 1.0)
@@ -466,14 +468,18 @@ class _CuttingPlaneModel:
         unit = self.margin_unit
         rows = _Rows()
         # Whole lots: u_i = sign_i * (lot_i * k_i + remainder_i * z_i) / size_i, k_i whole in
-        # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i.
+        # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i;
+        # a fine-lot position (LotGrid.fine) keeps u_i continuous, snapped at each answer.
         self.grid = lot_grid(problem)
         self.harvested: list[list[ModelFigures]] = []  # the exact figures at MIP solutions
         self.lot_columns = np.zeros(0, dtype=np.int64)
         self.whole_columns = np.zeros(0, dtype=np.int64)
         self.whole_of = np.zeros(0, dtype=np.int64)  # position of each whole-holding column
+        # The positions with lot columns: movable, not fine (base.FINE_LOT_COUNT).
+        self.lotted = np.zeros(0, dtype=np.int64)
         if options.integral and problem.movable.any():
-            grid, movable_index = self.grid, np.flatnonzero(problem.movable)
+            grid = self.grid
+            movable_index = self.lotted = np.flatnonzero(problem.movable & ~grid.fine)
             self.lot_columns = columns(movable_index.size, 0.0, grid.kmax[movable_index])
             self.whole_of = movable_index[grid.has_remainder[movable_index]]
             self.whole_columns = columns(self.whole_of.size, 0.0, 1.0)
@@ -1212,7 +1218,7 @@ class _CuttingPlaneModel:
             whole = (grid.remainder > 0) & (held > grid.kmax * problem.lot + 0.5 * grid.remainder)
             lots = np.where(whole, grid.kmax, np.round(held / problem.lot))
             index += [self.lot_columns, self.whole_columns]
-            value += [lots[movable], whole[self.whole_of].astype(float)]
+            value += [lots[self.lotted], whole[self.whole_of].astype(float)]
         columns = np.concatenate(index).astype(np.int32)
         highs = self.highs
         highs.setSolution(columns.size, columns, np.concatenate(value))
