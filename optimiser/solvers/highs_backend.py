@@ -1362,6 +1362,20 @@ class _CuttingPlaneModel:
                     loop.cuts += self._add_cuts(rows, middle_figures, violated)
             rows.push(highs)
             if not violated:
+                # No cut to add, so the incumbent is optimal only if it meets the bound: where
+                # it does not, the solver's objective disagrees with its own solution (HiGHS
+                # 1.16's presolved MIP reported 11.03 M for a solution whose costs sum to
+                # 12.06 M, the optimum 11.98 M): solved again without presolve, else unproven.
+                if integral and not local and self._recheck_without_presolve(loop):
+                    continue
+                if not local and not loop.within_gap(loop.lower_bound):
+                    loop.untrusted = True
+                    loop.stop(
+                        Status.TIME_LIMIT,
+                        "stopped unproven: no cut left to add, yet the incumbent lies above "
+                        "the solver's bound",
+                    )
+                    return
                 loop.message = "no violated cut left"
                 return
             if loop.rounds >= MAX_ROUNDS:
