@@ -1308,7 +1308,10 @@ class _CuttingPlaneModel:
                 # objective bound and MIP start), so its search did not hold that incumbent
                 # and its bound proves nothing: measured on a 30-position book, it then
                 # called optimal an allocation 3e-6 above one another run found, with a bound
-                # above its own answer. The box (local) ends; the full range stops, unproven.
+                # above its own answer. The box (local) ends; the full range is solved again
+                # without presolve (which found that allocation), then stops, unproven.
+                if not local and self._recheck_without_presolve(loop):
+                    continue
                 if not local:
                     loop.untrusted = True
                     loop.stop(

@@ -152,12 +152,12 @@ def _varied_book(seed: int) -> Book:
 @pytest.mark.parametrize("integral", [True, False], ids=["whole-lots", "continuous"])
 @pytest.mark.parametrize("seed", [5, 7, 9, 15])
 def test_an_optimum_agrees_with_the_independent_milp(seed: int, integral: bool) -> None:
-    """The answer called optimal lies within 1e-6 of the independent MILP's optimum (the
-    better of its two XM branches), and never below it by more (which would be the oracle's
-    error, or an answer off the allowed set); the MILP's allocation, evaluated exactly, is its
-    own value (the oracle formulates the contract). Before the MIP's claims were solved again
-    without presolve, 4 of the first 30 seeds' whole-lot answers were called optimal above the
-    oracle's optimum: these 4."""
+    """The answer called optimal lies no more than 1e-6 above the independent MILP's best
+    allocation (the better of its two XM branches, snapped to whole lots and evaluated
+    exactly), and not below the MILP's own value by more than its integrality tolerance
+    leaves (that would be the oracle's error, or an answer off the allowed set). Before the
+    MIP's claims were solved again without presolve, 4 of the first 30 seeds' whole-lot
+    answers were called optimal above the oracle's allocation: these 4."""
     book = _varied_book(seed)
     options = dataclasses.replace(book.options, integral=integral, time_limit=300.0)
     book = dataclasses.replace(book, options=options)
@@ -171,7 +171,9 @@ def test_an_optimum_agrees_with_the_independent_milp(seed: int, integral: bool) 
     value, allocation, _ = min(found, key=lambda item: item[0])
     assert allocation is not None
     assert on_allowed_set(problem, allocation).all()
-    assert evaluate(problem, allocation).total == pytest.approx(value, rel=1e-6)
+    # HiGHS's integrality tolerance lets the MILP's value sit slightly off its snapped answer.
+    witness_total = evaluate(problem, allocation).total
+    assert witness_total == pytest.approx(value, rel=1e-5)
     assert result.stats.source is AnswerSource.OPTIMUM
-    assert result.optimised.total <= value * (1 + 1e-6)
-    assert result.optimised.total >= value * (1 - 1e-6)
+    assert result.optimised.total <= witness_total * (1 + 1e-6)
+    assert result.optimised.total >= value * (1 - 1e-5)
