@@ -382,7 +382,8 @@ def _optimise(
         var_gap = optimised.total - stand_in.total
         notes.append(
             "a VaR model was optimised through ES at the same confidence; reported figures are "
-            f"exact VaR, {var_gap:+.2f} USD from the ES stand-in's total at this allocation"
+            f"exact VaR, {var_gap:+.2f} USD from the ES stand-in's total at this allocation; "
+            "not proven optimal under VaR (the status is the stand-in's)"
         )
     if raw.status is Status.TIME_LIMIT and source is not AnswerSource.CURRENT:
         notes.append(f"not proven optimal: {raw.message}")
