@@ -30,7 +30,7 @@ __all__ = [
 
 
 class Status(enum.StrEnum):
-    OPTIMAL = "OPTIMAL"
+    OPTIMAL = "OPTIMAL"  # to tolerance; under a VaR model, the ES stand-in's optimum only
     TIME_LIMIT = "TIME_LIMIT"  # the best found, unproven: the time limit, or a MIP that failed
     INFEASIBLE = "INFEASIBLE"
     ERROR = "ERROR"

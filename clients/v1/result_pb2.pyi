@@ -30,7 +30,10 @@ class _SolveStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SolveStat
     SOLVE_STATUS_UNSPECIFIED: _SolveStatus.ValueType  # 0
     """Never sent by the server."""
     SOLVE_STATUS_OPTIMAL: _SolveStatus.ValueType  # 1
-    """Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
+    """Optimal to the backend's tolerance (integral answers: 1e-6 relative). Where a model measures
+    VaR, optimal for the ES stand-in only: the answer (AnswerSource STAND_IN or LOCAL_SEARCH)
+    is not proven optimal under VaR, and a note says so.
+    """
     SOLVE_STATUS_TIME_LIMIT: _SolveStatus.ValueType  # 2
     """The best allocation found, not proven optimal: the time limit stopped the solver, or (whole
     lots) a MIP answer did not hold its incumbent (SolverStats.message says which);
@@ -49,7 +52,10 @@ class SolveStatus(_SolveStatus, metaclass=_SolveStatusEnumTypeWrapper):
 SOLVE_STATUS_UNSPECIFIED: SolveStatus.ValueType  # 0
 """Never sent by the server."""
 SOLVE_STATUS_OPTIMAL: SolveStatus.ValueType  # 1
-"""Optimal to the backend's tolerance (integral answers: 1e-6 relative)."""
+"""Optimal to the backend's tolerance (integral answers: 1e-6 relative). Where a model measures
+VaR, optimal for the ES stand-in only: the answer (AnswerSource STAND_IN or LOCAL_SEARCH)
+is not proven optimal under VaR, and a note says so.
+"""
 SOLVE_STATUS_TIME_LIMIT: SolveStatus.ValueType  # 2
 """The best allocation found, not proven optimal: the time limit stopped the solver, or (whole
 lots) a MIP answer did not hold its incumbent (SolverStats.message says which);
