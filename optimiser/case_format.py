@@ -381,13 +381,12 @@ def _instrument(
             out.add(f"instruments[{index}].collateral_kind", collateral_kind, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
             out.add(f"instruments[{index}].maturity", None, "is required for FICC securities")
-    maturity = data.maturity
     return Instrument(
         id=data.id,
         ccp=ccp,
         kind=kind,
         contract=contract,
-        maturity=None if maturity is None else dt.date.fromisoformat(maturity),
+        maturity=_date(data.maturity),
         coupon=data.coupon,
         collateral_maturity=_date(collateral_maturity),
         collateral_kind=None if collateral_kind is None else _KINDS[collateral_kind],
