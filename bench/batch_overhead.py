@@ -15,6 +15,10 @@ as it is after issue 15's changes, in the same run:
   (``AuditStore.record_many``) with the worker's text;
 - ``merge_case`` and ``pickle_outcome`` (the answer's trip to the parent), common to both.
 
+Two more figures, reported beside the sums (not in them): ``pickle_account`` (the account's
+trip to its worker: pickled in the parent, read back in the worker) and ``account_json`` (the
+audit store's JSON of the account's own parts, its P&L vectors most of it, made in the parent).
+
 ``overhead_*`` is the sum of the added parts; ``*_over_optimise`` its ratio to ``optimise``.
 Run::
 
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from xmargin.optimiser import optimise
-from xmargin.optimiser.audit import open_store
+from xmargin.optimiser.audit import _account_json, open_store
 from xmargin.optimiser.batch import (
     AccountOutcome,
     BatchAccount,
@@ -135,6 +139,8 @@ def measure(accounts: int = 20) -> dict[str, Any]:
         timed("serialise_before", _serialise_before, result)
         timed("serialise_after", _serialise_after, result)
         timed("pickle_outcome", lambda o: pickle.loads(pickle.dumps(o)), outcome)
+        timed("pickle_account", lambda a: pickle.loads(pickle.dumps(a)), account)
+        timed("account_json", _account_json, account)
     with tempfile.TemporaryDirectory() as folder:
         before = _store_seconds(Path(folder) / "a.db", group.shared, items, chunked=False)
         after = _store_seconds(Path(folder) / "b.db", group.shared, items, chunked=True)

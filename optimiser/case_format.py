@@ -323,56 +323,69 @@ def _instrument(
 ) -> Instrument:
     """The instrument ``instruments[index]`` (schema-checked ``data``) and the rules across
     its fields: kind of its clearing house, exactly one risk vector of the right length,
-    contract for CME, collateral for REPO only, maturity for FICC securities."""
+    contract for CME, collateral for REPO only, maturity for FICC securities. (Run once per
+    instrument of every account: the paths of violations are only made when one is found.)"""
     ccp = _CCPS[data.ccp]
     kind = _KINDS[data.kind]
-    where = f"instruments[{index}]"
     if kind not in _KINDS_OF[ccp]:
-        out.add(f"{where}.kind", data.kind, f"is not a {ccp} instrument kind")
-    given: list[Literal["sensitivities", "pnl"]] = []
-    if data.sensitivities is not None:
-        given.append("sensitivities")
-    if data.pnl is not None:
-        given.append("pnl")
+        out.add(f"instruments[{index}].kind", data.kind, f"is not a {ccp} instrument kind")
+    given_sensitivities, given_pnl = data.sensitivities, data.pnl
+    name: Literal["sensitivities", "pnl"] | None = None
     if vector is not None:
-        given.append(vector[0])
+        if given_sensitivities is None and given_pnl is None:
+            name = vector[0]
+    elif given_sensitivities is not None:
+        if given_pnl is None:
+            name = "sensitivities"
+    elif given_pnl is not None:
+        name = "pnl"
     sensitivities = pnl = None
-    if len(given) != 1:
-        out.add(f"{where}.sensitivities", None, "give exactly one of sensitivities or pnl")
-    else:
-        name = given[0]
-        length, bound = (
-            (n_factors, "sensitivity") if name == "sensitivities" else (n_scenarios, "pnl")
+    if name is None:
+        out.add(
+            f"instruments[{index}].sensitivities", None, "give exactly one of sensitivities or pnl"
         )
+    else:
+        length = n_factors if name == "sensitivities" else n_scenarios
         if vector is not None:
             values = vector[1]
             if not checked_in_bulk:
-                _check_vector(out, values, BOUNDS[bound], f"{where}.{name}", None)
+                bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
+                _check_vector(out, values, bound, f"instruments[{index}].{name}", None)
         else:
             values = np.array(getattr(data, name), dtype=np.float64)
         if len(values) != length:
-            out.add(f"{where}.{name}", f"<{len(values)} values>", f"must have {length} values")
-        sensitivities, pnl = (values, None) if name == "sensitivities" else (None, values)
-    if ccp is Ccp.CME and data.contract is None:
-        out.add(f"{where}.contract", None, "is required for CME instruments")
+            out.add(
+                f"instruments[{index}].{name}",
+                f"<{len(values)} values>",
+                f"must have {length} values",
+            )
+        if name == "sensitivities":
+            sensitivities = values
+        else:
+            pnl = values
+    contract = data.contract
+    if ccp is Ccp.CME and contract is None:
+        out.add(f"instruments[{index}].contract", None, "is required for CME instruments")
     collateral_maturity, collateral_kind = data.collateral_maturity, data.collateral_kind
     if kind is InstrumentKind.REPO:
         if collateral_maturity is None:
-            out.add(f"{where}.collateral_maturity", None, "is required for REPO")
+            out.add(f"instruments[{index}].collateral_maturity", None, "is required for REPO")
         if collateral_kind is None:
-            out.add(f"{where}.collateral_kind", None, "is required for REPO")
+            out.add(f"instruments[{index}].collateral_kind", None, "is required for REPO")
     else:
         if collateral_maturity is not None:
-            out.add(f"{where}.collateral_maturity", collateral_maturity, "is for REPO only")
+            out.add(
+                f"instruments[{index}].collateral_maturity", collateral_maturity, "is for REPO only"
+            )
         if collateral_kind is not None:
-            out.add(f"{where}.collateral_kind", collateral_kind, "is for REPO only")
+            out.add(f"instruments[{index}].collateral_kind", collateral_kind, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
-            out.add(f"{where}.maturity", None, "is required for FICC securities")
+            out.add(f"instruments[{index}].maturity", None, "is required for FICC securities")
     return Instrument(
         id=data.id,
         ccp=ccp,
         kind=kind,
-        contract=data.contract,
+        contract=contract,
         maturity=_date(data.maturity),
         coupon=data.coupon,
         collateral_maturity=_date(collateral_maturity),
@@ -403,6 +416,9 @@ def _schema(check: Any, data: Any) -> Any:
         raise CaseValidationError("<case>", None, "nested too deeply") from None
 
 
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _array_vectors(
     data: Any, vectors: Mapping[int, Vector] | None
 ) -> tuple[Any, Mapping[int, Vector] | None]:
@@ -424,17 +440,21 @@ def _array_vectors(
     found: dict[int, Vector] = dict(vectors or {})
     plain: list[Any] = []
     for i, item in enumerate(instruments):
-        if isinstance(item, Mapping):
+        if type(item) is dict or isinstance(item, Mapping):
             item = dict(item)
             for name in ("sensitivities", "pnl"):
                 values = item.get(name)
-                if not isinstance(values, np.ndarray):
-                    continue
-                exact = type(values) is np.ndarray  # a subclass (masked, ...) goes as a list
-                if exact and values.dtype == np.float64 and values.ndim == 1 and i not in found:
-                    found[i] = (name, values.copy())  # the book keeps what was checked
-                    del item[name]
-                else:
+                if type(values) is ndarray:
+                    dtype = values.dtype
+                    if (
+                        (dtype is _FLOAT64 or dtype == _FLOAT64)
+                        and values.ndim == 1
+                        and i not in found
+                    ):
+                        found[i] = (name, values.copy())  # the book keeps what was checked
+                        del item[name]
+                        continue
+                if isinstance(values, ndarray):  # another dtype or shape, or a subclass
                     item[name] = values.tolist()
         plain.append(item)
     return {**data, "instruments": plain}, found
@@ -517,19 +537,21 @@ def parse_case(
     held: set[str] = set()
     cme_bound = BOUNDS["cme_quantity"]
     judge = EligibilityJudge(rulebook, member, customer, business_date)
+    cme = Ccp.CME
     for i, item in enumerate(doc.positions):
-        position_instrument = instruments.get(item.instrument)
+        instrument_id = item.instrument
+        position_instrument = instruments.get(instrument_id)
         if position_instrument is None:
-            out.add(f"positions[{i}].instrument", item.instrument, "unknown instrument")
-        elif item.instrument in held:
+            out.add(f"positions[{i}].instrument", instrument_id, "unknown instrument")
+        elif instrument_id in held:
             out.add(
                 f"positions[{i}].instrument",
-                item.instrument,
+                instrument_id,
                 "duplicate position in one instrument",
             )
-        held.add(item.instrument)
+        held.add(instrument_id)
         quantity, xm_quantity, lot = item.quantity, item.xm_quantity, item.lot
-        if position_instrument is not None and position_instrument.ccp is Ccp.CME:
+        if position_instrument is not None and position_instrument.ccp is cme:
             for field, value in (
                 ("quantity", quantity),
                 ("xm_quantity", xm_quantity),
@@ -537,30 +559,23 @@ def parse_case(
             ):
                 if abs(value) > cme_bound:
                     out.add(f"positions[{i}].{field}", value, f"must be <= {cme_bound:g} contracts")
-        if xm_quantity != 0 and (xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity)):
-            out.add(
-                f"positions[{i}].xm_quantity",
-                xm_quantity,
-                f"must have the sign of quantity {quantity:g} and not exceed it",
-            )
-        elif xm_quantity != 0 and position_instrument is not None:
-            eligibility = judge(position_instrument)
-            if not eligibility.eligible:
-                reasons = ", ".join(eligibility.reasons)
+        if xm_quantity != 0:
+            if xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity):
                 out.add(
                     f"positions[{i}].xm_quantity",
                     xm_quantity,
-                    f"position is not eligible for XM ({reasons}) so must be 0",
+                    f"must have the sign of quantity {quantity:g} and not exceed it",
                 )
-        positions.append(
-            Position(
-                instrument=item.instrument,
-                quantity=quantity,
-                xm_quantity=xm_quantity,
-                lot=lot,
-                pinned=item.pinned,
-            )
-        )
+            elif position_instrument is not None:
+                eligibility = judge(position_instrument)
+                if not eligibility.eligible:
+                    reasons = ", ".join(eligibility.reasons)
+                    out.add(
+                        f"positions[{i}].xm_quantity",
+                        xm_quantity,
+                        f"position is not eligible for XM ({reasons}) so must be 0",
+                    )
+        positions.append(Position(instrument_id, quantity, xm_quantity, lot, item.pinned))
     out.raise_if_any()
     return Book(
         name=doc.name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import pickle
 import signal
 import socket
 import sqlite3
@@ -109,6 +110,54 @@ def test_accounts_from_books_carry_float64_arrays_and_answer_as_their_json_form(
         assert book_to_dict(parsed) == book_to_dict(book)
     answers = by_account(InlineEngine().run(from_books.accounts, from_books.shared))
     assert answers == by_account(InlineEngine().run(from_file.accounts, from_file.shared))
+
+
+def _same_data(left: Any, right: Any) -> bool:
+    """Equal JSON-ready data, arrays by type, dtype and values, dicts in the same key order."""
+    if isinstance(left, np.ndarray):
+        return (
+            type(right) is np.ndarray
+            and right.dtype == left.dtype
+            and np.array_equal(left, right, equal_nan=left.dtype.kind == "f")
+        )
+    if isinstance(left, dict):
+        return (
+            type(right) is dict
+            and list(left) == list(right)
+            and all(_same_data(left[k], right[k]) for k in left)
+        )
+    if isinstance(left, list):
+        return (
+            type(right) is list
+            and len(left) == len(right)
+            and all(_same_data(a, b) for a, b in zip(left, right, strict=True))
+        )
+    return type(left) is type(right) and left == right
+
+
+def test_a_pickled_account_reads_back_the_same_and_leaves_the_original_alone() -> None:
+    """A worker's copy of an account (its vectors packed into one array for the trip) holds the
+    same data: the float64 vectors as arrays of the same values, anything else as it was."""
+    account = group(2).accounts[1]
+    data = dict(account.data)
+    data["instruments"] = [dict(i) for i in data["instruments"]]
+    data["instruments"][0]["pnl"] = np.array([1.5, np.nan])  # both vectors: still both back
+    data["instruments"][1]["sensitivities"] = np.arange(10)  # integers: pickled as they are
+    data["instruments"][2]["sensitivities"] = list(data["instruments"][2]["sensitivities"])
+    data["instruments"].append("not an instrument")
+    odd = BatchAccount(account.account, data, account.label)
+    for original in (account, odd, BatchAccount("C", {"positions": []}, "x")):
+        before = {
+            id(i): dict(i) for i in original.data.get("instruments", []) if isinstance(i, dict)
+        }
+        copy = pickle.loads(pickle.dumps(original, protocol=4))
+        assert (copy.account, copy.label) == (original.account, original.label)
+        assert _same_data(original.data, copy.data)
+        for item in original.data.get("instruments", []):  # the original is not changed
+            if isinstance(item, dict):
+                assert all(item[k] is v for k, v in before[id(item)].items())
+    int_vector = pickle.loads(pickle.dumps(odd)).data["instruments"][1]["sensitivities"]
+    assert int_vector.dtype == np.arange(10).dtype
 
 
 def test_an_array_vector_of_another_type_is_judged_by_the_schema() -> None:

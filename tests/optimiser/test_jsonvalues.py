@@ -61,6 +61,35 @@ def test_numpy_values_and_non_finite_floats_read_back_as_jsonable_makes_them() -
     assert json.loads(compact_json(data))["vector"] == [1.5, None, None]
 
 
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.int64, np.int32, np.uint8, np.bool_, np.float32, ">f8"]
+)
+def test_numpy_arrays_are_written_as_the_text_of_their_lists(dtype: Any) -> None:
+    """Arrays (the P&L vectors of an account) give the very text their ``tolist()`` gives,
+    whichever writer compact_json picks for them (orjson's own for float64, integers and
+    booleans), also beside an array of another dtype and inside lists of dicts."""
+    rng = np.random.default_rng(7)
+    floats = rng.standard_normal(2000) * 10.0 ** rng.integers(-300, 300, 2000)
+    values = np.concatenate([floats, EDGE_FLOATS, [np.nan, np.inf, -np.inf]])
+    if np.dtype(dtype).kind in "biu":
+        values = rng.integers(-1000, 1000, 500)
+    array = values.astype(dtype)
+    data = {
+        "instruments": [{"id": "A", "pnl": array}, {"id": "B", "pnl": array[:3]}],
+        "scalar": array[0],
+        "strided": array[::2],
+        "other": np.array([0.1, 1e-7], dtype=np.float32),
+    }
+    listed = {
+        "instruments": [{"id": "A", "pnl": array.tolist()}, {"id": "B", "pnl": array[:3].tolist()}],
+        "scalar": array[0].item(),
+        "strided": array[::2].tolist(),
+        "other": [float(np.float32(0.1)), float(np.float32(1e-7))],
+    }
+    for value, plain in ((data, listed), ({"only": array}, {"only": array.tolist()})):
+        assert compact_json(value) == compact_json(plain)
+
+
 def test_a_string_that_looks_like_nan_is_kept_as_it_is() -> None:
     data = {"id": "NaN-Infinity", "values": [1.0, 2.0]}
     assert json.loads(compact_json(data)) == data
