@@ -122,6 +122,9 @@ MODEL_STATUS: dict[highspy.HighsModelStatus, Status] = {
 the optimum -- a limit or an interrupt -- is TIME_LIMIT: the best allocation found so far)."""
 
 GAP_TOLERANCE = 1e-10
+RECHECK_CUTOFF = 0.999
+"""While a MIP's claim is solved again without presolve, HiGHS's objective bound lies this share
+of MIP_GAP below the incumbent: nothing found below it proves the incumbent to MIP_GAP."""
 MIP_ABSOLUTE_GAP = 0.0
 """HiGHS's absolute MIP gap, in margin units: none. Its default (1e-6 units) exceeds MIP_GAP
 wherever the objective is below one unit (a book whose total is a fraction of a position's
@@ -1273,9 +1276,14 @@ class _CuttingPlaneModel:
                 limit = remaining if integral else highs.getRunTime() + remaining
                 set_option(highs, "time_limit", limit)
             given = loop.best_upper  # the incumbent HiGHS is given (the callback may lower it)
+            cutoff = given
             if integral and loop.best_x is not None:
-                # Prune every node that cannot beat the incumbent's exact objective.
-                set_option(highs, "objective_bound", float(given) / unit)
+                # Prune every node that cannot beat the incumbent's exact objective; while a
+                # claim is checked without presolve, every node that cannot beat it by MIP_GAP
+                # (only such an allocation would overturn the claim).
+                if not local and not self.mip_presolve:
+                    cutoff = given - RECHECK_CUTOFF * MIP_GAP * max(1.0, abs(given))
+                set_option(highs, "objective_bound", float(cutoff) / unit)
             iterations = self._run_highs(integral)
             cancellation.check()  # stopped inside HiGHS or between its slices (_run_highs)
             model_status = highs.getModelStatus()
@@ -1290,7 +1298,7 @@ class _CuttingPlaneModel:
                 # nothing below the objective bound: the incumbent, to HiGHS's gap (its dual
                 # bound is then +inf, or the cut-off)
                 bound = float(highs.getInfo().mip_dual_bound) * unit
-                loop.lower_bound = max(loop.lower_bound, min(bound, given))
+                loop.lower_bound = max(loop.lower_bound, min(bound, cutoff))
                 loop.message = "incumbent proven optimal"
                 return
             info = highs.getInfo()
@@ -1336,9 +1344,10 @@ class _CuttingPlaneModel:
             if timed_out:
                 loop.stop(Status.TIME_LIMIT, "time limit reached")
                 return
-            loop.lower_bound = unit * float(
-                info.mip_dual_bound if integral else info.objective_function_value
-            )
+            if integral:  # nodes pruned at the cut-off bound nothing beyond it
+                loop.lower_bound = min(unit * float(info.mip_dual_bound), cutoff)
+            else:
+                loop.lower_bound = unit * float(info.objective_function_value)
             if loop.best_upper - loop.lower_bound <= tolerance * max(1.0, abs(loop.best_upper)):
                 if integral and not local and self._recheck_without_presolve(loop):
                     continue
