@@ -1341,11 +1341,18 @@ class _CuttingPlaneModel:
             figures = self._term_figures(x)
             previous_best = loop.best_x
             loop.offer(x, self._convex_objective(figures, x))
+            if integral and loop.target is not None and loop.within_gap(loop.target):
+                # the continuous bound proves it, whatever the MIP's own bound says
+                loop.lower_bound = max(loop.lower_bound, loop.target)
+                loop.proven, loop.message = True, "incumbent meets the continuous bound"
+                return
             if timed_out:
                 loop.stop(Status.TIME_LIMIT, "time limit reached")
                 return
             if integral:  # nodes pruned at the cut-off bound nothing beyond it
                 loop.lower_bound = min(unit * float(info.mip_dual_bound), cutoff)
+                if loop.target is not None:  # the continuous bound holds for every answer
+                    loop.lower_bound = max(loop.lower_bound, loop.target)
             else:
                 loop.lower_bound = unit * float(info.objective_function_value)
             if loop.best_upper - loop.lower_bound <= tolerance * max(1.0, abs(loop.best_upper)):
