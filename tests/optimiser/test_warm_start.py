@@ -108,7 +108,15 @@ def test_warm_and_cold_agree_on_generated_books(seed: int, integral: bool, scale
     arbitrary = WarmStart(
         {pid: scale * q for pid, q in zip(problem.position_ids, problem.quantity, strict=True)}
     )
+    assert cold.status is Status.OPTIMAL
     for warm_start in (previous, arbitrary):
         warm = optimise(changed, options=options, warm_start=warm_start)
-        assert warm.status is cold.status is Status.OPTIMAL
+        # Optimal, or (whole lots) stopped unproven where HiGHS 1.16's MIP answered above the
+        # incumbent it was given (seed 12 from the previous optimum, since 2026-12-02): an
+        # honest status; the answer must be the same either way.
+        assert warm.status is Status.OPTIMAL or (
+            integral
+            and warm.status is Status.TIME_LIMIT
+            and "stopped unproven" in warm.stats.message
+        ), warm.stats.message
         _assert_same_answer(cold.optimised.total, warm.optimised.total)
