@@ -76,15 +76,15 @@ class Recorder:
         if not _storable(shared.business_date, _DATE_KEY):
             return {}  # no key of this run can be stored: the request is refused on parsing
         try:
-            keyed = [a.account for a in accounts if _storable(a.account)]
+            keyed = [(i, a) for i, a in enumerate(accounts) if _storable(a.account)]
             if len(keyed) > LIST_BEYOND:  # one query for the run, then the stored ones
                 listed = self.store.accounts(shared.business_date, shared.cycle, run_number)
                 stored = {account for account, status, _, _ in listed if status == "OK"}
             else:
-                stored = set(keyed)
+                stored = {account.account for _, account in keyed}
             out: dict[int, Answer] = {}
-            for position, account in enumerate(accounts):
-                if account.account in stored and _storable(account.account):
+            for position, account in keyed:
+                if account.account in stored:
                     record = self.store.get(
                         shared.business_date, shared.cycle, run_number, account.account
                     )
