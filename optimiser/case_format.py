@@ -323,12 +323,12 @@ def _instrument(
 ) -> Instrument:
     """The instrument ``instruments[index]`` (schema-checked ``data``) and the rules across
     its fields: kind of its clearing house, exactly one risk vector of the right length,
-    contract for CME, collateral for REPO only, maturity for FICC securities. (Run once per
-    instrument of every account: the paths of violations are only made when one is found.)"""
+    contract for CME, collateral for REPO only, maturity for FICC securities."""
     ccp = _CCPS[data.ccp]
+    where = f"instruments[{index}]"
     kind = _KINDS[data.kind]
     if kind not in _KINDS_OF[ccp]:
-        out.add(f"instruments[{index}].kind", data.kind, f"is not a {ccp} instrument kind")
+        out.add(f"{where}.kind", data.kind, f"is not a {ccp} instrument kind")
     given_sensitivities, given_pnl = data.sensitivities, data.pnl
     name: Literal["sensitivities", "pnl"] | None = None
     if vector is not None:
@@ -341,21 +341,19 @@ def _instrument(
         name = "pnl"
     sensitivities = pnl = None
     if name is None:
-        out.add(
-            f"instruments[{index}].sensitivities", None, "give exactly one of sensitivities or pnl"
-        )
+        out.add(f"{where}.sensitivities", None, "give exactly one of sensitivities or pnl")
     else:
         length = n_factors if name == "sensitivities" else n_scenarios
         if vector is not None:
             values = vector[1]
             if not checked_in_bulk:
                 bound = BOUNDS["sensitivity" if name == "sensitivities" else "pnl"]
-                _check_vector(out, values, bound, f"instruments[{index}].{name}", None)
+                _check_vector(out, values, bound, f"{where}.{name}", None)
         else:
             values = np.array(getattr(data, name), dtype=np.float64)
         if len(values) != length:
             out.add(
-                f"instruments[{index}].{name}",
+                f"{where}.{name}",
                 f"<{len(values)} values>",
                 f"must have {length} values",
             )
@@ -365,22 +363,20 @@ def _instrument(
             pnl = values
     contract = data.contract
     if ccp is Ccp.CME and contract is None:
-        out.add(f"instruments[{index}].contract", None, "is required for CME instruments")
+        out.add(f"{where}.contract", None, "is required for CME instruments")
     collateral_maturity, collateral_kind = data.collateral_maturity, data.collateral_kind
     if kind is InstrumentKind.REPO:
         if collateral_maturity is None:
-            out.add(f"instruments[{index}].collateral_maturity", None, "is required for REPO")
+            out.add(f"{where}.collateral_maturity", None, "is required for REPO")
         if collateral_kind is None:
-            out.add(f"instruments[{index}].collateral_kind", None, "is required for REPO")
+            out.add(f"{where}.collateral_kind", None, "is required for REPO")
     else:
         if collateral_maturity is not None:
-            out.add(
-                f"instruments[{index}].collateral_maturity", collateral_maturity, "is for REPO only"
-            )
+            out.add(f"{where}.collateral_maturity", collateral_maturity, "is for REPO only")
         if collateral_kind is not None:
-            out.add(f"instruments[{index}].collateral_kind", collateral_kind, "is for REPO only")
+            out.add(f"{where}.collateral_kind", collateral_kind, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
-            out.add(f"instruments[{index}].maturity", None, "is required for FICC securities")
+            out.add(f"{where}.maturity", None, "is required for FICC securities")
     return Instrument(
         id=data.id,
         ccp=ccp,
