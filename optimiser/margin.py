@@ -19,6 +19,7 @@ The evaluator never calls a solver: every reported figure comes from here.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import OrderedDict
@@ -48,6 +49,8 @@ __all__ = [
     "tail_order",
     "tail_weights",
     "value_at_risk",
+    "var_exclusions",
+    "var_majorant_window",
     "xm_margin",
 ]
 
@@ -115,12 +118,21 @@ class ModelFigures:
 
 
 def model_margins(
-    window: ModelWindow, losses: npt.NDArray[np.float64], exposures: npt.NDArray[np.float64]
+    window: ModelWindow,
+    losses: npt.NDArray[np.float64],
+    exposures: npt.NDArray[np.float64],
+    excluded: npt.NDArray[np.bool_] | None = None,
 ) -> list[ModelFigures]:
     """M = max(0, sqrt(h) * ((1 - w) * risk + w * stress) + addons) for P portfolios at once:
-    ``losses`` (P, S) over the whole scenario set, ``exposures`` (P, K) net factor exposure."""
+    ``losses`` (P, S) over the whole scenario set, ``exposures`` (P, K) net factor exposure.
+    ``excluded`` (P, N): window scenarios the risk measure leaves out (below every other loss
+    of the window; the stress figure still reads them), for the VaR majorant
+    (:func:`var_majorant_window`)."""
     model = window.model
     in_window = losses[:, window.window]
+    if excluded is not None and excluded.any():
+        lowest = in_window.min(axis=1, keepdims=True)
+        in_window = np.where(excluded, lowest - 1.0 - np.abs(lowest), in_window)
     order = tail_order(in_window, window.n_tail)  # one partial sort for ES and VaR
     weights = tail_weights(in_window, window.n_tail, order)
     es = np.einsum("ps,ps->p", weights, in_window)
@@ -153,6 +165,42 @@ def model_margin(
     """:func:`model_margins` of one portfolio with scenario losses ``losses`` (S,) and factor
     exposure ``exposure`` (K,)."""
     return model_margins(window, losses[None, :], exposure[None, :])[0]
+
+
+def var_majorant_window(window: ModelWindow) -> ModelWindow:
+    """The majorant of a VaR model: the same model with ES over a tail of one scenario, the
+    largest loss of the window. With the f = floor(n_tail) largest losses at an allocation x0
+    left out (:func:`var_exclusions`) it equals VaR = L(f+1) at x0 and lies above VaR
+    everywhere (the largest loss outside any f scenarios is at least L(f+1)): a convex
+    function touching VaR at x0. An ES model is its own (convex already)."""
+    if window.model.measure is Measure.ES:
+        return window
+    largest = dataclasses.replace(
+        window.model, measure=Measure.ES, confidence=1.0 - 1.0 / window.n_scenarios
+    )
+    return ModelWindow(window.ccp, largest, window.window, window.stress_rows)
+
+
+def var_exclusions(
+    problem: Problem, xm_quantity: PositionVector
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per figure of a VaR model (``FIGURES`` name): its account's f = floor(n_tail) largest
+    window losses at the allocation, as a mask over the window (see :func:`var_majorant_window`)."""
+    held = account_quantities(problem, xm_quantity)
+    row = {account: i for i, account in enumerate(held)}
+    _, losses = account_losses(problem, held)
+    exclusions = {}
+    for name, ccp, account in FIGURES:
+        window = problem.models[ccp]
+        if window.model.measure is not Measure.VAR:
+            continue
+        in_window = losses[row[account], window.window]
+        whole = math.floor(window.n_tail)
+        mask = np.zeros(in_window.size, dtype=bool)
+        if whole:
+            mask[tail_order(in_window, window.n_tail)[:whole]] = True
+        exclusions[name] = mask
+    return exclusions
 
 
 @dataclass(frozen=True, slots=True)

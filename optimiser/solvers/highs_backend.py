@@ -49,7 +49,17 @@ import numpy.typing as npt
 from highspy.highs import HighsCallbackEvent
 
 from .. import cancellation
-from ..margin import FIGURES, ModelFigures, account_figures, convex_xm_margin, tail_weights
+from ..margin import (
+    FIGURES,
+    ModelFigures,
+    account_figures,
+    account_losses,
+    account_quantities,
+    convex_xm_margin,
+    model_margins,
+    tail_weights,
+    var_majorant_window,
+)
 from ..model import Ccp
 from ..problem import ModelWindow, PositionVector, Problem
 from ..results import Status
@@ -63,7 +73,7 @@ from .base import (
     snap_to_allowed,
 )
 
-__all__ = ["HighsBackend"]
+__all__ = ["HighsBackend", "solve_var_majorant"]
 
 INF = highspy.kHighsInf
 Scenarios = npt.NDArray[np.int64]
@@ -1406,6 +1416,56 @@ class _CuttingPlaneModel:
             if loop.rounds >= MAX_ROUNDS:
                 loop.stop(Status.TIME_LIMIT, f"stopped after {MAX_ROUNDS} rounds")
                 return
+
+
+class _VarMajorantModel(_CuttingPlaneModel):
+    """The continuous problem with each VaR figure replaced by its majorant at a point
+    (:func:`..margin.var_majorant_window`): the largest loss of its window outside
+    ``excluded[name]`` (:func:`..margin.var_exclusions`), an ES over a tail of one scenario, so
+    the same active-set loop solves it. Each term has its own exclusions, so only the active set
+    (per-term candidate scenarios) serves, never Kelley's cuts shared across a model's terms:
+    no whole lots and no transfer limit here."""
+
+    def __init__(
+        self, problem: Problem, excluded: dict[str, npt.NDArray[np.bool_]], reduction: bool
+    ) -> None:
+        assert not _mip_follows(problem), "the majorant is solved continuous, without a limit"
+        self.excluded = excluded  # read by _term_figures while the base class seeds its rows
+        models = {ccp: var_majorant_window(window) for ccp, window in problem.models.items()}
+        super().__init__(dataclasses.replace(problem, models=models), reduction)
+
+    def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
+        """Each term's figures under the majorant: its excluded scenarios left out."""
+        started = time.perf_counter()
+        problem = self.problem
+        held = account_quantities(problem, xm_quantity)
+        row = {account: i for i, account in enumerate(held)}
+        exposures, losses = account_losses(problem, held)
+        figures = []
+        for name, ccp, account in FIGURES:
+            excluded = self.excluded.get(name)
+            one = slice(row[account], row[account] + 1)
+            figures += model_margins(
+                problem.models[ccp],
+                losses[one],
+                exposures[one],
+                None if excluded is None else excluded[None, :],
+            )
+        self.evaluation_seconds += time.perf_counter() - started
+        return figures
+
+
+def solve_var_majorant(
+    problem: Problem,
+    excluded: dict[str, npt.NDArray[np.bool_]],
+    reduction: bool,
+    time_limit: float | None,
+) -> RawSolution:
+    """The continuous minimum of the VaR majorant (:class:`_VarMajorantModel`) on one branch of
+    the XM rule (``reduction``), by the active-set loop; ``problem`` without a transfer limit."""
+    started = time.perf_counter()
+    relaxed = problem.with_options(dataclasses.replace(problem.options, integral=False))
+    return _VarMajorantModel(relaxed, excluded, reduction).run(time_limit, started)
 
 
 def _interrupt_when_stopped(highs: highspy.Highs) -> None:

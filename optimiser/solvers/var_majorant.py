@@ -1,0 +1,73 @@
+"""Majorise-minimise on the exact VaR: the first part of the exact-VaR improvement phase.
+
+VaR = L(f+1), f = floor(n_tail), is not convex in the allocation. At an allocation x_k, leaving
+out of each VaR figure's window the f scenarios with the largest losses there gives a convex
+majorant (:func:`..margin.var_majorant_window`): the largest loss of the rest, equal to VaR at
+x_k and above it everywhere. Every figure M is nondecreasing in its risk measure, and each branch
+of the XM rule in its figures, so with the majorants in place of the VaR figures each branch's
+objective (with reduction: ficc + cme + max(C_F, C_C, (1 - cap)(S_F + S_C)); without: ficc + cme
++ S_F + S_C) lies above the exact objective, and at x_k the active branch's equals it:
+
+    x_{k+1} = argmin over both branches of the majorant's continuous minimum,
+
+by the fast path's active-set LP (:func:`.highs_backend.solve_var_majorant`), moved to the
+allowed set in whole lots. It is taken while its exact objective is lower than x_k's (in
+continuous mode the majorant guarantees it is no higher), until none is lower,
+:data:`MAX_ROUNDS`, or the deadline. A stationary point of the exact objective, not its optimum:
+the local search (:mod:`.local_search`) goes on from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .. import cancellation
+from ..margin import var_exclusions
+from ..problem import PositionVector, Problem
+from ..results import Status
+from .base import snap_to_allowed
+from .highs_backend import solve_var_majorant
+from .local_search import exact_objective
+
+__all__ = ["MAX_ROUNDS", "Descent", "descend"]
+
+MAX_ROUNDS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Descent:
+    xm_quantity: PositionVector
+    objective: float
+    rounds: int  # majorants solved (each on both branches of the XM rule)
+    improved: int  # rounds whose answer lowered the exact objective
+
+
+def descend(problem: Problem, start: PositionVector, deadline: float | None) -> Descent:
+    """Majorise-minimise from the allowed allocation ``start`` within the wall-clock
+    ``deadline`` (a ``time.perf_counter()`` value); ``problem`` without a transfer limit."""
+    x, best = start, exact_objective(problem, start)
+    rounds = improved = 0
+    while rounds < MAX_ROUNDS:
+        cancellation.check()  # the caller is gone: stop between rounds
+        rounds += 1
+        excluded = var_exclusions(problem, x)
+        found: list[tuple[float, PositionVector]] = []
+        for reduction in (True, False):
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:
+                break
+            raw = solve_var_majorant(problem, excluded, reduction, remaining)
+            if raw.status is not Status.OPTIMAL or raw.xm_quantity is None:
+                continue
+            answer = raw.xm_quantity
+            if problem.options.integral:
+                answer = snap_to_allowed(problem, answer)
+            found.append((exact_objective(problem, answer), answer))
+        if not found:
+            break
+        value, answer = min(found, key=lambda item: item[0])
+        if value >= best - 1e-9 * max(1.0, abs(best)):
+            break
+        x, best, improved = answer, value, improved + 1
+    return Descent(xm_quantity=x, objective=best, rounds=rounds, improved=improved)

@@ -1,0 +1,112 @@
+"""The exact-VaR phase's majorant (margin.var_majorant_window, solvers.var_majorant) and what the
+phase reaches against the independent MILP's exact-VaR optimum."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tests.optimiser.independent_milp import solve_independent
+from xmargin.optimiser import SolveOptions, optimise
+from xmargin.optimiser.margin import (
+    FIGURES,
+    account_figures,
+    account_losses,
+    account_quantities,
+    model_margins,
+    var_exclusions,
+    var_majorant_window,
+)
+from xmargin.optimiser.model import Book, Ccp, Measure
+from xmargin.optimiser.problem import build_problem
+from xmargin.optimiser.sample import generate_book
+from xmargin.optimiser.solvers.base import on_allowed_set
+from xmargin.optimiser.solvers.local_search import exact_objective
+from xmargin.optimiser.solvers.var_majorant import descend
+
+
+def _var_book(positions: int, scenarios: int, seed: int, both: bool = False) -> Book:
+    """A generated book with FICC's model (and CME's, ``both``) measuring VaR."""
+    book = generate_book(positions, scenarios, seed)
+    houses = (Ccp.FICC, Ccp.CME) if both else (Ccp.FICC,)
+    models = {
+        ccp: dataclasses.replace(model, measure=Measure.VAR) if ccp in houses else model
+        for ccp, model in book.models.items()
+    }
+    return dataclasses.replace(book, models=models)
+
+
+def _majorant_margins(problem, xm_quantity, excluded):  # type: ignore[no-untyped-def]
+    held = account_quantities(problem, xm_quantity)
+    row = {account: i for i, account in enumerate(held)}
+    exposures, losses = account_losses(problem, held)
+    margins = {}
+    for name, ccp, account in FIGURES:
+        one = slice(row[account], row[account] + 1)
+        mask = excluded.get(name)
+        figure = model_margins(
+            var_majorant_window(problem.models[ccp]),
+            losses[one],
+            exposures[one],
+            None if mask is None else mask[None, :],
+        )[0]
+        margins[name] = figure.margin
+    return margins
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_majorant_touches_each_var_figure_at_its_point_and_lies_above_elsewhere(
+    seed: int,
+) -> None:
+    book = _var_book(12, 200, seed, both=True)
+    problem = build_problem(book)
+    rng = np.random.default_rng(seed)
+    point = problem.quantity * rng.uniform(0, 1, problem.n_positions) * problem.movable
+    excluded = var_exclusions(problem, point)
+    assert set(excluded) == {name for name, _, _ in FIGURES}  # both models measure VaR
+    for name, ccp, _ in FIGURES:  # the f = floor(n_tail) largest of its model's window
+        assert excluded[name].sum() == np.floor(problem.models[ccp].n_tail) > 0
+    exact = account_figures(problem, point)
+    touching = _majorant_margins(problem, point, excluded)
+    for name, figure in exact.items():
+        assert touching[name] == pytest.approx(figure.margin, rel=1e-12, abs=1e-9)
+    for _ in range(20):
+        other = problem.quantity * rng.uniform(0, 1, problem.n_positions) * problem.movable
+        exact = account_figures(problem, other)
+        above = _majorant_margins(problem, other, excluded)
+        for name, figure in exact.items():
+            assert above[name] >= figure.margin * (1 - 1e-12) - 1e-9
+
+
+@pytest.mark.parametrize("integral", [False, True], ids=["continuous", "whole-lots"])
+def test_descent_only_lowers_the_exact_objective_and_stays_allowed(integral: bool) -> None:
+    book = _var_book(18, 100, 103)
+    problem = build_problem(book, options=SolveOptions(integral=integral))
+    start = problem.current_xm
+    found = descend(problem, start, deadline=None)
+    assert found.objective <= exact_objective(problem, start)
+    assert found.objective == pytest.approx(exact_objective(problem, found.xm_quantity), rel=1e-12)
+    assert on_allowed_set(problem, found.xm_quantity).all()
+    assert found.improved >= 1  # the current allocation is not stationary here
+
+
+def test_the_exact_var_phase_reaches_the_independent_milps_optimum() -> None:
+    """Book 103 (18 positions, 100 scenarios, FICC VaR 99%, continuous): the exact-VaR phase
+    with local search alone ended 5.5e-3 above the independent MILP's exact-VaR optimum
+    (measured 2026-12-02); with the majorant's rounds and both paths from every start it
+    ends at it (4e-15 measured). Held here to 1e-4: the phase's paths are heuristics whose end
+    may move with round-off on another CPU, never to the old 5.5e-3."""
+    book = _var_book(18, 100, 103)
+    book = dataclasses.replace(book, options=SolveOptions(integral=False, time_limit=120.0))
+    result = optimise(book)
+    problem = result.problem
+    optimum = min(
+        solve_independent(book, problem.eligible, False, reduction, time_limit=120.0)[0]
+        for reduction in (True, False)
+    )
+    found = exact_objective(problem, result.allocation)
+    assert found >= optimum * (1 - 1e-6)  # the oracle's optimum is a lower bound
+    assert found <= optimum * (1 + 1e-4)
+    assert any("majorant rounds" in note or "local moves" in note for note in result.notes)
