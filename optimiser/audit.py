@@ -19,7 +19,9 @@ Tables::
     xm_scenario_data  fingerprint PRIMARY KEY, factors / ids (JSON), shocks (S x K float64
                       bytes, row-major, little-endian): each scenario set's content once
     xm_scenario_sets  PRIMARY KEY (set_id, version), UNIQUE (set_id, fingerprint) ->
-                      xm_scenario_data, counts, byte_count, registered_at, registered_by
+                      xm_scenario_data, counts, byte_count, registered_at, registered_by;
+                      indexed by (registered_by, fingerprint, byte_count) for the
+                      per-client limits (:class:`RegistrationLimits`)
 
 The request of an account is ``merge_case(payload, request_account)``: the case that was solved.
 Each outcome is one transaction. A stored OK row is never overwritten (a rerun skips it); a
@@ -53,6 +55,9 @@ __all__ = [
     "SCHEMA",
     "AuditRecord",
     "AuditStore",
+    "RegistrationLimitError",
+    "RegistrationLimits",
+    "RegistrationUsage",
     "StoredScenarioSet",
     "Versions",
     "compare_results",
@@ -139,9 +144,13 @@ SCENARIO_SCHEMA = (
         PRIMARY KEY (set_id, version),
         UNIQUE (set_id, fingerprint)
     )""",
+    """CREATE INDEX IF NOT EXISTS xm_scenario_sets_by_client
+        ON xm_scenario_sets (registered_by, fingerprint, byte_count)""",
 )
 """Scenario sets (``xmargin serve`` keeps registered sets here); ``{blob}`` is the dialect's
-binary type. Rows are only ever added: nothing evicts or rewrites a registered set."""
+binary type. Rows are only ever added: nothing evicts or rewrites a registered set. The index
+(created on opening, also in a store made before it existed) covers the per-client usage
+query: its cost is one index range of the client's own rows, which the row limit bounds."""
 SCENARIO_SET_COLUMNS = (
     "set_id",
     "version",
@@ -153,6 +162,9 @@ SCENARIO_SET_COLUMNS = (
     "registered_by",
 )
 SHOCKS_DTYPE = np.dtype("<f8")
+REGISTRATION_LOCK = 7242027
+"""First key of the PostgreSQL advisory lock a limited registration holds (the second: the
+client's); the schema's creation holds 7242026."""
 SQLITE_PAGE_SIZE = 65536
 """Page size of a new SQLite store (SQLite's largest): an account's row holds ~0.5 MB of JSON
 (its P&L vectors), which on 4 KiB pages is a chain of ~130 overflow pages; 64 KiB pages cut
@@ -182,6 +194,61 @@ class StoredScenarioSet:
     byte_count: int
     registered_at: str
     registered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationLimits:
+    """What one client (``registered_by``) may hold in the store; 0 turns a limit off.
+
+    - ``max_sets``: its ``(set_id, version)`` rows.
+    - ``max_bytes``: the shocks bytes (S x K x 8, the ``byte_count`` every set reports) of
+      the distinct contents (fingerprints) among its rows.
+
+    Content is counted against every client that registers it, once per client however many
+    ids it registers it under, not against the first client to store it only: a client's
+    usage is then a function of its own registrations (what ``ListScenarioSets`` shows as
+    ``registered_by`` it), the same whatever others did before, so it can check it and
+    never finds itself charged, or not, by another client's history. It over-counts the disk
+    when clients share content, which errs on the safe side: the sum over clients bounds the
+    store. Ids and factor names (JSON, ~13 bytes a scenario) are not counted."""
+
+    max_sets: int = 0
+    max_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_sets", "max_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: no limit), not {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.max_sets > 0 or self.max_bytes > 0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationUsage:
+    """What one client holds: its rows and the bytes of its distinct contents."""
+
+    sets: int
+    bytes: int
+
+
+class RegistrationLimitError(Exception):
+    """A registration that would take ``client`` past a :class:`RegistrationLimits` limit:
+    nothing was stored."""
+
+    def __init__(
+        self, client: str, limit: str, allowed: int, usage: RegistrationUsage, adding: int
+    ) -> None:
+        self.client, self.limit, self.allowed = client, limit, allowed
+        self.usage, self.adding = usage, adding
+        held = usage.sets if limit == "sets" else usage.bytes
+        what = "scenario set versions" if limit == "sets" else "bytes of scenario shocks"
+        super().__init__(
+            f"client {client!r} holds {held} {what} in the store ({usage.sets} versions, "
+            f"{usage.bytes} bytes); this set would add {adding}, past the limit of {allowed}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,22 +541,35 @@ class AuditStore:
         shocks: np.ndarray,
         registered_by: str = "",
         fingerprint: str | None = None,
+        limits: RegistrationLimits | None = None,
     ) -> StoredScenarioSet:
         """Store a (validated) scenario set under ``set_id``: the version already holding the
         same content, else the next version. Safe against other servers registering at the
-        same time (a lost race is retried; the content is stored once per fingerprint)."""
+        same time (a lost race is retried; the content is stored once per fingerprint).
+
+        With ``limits``, a new row that would take ``registered_by`` past them raises
+        :class:`RegistrationLimitError` and stores nothing; the version already holding the
+        content is returned whatever the usage. The check and the insert are one transaction
+        holding a per-client lock (SQLite: the write lock, ``BEGIN IMMEDIATE``; PostgreSQL: an
+        advisory lock on the client), so registrations racing at the limit, on any server of
+        the store, cannot both pass."""
         matrix = np.ascontiguousarray(shocks, dtype=SHOCKS_DTYPE)
         if matrix.shape != (len(ids), len(factors)):
             raise ValueError(f"shocks are {matrix.shape}, not {len(ids)} x {len(factors)}")
         fingerprint = fingerprint or scenario_fingerprint(factors, ids, matrix)
         body = matrix.tobytes()
+        limited = limits is not None and limits.active
         for _ in range(20):
             with self._transaction() as cursor:
+                if limited:
+                    self._lock_client(cursor, registered_by)
                 found = self._scenario_row(
                     cursor, "set_id = ? AND fingerprint = ?", (set_id, fingerprint)
                 )
                 if found is not None:
                     return found
+                if limits is not None and limited:
+                    self._check_limits(cursor, registered_by, fingerprint, len(body), limits)
                 cursor.execute(
                     self._sql(
                         "INSERT INTO xm_scenario_data (fingerprint, factors, ids, shocks) "
@@ -524,6 +604,61 @@ class AuditStore:
                     return entry
             # another server took that version (or registered this content) meanwhile: again
         raise RuntimeError(f"could not register scenario set {set_id!r}: too much contention")
+
+    def _lock_client(self, cursor: Any, client: str) -> None:
+        """Serialise this transaction with every other registration by ``client`` (until it
+        ends): on SQLite the database's write lock, on PostgreSQL an advisory lock keyed by
+        the client (other clients' registrations go on)."""
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(client.encode()).digest()[:4], "big", signed=True)
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (REGISTRATION_LOCK, key))
+        elif not self._connection.in_transaction:
+            cursor.execute("BEGIN IMMEDIATE")
+
+    def _usage(self, cursor: Any, client: str) -> RegistrationUsage:
+        cursor.execute(
+            self._sql("SELECT COUNT(*) FROM xm_scenario_sets WHERE registered_by = ?"), (client,)
+        )
+        sets = int(cursor.fetchone()[0])
+        cursor.execute(
+            self._sql(
+                "SELECT COALESCE(SUM(content_bytes), 0) FROM (SELECT MAX(byte_count) AS "
+                "content_bytes FROM xm_scenario_sets WHERE registered_by = ? "
+                "GROUP BY fingerprint) AS contents"
+            ),
+            (client,),
+        )
+        return RegistrationUsage(sets, int(cursor.fetchone()[0]))
+
+    def _check_limits(
+        self,
+        cursor: Any,
+        client: str,
+        fingerprint: str,
+        content_bytes: int,
+        limits: RegistrationLimits,
+    ) -> None:
+        """Raise :class:`RegistrationLimitError` if one more row (and ``content_bytes`` more,
+        unless ``client`` already registered this content) takes ``client`` past ``limits``."""
+        usage = self._usage(cursor, client)
+        if limits.max_sets and usage.sets + 1 > limits.max_sets:
+            raise RegistrationLimitError(client, "sets", limits.max_sets, usage, 1)
+        if not limits.max_bytes:
+            return
+        cursor.execute(
+            self._sql(
+                "SELECT COUNT(*) FROM xm_scenario_sets WHERE registered_by = ? AND fingerprint = ?"
+            ),
+            (client, fingerprint),
+        )
+        adding = 0 if int(cursor.fetchone()[0]) else content_bytes
+        if usage.bytes + adding > limits.max_bytes:
+            raise RegistrationLimitError(client, "bytes", limits.max_bytes, usage, adding)
+
+    def scenario_usage(self, client: str) -> RegistrationUsage:
+        """What ``client`` (a ``registered_by``) holds in the store, as the limits count it."""
+        with self._transaction() as cursor:
+            return self._usage(cursor, client)
 
     def _scenario_row(
         self, cursor: Any, where: str, args: tuple[Any, ...]

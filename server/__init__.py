@@ -11,6 +11,7 @@ Run it with ``xmargin serve --port 50051`` (or ``python -m xmargin.server``); em
 from .admission import AdmissionLimits
 from .app import SERVICE_NAME, RunningServer, ServerConfig, build_server, serve
 from .convert import Limits
+from .scenario_store import RegistrationLimits
 from .service import ScenarioRegistry, XmarginServicer
 from .solver_pool import SolverPool
 
@@ -18,6 +19,7 @@ __all__ = [
     "SERVICE_NAME",
     "AdmissionLimits",
     "Limits",
+    "RegistrationLimits",
     "RunningServer",
     "ScenarioRegistry",
     "ServerConfig",

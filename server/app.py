@@ -34,7 +34,7 @@ from .convert import Limits, RequestError, scenario_set_case
 from .errors import HandlerInterceptor, RequestBytesInterceptor
 from .probes import HealthServicer, enable_reflection
 from .recorder import Recorder
-from .scenario_store import ScenarioRegistry
+from .scenario_store import DEFAULT_REGISTRATION_LIMITS, RegistrationLimits, ScenarioRegistry
 from .service import XmarginServicer
 from .solver_pool import SolverPool
 
@@ -80,6 +80,8 @@ class ServerConfig:
     if there is one, else an in-memory store (``xmargin serve`` passes a file instead)."""
     scenario_cache_mb: int = 256
     """Memory for scenario sets in use (LRU; the store keeps every set regardless)."""
+    registration: RegistrationLimits = DEFAULT_REGISTRATION_LIMITS
+    """What one client may hold in the scenario set store: ``(id, version)`` rows, bytes."""
     stream_window: int = 0
     """OptimiseStream: accounts of one call read but not yet answered; 0: 2 x workers."""
     default_deadline: float | None = 300.0
@@ -215,10 +217,12 @@ def _registry(config: ServerConfig, recorder: Recorder | None) -> ScenarioRegist
         except Exception as error:
             why = f"{type(error).__name__}: {error}"
             raise ValueError(f"cannot open the scenario set store: {why}") from error
-        return ScenarioRegistry(store, cache_bytes, owns_store=True)
+        return ScenarioRegistry(store, cache_bytes, owns_store=True, limits=config.registration)
     if recorder is not None:
-        return ScenarioRegistry(recorder.store, cache_bytes, owns_store=False)
-    return ScenarioRegistry(cache_bytes=cache_bytes)
+        return ScenarioRegistry(
+            recorder.store, cache_bytes, owns_store=False, limits=config.registration
+        )
+    return ScenarioRegistry(cache_bytes=cache_bytes, limits=config.registration)
 
 
 def _window_options(window_kb: int) -> list[tuple[str, int]]:

@@ -10,9 +10,20 @@ from pathlib import Path
 
 from .admission import MB, AdmissionLimits
 from .app import ServerConfig, serve
-from .scenario_store import default_store_url
+from .scenario_store import DEFAULT_REGISTRATION_LIMITS, RegistrationLimits, default_store_url
 
 __all__ = ["build_parser", "main"]
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (argparse's message otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (0 turns the limit off)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="memory for scenario sets in use, MiB, least recently used dropped first (they "
         "stay in the store; default 256)",
+    )
+    parser.add_argument(
+        "--max-client-sets",
+        type=_count,
+        default=DEFAULT_REGISTRATION_LIMITS.max_sets,
+        help="scenario set versions one client (certificate, token or IP) may register in "
+        "the store, counted across restarts; beyond: RESOURCE_EXHAUSTED (default "
+        f"{DEFAULT_REGISTRATION_LIMITS.max_sets}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--max-client-store-mb",
+        type=_count,
+        default=DEFAULT_REGISTRATION_LIMITS.max_bytes // MB,
+        help="MiB of scenario shocks one client may register in the store, each distinct "
+        "content once; beyond: RESOURCE_EXHAUSTED (default "
+        f"{DEFAULT_REGISTRATION_LIMITS.max_bytes // MB}; 0: no limit)",
     )
     parser.add_argument(
         "--stream-window",
@@ -186,6 +213,7 @@ def main(argv: list[str]) -> int:
         audit=args.audit,
         store=args.store or (None if args.audit else default_store_url()),
         scenario_cache_mb=args.scenario_cache_mb,
+        registration=RegistrationLimits(args.max_client_sets, args.max_client_store_mb * MB),
         stream_window=args.stream_window,
         default_deadline=args.default_deadline or None,
         solver_nice=args.solver_nice,

@@ -5,6 +5,8 @@ The server's own exceptions (all internal to the server, never seen by a client)
     ServiceError                  base: carries the status code it maps to
     ├── OverloadedError           no free solver slot -> RESOURCE_EXHAUSTED + RetryInfo
     ├── ScenarioSetNotFoundError  unknown scenario set id/version -> NOT_FOUND + ResourceInfo
+    ├── RegistrationLimitExceededError  a client's registered sets at their limit ->
+    │                             RESOURCE_EXHAUSTED + QuotaFailure (no RetryInfo)
     ├── DeadlineError             the deadline leaves no time to solve -> DEADLINE_EXCEEDED
     ├── RunConflictError          the run key is stored with another request -> ALREADY_EXISTS
     ├── AuditError                the audit store could not record an answer -> UNAVAILABLE
@@ -45,6 +47,7 @@ __all__ = [
     "ErrorReport",
     "HandlerInterceptor",
     "OverloadedError",
+    "RegistrationLimitExceededError",
     "RequestBytesInterceptor",
     "RunConflictError",
     "ScenarioSetNotFoundError",
@@ -72,6 +75,23 @@ class ScenarioSetNotFoundError(ServiceError):
         self.set_id, self.version = set_id, version
         super().__init__(
             f"scenario set {set_id!r} version {version} is not registered on this server"
+        )
+
+
+class RegistrationLimitExceededError(ServiceError):
+    """A RegisterScenarioSet that would take its client past ``--max-client-sets`` or
+    ``--max-client-store-mb``: nothing was stored. Retrying does not help; ``why`` is the
+    store's account of the limit and usage."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, why: str, limit: str, client: str) -> None:
+        self.limit, self.client = limit, client
+        flag = "--max-client-sets" if limit == "sets" else "--max-client-store-mb"
+        super().__init__(
+            f"scenario set not registered: {why} ({flag}). Refer to the sets this client "
+            "already registered (the same content under the same id returns its version), or "
+            f"ask the server's operator to raise {flag}"
         )
 
 
@@ -192,6 +212,15 @@ def report(error: BaseException, retry_after: float = 0.2) -> ErrorReport:
             description="register it with RegisterScenarioSet first",
         )
         return ErrorReport(error.code, str(error), [info], reason="SCENARIO_SET_NOT_FOUND")
+    if isinstance(error, RegistrationLimitExceededError):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=f"client:{error.client}", description=str(error)
+                )
+            ]
+        )
+        return ErrorReport(error.code, str(error), [quota], reason="SCENARIO_SET_LIMIT")
     if isinstance(error, RunConflictError):
         info = error_details_pb2.ErrorInfo(
             reason="RUN_ALREADY_RECORDED",

@@ -9,6 +9,11 @@ A set is validated once, when registered; reading it back only decodes the store
 Memory: the sets in use are kept in an LRU cache bounded by their in-memory size (``--
 scenario-cache-mb``); eviction drops a set from the cache only (the next use reads it from the
 store again), so no client's registrations can make another client's sets unusable.
+
+Limits: what one client may hold in the store (:class:`RegistrationLimits`: ``(id, version)``
+rows and bytes of content; ``--max-client-sets``, ``--max-client-store-mb``). A registration
+past one is refused with RESOURCE_EXHAUSTED and stores nothing; the usage is counted from the
+store's rows, so it survives restarts and holds across every server on the store.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import numpy as np
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.optimiser.audit import (
     AuditStore,
+    RegistrationLimitError,
+    RegistrationLimits,
     StoredScenarioSet,
     open_store,
     scenario_fingerprint,
@@ -40,11 +47,14 @@ from xmargin.schema.case_v1 import NO_CONTROL_PATTERN
 
 from . import admission
 from .convert import RequestError, ResolvedScenarios, validated_scenarios
-from .errors import AuditError, ScenarioSetNotFoundError
+from .errors import AuditError, RegistrationLimitExceededError, ScenarioSetNotFoundError
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_REGISTRATION_LIMITS",
+    "REFERENCE_SET_BYTES",
     "RegisteredSet",
+    "RegistrationLimits",
     "ScenarioRegistry",
     "client_identity",
     "default_store_url",
@@ -55,6 +65,14 @@ __all__ = [
 
 log = logging.getLogger("xmargin.server")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+REFERENCE_SET_BYTES = 2520 * 20 * 8
+"""Shocks bytes of a reference set (2,520 scenarios x 20 factors as float64: 403,200 bytes;
+~0.44 MB on disk with its ids)."""
+DEFAULT_REGISTRATION_LIMITS = RegistrationLimits(max_sets=10_000, max_bytes=8 * 1024**3)
+"""Per client: 10,000 ``(id, version)`` rows (four new sets every business day for ten years)
+and 8 GiB of shocks (~21,000 reference sets, so for reference-size sets the row limit binds
+first; ~2,000 sets of 5,000 scenarios x 100 factors). Normal use never reaches them; a client
+registering random sets in a loop stops there instead of filling the disk."""
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_REFS = 100_000
@@ -114,17 +132,21 @@ def _shock_matrix(scenarios: ResolvedScenarios) -> np.ndarray:
 
 class ScenarioRegistry:
     """Scenario sets by id and version, in ``store`` (default: an in-memory SQLite store,
-    for tests and embedding), cached up to ``cache_bytes`` of memory (LRU)."""
+    for tests and embedding), cached up to ``cache_bytes`` of memory (LRU); each client may
+    hold up to ``limits`` in the store (:data:`DEFAULT_REGISTRATION_LIMITS`;
+    ``RegistrationLimits()``: none)."""
 
     def __init__(
         self,
         store: AuditStore | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         owns_store: bool | None = None,
+        limits: RegistrationLimits = DEFAULT_REGISTRATION_LIMITS,
     ) -> None:
         self.store = store if store is not None else open_store(":memory:")
         self.owns_store = store is None if owns_store is None else owns_store
         self.cache_bytes = int(cache_bytes)
+        self.limits = limits
         self._cache: OrderedDict[str, tuple[ResolvedScenarios, int]] = OrderedDict()
         self._refs: OrderedDict[tuple[str, int], StoredScenarioSet] = OrderedDict()
         self._cached = 0
@@ -178,6 +200,8 @@ class ScenarioRegistry:
     def _stored(self, what: str, call: Any, *args: Any) -> Any:
         try:
             return call(*args)
+        except RegistrationLimitError as error:
+            raise RegistrationLimitExceededError(str(error), error.limit, error.client) from error
         except Exception as error:
             log.exception("scenario store failed (%s)", what)
             raise AuditError(f"the scenario store failed: {type(error).__name__}; retry") from error
@@ -188,11 +212,16 @@ class ScenarioRegistry:
         return scenario_fingerprint(scenarios.factors, scenarios.ids, _shock_matrix(scenarios))
 
     def register(
-        self, set_id: str, scenarios: ResolvedScenarios, registered_by: str = ""
+        self,
+        set_id: str,
+        scenarios: ResolvedScenarios,
+        registered_by: str = "",
+        limited: bool = True,
     ) -> RegisteredSet:
         """Store a validated set under ``set_id`` (:func:`check_set_id`): the version already
         holding this content, else the next one. The set is cached as given (no second
-        validation)."""
+        validation). A new version past ``registered_by``'s limits (unless ``limited`` is
+        False: the server's own preloads) raises RESOURCE_EXHAUSTED, nothing stored."""
         check_set_id(set_id)
         shocks = _shock_matrix(scenarios)
         fingerprint = scenario_fingerprint(scenarios.factors, scenarios.ids, shocks)
@@ -205,6 +234,7 @@ class ScenarioRegistry:
             shocks,
             registered_by,
             fingerprint,
+            self.limits if limited else None,
         )
         resolved = replace(scenarios, path=REF_PATH)
         self._ref(info)

@@ -560,7 +560,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
 
     def preload(self, set_id: str, scenarios: ResolvedScenarios) -> RegisteredSet:
         """Register a scenario set at start-up (``--scenario-set``)."""
-        return self.registry.register(set_id, scenarios, "server --scenario-set")
+        return self.registry.register(set_id, scenarios, "server --scenario-set", limited=False)
 
     def OptimiseBatch(  # noqa: N802
         self, request: service_pb2.OptimiseBatchRequest, context: grpc.ServicerContext
