@@ -243,12 +243,18 @@ class RegistrationLimitError(Exception):
     ) -> None:
         self.client, self.limit, self.allowed = client, limit, allowed
         self.usage, self.adding = usage, adding
-        held = usage.sets if limit == "sets" else usage.bytes
-        what = "scenario set versions" if limit == "sets" else "bytes of scenario shocks"
-        super().__init__(
-            f"client {client!r} holds {held} {what} in the store ({usage.sets} versions, "
-            f"{usage.bytes} bytes); this set would add {adding}, past the limit of {allowed}"
-        )
+        if limit == "sets":
+            why = (
+                f"client {client!r} has registered {usage.sets} scenario set versions (with "
+                f"{usage.bytes} bytes of shocks); one more would pass the limit of {allowed}"
+            )
+        else:
+            why = (
+                f"client {client!r} has registered {usage.bytes} bytes of scenario shocks (in "
+                f"{usage.sets} versions); this set's {adding} more would pass the limit of "
+                f"{allowed} bytes"
+            )
+        super().__init__(why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,18 +564,18 @@ class AuditStore:
             raise ValueError(f"shocks are {matrix.shape}, not {len(ids)} x {len(factors)}")
         fingerprint = fingerprint or scenario_fingerprint(factors, ids, matrix)
         body = matrix.tobytes()
-        limited = limits is not None and limits.active
+        limited = limits if limits is not None and limits.active else None
         for _ in range(20):
             with self._transaction() as cursor:
-                if limited:
+                if limited is not None:
                     self._lock_client(cursor, registered_by)
                 found = self._scenario_row(
                     cursor, "set_id = ? AND fingerprint = ?", (set_id, fingerprint)
                 )
                 if found is not None:
                     return found
-                if limits is not None and limited:
-                    self._check_limits(cursor, registered_by, fingerprint, len(body), limits)
+                if limited is not None:
+                    self._check_limits(cursor, registered_by, fingerprint, len(body), limited)
                 cursor.execute(
                     self._sql(
                         "INSERT INTO xm_scenario_data (fingerprint, factors, ids, shocks) "

@@ -100,8 +100,9 @@ def _at_the_set_limit(limited_stub: XmarginServiceStub, case: dict[str, Any]) ->
 
     refused = _refusal(limited_stub, _request(case, "b", 2.0), ALICE)
     message = refused.details() or ""
-    assert "holds 2 scenario set versions" in message, message
-    assert "limit of 2" in message and "--max-client-sets" in message, message
+    assert "has registered 2 scenario set versions" in message, message
+    assert "one more would pass the limit of 2" in message, message
+    assert "--max-client-sets" in message, message
     assert "ask the server's operator" in message, message
     (violation,) = _quota_failure(refused).violations
     assert violation.subject.startswith("client:token:")
@@ -144,8 +145,8 @@ def _at_the_byte_limit(
 
     refused = _refusal(limited_stub, _request(case, "b", 2.0), ALICE)
     message = refused.details() or ""
-    assert f"holds {size} bytes of scenario shocks" in message, message
-    assert f"would add {size}, past the limit of {limits.max_bytes}" in message, message
+    assert f"has registered {size} bytes of scenario shocks (in 2 versions)" in message, message
+    assert f"{size} more would pass the limit of {limits.max_bytes} bytes" in message, message
     assert "--max-client-store-mb" in message, message
     assert limited_stub.RegisterScenarioSet(
         _request(case, "b", 2.0), timeout=10, metadata=_as(BOB)
@@ -163,7 +164,7 @@ def test_the_limit_holds_in_a_registry_reopened_on_the_same_file(tmp_path: Path)
     with pytest.raises(RegistrationLimitExceededError) as refused:
         reopened.register("set-3", _scenarios(3), "alice")
     assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "holds 3 scenario set versions" in str(refused.value)
+    assert "has registered 3 scenario set versions" in str(refused.value)
     assert reopened.store.scenario_usage("alice").sets == 3  # nothing stored
     assert reopened.register("set-1", _scenarios(1), "alice").version == kept[1].version
     assert reopened.register("set-3", _scenarios(3), "bob").version == 1
