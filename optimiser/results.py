@@ -42,7 +42,7 @@ class AnswerSource(enum.StrEnum):
     OPTIMUM = "OPTIMUM"  # the solver's proven optimum (to its tolerance)
     BEST_FOUND = "BEST_FOUND"  # the best allocation found before the solve stopped early
     STAND_IN = "STAND_IN"  # the ES stand-in's optimum, not improved on the exact VaR
-    LOCAL_SEARCH = "LOCAL_SEARCH"  # improved on the exact total by local search (VaR models)
+    LOCAL_SEARCH = "LOCAL_SEARCH"  # improved on the exact VaR total (majorant rounds, local search)
     CURRENT = "CURRENT"  # the current allocation, kept: nothing found was lower
 
 

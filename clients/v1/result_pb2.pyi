@@ -84,7 +84,9 @@ class _AnswerSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnswerSo
     ANSWER_SOURCE_STAND_IN: _AnswerSource.ValueType  # 3
     """Where a model measures VaR: the ES stand-in's optimum, not improved on the exact VaR."""
     ANSWER_SOURCE_LOCAL_SEARCH: _AnswerSource.ValueType  # 4
-    """Where a model measures VaR: improved on the exact total by local search."""
+    """Where a model measures VaR: improved on the exact total by the exact-VaR phase (majorant
+    rounds and local search), not proven optimal.
+    """
     ANSWER_SOURCE_CURRENT: _AnswerSource.ValueType  # 5
     """The current allocation, kept: nothing found was lower, or nothing was found in time."""
 
@@ -100,7 +102,9 @@ ANSWER_SOURCE_BEST_FOUND: AnswerSource.ValueType  # 2
 ANSWER_SOURCE_STAND_IN: AnswerSource.ValueType  # 3
 """Where a model measures VaR: the ES stand-in's optimum, not improved on the exact VaR."""
 ANSWER_SOURCE_LOCAL_SEARCH: AnswerSource.ValueType  # 4
-"""Where a model measures VaR: improved on the exact total by local search."""
+"""Where a model measures VaR: improved on the exact total by the exact-VaR phase (majorant
+rounds and local search), not proven optimal.
+"""
 ANSWER_SOURCE_CURRENT: AnswerSource.ValueType  # 5
 """The current allocation, kept: nothing found was lower, or nothing was found in time."""
 Global___AnswerSource: _TypeAlias = AnswerSource  # noqa: Y015
