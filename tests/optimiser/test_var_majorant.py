@@ -145,3 +145,25 @@ def test_the_local_search_counts_transfers_as_the_answer_does_round_off_is_no_tr
     assert len(transfers_between(problem, current, free.xm_quantity)) >= 2  # the limit binds
     found = improve(problem, start, deadline=None)
     assert len(transfers_between(problem, current, found.xm_quantity)) <= 1
+
+
+def test_descent_under_a_transfer_limit_moves_only_what_its_start_moves() -> None:
+    """Under ``max_transfers`` the majorant rounds free only the positions the start already
+    moves (others held at their current quantity): the limit holds with no binary in the LP.
+    (The phase ran local search alone there; with these rounds 5 of 8 generated books with a
+    limit came closer to the independent MILP's optimum, none further.)"""
+    problem = build_problem(
+        _var_book(12, 150, 13), options=SolveOptions(integral=False, max_transfers=2)
+    )
+    current = problem.current_xm
+    first_two = np.flatnonzero(problem.movable)[:2]
+    start = current.copy()
+    start[first_two] = 0.5 * problem.quantity[first_two] + 0.25 * current[first_two]
+    assert len(transfers_between(problem, current, start)) == 2
+    found = descend(problem, start, deadline=None)
+    assert found.improved >= 1
+    assert found.objective <= exact_objective(problem, start)
+    assert found.objective == pytest.approx(exact_objective(problem, found.xm_quantity), rel=1e-12)
+    assert on_allowed_set(problem, found.xm_quantity).all()
+    moved = {t.instrument for t in transfers_between(problem, current, found.xm_quantity)}
+    assert moved <= {problem.position_ids[i] for i in first_two}
