@@ -443,7 +443,10 @@ def _improve_var(
     references (current, all eligible in XM, empty XM), best first, two paths: local search on
     the exact objective (:mod:`.solvers.local_search`), majorise-minimise from its end
     (:mod:`.solvers.var_majorant`) and local search again; and majorise-minimise, then local
-    search (under a transfer limit: local search only, from the stand-in's answer). The best
+    search (under a transfer limit: from the stand-in's answer only, its majorant rounds
+    moving only the positions already moved, :func:`.solvers.var_majorant.within_the_limit`;
+    on generated 12 x 150 books with a limit of 2 or 3 this closed 4 of 9 gaps to the
+    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). The best
     exact objective found. (Each path ends at a stationary point; on generated VaR books each
     path and start found the best end on some book and a worse one on others.)"""
     if deadline is None:
@@ -457,9 +460,7 @@ def _improve_var(
         ):
             starts.append((reference, exact_objective(problem, reference)))
     best, best_objective, found_by = allocation, objective, ""
-    paths: list[tuple[str, ...]] = [("search",)]
-    if problem.options.max_transfers is None:
-        paths = [("search", "majorant", "search"), ("majorant", "search")]
+    paths = [("search", "majorant", "search"), ("majorant", "search")]
     for start, _ in sorted(starts, key=lambda item: item[1]):
         for path in paths:
             if time.perf_counter() >= deadline:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .margin import Attribution, State
 from .problem import PositionVector, Problem
@@ -25,6 +26,7 @@ __all__ = [
     "Status",
     "Transfer",
     "all_eligible_allocation",
+    "moved_positions",
     "transfers_between",
 ]
 
@@ -79,6 +81,16 @@ def all_eligible_allocation(problem: Problem) -> PositionVector:
     return np.where(problem.movable, problem.quantity, problem.current_xm)
 
 
+def moved_positions(
+    problem: Problem, before: PositionVector, after: PositionVector
+) -> npt.NDArray[np.bool_]:
+    """Per position: whether its XM quantity changes from ``before`` to ``after`` (a transfer,
+    and one counted against ``max_transfers``): |after - before| > 1e-9 max(1, |q|), so a
+    solver's round-off is no transfer."""
+    change = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    return np.abs(change) > 1e-9 * np.maximum(1.0, np.abs(problem.quantity))
+
+
 def transfers_between(
     problem: Problem, before: PositionVector, after: PositionVector
 ) -> list[Transfer]:
@@ -88,7 +100,7 @@ def transfers_between(
     that shrinks moves back. Quantities are reported unsigned, as the amount moved.
     """
     change = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    moved = np.flatnonzero(np.abs(change) > 1e-9 * np.maximum(1.0, np.abs(problem.quantity)))
+    moved = np.flatnonzero(moved_positions(problem, before, after))
     amount = np.abs(change[moved])
     into_xm = change[moved] * problem.quantity[moved] > 0
     transfers = []

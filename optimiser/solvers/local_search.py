@@ -28,6 +28,7 @@ import numpy.typing as npt
 from .. import cancellation
 from ..margin import FIGURES, account_quantities, evaluate, model_margins, xm_margin
 from ..problem import PositionVector, Problem
+from ..results import moved_positions
 from .base import LotGrid, lot_grid
 
 __all__ = ["LocalSearchResult", "allowed_candidates", "exact_objective", "improve"]
@@ -183,17 +184,19 @@ def improve(
     best = exact_objective(problem, evaluator.x)
     sweeps = moves = 0
     while sweeps < max_sweeps:
-        cancellation.check()  # the caller is gone: stop between sweeps
         sweeps += 1
         improved = False
         for i in rng.permutation(movable):
+            # The caller is gone: stop before the next position (one sweep of a 300-position,
+            # 2,520-scenario book took 2.4 s, too long to wait for between sweeps).
+            cancellation.check()
             if deadline is not None and time.perf_counter() >= deadline:
                 sweeps = max_sweeps
                 break
             values = allowed_candidates(problem, int(i), float(evaluator.x[i]), grid)
-            if limit is not None:
-                moved = int(np.count_nonzero(evaluator.x != problem.current_xm))
-                if moved >= limit and evaluator.x[i] == problem.current_xm[i]:
+            if limit is not None:  # moved as the answer's transfers count it (round-off is not)
+                moved = moved_positions(problem, problem.current_xm, evaluator.x)
+                if int(np.count_nonzero(moved)) >= limit and not moved[i]:
                     continue  # moving it would exceed the transfer limit
             objectives = evaluator.objectives(int(i), values)
             j = int(np.argmin(objectives))

@@ -14,23 +14,26 @@ by the fast path's active-set LP (:func:`.highs_backend.solve_var_majorant`), mo
 allowed set in whole lots. It is taken while its exact objective is lower than x_k's (in
 continuous mode the majorant guarantees it is no higher), until none is lower,
 :data:`MAX_ROUNDS`, or the deadline. A stationary point of the exact objective, not its optimum:
-the local search (:mod:`.local_search`) goes on from it.
+the local search (:mod:`.local_search`) goes on from it. Under a transfer limit each round frees
+only the positions x_k already moves, the others held at their current quantity
+(:func:`within_the_limit`): no answer moves another, so the limit holds without a binary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from .. import cancellation
 from ..margin import var_exclusions
 from ..problem import PositionVector, Problem
-from ..results import Status
+from ..results import Status, moved_positions
 from .base import snap_to_allowed
 from .highs_backend import solve_var_majorant
 from .local_search import exact_objective
 
-__all__ = ["MAX_ROUNDS", "Descent", "descend"]
+__all__ = ["MAX_ROUNDS", "Descent", "descend", "within_the_limit"]
 
 MAX_ROUNDS = 20
 
@@ -43,13 +46,27 @@ class Descent:
     improved: int  # rounds whose answer lowered the exact objective
 
 
+def within_the_limit(problem: Problem, xm_quantity: PositionVector) -> Problem:
+    """``problem`` itself without a transfer limit; under one, the same problem with only the
+    positions ``xm_quantity`` already moves (:func:`..results.moved_positions`) movable and no
+    limit: none of its allocations moves another position, so each keeps within the limit."""
+    if problem.options.max_transfers is None:
+        return problem
+    moved = moved_positions(problem, problem.current_xm, xm_quantity)
+    unlimited = dataclasses.replace(problem.options, max_transfers=None)
+    return dataclasses.replace(problem, movable=problem.movable & moved, options=unlimited)
+
+
 def descend(problem: Problem, start: PositionVector, deadline: float | None) -> Descent:
     """Majorise-minimise from the allowed allocation ``start`` within the wall-clock
-    ``deadline`` (a ``time.perf_counter()`` value); ``problem`` without a transfer limit."""
+    ``deadline`` (a ``time.perf_counter()`` value)."""
     x, best = start, exact_objective(problem, start)
     rounds = improved = 0
     while rounds < MAX_ROUNDS:
         cancellation.check()  # the caller is gone: stop between rounds
+        free = within_the_limit(problem, x)
+        if not free.movable.any():
+            break
         rounds += 1
         excluded = var_exclusions(problem, x)
         found: list[tuple[float, PositionVector]] = []
@@ -57,12 +74,12 @@ def descend(problem: Problem, start: PositionVector, deadline: float | None) -> 
             remaining = None if deadline is None else deadline - time.perf_counter()
             if remaining is not None and remaining <= 0:
                 break
-            raw = solve_var_majorant(problem, excluded, reduction, remaining)
+            raw = solve_var_majorant(free, excluded, reduction, remaining)
             if raw.status is not Status.OPTIMAL or raw.xm_quantity is None:
                 continue
             answer = raw.xm_quantity
-            if problem.options.integral:
-                answer = snap_to_allowed(problem, answer)
+            if problem.options.integral or free is not problem:  # fixed ones exactly current
+                answer = snap_to_allowed(free, answer)
             found.append((exact_objective(problem, answer), answer))
         if not found:
             break

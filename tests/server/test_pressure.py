@@ -5,6 +5,7 @@ Health/List and reflection v1."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import grpc
@@ -24,9 +26,13 @@ from grpc_status import rpc_status
 from tests.conftest import CASE_FILES
 from tests.server.harness import start
 from tests.server.test_process import ServerProcess
+from xmargin.bench.books import make_book
 from xmargin.bench.load import hard_request, small_request
+from xmargin.clients import convert
 from xmargin.clients.v1 import result_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
+from xmargin.optimiser.case_format import book_to_dict
+from xmargin.optimiser.model import Measure
 from xmargin.server import AdmissionLimits
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -398,3 +404,37 @@ def test_one_clients_queue_does_not_hold_back_another_clients_call() -> None:
         process.process.wait()
     a_before_b = sum(1 for when, _ in finished if when < b_done)
     assert a_before_b <= 2, f"{a_before_b} of A's 8 solves were answered before B's call"
+
+
+@cache
+def _var_request() -> service_pb2.OptimiseRequest:
+    """A 300-position, 2,520-scenario generated book with both models measuring VaR
+    (continuous): its ES stand-in solves in well under a second, then the exact-VaR phase's
+    local search sweeps the book (about 2.4 s a sweep) from several starts for many seconds."""
+    book = make_book(300, 2520, 7)
+    models = {
+        ccp: dataclasses.replace(model, measure=Measure.VAR) for ccp, model in book.models.items()
+    }
+    case = book_to_dict(dataclasses.replace(book, models=models))
+    case["options"] = dict(case.get("options", {}), integral=False)
+    return convert.optimise_request(case, convert.run_context(case))
+
+
+@pytest.mark.slow
+def test_a_cancelled_var_solve_stops_inside_the_exact_var_phase(one_slot: ServerProcess) -> None:
+    """Cancelled while the exact-VaR phase runs (6 s of CPU: reading the request and the
+    stand-in take under 3), the server is idle within a second: the local search asks the stop
+    hook at every position (it asked once a sweep, and the server then worked about 3 s on)."""
+    request = _var_request()
+    pid = one_slot.process.pid
+    with grpc.insecure_channel(f"127.0.0.1:{one_slot.port}") as channel:
+        stub = XmarginServiceStub(channel)
+        call = stub.Optimise.future(request)  # no deadline
+        wait_worked(pid, 6.0)
+        assert not call.done()  # still in the exact-VaR phase
+        call.cancel()
+        time.sleep(0.2)
+        assert busy_share(pid, 1.0) < IDLE
+        freed = admitted_within(stub, 5.0)
+        assert freed is not None and freed < 1.0
+    assert call.cancelled()
