@@ -1,5 +1,11 @@
 """Server test fixtures (see harness.py)."""
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.optimiser.test_audit import _postgres_url
 from tests.server.harness import (  # noqa: F401 (fixtures)
     cases,
     certificates,
@@ -11,3 +17,13 @@ from tests.server.harness import (  # noqa: F401 (fixtures)
     stub,
     token_server,
 )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store of each kind (PostgreSQL when $XMARGIN_TEST_PG_DSN is set)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with _postgres_url() as url:
+            yield url

@@ -18,7 +18,6 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.optimiser.test_audit import _postgres_url
 from tests.server.harness import optimise_request, start
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -197,16 +196,6 @@ def test_the_usage_query_reads_the_clients_index_only() -> None:
         plan = " ".join(str(row[-1]) for row in cursor.fetchall())
     assert "COVERING INDEX xm_scenario_sets_by_client" in plan, plan
     store.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store of each kind (PostgreSQL when $XMARGIN_TEST_PG_DSN is set)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        with _postgres_url() as url:
-            yield url
 
 
 def test_registrations_racing_at_the_limit_do_not_all_pass(store_url: str) -> None:

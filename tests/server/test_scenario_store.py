@@ -84,16 +84,6 @@ def test_a_set_larger_than_the_cache_is_still_served() -> None:
     assert len(registry.get("big", 1).scenarios.ids) == 40
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store of each kind (PostgreSQL when $XMARGIN_TEST_PG_DSN is set)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        with _postgres_url() as url:
-            yield url
-
-
 def test_registrations_racing_on_one_id_get_distinct_versions(store_url: str) -> None:
     url = store_url
     registries = [ScenarioRegistry(open_store(url), owns_store=True) for _ in range(4)]
