@@ -449,6 +449,8 @@ def _improve_var(
     independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). The best
     exact objective found. (Each path ends at a stationary point; on generated VaR books each
     path and start found the best end on some book and a worse one on others.)"""
+    from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
+
     if deadline is None:
         spent = time.perf_counter() - started
         deadline = time.perf_counter() + max(VAR_SEARCH_SECONDS, spent)
@@ -468,6 +470,19 @@ def _improve_var(
             x, value, steps = _var_search_path(problem, start, path, deadline)
             if value < best_objective - 1e-9 * max(1.0, abs(best_objective)):
                 best, best_objective, found_by = x, value, steps
+    exchanges = 0
+    while time.perf_counter() < deadline:
+        exchanged = exchange(problem, best, best_objective, deadline)
+        if exchanged is None:
+            break
+        best, best_objective, _ = min(
+            (*exchanged, ""),
+            _var_search_path(problem, exchanged[0], ("majorant", "search"), deadline),
+            key=lambda item: item[1],
+        )
+        exchanges += 1
+    if exchanges:
+        found_by += f"{', ' if found_by else ''}{exchanges} exclusion exchanges"
     if best is allocation:
         return (
             allocation,
