@@ -39,7 +39,7 @@ from .solvers import (
     parse_backend_name,
 )
 from .solvers.base import Backend, RawSolution, on_allowed_set, snap_to_allowed
-from .solvers.local_search import exact_objective, improve
+from .solvers.local_search import exact_objective, improve, pair_move
 from .warm_start import WarmStart, warm_allocation
 
 __all__ = [
@@ -470,19 +470,25 @@ def _improve_var(
             x, value, steps = _var_search_path(problem, start, path, deadline)
             if value < best_objective - 1e-9 * max(1.0, abs(best_objective)):
                 best, best_objective, found_by = x, value, steps
-    exchanges = 0
+    escapes = {"exclusion exchanges": 0, "pair moves": 0}
     while time.perf_counter() < deadline:
-        exchanged = exchange(problem, best, best_objective, deadline)
-        if exchanged is None:
+        escaped = exchange(problem, best, best_objective, deadline)
+        kind = "exclusion exchanges"
+        if escaped is None:
+            pair = pair_move(problem, best, deadline)
+            escaped = (pair.xm_quantity, pair.objective) if pair.moves else None
+            kind = "pair moves"
+        if escaped is None:
             break
         best, best_objective, _ = min(
-            (*exchanged, ""),
-            _var_search_path(problem, exchanged[0], ("majorant", "search"), deadline),
+            (*escaped, ""),
+            _var_search_path(problem, escaped[0], ("majorant", "search"), deadline),
             key=lambda item: item[1],
         )
-        exchanges += 1
-    if exchanges:
-        found_by += f"{', ' if found_by else ''}{exchanges} exclusion exchanges"
+        escapes[kind] += 1
+    for kind, count in escapes.items():
+        if count:
+            found_by += f"{', ' if found_by else ''}{count} {kind}"
     if best is allocation:
         return (
             allocation,
