@@ -446,9 +446,15 @@ def _improve_var(
     search (under a transfer limit: from the stand-in's answer only, its majorant rounds
     moving only the positions already moved, :func:`.solvers.var_majorant.within_the_limit`;
     on generated 12 x 150 books with a limit of 2 or 3 this closed 4 of 9 gaps to the
-    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). The best
-    exact objective found. (Each path ends at a stationary point; on generated VaR books each
-    path and start found the best end on some book and a worse one on others.)"""
+    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). Then, while the
+    budget lasts, moves out of the best end's basin, each followed by majorise-minimise and
+    local search: an exclusion-set exchange (:func:`.solvers.var_majorant.exchange`: a
+    majorant with one of a figure's f largest losses swapped for one of the next, touching
+    VaR nowhere in particular but lower than it where the optimum's set differs) or, when
+    none lowers the end, a pair move (:func:`.solvers.local_search.pair_move`: two positions
+    at once, where no single move lowers). The best exact objective found. (Each path ends at
+    a stationary point; on generated VaR books each path and start found the best end on some
+    book and a worse one on others.)"""
     from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
 
     if deadline is None:

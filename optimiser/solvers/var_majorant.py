@@ -17,6 +17,10 @@ continuous mode the majorant guarantees it is no higher), until none is lower,
 the local search (:mod:`.local_search`) goes on from it. Under a transfer limit each round frees
 only the positions x_k already moves, the others held at their current quantity
 (:func:`within_the_limit`): no answer moves another, so the limit holds without a binary.
+
+The exact optimum is the least over all exclusion sets, not only the set D where the rounds
+stop: :func:`exchange` tries the sets next to D (:func:`exchanged_exclusions`), each still a
+majorant of VaR, for a minimum whose exact objective is lower.
 """
 
 from __future__ import annotations
