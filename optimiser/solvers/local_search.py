@@ -255,6 +255,11 @@ def pair_move(
             moved = moved_positions(problem, problem.current_xm, evaluator.x)
             if limit is None or int(np.count_nonzero(moved)) <= limit:
                 for j in movable:
+                    # Asked at every position: on a 300-position book one i's sweep over j is
+                    # hundreds of evaluations, too long to wait for.
+                    cancellation.check()
+                    if deadline is not None and time.perf_counter() >= deadline:
+                        return unmoved
                     if j == i or (
                         limit is not None and not moved[j] and np.count_nonzero(moved) >= limit
                     ):
