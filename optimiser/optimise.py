@@ -449,8 +449,9 @@ def _improve_var(
     independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). Then, while the
     budget lasts, moves out of the best end's basin, each followed by majorise-minimise and
     local search: an exclusion-set exchange (:func:`.solvers.var_majorant.exchange`: a
-    majorant with one of a figure's f largest losses swapped for one of the next, touching
-    VaR nowhere in particular but lower than it where the optimum's set differs) or, when
+    majorant with one of a figure's f largest losses swapped for one of the next, still above
+    VaR everywhere, no longer touching it at the end, but lower than the end's majorant where
+    the optimum's set of f largest differs) or, when
     none lowers the end, a pair move (:func:`.solvers.local_search.pair_move`: two positions
     at once, where no single move lowers). The best exact objective found. (Each path ends at
     a stationary point; on generated VaR books each path and start found the best end on some
