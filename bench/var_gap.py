@@ -1,16 +1,17 @@
 """How far the exact-VaR phase's answers sit above the exact-VaR optimum.
 
-``python -m xmargin.bench.var_gap [--books N] [--seed K] [--out DIR]``, run from the repository
-root: the optimum comes from the tests' independent MILP of margin-model.md
+``python -m xmargin.bench.var_gap [--books N] [--seed K] [--out DIR] [--time-limit S]``, run
+from the repository root: the optimum comes from the tests' independent MILP of margin-model.md
 (``tests/optimiser/independent_milp.py``: VaR by binary tail selection, scipy's HiGHS), which
 is not part of the installed package. Book i (seed K + i) is generated with 2-30 positions and
 100, 200 or 300 scenarios, FICC's model measuring VaR 99% (every third book CME's too), and is
-solved continuous and in whole lots with the default options (no time limit: the VaR phase
-has its default budget). Per solve it records the relative gap of the exact total at the ES
-stand-in's answer and at the answer to the MILP's best (the better of its two XM branches,
-``optimal`` when both were proven within their 120 s), and the solve's time. The MILP's
-results are kept in ``var-gap-oracle.json`` in the output folder and read back on a later run
-(the same books measured on other code). The figures are recorded, never asserted.
+solved continuous and in whole lots with the default options (no time limit: the VaR phase has
+its default budget; ``--time-limit``: that many seconds per solve, the phase's deadline). Per
+solve it records the relative gap of the exact total at the ES stand-in's answer and at the
+answer to the MILP's best (the better of its two XM branches, ``optimal`` when both were proven
+within their 120 s), and the solve's time. The MILP's results are kept in
+``var-gap-oracle.json`` in the output folder and read back on a later run (the same books
+measured on other code). The figures are recorded, never asserted.
 """
 
 from __future__ import annotations
@@ -46,15 +47,18 @@ def var_book(seed: int) -> Any:
     return dataclasses.replace(book, models=models)
 
 
-def measure(seed: int, integral: bool, oracle: dict[str, Any]) -> dict[str, Any]:
-    """One book in one mode; ``oracle`` caches the MILP's result by book and mode."""
+def measure(
+    seed: int, integral: bool, oracle: dict[str, Any], time_limit: float | None = None
+) -> dict[str, Any]:
+    """One book in one mode (``time_limit``: the solve's, None for the default budget);
+    ``oracle`` caches the MILP's result by book and mode."""
     from tests.optimiser.independent_milp import solve_independent
     from xmargin.optimiser import SolveOptions, optimise
     from xmargin.optimiser.model import Measure
     from xmargin.optimiser.solvers.local_search import exact_objective
 
     book = var_book(seed)
-    book = dataclasses.replace(book, options=SolveOptions(integral=integral))
+    book = dataclasses.replace(book, options=SolveOptions(integral=integral, time_limit=time_limit))
     started = time.perf_counter()
     result = optimise(book)
     seconds = time.perf_counter() - started
@@ -120,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--books", type=int, default=24)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="seconds per solve (default: none)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "var-gap-oracle.json"
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in range(args.seed, args.seed + args.books):
         for integral in (False, True):
-            rows.append(measure(seed, integral, oracle))
+            rows.append(measure(seed, integral, oracle, args.time_limit))
             print(json.dumps(rows[-1]), flush=True)
             cache.write_text(json.dumps(oracle, indent=1) + "\n")
     load = {"start": list(load_at_start), "end": list(os.getloadavg())}

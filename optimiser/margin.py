@@ -51,6 +51,7 @@ __all__ = [
     "value_at_risk",
     "var_exclusions",
     "var_majorant_window",
+    "var_window_losses",
     "xm_margin",
 ]
 
@@ -181,20 +182,29 @@ def var_majorant_window(window: ModelWindow) -> ModelWindow:
     return ModelWindow(window.ccp, largest, window.window, window.stress_rows)
 
 
+def var_window_losses(
+    problem: Problem, xm_quantity: PositionVector
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Per figure of a VaR model (``FIGURES`` name): its account's window losses at the
+    allocation."""
+    held = account_quantities(problem, xm_quantity)
+    row = {account: i for i, account in enumerate(held)}
+    _, losses = account_losses(problem, held)
+    return {
+        name: losses[row[account], problem.models[ccp].window]
+        for name, ccp, account in FIGURES
+        if problem.models[ccp].model.measure is Measure.VAR
+    }
+
+
 def var_exclusions(
     problem: Problem, xm_quantity: PositionVector
 ) -> dict[str, npt.NDArray[np.bool_]]:
     """Per figure of a VaR model (``FIGURES`` name): its account's f = floor(n_tail) largest
     window losses at the allocation, as a mask over the window (see :func:`var_majorant_window`)."""
-    held = account_quantities(problem, xm_quantity)
-    row = {account: i for i, account in enumerate(held)}
-    _, losses = account_losses(problem, held)
     exclusions = {}
-    for name, ccp, account in FIGURES:
-        window = problem.models[ccp]
-        if window.model.measure is not Measure.VAR:
-            continue
-        in_window = losses[row[account], window.window]
+    for name, in_window in var_window_losses(problem, xm_quantity).items():
+        window = problem.models[_FIGURE_HOUSE[name]]
         whole = math.floor(window.n_tail)
         mask = np.zeros(in_window.size, dtype=bool)
         if whole:
@@ -314,6 +324,7 @@ FIGURES = (
     ("C_F", Ccp.FICC, "xm"),
     ("C_C", Ccp.CME, "xm"),
 )
+_FIGURE_HOUSE = {name: ccp for name, ccp, _ in FIGURES}
 
 
 def account_losses(

@@ -39,7 +39,7 @@ from .solvers import (
     parse_backend_name,
 )
 from .solvers.base import Backend, RawSolution, on_allowed_set, snap_to_allowed
-from .solvers.local_search import exact_objective, improve
+from .solvers.local_search import exact_objective, improve, pair_move
 from .warm_start import WarmStart, warm_allocation
 
 __all__ = [
@@ -446,9 +446,18 @@ def _improve_var(
     search (under a transfer limit: from the stand-in's answer only, its majorant rounds
     moving only the positions already moved, :func:`.solvers.var_majorant.within_the_limit`;
     on generated 12 x 150 books with a limit of 2 or 3 this closed 4 of 9 gaps to the
-    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). The best
-    exact objective found. (Each path ends at a stationary point; on generated VaR books each
-    path and start found the best end on some book and a worse one on others.)"""
+    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). Then, while the
+    budget lasts, moves out of the best end's basin, each followed by majorise-minimise and
+    local search: an exclusion-set exchange (:func:`.solvers.var_majorant.exchange`: a
+    majorant with one of a figure's f largest losses swapped for one of the next, still above
+    VaR everywhere, no longer touching it at the end, but lower than the end's majorant where
+    the optimum's set of f largest differs) or, when
+    none lowers the end, a pair move (:func:`.solvers.local_search.pair_move`: two positions
+    at once, where no single move lowers). The best exact objective found. (Each path ends at
+    a stationary point; on generated VaR books each path and start found the best end on some
+    book and a worse one on others.)"""
+    from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
+
     if deadline is None:
         spent = time.perf_counter() - started
         deadline = time.perf_counter() + max(VAR_SEARCH_SECONDS, spent)
@@ -468,6 +477,25 @@ def _improve_var(
             x, value, steps = _var_search_path(problem, start, path, deadline)
             if value < best_objective - 1e-9 * max(1.0, abs(best_objective)):
                 best, best_objective, found_by = x, value, steps
+    escapes = {"exclusion exchanges": 0, "pair moves": 0}
+    while time.perf_counter() < deadline:
+        escaped = exchange(problem, best, best_objective, deadline)
+        kind = "exclusion exchanges"
+        if escaped is None:
+            pair = pair_move(problem, best, deadline)
+            escaped = (pair.xm_quantity, pair.objective) if pair.moves else None
+            kind = "pair moves"
+        if escaped is None:
+            break
+        best, best_objective, _ = min(
+            (*escaped, ""),
+            _var_search_path(problem, escaped[0], ("majorant", "search"), deadline),
+            key=lambda item: item[1],
+        )
+        escapes[kind] += 1
+    for kind, count in escapes.items():
+        if count:
+            found_by += f"{', ' if found_by else ''}{count} {kind}"
     if best is allocation:
         return (
             allocation,
