@@ -9,6 +9,7 @@ import importlib
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -273,9 +274,10 @@ def test_a_mip_answer_above_its_given_incumbent_proves_nothing(
 ) -> None:
     """When HiGHS answers a MIP with a solution above the incumbent it was given (seen on
     30-position books: "optimal" 3e-6 above an allocation another run found, its bound above
-    its own answer), the solve stops there unproven: the best allocation so far, whole lots,
-    its bound below it, the status and a note saying so."""
+    its own answer) and no unbounded round follows, the solve stops there unproven: the best
+    allocation so far, whole lots, its bound below it, the status and a note saying so."""
     monkeypatch.setattr(highs_backend, "_mip_answer_above", lambda info, given: True)
+    monkeypatch.setattr(highs_backend, "UNBOUNDED_AFTER_ABOVE", False)
     result = optimise(generate_book(30, 1260, 1095), options=SolveOptions(integral=True))
     stats = result.stats
     assert result.status is Status.TIME_LIMIT
@@ -286,6 +288,36 @@ def test_a_mip_answer_above_its_given_incumbent_proves_nothing(
     assert stats.bound < stats.objective
     assert result.optimised.total <= result.current.total
     problem = build_problem(generate_book(30, 1260, 1095), options=SolveOptions(integral=True))
+    assert on_allowed_set(problem, result.allocation).all()
+
+
+def test_a_mip_answer_above_its_given_incumbent_is_followed_by_an_unbounded_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an answer above the incumbent (simulated: every bounded MIP's answer counts as
+    above) the full-range MIP runs on without the objective bound, and its answers are taken:
+    the solve does not stop unproven, and its whole-lot answer is on the allowed set, no
+    higher than the current allocation and no lower than its bound."""
+    bounds: list[float] = []
+    model_class = highs_backend._CuttingPlaneModel
+    run_highs = model_class._run_highs
+
+    def recording(self: Any, integral: bool) -> int:
+        if integral:
+            bounds.append(float(self.highs.getOptionValue("objective_bound")[1]))
+        return run_highs(self, integral)
+
+    monkeypatch.setattr(model_class, "_run_highs", recording)
+    monkeypatch.setattr(highs_backend, "_mip_answer_above", lambda info, given: True)
+    book = generate_book(30, 1260, 1095)
+    result = optimise(book, options=SolveOptions(integral=True, time_limit=60.0))
+    stats = result.stats
+    assert "stopped unproven" not in stats.message
+    assert any(np.isinf(bound) for bound in bounds[1:])
+    assert stats.objective is not None and stats.bound is not None
+    assert stats.bound <= stats.objective + 1e-9 * abs(stats.objective)
+    assert result.optimised.total <= result.current.total
+    problem = build_problem(book, options=SolveOptions(integral=True))
     assert on_allowed_set(problem, result.allocation).all()
 
 
