@@ -1344,12 +1344,7 @@ class _CuttingPlaneModel:
                 else:
                     loop.stop(MODEL_STATUS[model_status], highs.modelStatusToString(model_status))
                 return
-            if (
-                integral
-                and not timed_out
-                and not unbounded
-                and _mip_answer_above(info, given / unit)
-            ):
+            if integral and not timed_out and _mip_answer_above(info, given / unit):
                 # HiGHS called optimal a solution above the incumbent it was given (its
                 # objective bound and MIP start), so its search did not hold that incumbent
                 # and its bound proves nothing: measured on a 30-position book, it then
@@ -1359,7 +1354,13 @@ class _CuttingPlaneModel:
                 # above too, without the objective bound (:data:`UNBOUNDED_AFTER_ABOVE`).
                 if not local and self._recheck_without_presolve(loop):
                     continue
-                if not local and UNBOUNDED_AFTER_ABOVE and loop.best_x is not None:
+                if (
+                    not local
+                    and UNBOUNDED_AFTER_ABOVE
+                    and not unbounded
+                    and loop.best_x is not None
+                ):
+                    # once: an unbounded round answering above its MIP start proves nothing
                     unbounded = True
                     self._start_from(loop.best_x)
                     continue

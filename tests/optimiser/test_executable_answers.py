@@ -295,7 +295,8 @@ def test_a_mip_answer_above_its_given_incumbent_is_followed_by_an_unbounded_roun
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After an answer above the incumbent (simulated: every bounded MIP's answer counts as
-    above) the full-range MIP runs on without the objective bound, and its answers are taken:
+    above) the full-range MIP runs on without the objective bound, and its answers are taken
+    (an unbounded answer above its MIP start would still stop the solve unproven):
     the solve does not stop unproven, and its whole-lot answer is on the allowed set, no
     higher than the current allocation and no lower than its bound."""
     bounds: list[float] = []
@@ -308,7 +309,13 @@ def test_a_mip_answer_above_its_given_incumbent_is_followed_by_an_unbounded_roun
         return run_highs(self, integral)
 
     monkeypatch.setattr(model_class, "_run_highs", recording)
-    monkeypatch.setattr(highs_backend, "_mip_answer_above", lambda info, given: True)
+    # Every bounded MIP's answer counts as above; an unbounded round's is judged as it is.
+    judged = highs_backend._mip_answer_above
+    monkeypatch.setattr(
+        highs_backend,
+        "_mip_answer_above",
+        lambda info, given: not np.isinf(bounds[-1]) or judged(info, given),
+    )
     book = generate_book(30, 1260, 1095)
     result = optimise(book, options=SolveOptions(integral=True, time_limit=60.0))
     stats = result.stats
