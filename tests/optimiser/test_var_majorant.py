@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -242,3 +243,19 @@ def test_descent_under_a_transfer_limit_moves_only_what_its_start_moves() -> Non
     assert on_allowed_set(problem, found.xm_quantity).all()
     moved = {t.instrument for t in transfers_between(problem, current, found.xm_quantity)}
     assert moved <= {problem.position_ids[i] for i in first_two}
+
+
+def test_the_exact_var_phase_is_bounded_by_its_own_budget_under_a_long_time_limit() -> None:
+    """The phase stops after max(VAR_SEARCH_SECONDS, the solve's time), and never past the
+    solve's deadline: a long time limit (the server's default deadline is 300 s) is not a
+    budget to spend (through the server a 300-position VaR book took 48 s before)."""
+    optimise_module = importlib.import_module("xmargin.optimiser.optimise")
+    budget = optimise_module.VAR_SEARCH_SECONDS
+    now = time.perf_counter()
+    far = optimise_module._var_phase_deadline(now, now + 300.0)
+    assert far - now == pytest.approx(budget, abs=0.5)
+    slow_solve = optimise_module._var_phase_deadline(now - 10.0, now + 300.0)
+    assert slow_solve - now == pytest.approx(10.0, abs=0.5)
+    assert optimise_module._var_phase_deadline(now, now + 0.1) == now + 0.1
+    unlimited = optimise_module._var_phase_deadline(now, None)
+    assert unlimited - now == pytest.approx(budget, abs=0.5)
