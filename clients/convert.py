@@ -399,8 +399,8 @@ def _model(data: Mapping[str, Any]) -> book_pb2.MarginModel:
         measure=book_pb2.MEASURE_VAR if measure == "VaR" else book_pb2.MEASURE_ES,
         stress_ids=[str(s) for s in data.get("stress_ids", [])],
         stress_weight=float(data.get("stress_weight", 0.0)),
-        addon_rate=[float(v) for v in data.get("addon_rate", [])],
-        addon_threshold=[float(v) for v in data.get("addon_threshold", [])],
+        addon_rate=[float(v) for v in data.get("addon_rate") or []],
+        addon_threshold=[float(v) for v in data.get("addon_threshold") or []],
     )
     if data.get("lookback") is not None:
         message.lookback = int(data["lookback"])

@@ -6,13 +6,15 @@ field) when only a rule across fields does; nothing is coerced."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests.conftest import CASE_FILES
 from tests.optimiser.mutations import Mutation, mutated_cases, names_the_field
-from xmargin.clients import InvalidRequestError, XmarginClient
+from xmargin.clients import InvalidRequestError, XmarginClient, convert
 from xmargin.optimiser import CaseValidationError, parse_case
 from xmargin.schema import CaseV1, check
 from xmargin.server import RunningServer
@@ -95,3 +97,14 @@ def test_a_null_risk_vector_is_refused_by_name(
     assert any("instruments[0]" in v.field for v in raised.value.violations), [
         v.field for v in raised.value.violations
     ]
+
+
+def test_null_add_ons_are_absent_in_the_request_as_in_the_case_format() -> None:
+    """The case format reads a null ``addon_rate`` / ``addon_threshold`` as absent; the
+    client's request builder did too little of the same and raised TypeError (found by the
+    mutation test above, on case cme-stress-addons)."""
+    case = json.loads(CASE_FILES[0].read_text())
+    case["models"]["CME"]["addon_rate"] = None
+    case["models"]["CME"]["addon_threshold"] = None
+    message = convert.models_message(case)
+    assert list(message.cme.addon_rate) == [] and list(message.cme.addon_threshold) == []
