@@ -23,13 +23,27 @@ from xmargin.clients import convert
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
 from xmargin.server.cli import build_parser
 
+SERVE_WITH_VAR_BUDGET = (
+    "import importlib, sys; "
+    "importlib.import_module('xmargin.optimiser.optimise').VAR_SEARCH_SECONDS = {seconds!r}; "
+    "from xmargin.server.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+"""``python -c`` code that serves as ``python -m xmargin.server`` does, with the exact-VaR
+phase's budget set first."""
+
 
 class ServerProcess:
     """``python -m xmargin.server`` with its stderr read line by line in the background."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, var_search_seconds: float | None = None) -> None:
+        """``var_search_seconds``: the exact-VaR phase's own budget in the server
+        (``optimise.VAR_SEARCH_SECONDS``, set in the child before it serves)."""
+        if var_search_seconds is None:
+            command = ["-m", "xmargin.server"]
+        else:
+            command = ["-c", SERVE_WITH_VAR_BUDGET.format(seconds=float(var_search_seconds))]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xmargin.server", "--port", "0", *args],
+            [sys.executable, *command, "--port", "0", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
