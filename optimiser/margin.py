@@ -23,7 +23,7 @@ import dataclasses
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -364,15 +364,20 @@ def evaluations_reused() -> Iterator[None]:
 
 
 def account_figures(
-    problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False
+    problem: Problem,
+    xm_quantity: PositionVector,
+    es_for_var: bool = False,
+    excluded: Mapping[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, ModelFigures]:
     """The six model figures of an allocation (``FIGURES``): both standalone margins, S_F,
     S_C, C_F and C_C; the losses of the five accounts in one product, then each model on its
-    three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in).
-    Inside :func:`evaluations_reused`, an allocation evaluated before is not evaluated again."""
+    three. With ``es_for_var`` a VaR model is evaluated with ES (the solvers' stand-in);
+    ``excluded``, by figure name: the window scenarios its risk measure leaves out
+    (:func:`model_margins`, the VaR majorant's). Inside :func:`evaluations_reused`, an
+    allocation evaluated before is not evaluated again (never with ``excluded``)."""
     reused = _reused.get()
-    if reused is None:
-        return _account_figures(problem, xm_quantity, es_for_var)
+    if reused is None or excluded is not None:
+        return _account_figures(problem, xm_quantity, es_for_var, excluded)
     # Without a VaR model the ES stand-in is the model itself: one key for both.
     stand_in = es_for_var and any(w.model.measure is Measure.VAR for w in problem.models.values())
     key = (id(problem), stand_in, np.ascontiguousarray(xm_quantity, dtype=float).tobytes())
@@ -388,7 +393,10 @@ def account_figures(
 
 
 def _account_figures(
-    problem: Problem, xm_quantity: PositionVector, es_for_var: bool
+    problem: Problem,
+    xm_quantity: PositionVector,
+    es_for_var: bool,
+    excluded: Mapping[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, ModelFigures]:
     """:func:`account_figures`, computed."""
     held = account_quantities(problem, xm_quantity)
@@ -399,8 +407,13 @@ def _account_figures(
         named = [(name, row[account]) for name, house, account in FIGURES if house is ccp]
         rows = [r for _, r in named]
         window = window.as_es() if es_for_var else window
+        masks = [(excluded or {}).get(name) for name, _ in named]
+        mask = None
+        if any(m is not None for m in masks):  # a figure without exclusions leaves none out
+            like = next(m for m in masks if m is not None)
+            mask = np.stack([np.zeros_like(like) if m is None else m for m in masks])
         for (name, _), figure in zip(
-            named, model_margins(window, losses[rows], exposures[rows]), strict=True
+            named, model_margins(window, losses[rows], exposures[rows], mask), strict=True
         ):
             figures[name] = figure
     return {name: figures[name] for name, _, _ in FIGURES}

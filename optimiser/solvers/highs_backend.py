@@ -53,10 +53,7 @@ from ..margin import (
     FIGURES,
     ModelFigures,
     account_figures,
-    account_losses,
-    account_quantities,
     convex_xm_margin,
-    model_margins,
     tail_weights,
     var_majorant_window,
 )
@@ -1465,22 +1462,9 @@ class _VarMajorantModel(_CuttingPlaneModel):
     def _term_figures(self, xm_quantity: PositionVector) -> list[ModelFigures]:
         """Each term's figures under the majorant: its excluded scenarios left out."""
         started = time.perf_counter()
-        problem = self.problem
-        held = account_quantities(problem, xm_quantity)
-        row = {account: i for i, account in enumerate(held)}
-        exposures, losses = account_losses(problem, held)
-        figures = []
-        for name, ccp, account in FIGURES:
-            excluded = self.excluded.get(name)
-            one = slice(row[account], row[account] + 1)
-            figures += model_margins(
-                problem.models[ccp],
-                losses[one],
-                exposures[one],
-                None if excluded is None else excluded[None, :],
-            )
+        figures = account_figures(self.problem, xm_quantity, excluded=self.excluded)
         self.evaluation_seconds += time.perf_counter() - started
-        return figures
+        return list(figures.values())
 
 
 def solve_var_majorant(
