@@ -369,13 +369,20 @@ def _chart(
     largest = max([state.total for _, state in states] + [1.0])
     step = _nice_step(largest)
     axis_top = step * np.ceil(largest / step)
-    unit, unit_label = (1e6, "USD mm") if axis_top >= 1e6 else (1e3, "USD k")
+    unit, unit_label = next(
+        (size, label)
+        for size, label in ((1e6, "USD mm"), (1e3, "USD k"), (1.0, "USD"))
+        if axis_top >= size or size == 1.0
+    )
 
     def y(value: float) -> float:
         return top + plot_height * (1.0 - value / axis_top)
 
     step_in_units = step / unit
-    decimals = next(d for d in (0, 1, 2, 3) if abs(round(step_in_units, d) - step_in_units) < 1e-9)
+    # a step of 1, 2, 2.5 or 5 x 10^k, k >= -1 in the chosen unit: at most two decimals
+    decimals = next(
+        (d for d in (0, 1, 2) if abs(round(step_in_units, d) - step_in_units) < 1e-9), 3
+    )
     ticks = []
     tick = 0.0
     while tick <= axis_top + 1e-9:
@@ -417,7 +424,7 @@ def _chart(
                 "width": f"{bar_width:.1f}",
                 "middle": f"{x + bar_width / 2:.1f}",
                 "total_y": f"{y(state.total) - 6:.1f}",
-                "total": f"{state.total / unit:,.1f}",
+                "total": f"{state.total / unit:,.{1 if unit > 1.0 else 2}f}",
                 "segments": segments,
             }
         )
