@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xmargin.schema import BOUNDS
+
 from ..case_format import book_to_dict
 from ..eligibility import default_rulebook, evaluate_eligibility
 from ..errors import InfeasibleError, SolverError
@@ -136,8 +138,12 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
     if getattr(args, "mode", None):
         changes["mode"] = Mode(args.mode)
     if getattr(args, "time_limit", None) is not None:
-        if args.time_limit <= 0:
-            raise UsageError("--time-limit must be positive")
+        most = BOUNDS["time_limit"]
+        if not 0.0 < args.time_limit <= most:  # False for NaN too
+            raise UsageError(
+                f"--time-limit must be a number of seconds in (0, {most:.0f}], as a case "
+                f"file's options.time_limit (got {args.time_limit!r})"
+            )
         changes["time_limit"] = args.time_limit
     return dataclasses.replace(options, **changes) if changes else options
 

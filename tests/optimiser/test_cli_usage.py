@@ -161,3 +161,16 @@ def test_a_batch_case_naming_a_key_twice_fails_alone(
     (failure,) = summary["failures"]
     assert Path(failure["source"]).name == "twice.json"
     assert "duplicate key 'quantity'" in json.dumps(failure)
+
+
+@pytest.mark.parametrize("command", ["optimise", "explain"])
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e400", "86401", "0", "-1"])
+def test_time_limit_flag_outside_a_case_files_range_is_refused(
+    capsys: pytest.CaptureFixture[str], command: str, seconds: str
+) -> None:
+    """--time-limit takes what a case file's options.time_limit takes, (0, 86400] seconds
+    (nan, inf and 1e9 ran: nan and inf as no limit at all)."""
+    code, out, err = run(capsys, command, str(CASE_01), "--time-limit", seconds)
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert "--time-limit" in err and "86400" in err, err
+    assert out == ""
