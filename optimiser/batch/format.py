@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from xmargin.schema import clip, parse_json
+from xmargin.schema.case_v1 import Name
 
 from ..case_format import CASE_FORMAT, book_to_dict, parse_case
 from ..errors import CaseValidationError
@@ -62,6 +64,9 @@ the shared ones; its ``clearing_member`` replaces the shared one; its ``options`
 ACCOUNT_KEYS = frozenset(
     {"id", "name", "customer", "clearing_member", "positions", "instruments", "options"}
 )
+BATCH_KEYS = frozenset({"format", "accounts", *SHARED_KEYS})
+"""Every key a batch file may have."""
+_LABEL: TypeAdapter[str] = TypeAdapter(Name)
 CASE_ACCOUNT_KEYS = ("name", "customer", "clearing_member", "positions", "instruments")
 """Keys of a single case file that belong to its account when a folder of cases is a batch."""
 
@@ -115,6 +120,16 @@ def _account_of(data: Any, where: str) -> BatchAccount:
         close = difflib.get_close_matches(str(unknown[0])[:200], sorted(ACCOUNT_KEYS), n=1)
         hint = f"did you mean {where}.{close[0]}?" if close else f"known: {sorted(ACCOUNT_KEYS)}"
         raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; {hint}")
+    for label in ("id", "name"):  # the case's name: checked here, where the file writes it
+        if label in data:
+            try:
+                _LABEL.validate_python(data[label])
+            except ValidationError:
+                raise CaseValidationError(
+                    f"{where}.{label}",
+                    data[label],
+                    "must be a string of at most 200 characters without control characters",
+                ) from None
     customer = _customer_id(data)
     if customer is None:
         raise CaseValidationError(f"{where}.customer.id", None, "is required (the audit key)")
@@ -139,6 +154,11 @@ def parse_batch(data: Any) -> BatchGroup:
         raise CaseValidationError("<batch>", data, "must be an object")
     if data.get("format") != BATCH_FORMAT:
         raise CaseValidationError("format", data.get("format"), f"must be {BATCH_FORMAT!r}")
+    unknown = sorted(set(data) - BATCH_KEYS, key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(BATCH_KEYS), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {sorted(BATCH_KEYS)}"
+        raise CaseValidationError(str(unknown[0]), data[unknown[0]], f"unknown key; {hint}")
     accounts_data = data.get("accounts")
     if not isinstance(accounts_data, list) or not accounts_data:
         raise CaseValidationError("accounts", accounts_data, "must be a non-empty list")
@@ -171,8 +191,8 @@ def load_batch(path: str | Path, rejected: list[AccountOutcome] | None = None) -
                 rejected.append(_rejected(str(file), error))
         return _group_cases(cases, rejected)
     data = _read(source)
-    if isinstance(data, Mapping) and data.get("format") == BATCH_FORMAT:
-        return [parse_batch(data)]
+    if isinstance(data, Mapping) and (data.get("format") == BATCH_FORMAT or "accounts" in data):
+        return [parse_batch(data)]  # a file with accounts is a batch file, of this format or not
     return _group_cases([(str(source), data)])
 
 
