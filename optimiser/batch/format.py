@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
 
 from xmargin.schema import clip, parse_json
-from xmargin.schema.case_v1 import Name
 
 from ..case_format import CASE_FORMAT, book_to_dict, parse_case
 from ..errors import CaseValidationError
@@ -66,7 +64,6 @@ ACCOUNT_KEYS = frozenset(
 )
 BATCH_KEYS = frozenset({"format", "accounts", *SHARED_KEYS})
 """Every key a batch file may have."""
-_LABEL: TypeAdapter[str] = TypeAdapter(Name)
 CASE_ACCOUNT_KEYS = ("name", "customer", "clearing_member", "positions", "instruments")
 """Keys of a single case file that belong to its account when a folder of cases is a batch."""
 
@@ -120,16 +117,6 @@ def _account_of(data: Any, where: str) -> BatchAccount:
         close = difflib.get_close_matches(str(unknown[0])[:200], sorted(ACCOUNT_KEYS), n=1)
         hint = f"did you mean {where}.{close[0]}?" if close else f"known: {sorted(ACCOUNT_KEYS)}"
         raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; {hint}")
-    for label in ("id", "name"):  # the case's name: checked here, where the file writes it
-        if label in data:
-            try:
-                _LABEL.validate_python(data[label])
-            except ValidationError:
-                raise CaseValidationError(
-                    f"{where}.{label}",
-                    data[label],
-                    "must be a string of at most 200 characters without control characters",
-                ) from None
     customer = _customer_id(data)
     if customer is None:
         raise CaseValidationError(f"{where}.customer.id", None, "is required (the audit key)")
@@ -315,6 +302,8 @@ def field_in_batch(field: str, account: BatchAccount, n_shared_instruments: int)
         rest = field[field.index("]") + 1 :]
         return f"{account.label}.instruments[{index - n_shared_instruments}]{rest}"
     head = field.split(".")[0].split("[")[0]
+    if head == "name" and "name" not in account.data and "id" in account.data:
+        return f"{account.label}.id{field[len(head) :]}"  # the case's name is the account's id
     if head in account.data or head in ("customer", "positions", "name"):
         return f"{account.label}.{field}"
     return field

@@ -343,13 +343,16 @@ def test_a_batch_file_of_another_format_says_so(tmp_path: Path, written: str | N
 
 @pytest.mark.parametrize(("key", "value"), [("id", 5), ("id", "a\nb"), ("name", ["x"])])
 def test_an_accounts_label_that_is_not_text_is_named_where_written(key: str, value: Any) -> None:
-    """An account's ``id`` or ``name`` that cannot be a case name is refused where the file
-    writes it (an ``id`` of 5 was reported at ``accounts[i].name``, a key the file lacked)."""
+    """An account whose ``id`` or ``name`` cannot be a case name fails alone, at the key the
+    file writes (an ``id`` of 5 was reported at ``accounts[i].name``, a key the file lacked)."""
     data = batch_file_data(2)
-    data["accounts"][1] = {**data["accounts"][1], key: value}
-    with pytest.raises(CaseValidationError) as error:
-        parse_batch(data)
-    assert error.value.field == f"accounts[1].{key}"
+    unnamed = {k: v for k, v in data["accounts"][1].items() if k != "name"}
+    data["accounts"][1] = {**unnamed, key: value}
+    group = parse_batch(data)
+    outcomes = sorted(InlineEngine().run(group.accounts, group.shared), key=lambda o: o.index)
+    assert [o.ok for o in outcomes] == [True, False]
+    failure = outcomes[1].error
+    assert failure is not None and failure.field == f"accounts[1].{key}", failure
 
 
 def test_a_failing_account_fails_alone_and_names_its_field() -> None:
