@@ -226,8 +226,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..sample import generate_book
 
-    if args.positions < 1 or args.scenarios < 1:
-        raise UsageError("--positions and --scenarios must be at least 1")
+    for flag, value, most in (
+        ("--positions", args.positions, BOUNDS["max_positions"]),
+        ("--scenarios", args.scenarios, BOUNDS["max_scenarios"]),
+    ):
+        if not 1 <= value <= most:  # a case file holds at most that many
+            raise UsageError(f"{flag} must be 1 to {most:,.0f}, as a case file holds (got {value})")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0 (got {args.seed})")
     try:
         business_date = dt.date.fromisoformat(args.business_date)
     except ValueError as error:

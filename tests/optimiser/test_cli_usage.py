@@ -218,3 +218,27 @@ def _with(argv: list[str], flag: str, value: str) -> list[str]:
     out = list(argv)
     out[out.index(flag) + 1] = value
     return out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--scenarios", "20001"),
+        ("--scenarios", "1000000000"),
+        ("--positions", "20001"),
+        ("--positions", "100000000"),
+        ("--seed", "-1"),
+    ],
+)
+def test_sample_refuses_a_book_no_case_file_may_hold(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str
+) -> None:
+    """sample writes only cases xmargin reads: beyond the case format's 20,000 scenarios or
+    positions it is refused naming the flag (20,001 scenarios wrote a file every command
+    refused, 1e9 died with OverflowError, 1e8 positions ran without end); a negative seed
+    names its flag."""
+    output = tmp_path / "case.json"
+    code, out, err = run(capsys, "sample", flag, value, "-o", str(output))
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert flag in err and "Traceback" not in err, err
+    assert not output.exists()
