@@ -29,7 +29,7 @@ import numpy as np
 
 from .margin import State
 from .model import Ccp
-from .results import Account, OptimisationResult, Transfer
+from .results import Account, OptimisationResult, Transfer, exact_quantity
 
 if TYPE_CHECKING:
     import jinja2
@@ -81,6 +81,13 @@ def _is_bookable(result: OptimisationResult, transfer: Transfer) -> bool:
     after = result.allocation[i]
     empties = after if transfer.to_account is Account.XM else problem.quantity[i] - after
     return abs(problem.quantity[i] - empties) <= tolerance or abs(after) <= tolerance
+
+
+RELAXATION_NOTE = (
+    "This is the continuous relaxation: its margins are a lower bound and its transfers need "
+    "not be whole lots, so they cannot be booked as they stand. Solve with whole lots (the "
+    "default) for an allocation to book."
+)
 
 
 def bookable_transfers(result: OptimisationResult, round_lots: bool = False) -> list[Transfer]:
@@ -533,8 +540,8 @@ def savings_report_html(result: OptimisationResult) -> str:
             t.instrument,
             t.from_account.value,
             t.to_account.value,
-            _money(t.quantity),
-            f"{t.lots:,.6g}",
+            f"{exact_quantity(t.quantity):,}",
+            f"{exact_quantity(t.lots):,}",
         ]
         for t in result.transfers
     ]
@@ -551,9 +558,9 @@ def savings_report_html(result: OptimisationResult) -> str:
             instrument.ccp.value,
             instrument.kind.value + (f" {instrument.contract}" if instrument.contract else ""),
             eligible_text,
-            _money(problem.quantity[i]),
-            _money(problem.current_xm[i]),
-            _money(result.allocation[i]),
+            f"{exact_quantity(problem.quantity[i]):,}",
+            f"{exact_quantity(problem.current_xm[i]):,}",
+            f"{exact_quantity(result.allocation[i]):,}",
         ]
         row += [_money(attribution.shares[account][i]) for account in accounts]
         attribution_rows.append(row)
@@ -597,7 +604,7 @@ def savings_report_html(result: OptimisationResult) -> str:
             + [_money(attribution.totals[account]) for account in accounts],
         },
         explanation=_explanation_fragment(result),
-        notes=list(result.notes),
+        notes=([RELAXATION_NOTE] if result.relaxation else []) + list(result.notes),
     )
 
 

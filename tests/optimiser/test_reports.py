@@ -304,3 +304,28 @@ def test_html_report_of_a_book_margining_next_to_nothing(scale: float) -> None:
     unit = {"USD": 1.0, "USD k": 1e3, "USD mm": 1e6}[chart["unit_label"]]
     for bar, state in zip(chart["bars"], (result.current, result.optimised), strict=True):
         assert float(bar["total"].replace(",", "")) * unit == pytest.approx(state.total, rel=0.1)
+
+
+def test_html_report_of_a_continuous_answer_says_so_and_shows_its_fractions() -> None:
+    """The savings report of the continuous relaxation says it is one (a lower bound, not
+    bookable) and shows each transfer's quantity as exactly as its lots (case 07 moved 549.374
+    contracts, shown as '549' beside '549.374' lots, with nothing saying why)."""
+    case = next(p for p in CASE_FILES if p.name.startswith("07-"))
+    result = optimise(load_case(case), options=SolveOptions(integral=False))
+    fractional = [t for t in result.transfers if abs(t.lots - round(t.lots)) > 1e-6]
+    assert fractional, "case 07's relaxation moves a fractional number of lots"
+    collector = _Collector()
+    collector.feed(savings_report_html(result))
+    text = " ".join(" ".join(collector.text).split())
+    assert "continuous relaxation" in text.lower() and "lower bound" in text.lower()
+    for transfer in fractional:
+        shown = f"{transfer.quantity:,.6f}".rstrip("0")
+        assert shown in text, (shown, text[:2000])
+
+
+def test_html_report_of_a_whole_lot_answer_has_no_relaxation_note(
+    results: list[OptimisationResult],
+) -> None:
+    collector = _Collector()
+    collector.feed(savings_report_html(results[0]))
+    assert "relaxation" not in " ".join(collector.text).lower()
