@@ -318,7 +318,7 @@ def add_parsers(commands: Any) -> None:
         type=_run_number,
         default=1,
         metavar="N",
-        help="the run of the business date (1 to 2^32 - 1)",
+        help="the business date's run, 1 to 2^32 - 1",
     )
     _audit_flag(batch_parser)
     batch_parser.add_argument("--no-audit", action="store_true", help="store nothing")
