@@ -125,6 +125,9 @@ RUN_COLUMNS = (
     "recorded_at",
 )
 KEY_COLUMNS = ("business_date", "cycle", "run_number", "account")
+RUN_NUMBER_MAX = 2**32 - 1
+"""The largest run number: the gRPC contract's ``RunContext.run_number`` is a uint32, so every
+run the command line stores is one a server's client can name too."""
 SCENARIO_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS xm_scenario_data (
         fingerprint TEXT PRIMARY KEY,

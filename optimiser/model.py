@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from xmargin.schema import BOUNDS
 from xmargin.schema import FICC_ACCOUNT_TYPES as _ACCOUNT_TYPES
+
+from .errors import CaseValidationError
 
 __all__ = [
     "FICC_ACCOUNT_TYPES",
@@ -195,6 +199,41 @@ class SolveOptions:
     mode: Mode = Mode.JOINT
     time_limit: float | None = None
     backend: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what a case file's options could not hold (CaseValidationError at
+        ``options.FIELD``), so options built in code fail here, not inside a solver. The time
+        limit is any positive number of seconds: the server's is a share of the caller's
+        deadline, which may exceed a case file's day."""
+        bad = _bad_option(self)
+        if bad is not None:
+            raise CaseValidationError(f"options.{bad[0]}", getattr(self, bad[0]), bad[1])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad_option(options: SolveOptions) -> tuple[str, str] | None:
+    """The first field of ``options`` out of its range and why, else None."""
+    if not isinstance(options.integral, bool):
+        return "integral", "must be true or false"
+    cost = options.transfer_cost
+    if not (_is_number(cost) and 0.0 <= cost <= BOUNDS["transfer_cost"]):
+        return "transfer_cost", f"must be a number in [0, {BOUNDS['transfer_cost']:g}] USD per lot"
+    limit = options.max_transfers
+    if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool)):
+        return "max_transfers", "must be a whole number or None"
+    if limit is not None and not 0 <= limit <= BOUNDS["max_positions"]:
+        return "max_transfers", f"must be in [0, {BOUNDS['max_positions']:g}]"
+    if not isinstance(options.mode, Mode):
+        return "mode", "must be a Mode (Mode.JOINT or Mode.FICC_FIXED)"
+    seconds = options.time_limit
+    if seconds is not None and not (_is_number(seconds) and 0.0 < seconds < math.inf):
+        return "time_limit", "must be a positive finite number of seconds or None"
+    if options.backend is not None and not (isinstance(options.backend, str) and options.backend):
+        return "backend", "must be a backend name (highs, cvxpy, cvxpy:SOLVER) or None"
+    return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .margin import State
 from .model import Ccp
-from .results import Account, OptimisationResult, Transfer
+from .results import Account, OptimisationResult, Transfer, exact_quantity
 
 if TYPE_CHECKING:
     import jinja2
@@ -81,6 +81,13 @@ def _is_bookable(result: OptimisationResult, transfer: Transfer) -> bool:
     after = result.allocation[i]
     empties = after if transfer.to_account is Account.XM else problem.quantity[i] - after
     return abs(problem.quantity[i] - empties) <= tolerance or abs(after) <= tolerance
+
+
+RELAXATION_NOTE = (
+    "This is the continuous relaxation: its margins are a lower bound and its transfers need "
+    "not be whole lots, so they cannot be booked as they stand. Solve with whole lots (the "
+    "default) for an allocation to book."
+)
 
 
 def bookable_transfers(result: OptimisationResult, round_lots: bool = False) -> list[Transfer]:
@@ -369,13 +376,20 @@ def _chart(
     largest = max([state.total for _, state in states] + [1.0])
     step = _nice_step(largest)
     axis_top = step * np.ceil(largest / step)
-    unit, unit_label = (1e6, "USD mm") if axis_top >= 1e6 else (1e3, "USD k")
+    unit, unit_label = next(
+        (size, label)
+        for size, label in ((1e6, "USD mm"), (1e3, "USD k"), (1.0, "USD"))
+        if axis_top >= size or size == 1.0
+    )
 
     def y(value: float) -> float:
         return top + plot_height * (1.0 - value / axis_top)
 
     step_in_units = step / unit
-    decimals = next(d for d in (0, 1, 2, 3) if abs(round(step_in_units, d) - step_in_units) < 1e-9)
+    # a step of 1, 2, 2.5 or 5 x 10^k, k >= -1 in the chosen unit: at most two decimals
+    decimals = next(
+        (d for d in (0, 1, 2) if abs(round(step_in_units, d) - step_in_units) < 1e-9), 3
+    )
     ticks = []
     tick = 0.0
     while tick <= axis_top + 1e-9:
@@ -417,7 +431,7 @@ def _chart(
                 "width": f"{bar_width:.1f}",
                 "middle": f"{x + bar_width / 2:.1f}",
                 "total_y": f"{y(state.total) - 6:.1f}",
-                "total": f"{state.total / unit:,.1f}",
+                "total": f"{state.total / unit:,.{1 if unit > 1.0 else 2}f}",
                 "segments": segments,
             }
         )
@@ -526,8 +540,8 @@ def savings_report_html(result: OptimisationResult) -> str:
             t.instrument,
             t.from_account.value,
             t.to_account.value,
-            _money(t.quantity),
-            f"{t.lots:,.6g}",
+            f"{exact_quantity(t.quantity):,}",
+            f"{exact_quantity(t.lots):,}",
         ]
         for t in result.transfers
     ]
@@ -544,9 +558,9 @@ def savings_report_html(result: OptimisationResult) -> str:
             instrument.ccp.value,
             instrument.kind.value + (f" {instrument.contract}" if instrument.contract else ""),
             eligible_text,
-            _money(problem.quantity[i]),
-            _money(problem.current_xm[i]),
-            _money(result.allocation[i]),
+            f"{exact_quantity(problem.quantity[i]):,}",
+            f"{exact_quantity(problem.current_xm[i]):,}",
+            f"{exact_quantity(result.allocation[i]):,}",
         ]
         row += [_money(attribution.shares[account][i]) for account in accounts]
         attribution_rows.append(row)
@@ -590,7 +604,7 @@ def savings_report_html(result: OptimisationResult) -> str:
             + [_money(attribution.totals[account]) for account in accounts],
         },
         explanation=_explanation_fragment(result),
-        notes=list(result.notes),
+        notes=([RELAXATION_NOTE] if result.relaxation else []) + list(result.notes),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,14 @@ class Transfer:
             "quantity": self.quantity,
             "lots": self.lots,
         }
+
+
+def exact_quantity(value: float) -> Decimal:
+    """A quantity for people, exactly: whole numbers as such, others to 1e-6 (never 119.71
+    lots as "120")."""
+    if abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)):
+        return Decimal(round(value))
+    return Decimal(f"{value:.6f}".rstrip("0"))
 
 
 def all_eligible_allocation(problem: Problem) -> PositionVector:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -26,12 +27,39 @@ def _count(text: str) -> int:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    """An integer >= 1 (a limit of 0 would refuse every call)."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0-65535 (0: any free port)."""
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 <= value < math.inf:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmargin serve", description="Serve the xmargin.v1 gRPC API."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
+    parser.add_argument("--port", type=_port, default=50051, help="port (0: any free port)")
     parser.add_argument(
         "--workers",
         type=int,
@@ -46,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-message-mb",
-        type=int,
+        type=_at_least_one,
         default=64,
         help="largest request or response message, MiB (default 64)",
     )
@@ -97,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scenario-cache-mb",
-        type=int,
+        type=_count,
         default=256,
         help="memory for scenario sets in use, MiB, least recently used dropped first (they "
         "stay in the store; default 256)",
@@ -120,40 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stream-window",
-        type=int,
+        type=_count,
         default=0,
         help="OptimiseStream: accounts of one call read but not yet answered (default 2 x "
         "--workers); the client is held back beyond it",
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="seconds in-flight calls get to finish on SIGTERM (default 30)",
     )
     parser.add_argument(
         "--max-light",
-        type=int,
+        type=_at_least_one,
         default=4,
         help="calls other than solves (CheckEligibility, RegisterScenarioSet, ...) in flight "
         "at once; beyond: RESOURCE_EXHAUSTED (default 4)",
     )
     parser.add_argument(
         "--max-inflight-mb",
-        type=int,
+        type=_at_least_one,
         default=256,
         help="request bytes in flight at once, MiB; beyond: RESOURCE_EXHAUSTED (default 256)",
     )
     parser.add_argument(
         "--client-quota",
-        type=int,
+        type=_count,
         default=0,
         help="solver calls one client (certificate, token or IP) may have running or queued "
         "(default 0: a quarter of --workers + --max-queue; its light calls: half --max-light)",
     )
     parser.add_argument(
         "--default-deadline",
-        type=float,
+        type=_seconds,
         default=300.0,
         metavar="SECONDS",
         help="deadline of a call that comes without one: its solve stops then and it answers "
@@ -171,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--request-window-kb",
-        type=int,
+        type=_count,
         default=1024,
         help="HTTP/2 receive window of one request stream, KiB: what a client may send before "
         "the server has admitted or refused its call (default 1024; 0: gRPC's, which grows "

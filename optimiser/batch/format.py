@@ -62,6 +62,8 @@ the shared ones; its ``clearing_member`` replaces the shared one; its ``options`
 ACCOUNT_KEYS = frozenset(
     {"id", "name", "customer", "clearing_member", "positions", "instruments", "options"}
 )
+BATCH_KEYS = frozenset({"format", "accounts", *SHARED_KEYS})
+"""Every key a batch file may have."""
 CASE_ACCOUNT_KEYS = ("name", "customer", "clearing_member", "positions", "instruments")
 """Keys of a single case file that belong to its account when a folder of cases is a batch."""
 
@@ -139,6 +141,11 @@ def parse_batch(data: Any) -> BatchGroup:
         raise CaseValidationError("<batch>", data, "must be an object")
     if data.get("format") != BATCH_FORMAT:
         raise CaseValidationError("format", data.get("format"), f"must be {BATCH_FORMAT!r}")
+    unknown = sorted(set(data) - BATCH_KEYS, key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(BATCH_KEYS), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {sorted(BATCH_KEYS)}"
+        raise CaseValidationError(str(unknown[0]), data[unknown[0]], f"unknown key; {hint}")
     accounts_data = data.get("accounts")
     if not isinstance(accounts_data, list) or not accounts_data:
         raise CaseValidationError("accounts", accounts_data, "must be a non-empty list")
@@ -171,8 +178,8 @@ def load_batch(path: str | Path, rejected: list[AccountOutcome] | None = None) -
                 rejected.append(_rejected(str(file), error))
         return _group_cases(cases, rejected)
     data = _read(source)
-    if isinstance(data, Mapping) and data.get("format") == BATCH_FORMAT:
-        return [parse_batch(data)]
+    if isinstance(data, Mapping) and (data.get("format") == BATCH_FORMAT or "accounts" in data):
+        return [parse_batch(data)]  # a file with accounts is a batch file, of this format or not
     return _group_cases([(str(source), data)])
 
 
@@ -295,6 +302,8 @@ def field_in_batch(field: str, account: BatchAccount, n_shared_instruments: int)
         rest = field[field.index("]") + 1 :]
         return f"{account.label}.instruments[{index - n_shared_instruments}]{rest}"
     head = field.split(".")[0].split("[")[0]
+    if head == "name" and "name" not in account.data and "id" in account.data:
+        return f"{account.label}.id{field[len(head) :]}"  # the case's name is the account's id
     if head in account.data or head in ("customer", "positions", "name"):
         return f"{account.label}.{field}"
     return field

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from xmargin.schema import DATE_PATTERN, clip
 
 from ..extras import MissingExtraError
 from ..solvers import parse_backend_name
@@ -121,8 +125,6 @@ def batch_table(summary: dict[str, Any], source: str) -> str:
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..batch import AccountOutcome, DaskEngine, load_batch, make_engine, run_groups
 
-    if args.run_number < 1:
-        raise UsageError("--run-number must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     engine_name = args.engine or ("dask" if args.scheduler else "local")
@@ -269,10 +271,34 @@ def _audit_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _run_number(text: str) -> int:
+    """A run number, 1 to RUN_NUMBER_MAX."""
+    from ..audit import RUN_NUMBER_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= RUN_NUMBER_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is not a run number (1 to {RUN_NUMBER_MAX})")
+    return value
+
+
+def _business_date(text: str) -> str:
+    """A date written YYYY-MM-DD, as the case format writes it; kept as that text."""
+    try:
+        ok = re.fullmatch(DATE_PATTERN, text) is not None and bool(dt.date.fromisoformat(text))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{clip(text)!r} is not a date YYYY-MM-DD")
+    return text
+
+
 def _run_key_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--business-date", required=True, metavar="YYYY-MM-DD")
+    parser.add_argument("--business-date", required=True, type=_business_date, metavar="YYYY-MM-DD")
     parser.add_argument("--cycle", required=True, choices=["ITD", "EOD"])
-    parser.add_argument("--run-number", required=True, type=int, metavar="N")
+    parser.add_argument("--run-number", required=True, type=_run_number, metavar="N")
 
 
 def add_parsers(commands: Any) -> None:
@@ -288,7 +314,11 @@ def add_parsers(commands: Any) -> None:
     )
     batch_parser.add_argument("source", metavar="DIR-or-BATCH.json")
     batch_parser.add_argument(
-        "--run-number", type=int, default=1, metavar="N", help="the run of the business date"
+        "--run-number",
+        type=_run_number,
+        default=1,
+        metavar="N",
+        help="the business date's run, 1 to 2^32 - 1",
     )
     _audit_flag(batch_parser)
     batch_parser.add_argument("--no-audit", action="store_true", help="store nothing")

@@ -22,6 +22,7 @@ from ..case_format import parse_case
 from ..jsonvalues import jsonable
 from ..model import Book, Mode
 from ..results import OptimisationResult, SolverStats
+from ..results import exact_quantity as exact
 from ..solvers import BACKEND_HELP
 
 EXIT_OK = 0
@@ -177,14 +178,6 @@ def transfers_table(result: OptimisationResult) -> str:
     if result.relaxation:
         title += ": continuous relaxation, not whole lots (rerun without --continuous to book)"
     return format_table(["instrument", "from", "to", "quantity", "lots"], rows, title)
-
-
-def exact(value: float) -> Decimal:
-    """A quantity for a table, exactly: whole numbers as such, others to 1e-6 (never 119.71
-    lots as "120")."""
-    if abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)):
-        return Decimal(round(value))
-    return Decimal(f"{value:.6f}".rstrip("0"))
 
 
 def result_table(result: OptimisationResult) -> str:

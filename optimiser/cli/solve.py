@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xmargin.schema import BOUNDS
+
 from ..case_format import book_to_dict
 from ..eligibility import default_rulebook, evaluate_eligibility
 from ..errors import InfeasibleError, SolverError
@@ -136,8 +138,12 @@ def _solve_options(book: Book, args: argparse.Namespace) -> SolveOptions:
     if getattr(args, "mode", None):
         changes["mode"] = Mode(args.mode)
     if getattr(args, "time_limit", None) is not None:
-        if args.time_limit <= 0:
-            raise UsageError("--time-limit must be positive")
+        most = BOUNDS["time_limit"]
+        if not 0.0 < args.time_limit <= most:  # False for NaN too
+            raise UsageError(
+                f"--time-limit must be a number of seconds in (0, {most:.0f}], as a case "
+                f"file's options.time_limit (got {args.time_limit!r})"
+            )
         changes["time_limit"] = args.time_limit
     return dataclasses.replace(options, **changes) if changes else options
 
@@ -220,8 +226,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..sample import generate_book
 
-    if args.positions < 1 or args.scenarios < 1:
-        raise UsageError("--positions and --scenarios must be at least 1")
+    for flag, value, most in (
+        ("--positions", args.positions, BOUNDS["max_positions"]),
+        ("--scenarios", args.scenarios, BOUNDS["max_scenarios"]),
+    ):
+        if not 1 <= value <= most:  # a case file holds at most that many
+            raise UsageError(f"{flag} must be 1 to {most:,.0f}, as a case file holds (got {value})")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0 (got {args.seed})")
     try:
         business_date = dt.date.fromisoformat(args.business_date)
     except ValueError as error:

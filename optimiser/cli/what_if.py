@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from typing import Any
 
+from xmargin.schema import clip
+
 from ..case_format import book_to_dict, parse_case
 from ..errors import CaseValidationError
 from ..model import Book, Position
@@ -32,6 +34,12 @@ def _parse_trades(data: Any, book: Book) -> tuple[list[dict[str, Any]], list[dic
         raise UsageError(
             'the trades file must be {"instruments": [...], "positions": [...]} in the case '
             "format, or a list of positions"
+        )
+    unknown = sorted(set(data) - {"instruments", "positions"}, key=str)
+    if unknown:
+        raise UsageError(
+            f"the trades file's key {clip(str(unknown[0]))!r} is unknown; it holds instruments "
+            "and positions"
         )
     instruments = data.get("instruments", [])
     if not isinstance(instruments, list):
@@ -123,6 +131,8 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     if args.add:
         instruments, positions = _parse_trades(_read_json(args.add, "trades file"), book)
         book, trades = _validated_trade_book(book, instruments, positions)
+    if args.add and not trades and not args.exclude:
+        raise UsageError(f"the trades file {args.add} holds no trade (its positions are empty)")
     if not trades and not args.exclude:
         raise UsageError("what-if needs --add TRADES.json, --exclude ID, or both")
     with progress("evaluating what-if", enabled=not args.quiet):

@@ -315,6 +315,46 @@ def test_batch_file_errors_name_the_field() -> None:
     assert error.value.field.startswith("models.CME")
 
 
+@pytest.mark.parametrize("key", ["acounts", "option", "scenario", "expected", "name"])
+def test_a_batch_files_misspelt_or_unknown_key_is_refused(key: str) -> None:
+    """A key of the batch file that is neither shared nor ``format``/``accounts`` refuses the
+    batch naming it (a misspelt shared part was dropped and every account ran without it)."""
+    data = {**batch_file_data(2), key: {"integral": False}}
+    with pytest.raises(CaseValidationError) as error:
+        parse_batch(data)
+    assert error.value.field == key
+
+
+@pytest.mark.parametrize("written", ["xmargin-batch/2", "xmargin-batch", None])
+def test_a_batch_file_of_another_format_says_so(tmp_path: Path, written: str | None) -> None:
+    """A file with accounts but another (or no) format is refused at ``format``, not read as a
+    case whose customer id is missing."""
+    data = batch_file_data(2)
+    if written is None:
+        data.pop("format")
+    else:
+        data["format"] = written
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CaseValidationError) as error:
+        load_batch(path)
+    assert error.value.field == "format", error.value
+
+
+@pytest.mark.parametrize(("key", "value"), [("id", 5), ("id", "a\nb"), ("name", ["x"])])
+def test_an_accounts_label_that_is_not_text_is_named_where_written(key: str, value: Any) -> None:
+    """An account whose ``id`` or ``name`` cannot be a case name fails alone, at the key the
+    file writes (an ``id`` of 5 was reported at ``accounts[i].name``, a key the file lacked)."""
+    data = batch_file_data(2)
+    unnamed = {k: v for k, v in data["accounts"][1].items() if k != "name"}
+    data["accounts"][1] = {**unnamed, key: value}
+    group = parse_batch(data)
+    outcomes = sorted(InlineEngine().run(group.accounts, group.shared), key=lambda o: o.index)
+    assert [o.ok for o in outcomes] == [True, False]
+    failure = outcomes[1].error
+    assert failure is not None and failure.field == f"accounts[1].{key}", failure
+
+
 def test_a_failing_account_fails_alone_and_names_its_field() -> None:
     outcomes = _outcomes(InlineEngine(), 4, bad_lot_at=2)
     assert [o.ok for o in sorted(outcomes, key=lambda o: o.index)] == [True, True, False, True]

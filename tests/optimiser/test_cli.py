@@ -241,6 +241,28 @@ def test_what_if_rejects_bad_trades(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == cli.EXIT_BAD_INPUT
 
 
+@pytest.mark.parametrize(
+    ("trades", "named"),
+    [
+        ({"positions": [{"instrument": "TYZ6", "quantity": 5}], "instrumnts": []}, "instrumnts"),
+        ({"positions": [{"instrument": "TYZ6", "quantity": 5}], "position": []}, "position"),
+        ({"positions": []}, "no trade"),
+        ([], "no trade"),
+    ],
+)
+def test_what_if_trades_file_with_an_unknown_key_or_no_trade_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, trades: Any, named: str
+) -> None:
+    """A trades file's keys are instruments and positions: another (a misspelling) is refused
+    naming it, not dropped; a file holding no trade says so (it was told to give --add)."""
+    case = str(next(p for p in CASE_FILES if p.name.startswith("01-")))
+    trades_path = tmp_path / "trades.json"
+    trades_path.write_text(json.dumps(trades))
+    code, out, err = run(capsys, "what-if", case, "--add", str(trades_path))
+    assert code == cli.EXIT_BAD_INPUT and out == "", (code, out, err)
+    assert named in err, err
+
+
 # --- demo and sample -------------------------------------------------------------------------
 
 

@@ -161,3 +161,84 @@ def test_a_batch_case_naming_a_key_twice_fails_alone(
     (failure,) = summary["failures"]
     assert Path(failure["source"]).name == "twice.json"
     assert "duplicate key 'quantity'" in json.dumps(failure)
+
+
+@pytest.mark.parametrize("command", ["optimise", "explain"])
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e400", "86401", "0", "-1"])
+def test_time_limit_flag_outside_a_case_files_range_is_refused(
+    capsys: pytest.CaptureFixture[str], command: str, seconds: str
+) -> None:
+    """--time-limit takes what a case file's options.time_limit takes, (0, 86400] seconds
+    (nan, inf and 1e9 ran: nan and inf as no limit at all)."""
+    code, out, err = run(capsys, command, str(CASE_01), "--time-limit", seconds)
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert "--time-limit" in err and "86400" in err, err
+    assert out == ""
+
+
+AUDIT_KEY = ["--business-date", "2026-11-24", "--cycle", "EOD", "--run-number", "1"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--run-number", "0"),
+        ("--run-number", "-1"),
+        ("--run-number", "4294967296"),
+        ("--run-number", "99999999999999999999"),
+        ("--business-date", "2026-02-30"),
+        ("--business-date", "x"),
+        ("--business-date", "2026-11-24T00:00"),
+    ],
+)
+@pytest.mark.parametrize("command", ["audit show", "audit list", "batch"])
+def test_run_keys_outside_their_range_are_refused_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str, flag: str, value: str
+) -> None:
+    """A run number is 1 to 2^32 - 1 (the gRPC contract's uint32) and a business date a real
+    YYYY-MM-DD: 1e20 died with SQLite's OverflowError (exit 1, a traceback), a date 'x' or
+    2026-02-30 was looked up and found nothing, run 0 or -1 likewise."""
+    if command == "batch" and flag == "--business-date":
+        pytest.skip("a batch's dates come from its cases")
+    store = f"sqlite:///{tmp_path / 'audit.db'}"
+    if command == "batch":
+        argv = ["batch", str(CASE_01), "--engine", "inline", "--audit", store, flag, value]
+    else:
+        argv = [*command.split(), "--audit", store, *_with(AUDIT_KEY, flag, value)]
+        if command == "audit show":
+            argv += ["--account", "CUST-1"]
+        run(capsys, "batch", str(CASE_01), "--engine", "inline", "--audit", store)
+    code, out, err = run(capsys, *argv)
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert flag in err and "Traceback" not in err, err
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value replaced by ``value``."""
+    out = list(argv)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--scenarios", "20001"),
+        ("--scenarios", "1000000000"),
+        ("--positions", "20001"),
+        ("--positions", "100000000"),
+        ("--seed", "-1"),
+    ],
+)
+def test_sample_refuses_a_book_no_case_file_may_hold(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str
+) -> None:
+    """sample writes only cases xmargin reads: beyond the case format's 20,000 scenarios or
+    positions it is refused naming the flag (20,001 scenarios wrote a file every command
+    refused, 1e9 died with OverflowError, 1e8 positions ran without end); a negative seed
+    names its flag."""
+    output = tmp_path / "case.json"
+    code, out, err = run(capsys, "sample", flag, value, "-o", str(output))
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert flag in err and "Traceback" not in err, err
+    assert not output.exists()

@@ -520,9 +520,7 @@ def test_branch_without_reduction_wins_when_xm_cannot_be_emptied(backend: str) -
     """With FICC allocations fixed in XM, the CME model can charge the XM notes more than both
     standalone measures together: the exact rule then takes S_F + S_C (no reduction), a branch
     the convex max(...) form alone overstates. The optimum must still beat the current state."""
-    problem = build_problem(
-        random_book(310, n_positions=6, n_scenarios=80, mode=Mode.FICC_FIXED)
-    )
+    problem = build_problem(random_book(310, n_positions=6, n_scenarios=80, mode=Mode.FICC_FIXED))
     current = evaluate(problem, problem.current_xm)
     assert max(current.xm.C_F, current.xm.C_C) > current.xm.S_F + current.xm.S_C
     result = optimise(problem, backend=backend)
@@ -548,3 +546,44 @@ def test_whole_lots_proven_by_the_rounded_relaxation_match_the_full_whole_lot_pa
     full = _CuttingPlaneModel(build_problem(book, options=options)).run(None, time.perf_counter())
     assert full.status is Status.OPTIMAL
     assert result.optimised.total == pytest.approx(full.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"time_limit": float("nan")}, "options.time_limit"),
+        ({"time_limit": float("inf")}, "options.time_limit"),
+        ({"time_limit": 0.0}, "options.time_limit"),
+        ({"time_limit": -1.0}, "options.time_limit"),
+        ({"time_limit": "60"}, "options.time_limit"),
+        ({"transfer_cost": float("nan")}, "options.transfer_cost"),
+        ({"transfer_cost": -1.0}, "options.transfer_cost"),
+        ({"transfer_cost": 1e7}, "options.transfer_cost"),
+        ({"max_transfers": -1}, "options.max_transfers"),
+        ({"max_transfers": 1.5}, "options.max_transfers"),
+        ({"max_transfers": True}, "options.max_transfers"),
+        ({"integral": "yes"}, "options.integral"),
+        ({"integral": 1}, "options.integral"),
+        ({"mode": "JOINT"}, "options.mode"),
+        ({"backend": ""}, "options.backend"),
+    ],
+)
+def test_solve_options_given_in_code_are_checked_like_a_case_files(
+    changes: dict[str, object], field: str
+) -> None:
+    """Options built in code get the case file's checks (a NaN time limit was ignored, a
+    negative transfer cost rewarded moving, a NaN one surfaced as cvxpy's DCPError and -1
+    transfers as every backend failing on a 'numerical' infeasibility)."""
+    with pytest.raises(CaseValidationError) as caught:
+        SolveOptions(**changes)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_solve_options_within_their_ranges_are_accepted() -> None:
+    """The limits themselves pass; a solve's time limit may exceed a case file's day (the
+    server's budget is 80% of whatever deadline the client set)."""
+    options = SolveOptions(
+        integral=False, transfer_cost=1e6, max_transfers=0, time_limit=2 * 86_400.0
+    )
+    assert options.time_limit == pytest.approx(2 * 86_400.0)
+    assert dataclasses.replace(options, mode=Mode.FICC_FIXED).mode is Mode.FICC_FIXED

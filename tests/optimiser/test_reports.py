@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import shutil
 import struct
@@ -23,6 +24,7 @@ from xmargin.optimiser import SolveOptions, load_case, optimise, parse_case
 from xmargin.optimiser.reports import (
     FIXML_NAMESPACE,
     STATE_COLOURS,
+    _chart,
     savings_report_html,
     transfers_csv,
     transfers_fixml,
@@ -278,3 +280,52 @@ def test_html_report_escapes_whatever_the_case_says() -> None:
     text = "".join(collector.text)
     for value in (*renamed.values(), data["name"], data["customer"]["id"], HOSTILE):
         assert value in text  # shown, as text
+
+
+@pytest.mark.parametrize("scale", [0.0, 3e-8, 1e-7, 3e-7])
+def test_html_report_of_a_book_margining_next_to_nothing(scale: float) -> None:
+    """A book that margins a few USD or nothing at all (no positions) still gets its report,
+    its chart's ticks distinct readable numbers and each bar's total its own figure (the ticks
+    once ran out of decimals below 2.5 USD and the page was never written)."""
+    data = json.loads(next(p for p in CASE_FILES if p.name.startswith("01-")).read_text())
+    data.pop("expected", None)
+    data["positions"] = [
+        {**position, "quantity": position["quantity"] * scale, "xm_quantity": 0.0, "lot": 1.0}
+        for position in data["positions"]
+        if scale > 0
+    ]
+    result = optimise(parse_case(data), options=SolveOptions(integral=False))
+    assert result.current.total < 10.0
+    page = savings_report_html(result)
+    assert "<svg" in page
+    chart = _chart([("current", result.current), ("optimised", result.optimised)])
+    ticks = [float(tick["label"].replace(",", "")) for tick in chart["ticks"]]
+    assert len(ticks) >= 2 and all(b > a for a, b in itertools.pairwise(ticks))
+    unit = {"USD": 1.0, "USD k": 1e3, "USD mm": 1e6}[chart["unit_label"]]
+    for bar, state in zip(chart["bars"], (result.current, result.optimised), strict=True):
+        assert float(bar["total"].replace(",", "")) * unit == pytest.approx(state.total, rel=0.1)
+
+
+def test_html_report_of_a_continuous_answer_says_so_and_shows_its_fractions() -> None:
+    """The savings report of the continuous relaxation says it is one (a lower bound, not
+    bookable) and shows each transfer's quantity as exactly as its lots (case 07 moved 549.374
+    contracts, shown as '549' beside '549.374' lots, with nothing saying why)."""
+    case = next(p for p in CASE_FILES if p.name.startswith("07-"))
+    result = optimise(load_case(case), options=SolveOptions(integral=False))
+    fractional = [t for t in result.transfers if abs(t.lots - round(t.lots)) > 1e-6]
+    assert fractional, "case 07's relaxation moves a fractional number of lots"
+    collector = _Collector()
+    collector.feed(savings_report_html(result))
+    text = " ".join(" ".join(collector.text).split())
+    assert "continuous relaxation" in text.lower() and "lower bound" in text.lower()
+    for transfer in fractional:
+        shown = f"{transfer.quantity:,.6f}".rstrip("0")
+        assert shown in text, (shown, text[:2000])
+
+
+def test_html_report_of_a_whole_lot_answer_has_no_relaxation_note(
+    results: list[OptimisationResult],
+) -> None:
+    collector = _Collector()
+    collector.feed(savings_report_html(results[0]))
+    assert "relaxation" not in " ".join(collector.text).lower()

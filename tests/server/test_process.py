@@ -167,6 +167,50 @@ def test_cli_flags_are_documented() -> None:
         assert flag in help_text
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--default-deadline", "nan"),
+        ("--default-deadline", "inf"),
+        ("--default-deadline", "-1"),
+        ("--grace", "nan"),
+        ("--grace", "-1"),
+        ("--max-message-mb", "0"),
+        ("--max-inflight-mb", "0"),
+        ("--max-light", "0"),
+        ("--scenario-cache-mb", "-1"),
+        ("--client-quota", "-1"),
+        ("--stream-window", "-1"),
+        ("--request-window-kb", "-1"),
+        ("--port", "-1"),
+        ("--port", "65536"),
+    ],
+)
+def test_cli_refuses_a_flag_value_that_cannot_configure_a_server(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    """Each bad value exits 2 naming its flag before anything is served (a NaN or negative
+    default deadline or grace, a zero message or in-flight limit, a negative quota or window
+    each started a server)."""
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args([flag, value])
+    assert refused.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_cli_keeps_the_documented_zeros() -> None:
+    """0 still means what the help says: no default deadline, gRPC's window, the default
+    stream window and client quota, no grace."""
+    args = build_parser().parse_args(
+        [
+            "--default-deadline", "0", "--request-window-kb", "0", "--stream-window", "0",
+            "--client-quota", "0", "--grace", "0", "--port", "0",
+        ]
+    )  # fmt: skip
+    assert (args.default_deadline, args.request_window_kb, args.stream_window) == (0.0, 0, 0)
+    assert (args.client_quota, args.grace, args.port) == (0, 0.0, 0)
+
+
 def test_cli_rejects_mutual_tls_without_a_server_certificate(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not used")
