@@ -13,6 +13,7 @@ numpy (``vectors``), so neither is checked again per account.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -555,6 +556,8 @@ def parse_case(
             ):
                 if abs(value) > cme_bound:
                     out.add(f"positions[{i}].{field}", value, f"must be <= {cme_bound:g} contracts")
+                elif value != math.floor(value):  # futures trade in whole contracts
+                    out.add(f"positions[{i}].{field}", value, "must be a whole number of contracts")
         if xm_quantity != 0:
             if xm_quantity * quantity < 0 or abs(xm_quantity) > abs(quantity):
                 out.add(

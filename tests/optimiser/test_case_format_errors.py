@@ -453,6 +453,26 @@ def test_xm_quantity_of_the_wrong_sign(
     assert error.value == value
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("positions[1].quantity", -4600.5),
+        ("positions[1].xm_quantity", -0.25),
+        ("positions[1].lot", 0.5),
+    ],
+)
+def test_futures_are_whole_contracts(
+    originals: dict[str, dict[str, Any]], field: str, value: float
+) -> None:
+    """domain.md: futures trade in whole contracts. A holding of -4,600.5 contracts was taken,
+    and its whole-holding transfer booked 4,600.5 contracts in the CSV and FIXML."""
+    data = _case(originals, CASE_01)
+    put(data, field, value)
+    error = rejected(data, field)
+    assert error.value == value
+    assert "whole number of contracts" in error.reason
+
+
 def test_xm_quantity_limits_are_inclusive(originals: dict[str, dict[str, Any]]) -> None:
     """The whole position, and none of it, are both allowed."""
     data = _case(originals, CASE_01)
