@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .eligibility import Eligibility, Rulebook, evaluate_eligibility
+from .errors import CaseValidationError
 from .model import Book, Ccp, MarginModel, Measure, Mode, ScenarioMatrix, SolveOptions
 
 __all__ = ["ModelWindow", "Problem", "build_problem", "tail_count"]
@@ -177,12 +178,16 @@ def build_problem(
         )
         for ccp, model in book.models.items()
     }
+    quantity = np.array([p.quantity for p in positions], dtype=float)
+    current_xm = np.array([p.xm_quantity for p in positions], dtype=float)
+    lot = np.array([p.lot for p in positions], dtype=float)
+    _refuse_impossible_numbers(book, quantity, current_xm, lot, exposure, pnl_vectors)
     return Problem(
         book=book,
         position_ids=tuple(p.instrument for p in positions),
-        quantity=np.array([p.quantity for p in positions], dtype=float),
-        current_xm=np.array([p.xm_quantity for p in positions], dtype=float),
-        lot=np.array([p.lot for p in positions], dtype=float),
+        quantity=quantity,
+        current_xm=current_xm,
+        lot=lot,
         is_ficc=is_ficc,
         eligibility=eligibility,
         eligible=eligible,
@@ -195,3 +200,46 @@ def build_problem(
         models=models,
         options=options,
     )
+
+
+def _refuse_impossible_numbers(
+    book: Book,
+    quantity: PositionVector,
+    current_xm: PositionVector,
+    lot: PositionVector,
+    exposure: npt.NDArray[np.float64],
+    pnl_vectors: npt.NDArray[np.float64],
+) -> None:
+    """A book built in code (not read by the case format, which refuses all of these and more)
+    fails here, naming the first field, instead of inside a solver or with an answer: a
+    quantity, XM quantity or lot that is not finite, a lot <= 0, an XM quantity beyond the
+    holding or of the other sign, a sensitivity, P&L or shock that is not finite, a lookback
+    outside 1..scenarios, a confidence outside (0, 1). A few array checks: microseconds."""
+    for name, values in (("quantity", quantity), ("xm_quantity", current_xm), ("lot", lot)):
+        bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if name == "lot" else False))
+        if bad.size:
+            reason = "must be a finite number" + (" > 0" if name == "lot" else "")
+            raise CaseValidationError(f"positions[{bad[0]}].{name}", float(values[bad[0]]), reason)
+    beyond = np.flatnonzero((current_xm * quantity < 0) | (np.abs(current_xm) > np.abs(quantity)))
+    if beyond.size:
+        i = int(beyond[0])
+        raise CaseValidationError(
+            f"positions[{i}].xm_quantity",
+            float(current_xm[i]),
+            f"must have the sign of quantity {quantity[i]:g} and not exceed it",
+        )
+    for row in np.flatnonzero(~np.isfinite(exposure).all(axis=1)):
+        instrument = book.positions[int(row)].instrument
+        raise CaseValidationError(f"instruments[{instrument}].sensitivities", None, "not finite")
+    if not np.isfinite(pnl_vectors).all():
+        raise CaseValidationError("instruments.pnl", None, "must be finite numbers")
+    if not np.isfinite(book.scenarios.shocks).all():
+        raise CaseValidationError("scenarios.shocks", None, "must be finite numbers")
+    n_scenarios = book.scenarios.shocks.shape[0]
+    for ccp, model in book.models.items():
+        if not 1 <= model.lookback <= n_scenarios:
+            reason = f"must be a whole number in 1..{n_scenarios} (the scenarios)"
+            raise CaseValidationError(f"models.{ccp}.lookback", model.lookback, reason)
+        if not 0.0 < model.confidence < 1.0:
+            reason = "must lie strictly between 0 and 1"
+            raise CaseValidationError(f"models.{ccp}.confidence", model.confidence, reason)

@@ -579,6 +579,47 @@ def test_solve_options_given_in_code_are_checked_like_a_case_files(
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lot": float("nan")}, "positions[0].lot"),
+        ({"lot": -1.0}, "positions[0].lot"),
+        ({"lot": 0.0}, "positions[0].lot"),
+        ({"quantity": float("inf")}, "positions[0].quantity"),
+        ({"xm_quantity": float("nan")}, "positions[0].xm_quantity"),
+        ({"xm_quantity": 1e30}, "positions[0].xm_quantity"),
+    ],
+)
+def test_a_book_built_in_code_with_impossible_numbers_is_refused(
+    change: dict[str, float], field: str
+) -> None:
+    """A Book built in the Python API (not read by the case format) with a NaN or negative
+    lot: a NaN surfaced as cvxpy's DCPError, a lot of -1 was answered OPTIMAL. Refused, naming
+    the field, on either backend."""
+    book = random_book(3, n_positions=5, n_scenarios=60)
+    first = dataclasses.replace(book.positions[0], **change)
+    bad = dataclasses.replace(book, positions=(first, *book.positions[1:]))
+    for backend in ("highs", "cvxpy"):
+        with pytest.raises(CaseValidationError) as raised:
+            optimise(bad, backend=backend)
+        assert raised.value.field == field
+
+
+def test_a_book_built_in_code_with_non_finite_vectors_is_refused() -> None:
+    book = random_book(3, n_positions=5, n_scenarios=60)
+    shocks = np.array(book.scenarios.shocks)
+    shocks[3, 0] = np.nan
+    scenarios = dataclasses.replace(book.scenarios, shocks=shocks)
+    with pytest.raises(CaseValidationError) as raised:
+        build_problem(dataclasses.replace(book, scenarios=scenarios))
+    assert raised.value.field == "scenarios.shocks"
+    model = dataclasses.replace(book.models[next(iter(book.models))], confidence=1.0)
+    models = {**book.models, next(iter(book.models)): model}
+    with pytest.raises(CaseValidationError) as raised:
+        build_problem(dataclasses.replace(book, models=models))
+    assert raised.value.field.endswith(".confidence")
+
+
 def test_solve_options_within_their_ranges_are_accepted() -> None:
     """The limits themselves pass; a solve's time limit may exceed a case file's day (the
     server's budget is 80% of whatever deadline the client set)."""

@@ -289,10 +289,11 @@ def test_html_report_of_a_book_margining_next_to_nothing(scale: float) -> None:
     once ran out of decimals below 2.5 USD and the page was never written)."""
     data = json.loads(next(p for p in CASE_FILES if p.name.startswith("01-")).read_text())
     data.pop("expected", None)
-    data["positions"] = [
+    ficc = {i["id"] for i in data["instruments"] if i["ccp"] == "FICC"}
+    data["positions"] = [  # the bonds scaled down (futures are whole contracts: left out)
         {**position, "quantity": position["quantity"] * scale, "xm_quantity": 0.0, "lot": 1.0}
         for position in data["positions"]
-        if scale > 0
+        if scale > 0 and position["instrument"] in ficc
     ]
     result = optimise(parse_case(data), options=SolveOptions(integral=False))
     assert result.current.total < 10.0
