@@ -66,6 +66,7 @@ from ..results import Status
 from .base import (
     MIP_GAP,
     Capabilities,
+    LotGrid,
     RawSolution,
     allocation_bounds,
     lot_grid,
@@ -504,7 +505,6 @@ class _CuttingPlaneModel:
         # Whole lots: u_i = sign_i * (lot_i * k_i + remainder_i * z_i) / size_i, k_i whole in
         # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i;
         # a fine-lot position (LotGrid.fine) keeps u_i continuous, snapped at each answer.
-        self.grid = lot_grid(problem)
         self.harvested: list[list[ModelFigures]] = []  # the exact figures at MIP solutions
         self.lot_columns = np.zeros(0, dtype=np.int64)
         self.whole_columns = np.zeros(0, dtype=np.int64)
@@ -687,6 +687,12 @@ class _CuttingPlaneModel:
             for point in self._starting_points():
                 self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
             rows.push(self.highs)
+
+    @functools.cached_property
+    def grid(self) -> LotGrid:
+        """The positions' lot grid (``base.lot_grid``), for whole lots only: found when first
+        asked for (a continuous solve never does)."""
+        return lot_grid(self.problem)
 
     def _exposure_ranges(
         self,
