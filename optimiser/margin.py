@@ -147,18 +147,16 @@ def model_margins(
     risk = es if model.measure is Measure.ES else var
     weight = model.stress_weight
     margin = np.maximum(0.0, window.scale * ((1.0 - weight) * risk + weight * stress) + addons)
-    # The five figures of each portfolio as Python floats, one tolist() per array.
     return [
-        ModelFigures(es=e, var=v, stress=s, addons=a, margin=m, tail_weights=w)
-        for e, v, s, a, m, w in zip(
-            es.tolist(),
-            var.tolist(),
-            stress.tolist(),
-            addons.tolist(),
-            margin.tolist(),
-            weights,
-            strict=True,
+        ModelFigures(
+            es=float(es[p]),
+            var=float(var[p]),
+            stress=float(stress[p]),
+            addons=float(addons[p]),
+            margin=float(margin[p]),
+            tail_weights=weights[p],
         )
+        for p in range(losses.shape[0])
     ]
 
 
