@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ..problem import PositionVector, Problem
 from ..results import Status
@@ -205,16 +206,39 @@ def on_allowed_set(problem: Problem, xm_quantity: PositionVector) -> np.ndarray:
     return np.abs(snapped - xm_quantity) <= tolerance
 
 
+COLUMN_BLOCK = 16
+"""Rows reduced at once by :func:`column_abs_max`."""
+
+
+def column_abs_max(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """max_r |matrix[r, c]| per column c of a non-empty (R, C) matrix, as ``np.abs(matrix).max(
+    axis=0)`` exactly (a maximum has no rounding), faster for a narrow matrix: numpy reduces a
+    C-order (R, C) matrix along axis 0 in R inner loops of C elements, so the rows are first
+    reduced in blocks of :data:`COLUMN_BLOCK` as one (R / B, B C) matrix. Measured on the
+    reference account's scenario matrices (2,520 x 10 and 2,520 x 22): 260 -> 50-70 us and
+    300 -> 100-140 us."""
+    absolute = np.abs(matrix)
+    rows, width = absolute.shape
+    whole = rows - rows % COLUMN_BLOCK
+    if not whole:
+        return absolute.max(axis=0)
+    blocked = absolute[:whole].reshape(whole // COLUMN_BLOCK, COLUMN_BLOCK * width).max(axis=0)
+    largest = blocked.reshape(COLUMN_BLOCK, width).max(axis=0)
+    if whole < rows:
+        largest = np.maximum(largest, absolute[whole:].max(axis=0))
+    return largest
+
+
 def problem_scale(problem: Problem) -> tuple[PositionVector, float]:
     """Units that put the formulations' coefficients near 1: each position's quantity in units
     of its holding (``size``: |q|, or its lot where q = 0), and margin in units of ``margin``,
     a typical position's largest scenario loss (bounded by sum_k |d_k| max_s |shock_s,k| per
     unit, or the largest |P&L| of a vector; their mean over positions, at least 1 USD)."""
     size = np.where(problem.quantity != 0.0, np.abs(problem.quantity), problem.lot)
-    largest_shock = np.abs(problem.shocks).max(axis=0) if problem.shocks.size else 0.0
+    largest_shock = column_abs_max(problem.shocks) if problem.shocks.size else 0.0
     per_unit = np.abs(problem.exposure) @ np.atleast_1d(largest_shock)
     if problem.pnl_columns.size:
-        per_unit[problem.pnl_columns] += np.abs(problem.pnl_vectors).max(axis=0)
+        per_unit[problem.pnl_columns] += column_abs_max(problem.pnl_vectors)
     largest = per_unit * size
     margin = float(largest.mean()) if largest.size else 1.0
     return size, max(1.0, margin)

@@ -63,6 +63,7 @@ from ..results import Status
 from .base import (
     MIP_GAP,
     Capabilities,
+    LotGrid,
     RawSolution,
     allocation_bounds,
     lot_grid,
@@ -501,7 +502,6 @@ class _CuttingPlaneModel:
         # Whole lots: u_i = sign_i * (lot_i * k_i + remainder_i * z_i) / size_i, k_i whole in
         # [0, kmax_i], z_i binary (only where the holding is off the lot grid), k_i >= kmax_i z_i;
         # a fine-lot position (LotGrid.fine) keeps u_i continuous, snapped at each answer.
-        self.grid = lot_grid(problem)
         self.harvested: list[list[ModelFigures]] = []  # the exact figures at MIP solutions
         self.lot_columns = np.zeros(0, dtype=np.int64)
         self.whole_columns = np.zeros(0, dtype=np.int64)
@@ -618,6 +618,9 @@ class _CuttingPlaneModel:
             # held quantity c (both 0 off the term's portfolio).
             pnl_columns = problem.pnl_columns
             self.term_exposure = np.stack([term.exposure_columns for term in self.terms])
+            self.tail_row_t = np.array([t for t, _ in self.tail_rows], dtype=np.int64)
+            self.tail_row_index = np.array([row for _, row in self.tail_rows], dtype=np.int32)
+            self.tail_row_weight = np.array([-1.0 / term.window.n_tail for term in self.terms])
             inside = np.stack([term.portfolio.members[pnl_columns] for term in self.terms])
             signs = np.array([[term.portfolio.sign] for term in self.terms])
             self.term_pnl_scale = inside * (signs * self.size[pnl_columns] / unit)
@@ -681,6 +684,12 @@ class _CuttingPlaneModel:
             for point in self._starting_points():
                 self._add_cuts(rows, self._term_figures(point), range(len(self.terms)))
             rows.push(self.highs)
+
+    @functools.cached_property
+    def grid(self) -> LotGrid:
+        """The positions' lot grid (``base.lot_grid``), for whole lots only: found when first
+        asked for (a continuous solve never does)."""
+        return lot_grid(self.problem)
 
     def _exposure_ranges(
         self,
@@ -928,23 +937,22 @@ class _CuttingPlaneModel:
         Any C_j gives a lower bound on ES (the RU value over fewer scenarios); it is exact at
         every allocation whose tail lies in C_j. Returns how many scenarios were new."""
         problem, highs = self.problem, self.highs
-        new_of: dict[int, Scenarios] = {}
+        terms: list[int] = []  # the terms with new scenarios, and those scenarios
+        news: list[Scenarios] = []
         for j, wanted in scenarios.items():
             new = np.unique(wanted)  # ascending
             new = new[~self.candidates[j][new]]
             if new.size:
-                new_of[j] = new
+                terms.append(j)
+                news.append(new)
                 self.candidates[j][new] = True
-        count = sum(new.size for new in new_of.values())
-        if not count:
+        if not news:
             return 0
+        sizes = [new.size for new in news]
+        count = sum(sizes)
+        term_of = np.repeat(terms, sizes)
+        scenario = np.concatenate(news)
         # The u columns, each with its entry -1/n_tail in its term's tail row.
-        tail_row = np.concatenate(
-            [np.full(new.size, self.tail_rows[j][1]) for j, new in new_of.items()]
-        )
-        weight = np.concatenate(
-            [np.full(new.size, -1.0 / self.terms[j].window.n_tail) for j, new in new_of.items()]
-        )
         first = highs.getNumCol()
         highs.addCols(
             count,
@@ -953,15 +961,16 @@ class _CuttingPlaneModel:
             np.full(count, INF),
             count,
             np.arange(count, dtype=np.int32),
-            tail_row.astype(np.int32),
-            weight,
+            self.tail_row_index[term_of],
+            self.tail_row_weight[term_of],
         )
         # Row s of term j: u_s + t_j + shock_s . E_j + sum_i pnl_s,i sign_j size_i / unit u_i
         # >= -pnl_s . c_j / unit, one block for every term (P&L entries off the portfolio are 0).
-        term_of = np.concatenate([np.full(new.size, j) for j, new in new_of.items()])
-        scenario = np.concatenate(list(new_of.values()))
-        t = np.array([t for t, _ in self.tail_rows])[term_of]
-        index = [np.arange(first, first + count)[:, None], t[:, None], self.term_exposure[term_of]]
+        index = [
+            np.arange(first, first + count)[:, None],
+            self.tail_row_t[term_of][:, None],
+            self.term_exposure[term_of],
+        ]
         value = [np.ones((count, 2)), problem.shocks[scenario]]
         lower = np.zeros(count)
         if problem.pnl_columns.size:
@@ -969,9 +978,19 @@ class _CuttingPlaneModel:
             index.append(np.broadcast_to(self.lots[problem.pnl_columns], pnl.shape))
             value.append(pnl * self.term_pnl_scale[term_of])
             lower = -np.einsum("sm,sm->s", pnl, self.term_pnl_held[term_of]) / self.margin_unit
-        rows = _Rows()
-        rows.add_block(np.hstack(index), np.hstack(value), lower, np.full(count, INF))
-        rows.push(highs)
+        # One addRows of the block, its zeros left out (as _Rows.add_block, without its lists).
+        block_index, block_value = np.hstack(index), np.hstack(value)
+        keep = block_value != 0.0
+        counts = keep.sum(axis=1)
+        highs.addRows(
+            count,
+            lower,
+            np.full(count, INF),
+            int(counts.sum()),
+            (np.cumsum(counts) - counts).astype(np.int32),
+            block_index[keep].astype(np.int32),
+            block_value[keep],
+        )
         return count
 
     def _add_cuts(self, rows: _Rows, figures: list[ModelFigures], terms: Iterable[int]) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import highspy
+import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES
@@ -16,7 +17,7 @@ from xmargin.bench.books import with_pnl_vectors
 from xmargin.optimiser import SolveOptions, Status, build_problem, load_case
 from xmargin.optimiser.problem import Problem
 from xmargin.optimiser.sample import generate_book
-from xmargin.optimiser.solvers.base import Backend
+from xmargin.optimiser.solvers.base import Backend, column_abs_max
 from xmargin.optimiser.solvers.cvxpy_backend import CvxpyBackend
 from xmargin.optimiser.solvers.highs_backend import (
     MODEL_STATUS,
@@ -67,7 +68,7 @@ def test_formulations_agree_on_pnl_vector_books(share: float, noise: float) -> N
 
 
 def test_formulation_choice() -> None:
-    """"auto" never writes the RU LP, not even on a whole-lot book of P&L vectors (measured:
+    """ "auto" never writes the RU LP, not even on a whole-lot book of P&L vectors (measured:
     Kelley's cuts do better there, FORMULATIONS); a linear program gets the active set, a MIP
     Kelley's cuts; "ru" only when asked for."""
     book = with_pnl_vectors(generate_book(40, 500, 7), 1.0, seed=3)
@@ -112,3 +113,16 @@ def test_a_refused_highs_option_raises() -> None:
         set_option(highs, "no_such_option", 1)
     with pytest.raises(RuntimeError, match="mip_rel_gap"):
         set_option(highs, "mip_rel_gap", -1.0)
+
+
+@pytest.mark.parametrize("rows", [1, 15, 16, 17, 33, 2520])
+@pytest.mark.parametrize("width", [1, 10, 22])
+def test_column_abs_max_is_numpys(rows: int, width: int) -> None:
+    """The blocked column reduction of problem_scale gives np.abs(m).max(axis=0) exactly, the
+    largest magnitude anywhere in its column (a row past the last whole block included)."""
+    rng = np.random.default_rng(rows * 100 + width)
+    matrix = rng.standard_normal((rows, width))
+    matrix[-1, 0] = -1e6  # the largest magnitude of column 0, in the last row, negative
+    expected = np.abs(matrix).max(axis=0)
+    assert column_abs_max(matrix)[0] == 1e6
+    np.testing.assert_array_equal(column_abs_max(matrix), expected)
