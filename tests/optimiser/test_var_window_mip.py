@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import time
 
 import numpy as np
@@ -13,7 +14,8 @@ from tests.optimiser.independent_milp import solve_independent
 from xmargin.bench.var_gap import var_book
 from xmargin.optimiser import SolveOptions, cancellation, optimise
 from xmargin.optimiser.margin import var_window_losses
-from xmargin.optimiser.problem import build_problem
+from xmargin.optimiser.model import Book, Ccp, Measure
+from xmargin.optimiser.problem import PositionVector, Problem, build_problem
 from xmargin.optimiser.results import transfers_between
 from xmargin.optimiser.solvers import var_window_mip
 from xmargin.optimiser.solvers.base import on_allowed_set
@@ -51,41 +53,66 @@ def test_over_the_whole_window_the_milp_is_the_exact_var_problem() -> None:
     assert found == pytest.approx(_optimum(book, problem, False), rel=1e-6)
 
 
-def test_the_window_milp_leaves_the_basin_the_phases_moves_end_in(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Book 102 (14 positions, 100 scenarios, FICC and CME VaR 99%, continuous): the exact-VaR
-    phase without the window MILP (paths, exclusion exchanges, pair moves) ended 4.7e-4 above
-    the independent MILP's optimum in every measurement of 2026-12-02; the MILP over the
-    f + 6 largest losses of each VaR figure at that end reaches the optimum (7e-14 measured,
-    in 0.1 s of HiGHS). Held here to 1e-6, against more than 1e-4 for the end."""
-    book = dataclasses.replace(var_book(102), options=SolveOptions(integral=False))
-    phase = importlib.import_module("xmargin.optimiser.optimise")
-    monkeypatch.setattr(phase, "WINDOW_MIP_SHARE", 0.0)
-    monkeypatch.setattr(phase, "PATHS_SHARE", 1.0)
-    before = optimise(book)
-    problem = before.problem
-    end = exact_objective(problem, before.allocation)
-    optimum = _optimum(book, problem, False)
-    assert end > optimum * (1 + 1e-4)
-    answer = improve_by_window_mip(
-        problem, before.allocation, end, time.perf_counter() + 60, both_branches=True
+def _first_path_end(book: Book) -> tuple[Problem, PositionVector, float]:
+    """The problem, and the end of the exact-VaR phase's first path (local search, majorant
+    rounds, local search; no deadline: deterministic) from the ES stand-in's answer (the same
+    book with every model measuring ES)."""
+    stand_in = dataclasses.replace(
+        book,
+        models={
+            ccp: dataclasses.replace(model, measure=Measure.ES)
+            for ccp, model in book.models.items()
+        },
     )
+    problem = build_problem(book)
+    phase = importlib.import_module("xmargin.optimiser.optimise")
+    end, value, _ = phase._var_search_path(
+        problem, optimise(stand_in).allocation, ("search", "majorant", "search"), math.inf
+    )
+    return problem, end, value
+
+
+def test_the_window_milp_leaves_the_basin_the_phases_paths_end_in() -> None:
+    """Book 102 (14 positions, 100 scenarios, FICC and CME VaR 99%, continuous): the first
+    path from the ES stand-in's answer ends 4.7e-4 above the independent MILP's optimum (the
+    whole phase without the window MILP ended there in every measurement of 2026-12-02); the
+    MILP over the f + 6 largest losses of each VaR figure at that end reaches it (8e-14
+    measured, 0.2 s). Held here to 1e-6, against more than 1e-4 for the end."""
+    book = dataclasses.replace(var_book(102), options=SolveOptions(integral=False))
+    problem, end, value = _first_path_end(book)
+    optimum = _optimum(book, problem, False)
+    assert value > optimum * (1 + 1e-4)
+    answer = improve_by_window_mip(problem, end, value, time.perf_counter() + 60, True)
     assert answer is not None
     assert optimum * (1 - 1e-6) <= answer.objective <= optimum * (1 + 1e-6)
 
 
-def test_the_phase_with_the_window_milp_reaches_the_optimum_its_moves_missed() -> None:
-    """The same book through ``optimise``: within the phase's default budget (the MILP measured
-    0.6 s on a 2-core machine at load 5) the answer is the optimum, to 1e-6."""
+def test_the_phase_gives_the_window_milp_its_share_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In ``optimise`` the MILP runs once, from the paths' best end, with a deadline inside
+    the phase's (max(2 s, the solve's time)); what it answers is taken only when lower."""
+    phase = importlib.import_module("xmargin.optimiser.optimise")
+    deadlines: list[float] = []
+    calls: list[tuple[float, float]] = []
+    unbounded = phase._var_phase_deadline
+    monkeypatch.setattr(
+        phase,
+        "_var_phase_deadline",
+        lambda started, deadline: deadlines.append(unbounded(started, deadline)) or deadlines[-1],
+    )
+    real = var_window_mip.improve_by_window_mip
+
+    def spy(problem, x, value, deadline, both):  # type: ignore[no-untyped-def]
+        calls.append((deadline, value))
+        return real(problem, x, value, deadline, both)
+
+    monkeypatch.setattr(var_window_mip, "improve_by_window_mip", spy)
     book = dataclasses.replace(var_book(102), options=SolveOptions(integral=False))
     result = optimise(book)
-    problem = result.problem
-    found = exact_objective(problem, result.allocation)
-    optimum = _optimum(book, problem, False)
-    assert found >= optimum * (1 - 1e-6)  # the oracle's optimum is a lower bound
-    assert found <= optimum * (1 + 1e-6)
-    assert any("window MILP" in note for note in result.notes)
+    assert len(calls) == 1 and len(deadlines) == 1
+    assert calls[0][0] <= deadlines[0]
+    assert exact_objective(result.problem, result.allocation) <= calls[0][1]
 
 
 @pytest.mark.parametrize("integral", [False, True])
@@ -101,7 +128,9 @@ def test_the_window_milps_answer_is_allowed_lower_and_judged_exactly(integral: b
     answer = improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True)
     assert answer is not None
     assert answer.objective < value
-    assert answer.objective == exact_objective(problem, answer.xm_quantity)
+    assert answer.objective == pytest.approx(
+        exact_objective(problem, answer.xm_quantity), rel=1e-12
+    )
     assert on_allowed_set(problem, answer.xm_quantity).all()
     assert len(transfers_between(problem, start, answer.xm_quantity)) <= 2
 
@@ -126,3 +155,31 @@ def test_the_window_milp_keeps_to_its_deadline_and_skips_large_books(
     assert improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True) is not None
     monkeypatch.setattr(var_window_mip, "MAX_POSITIONS", problem.n_positions - 1)
     assert improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True) is None
+
+
+def test_under_a_transfer_limit_in_whole_lots_the_window_milp_narrows_a_5_percent_gap() -> None:
+    """A varied book (test_claimed_optima: coarse lots, FICC add-ons, CME stress; seed 5) with
+    FICC's model measuring VaR, whole lots, at most 3 transfers (the class of gap an outside
+    check found): the first path from the ES stand-in's answer ends 5.2% above the
+    independent MILP's optimum (the whole phase without the window MILP did too, measured
+    2026-12-02); the MILP from that end lands 1.4e-3 above it. Held here to a tenth of the
+    end's gap, on the allowed set, within the limit."""
+    from tests.optimiser.test_claimed_optima import _varied_book
+
+    book = _varied_book(5)
+    models = {
+        ccp: dataclasses.replace(model, measure=Measure.VAR) if ccp is Ccp.FICC else model
+        for ccp, model in book.models.items()
+    }
+    book = dataclasses.replace(
+        book, models=models, options=SolveOptions(integral=True, max_transfers=3)
+    )
+    problem, end, value = _first_path_end(book)
+    optimum = _optimum(book, problem, True)
+    assert value > optimum * (1 + 1e-2)
+    answer = improve_by_window_mip(problem, end, value, time.perf_counter() + 60, True)
+    assert answer is not None
+    assert optimum * (1 - 1e-6) <= answer.objective
+    assert answer.objective - optimum <= 0.1 * (value - optimum)
+    assert len(transfers_between(problem, problem.current_xm, answer.xm_quantity)) <= 3
+    assert on_allowed_set(problem, answer.xm_quantity).all()
