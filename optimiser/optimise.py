@@ -287,6 +287,16 @@ lower totals: bounded by the time limit alone, a 300-position VaR book through t
 whose default deadline is 300 s, took 48 s where this bound gives 2 s.)"""
 
 
+PATHS_SHARE = 0.5
+"""The share of the exact-VaR phase's time its paths may take where the window MILP follows
+(:mod:`.solvers.var_window_mip`; on a 2-core machine at load 5 the paths alone took the whole
+2 s budget and left the MILP none)."""
+
+WINDOW_MIP_SHARE = 0.6
+"""The share of the exact-VaR phase's time left after its paths that the window MILP may take;
+the exclusion exchanges and pair moves go on in the rest (and in what it leaves)."""
+
+
 def _var_phase_deadline(started: float, deadline: float | None) -> float:
     """When the exact-VaR phase stops: max(VAR_SEARCH_SECONDS, the time since ``started``)
     from now, or the solve's ``deadline`` if that comes first (``time.perf_counter()``
@@ -465,12 +475,22 @@ def _improve_var(
     VaR everywhere, no longer touching it at the end, but lower than the end's majorant where
     the optimum's set of f largest differs) or, when none lowers the end, a pair move
     (:func:`.solvers.local_search.pair_move`: two positions at once, where no single move
-    lowers). The best exact objective found. (Each path ends at
+    lowers). Between the two, on books of at most :data:`.solvers.var_window_mip.MAX_POSITIONS`
+    positions, the window MILP (:mod:`.solvers.var_window_mip`: VaR exact over every exclusion
+    set among each figure's f + 6 largest losses at the best end, HiGHS's branch and bound from
+    that end) for :data:`WINDOW_MIP_SHARE` of the time left, its answer judged exactly and
+    taken, after local search, only when lower; there the paths get :data:`PATHS_SHARE` of the
+    budget. The best exact objective found. (Each path ends at
     a stationary point; on generated VaR books each path and start found the best end on some
     book and a worse one on others.)"""
     from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
+    from .solvers.var_window_mip import MAX_POSITIONS, improve_by_window_mip
 
     deadline = _var_phase_deadline(started, deadline)
+    paths_deadline = deadline
+    if problem.n_positions <= MAX_POSITIONS:  # the window MILP follows: time kept for it
+        now = time.perf_counter()
+        paths_deadline = now + PATHS_SHARE * (deadline - now)
     starts = [(allocation, objective)]
     if problem.options.max_transfers is None:  # the references are allowed allocations
         for reference in (
@@ -482,11 +502,19 @@ def _improve_var(
     paths = [("search", "majorant", "search"), ("majorant", "search")]
     for start, _ in sorted(starts, key=lambda item: item[1]):
         for path in paths:
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= paths_deadline:
                 break
-            x, value, steps = _var_search_path(problem, start, path, deadline)
+            x, value, steps = _var_search_path(problem, start, path, paths_deadline)
             if value < best_objective - 1e-9 * max(1.0, abs(best_objective)):
                 best, best_objective, found_by = x, value, steps
+    window_deadline = time.perf_counter() + WINDOW_MIP_SHARE * (deadline - time.perf_counter())
+    window = improve_by_window_mip(
+        problem, best, best_objective, window_deadline, needs_no_reduction_branch(problem)
+    )
+    if window is not None:
+        search = improve(problem, window.xm_quantity, deadline)
+        best, best_objective = search.xm_quantity, search.objective
+        found_by += f"{', ' if found_by else ''}the window MILP ({window.status})"
     escapes = {"exclusion exchanges": 0, "pair moves": 0}
     while time.perf_counter() < deadline:
         escaped = exchange(problem, best, best_objective, deadline)

@@ -44,6 +44,13 @@ def _var_book(positions: int, scenarios: int, seed: int, both: bool = False) -> 
     return dataclasses.replace(book, models=models)
 
 
+def _without_the_window_milp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact-VaR phase as before the window MILP: its paths with the whole budget."""
+    phase = importlib.import_module("xmargin.optimiser.optimise")
+    monkeypatch.setattr(phase, "WINDOW_MIP_SHARE", 0.0)
+    monkeypatch.setattr(phase, "PATHS_SHARE", 1.0)
+
+
 def _majorant_margins(problem, xm_quantity, excluded):  # type: ignore[no-untyped-def]
     held = account_quantities(problem, xm_quantity)
     row = {account: i for i, account in enumerate(held)}
@@ -129,6 +136,7 @@ def test_exclusion_exchanges_leave_the_basin_the_majorant_rounds_end_in(
     below the phase without exchanges."""
     book = _var_book(6, 300, 114, both=True)
     book = dataclasses.replace(book, options=SolveOptions(integral=True, time_limit=60.0))
+    _without_the_window_milp(monkeypatch)  # the exchanges' own reach
     result = optimise(book)
     problem = result.problem
     found = exact_objective(problem, result.allocation)
@@ -146,6 +154,7 @@ def test_a_pair_move_lowers_an_end_no_single_move_lowers(monkeypatch: pytest.Mon
     move itself changes two positions, stays allowed and lowers the exact objective."""
     book = _var_book(3, 200, 200)
     book = dataclasses.replace(book, options=SolveOptions(integral=True, time_limit=60.0))
+    _without_the_window_milp(monkeypatch)  # the pair moves' own reach
     result = optimise(book)
     problem = result.problem
     found = exact_objective(problem, result.allocation)
