@@ -98,6 +98,7 @@ class Plan:
             grpc_calls=3,
             grpc_warmup=1,
             profile=False,
+            pnl_shares=(0.0, 0.5, 1.0),  # the smoke: each share is two subprocesses
         )
 
 
