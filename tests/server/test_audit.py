@@ -16,7 +16,6 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from tests.optimiser.test_audit import _postgres_url
 from tests.server.harness import optimise_request, start
 from tests.server.test_engines import batch_request, run_batch
 from tests.server.test_errors import call_error, details, violations
@@ -32,18 +31,9 @@ from xmargin.server.convert import rows_to_columns
 DATE, CYCLE = "2026-11-24", "EOD"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.db'}"
-    else:
-        with _postgres_url() as url:
-            yield url
-
-
 @pytest.fixture
-def audited(audit_url: str) -> Iterator[RunningServer]:
-    running = start(workers=2, max_queue=4, audit=audit_url)
+def audited(store_url: str) -> Iterator[RunningServer]:
+    running = start(workers=2, max_queue=4, audit=store_url)
     yield running
     running.stop(0)
 
@@ -76,7 +66,7 @@ def stored_rows(url: str) -> int:
 
 def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     audited_stub: XmarginServiceStub,
-    audit_url: str,
+    store_url: str,
     cases: dict[str, dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -86,7 +76,7 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     assert request.run.run_number == 1
     first = audited_stub.Optimise(request, timeout=60)
 
-    code, stored = show(capsys, audit_url, 1, customer)
+    code, stored = show(capsys, store_url, 1, customer)
     assert code == 0 and stored["status"] == "OK"
     assert stored["key"] == {
         "business_date": DATE,
@@ -105,15 +95,15 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     again = audited_stub.Optimise(request, timeout=60)
     assert again.result == first.result  # timings included: they are the stored ones
     assert again.run.request_id == "a-retry"
-    assert stored_rows(audit_url) == 1
-    assert show(capsys, audit_url, 1, customer)[1]["recorded_at"] == stored["recorded_at"]
+    assert stored_rows(store_url) == 1
+    assert show(capsys, store_url, 1, customer)[1]["recorded_at"] == stored["recorded_at"]
 
     # The account sent as columns (account_columns) is the same case: the stored answer,
     # nothing solved or written (a different case under this key would be refused below).
     as_columns = optimise_request(case, columns=True)
     assert not as_columns.account.positions and as_columns.account_columns.position_instrument
     assert audited_stub.Optimise(as_columns, timeout=60).result == first.result
-    assert stored_rows(audit_url) == 1
+    assert stored_rows(store_url) == 1
 
     # Asked for columns, the stored answer comes back with its rows moved into them.
     request.columnar_result = True
@@ -122,7 +112,7 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     expected.CopyFrom(first.result)
     rows_to_columns(expected)
     assert columnar.result == expected and len(expected.position_columns.instrument) > 0
-    assert stored_rows(audit_url) == 1
+    assert stored_rows(store_url) == 1
 
     # Another request under the same key is refused; a new run number takes it.
     changed = optimise_request(case)
@@ -136,12 +126,12 @@ def test_optimise_is_recorded_once_and_audit_show_reproduces_it(
     changed.run.run_number = 2
     second_run = audited_stub.Optimise(changed, timeout=60)
     assert second_run.result.current.total != first.result.current.total
-    assert stored_rows(audit_url) == 2
+    assert stored_rows(store_url) == 2
 
 
 def test_a_failed_run_is_recorded_and_reproduced_and_bad_input_is_not(
     audited_stub: XmarginServiceStub,
-    audit_url: str,
+    store_url: str,
     cases: dict[str, dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -152,7 +142,7 @@ def test_a_failed_run_is_recorded_and_reproduced_and_bad_input_is_not(
     infeasible.run.run_number = 3
     error = call_error(lambda: audited_stub.Optimise(infeasible, timeout=60))
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
-    code, stored = show(capsys, audit_url, 3, case["customer"]["id"])
+    code, stored = show(capsys, store_url, 3, case["customer"]["id"])
     assert code == 0 and stored["status"] == "FAILED"
     assert stored["error"]["type"] == "InfeasibleError"
     assert stored["reproduce"]["matches"] is True
@@ -166,12 +156,12 @@ def test_a_failed_run_is_recorded_and_reproduced_and_bad_input_is_not(
     assert violations(call_error(lambda: audited_stub.Optimise(bad, timeout=60))) == [
         "account.positions[1].lot"
     ]
-    assert stored_rows(audit_url) == 1  # only the infeasible run
+    assert stored_rows(store_url) == 1  # only the infeasible run
 
 
 def test_every_batch_account_is_recorded_once_and_a_rerun_gets_the_stored_answers(
     audited: RunningServer,
-    audit_url: str,
+    store_url: str,
     cases: dict[str, dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -190,10 +180,10 @@ def test_every_batch_account_is_recorded_once_and_a_rerun_gets_the_stored_answer
     results = {m.account_index: m.result for m in first if m.WhichOneof("outcome") == "result"}
     assert sorted(results) == [i for i in range(valid + 1) if i != 2]
     assert results[0] == alone.result  # the stored answer, not a second solve
-    assert stored_rows(audit_url) == valid  # the invalid account is not a run
+    assert stored_rows(store_url) == valid  # the invalid account is not a run
 
     code, listing = audit_cli(
-        capsys, audit_url, "list", "--business-date", DATE, "--cycle", CYCLE, "--run-number", "5"
+        capsys, store_url, "list", "--business-date", DATE, "--cycle", CYCLE, "--run-number", "5"
     )
     assert code == 0
     customers = sorted(request.accounts[i].customer.id for i in results)
@@ -201,14 +191,14 @@ def test_every_batch_account_is_recorded_once_and_a_rerun_gets_the_stored_answer
     assert {a["status"] for a in listing["accounts"]} == {"OK"}
 
     last = max(results)
-    code, stored = show(capsys, audit_url, 5, request.accounts[last].customer.id)
+    code, stored = show(capsys, store_url, 5, request.accounts[last].customer.id)
     assert code == 0 and stored["reproduce"]["matches"] is True
     assert stored["source"] == f"accounts[{last}]"
     assert stored["result"]["optimised"]["total"] == results[last].optimised.total
 
     rerun = run_batch(audited.port, request)  # after a crash, say: the same run again
     assert {m.account_index: m.result for m in rerun if m.HasField("result")} == results
-    assert stored_rows(audit_url) == valid
+    assert stored_rows(store_url) == valid
 
 
 def test_serve_with_the_process_pool_and_sqlite_audit_end_to_end(
@@ -236,13 +226,13 @@ def test_serve_with_the_process_pool_and_sqlite_audit_end_to_end(
 
 
 def test_a_cancelled_batch_rerun_stores_every_account_once(
-    audit_url: str, cases: dict[str, dict[str, Any]]
+    store_url: str, cases: dict[str, dict[str, Any]]
 ) -> None:
     """The client goes away after the first account; what finished is stored, the rest is
     stopped; the rerun gets the stored answers back and computes only the rest."""
     import time
 
-    running = start(workers=1, max_queue=2, audit=audit_url)
+    running = start(workers=1, max_queue=2, audit=store_url)
     names = sorted(cases)
     request = batch_request(cases, [])
     for copy_number in range(8):
@@ -259,7 +249,7 @@ def test_a_cancelled_batch_rerun_stores_every_account_once(
         stored, settled = -1, time.monotonic() + 10
         while time.monotonic() < settled:  # until the engine has stopped writing
             time.sleep(0.3)
-            now = stored_rows(audit_url)
+            now = stored_rows(store_url)
             if now == stored:
                 break
             stored = now
@@ -268,6 +258,6 @@ def test_a_cancelled_batch_rerun_stores_every_account_once(
     finally:
         running.stop(0)
     assert len(rerun) == total and all(m.HasField("result") for m in rerun)
-    assert stored_rows(audit_url) == total
+    assert stored_rows(store_url) == total
     again = next(m for m in rerun if m.account_index == first.account_index)
     assert again.result == first.result  # the stored answer, not a second solve
