@@ -182,18 +182,27 @@ def var_majorant_window(window: ModelWindow) -> ModelWindow:
     return ModelWindow(window.ccp, largest, window.window, window.stress_rows)
 
 
-def var_window_losses(
+def window_losses(
     problem: Problem, xm_quantity: PositionVector
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """Per figure of a VaR model (``FIGURES`` name): its account's window losses at the
+    """Per figure (``FIGURES`` name): its account's losses over its model's window at the
     allocation."""
     held = account_quantities(problem, xm_quantity)
     row = {account: i for i, account in enumerate(held)}
     _, losses = account_losses(problem, held)
     return {
-        name: losses[row[account], problem.models[ccp].window]
-        for name, ccp, account in FIGURES
-        if problem.models[ccp].model.measure is Measure.VAR
+        name: losses[row[account], problem.models[ccp].window] for name, ccp, account in FIGURES
+    }
+
+
+def var_window_losses(
+    problem: Problem, xm_quantity: PositionVector
+) -> dict[str, npt.NDArray[np.float64]]:
+    """:func:`window_losses` of the figures of a VaR model."""
+    return {
+        name: losses
+        for name, losses in window_losses(problem, xm_quantity).items()
+        if problem.models[_FIGURE_HOUSE[name]].model.measure is Measure.VAR
     }
 
 

@@ -42,7 +42,13 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import cancellation
-from ..margin import FIGURES, account_losses, account_quantities, evaluate, var_window_losses
+from ..margin import (
+    FIGURES,
+    account_quantities,
+    evaluate,
+    var_window_losses,
+    window_losses,
+)
 from ..model import Ccp, Measure
 from ..problem import PositionVector, Problem
 from ..results import moved_positions
@@ -259,13 +265,11 @@ def solve_window_mip(
 
 def _largest_losses(problem: Problem, x: PositionVector) -> dict[str, npt.NDArray[np.bool_]]:
     """Per figure: a mask over its window of the ceil(n_tail) + :data:`KEPT` largest losses."""
-    held = account_quantities(problem, x)
-    row = {account: i for i, account in enumerate(held)}
-    _, losses = account_losses(problem, held)
+    losses = window_losses(problem, x)
     masks = {}
-    for name, ccp, account in FIGURES:
+    for name, ccp, _ in FIGURES:
         window = problem.models[ccp]
-        in_window = losses[row[account], window.window]
+        in_window = losses[name]
         count = min(in_window.size, math.ceil(window.n_tail) + KEPT)
         mask = np.zeros(in_window.size, dtype=bool)
         mask[np.argsort(-in_window, kind="stable")[:count]] = True
