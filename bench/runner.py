@@ -89,8 +89,8 @@ class Plan:
             sweep_repeats=1,
             sweep_positions=(20, 30),
             sweep_scenarios=(250,),
-            cvxpy_max=(20, 250),
-            cvxpy_integral_max=(20, 250),
+            cvxpy_max=(0, 0),  # the smoke: cvxpy on the reference account only
+            cvxpy_integral_max=(0, 0),
             reference_integral_limit=1.0,
             integral_limit=1.0,
             cvxpy_cap=60.0,
@@ -98,7 +98,7 @@ class Plan:
             grpc_calls=3,
             grpc_warmup=1,
             profile=False,
-            pnl_shares=(0.0, 0.5, 1.0),  # the smoke: each share is two subprocesses
+            pnl_shares=(0.0, 1.0),  # the smoke: each share is two subprocesses
         )
 
 
