@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,11 +32,14 @@ from xmargin.schema import (
     SchemaError,
     Violation,
     clip,
+    columns_pass,
     parse_json,
     validate_body,
     validate_case,
 )
 from xmargin.schema.case_v1 import Id, IsoDate, violations_of
+from xmargin.schema.case_v1 import Instrument as SchemaInstrument
+from xmargin.schema.case_v1 import Position as SchemaPosition
 
 from .eligibility import EligibilityJudge, Rulebook, default_rulebook
 from .errors import CaseValidationError
@@ -62,11 +65,14 @@ from .problem import tail_count
 
 __all__ = [
     "CASE_FORMAT",
+    "InstrumentRow",
+    "PositionRow",
     "ScenarioData",
     "Vector",
     "book_to_dict",
     "load_case",
     "parse_case",
+    "parse_columns",
     "parse_scenarios",
     "trust_scenarios",
     "vectors_in_bounds",
@@ -493,9 +499,25 @@ def parse_case(
         raise CaseValidationError.of([*error.violations, *found.found]) from None
     if scenarios is None:
         scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
-    out = _Violations()
     vectors = vectors or {}
     checked_in_bulk = bool(vectors) and (vectors_checked or vectors_in_bounds(vectors))
+    return _book(doc, doc.instruments, doc.positions, scenarios, vectors, checked_in_bulk, rulebook)
+
+
+def _book(
+    doc: Any,
+    instrument_rows: Sequence[Any],
+    position_rows: Sequence[Any],
+    scenarios: ScenarioData,
+    vectors: Mapping[int, Vector],
+    checked_in_bulk: bool,
+    rulebook: Rulebook | None,
+) -> Book:
+    """The rules across fields of a document that passed the schema, and its :class:`Book`:
+    ``doc`` gives the shared parts (date, member, customer, models, program, options), the rows
+    its instruments and positions (schema models, or :class:`InstrumentRow` and
+    :class:`PositionRow`: the same attributes)."""
+    out = _Violations()
     business_date = dt.date.fromisoformat(doc.business_date)
     factors, scenario_set = scenarios.factors, scenarios.scenarios
     member = ClearingMember(
@@ -511,7 +533,7 @@ def parse_case(
     )
     instruments: dict[str, Instrument] = {}
     n_factors, n_scenarios = len(factors), scenario_set.size
-    for i, item in enumerate(doc.instruments):
+    for i, item in enumerate(instrument_rows):
         instrument = _instrument(
             out, item, i, vectors.get(i), checked_in_bulk, n_factors, n_scenarios
         )
@@ -535,7 +557,7 @@ def parse_case(
     cme_bound = BOUNDS["cme_quantity"]
     judge = EligibilityJudge(rulebook, member, customer, business_date)
     cme = Ccp.CME
-    for i, item in enumerate(doc.positions):
+    for i, item in enumerate(position_rows):
         instrument_id = item.instrument
         position_instrument = instruments.get(instrument_id)
         if position_instrument is None:
@@ -590,6 +612,114 @@ def parse_case(
         program=ProgramRules(savings_cap=doc.program.savings_cap),
         options=_options(doc.options),
     )
+
+
+class InstrumentRow(NamedTuple):
+    """One instrument of :func:`parse_columns`: the values a schema ``Instrument`` holds
+    (None: absent), its risk vector given apart (``vectors``)."""
+
+    id: str
+    ccp: str
+    kind: str
+    contract: str | None
+    maturity: str | None
+    coupon: float | None
+    collateral_maturity: str | None
+    collateral_kind: str | None
+    sensitivities: None = None
+    pnl: None = None
+
+
+class PositionRow(NamedTuple):
+    """One position of :func:`parse_columns`: the values a schema ``Position`` holds."""
+
+    instrument: str
+    quantity: float
+    xm_quantity: float
+    lot: float
+    pinned: bool
+
+
+def _defaulted(model: type[Any], columns: Mapping[str, Sequence[Any]]) -> list[Sequence[Any]]:
+    """The columns with each absent value (None) of a field with a default replaced by that
+    default, as the schema fills it in."""
+    fields = model.model_fields
+    out: list[Sequence[Any]] = []
+    for name, values in columns.items():
+        default = None if fields[name].is_required() else fields[name].get_default()
+        out.append(values if default is None else [default if v is None else v for v in values])
+    return out
+
+
+_INSTRUMENT_COLUMNS = InstrumentRow._fields[:8]
+_POSITION_COLUMNS = PositionRow._fields
+
+
+def _present(model: type[Any], columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Each column's values the schema sees: an optional field's absent values (None) left
+    out, as a dict without the key."""
+    fields = model.model_fields
+    return {
+        name: [v for v in values if v is not None]
+        if not fields[name].is_required()
+        else list(values)
+        for name, values in columns.items()
+    }
+
+
+def parse_columns(
+    head: Mapping[str, Any],
+    instruments: Mapping[str, Sequence[Any]],
+    positions: Mapping[str, Sequence[Any]],
+    vectors: Mapping[int, Vector],
+    *,
+    vectors_checked: bool = False,
+    rulebook: Rulebook | None = None,
+) -> Book | None:
+    """The :class:`Book` of a case given as columns, when it passes the schema; None when
+    anything fails it (then validate the case as rows, :func:`parse_case`, for its violations
+    in their order and wording). Raises :class:`CaseValidationError` for the rules across
+    fields, as :func:`parse_case` does.
+
+    ``head``: the case without instruments and positions (both ``[]``), its scenario lists
+    trusted (:func:`trust_scenarios`); ``instruments`` and ``positions``: one list per
+    :class:`InstrumentRow` / :class:`PositionRow` field (None: absent, the schema's default
+    then taken), the values a case's instrument and position dicts would hold; ``vectors``:
+    the risk vectors by instrument index. The same schema judges them
+    (:func:`xmargin.schema.columns_pass`: each column against its field's own type, with no
+    model built per row) and the same rules follow."""
+    scenarios = _trusted(head)
+    if scenarios is None or head.get("instruments") != [] or head.get("positions") != []:
+        return None
+    count = len(instruments["id"])
+    if max(count, len(positions["instrument"])) > BOUNDS["max_positions"]:
+        return None
+    if not (
+        columns_pass(SchemaInstrument, _present(SchemaInstrument, instruments))
+        and columns_pass(SchemaPosition, _present(SchemaPosition, positions))
+    ):
+        return None
+    if vectors and not (vectors_checked or vectors_in_bounds(vectors)):
+        return None
+    try:
+        doc = validate_body({k: v for k, v in head.items() if k not in ("factors", "scenarios")})
+    except (SchemaError, RecursionError):
+        return None
+    instrument_rows = [
+        InstrumentRow(*values)
+        for values in zip(
+            *_defaulted(SchemaInstrument, {n: instruments[n] for n in _INSTRUMENT_COLUMNS}),
+            strict=True,
+        )
+    ]
+    position_rows = [
+        PositionRow(*values)
+        for values in zip(
+            *_defaulted(SchemaPosition, {n: positions[n] for n in _POSITION_COLUMNS}),
+            strict=True,
+        )
+    ]
+    return _book(doc, instrument_rows, position_rows, scenarios, vectors, bool(vectors), rulebook)
 
 
 def _model_to_dict(model: MarginModel) -> dict[str, Any]:
