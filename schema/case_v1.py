@@ -564,9 +564,13 @@ def _column_adapter(model: type[BaseModel], name: str) -> TypeAdapter[list[Any]]
     (constraints included) under the model's strictness, so a column is judged as the model
     judges each of its values."""
     config = model.model_config
+    column: Any = list.__class_getitem__(model.model_fields[name].rebuild_annotation())
     return TypeAdapter(
-        list[model.model_fields[name].rebuild_annotation()],  # type: ignore[misc]
-        config=ConfigDict(strict=config.get("strict"), allow_inf_nan=config.get("allow_inf_nan")),
+        column,
+        config=ConfigDict(
+            strict=bool(config.get("strict", False)),
+            allow_inf_nan=bool(config.get("allow_inf_nan", True)),
+        ),
     )
 
 

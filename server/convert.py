@@ -712,6 +712,8 @@ def book_case(
             [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
         )
     vectors = None
+    instruments: list[dict[str, Any]]
+    positions: list[dict[str, Any]]
     if columns is not None:
         if account.instruments or account.positions:
             raise RequestError(
@@ -727,7 +729,8 @@ def book_case(
             instrument_columns, position_columns, column_vectors, paths.risk_starts = read_columns(
                 columns, limits, numpy_vectors
             )
-            instruments, positions, vectors = [], [], _by_index(column_vectors)
+            instruments, positions = [], []
+            vectors = _by_index(column_vectors)
         else:
             instruments, positions, vectors, paths.risk_starts = columns_case(
                 columns, limits, numpy_vectors
