@@ -29,13 +29,15 @@ from xmargin.schema import (
     BOUNDS,
     CASE_FORMAT,
     CaseBody,
+    CaseV1,
     SchemaError,
     Violation,
+    body_in_columns,
     clip,
-    columns_pass,
     parse_json,
     validate_body,
     validate_case,
+    validated_columns,
 )
 from xmargin.schema.case_v1 import Id, IsoDate, violations_of
 from xmargin.schema.case_v1 import Instrument as SchemaInstrument
@@ -487,8 +489,27 @@ def parse_case(
     given = vectors
     data, vectors = _array_vectors(data, vectors)
     vectors_checked = vectors_checked and vectors is given  # none taken from data's arrays
+    in_columns = body_in_columns(CaseV1 if scenarios is None else CaseBody, data)
+    doc: Any
+    if in_columns is not None:  # it passes the schema: no model per instrument and position
+        doc, instrument_columns, position_columns = in_columns
+        instrument_rows = _rows(InstrumentRow, instrument_columns)
+        position_rows = _rows(PositionRow, position_columns)
+    else:
+        doc = _validated(data, scenarios is None, vectors)
+        instrument_rows, position_rows = doc.instruments, doc.positions
+    if scenarios is None:
+        scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
+    vectors = vectors or {}
+    checked_in_bulk = bool(vectors) and (vectors_checked or vectors_in_bounds(vectors))
+    return _book(doc, instrument_rows, position_rows, scenarios, vectors, checked_in_bulk, rulebook)
+
+
+def _validated(data: Any, whole: bool, vectors: Mapping[int, Vector] | None) -> Any:
+    """``data`` validated against the schema (``whole``: with its scenario set); on failure
+    every violation, the vectors' given apart included."""
     try:
-        doc = _schema(validate_case if scenarios is None else validate_body, data)
+        return _schema(validate_case if whole else validate_body, data)
     except CaseValidationError as error:  # the vectors' violations too, all at once
         found = _Violations()
         for i, (name, values) in (vectors or {}).items():
@@ -497,11 +518,6 @@ def parse_case(
         if not found.found:
             raise
         raise CaseValidationError.of([*error.violations, *found.found]) from None
-    if scenarios is None:
-        scenarios = parse_scenarios(doc.factors, doc.scenarios.ids, doc.scenarios.shocks)
-    vectors = vectors or {}
-    checked_in_bulk = bool(vectors) and (vectors_checked or vectors_in_bounds(vectors))
-    return _book(doc, doc.instruments, doc.positions, scenarios, vectors, checked_in_bulk, rulebook)
 
 
 def _book(
@@ -626,8 +642,8 @@ class InstrumentRow(NamedTuple):
     coupon: float | None
     collateral_maturity: str | None
     collateral_kind: str | None
-    sensitivities: None = None
-    pnl: None = None
+    sensitivities: list[float] | None = None
+    pnl: list[float] | None = None
 
 
 class PositionRow(NamedTuple):
@@ -640,31 +656,27 @@ class PositionRow(NamedTuple):
     pinned: bool
 
 
-def _defaulted(model: type[Any], columns: Mapping[str, Sequence[Any]]) -> list[Sequence[Any]]:
-    """The columns with each absent value (None) of a field with a default replaced by that
-    default, as the schema fills it in."""
-    fields = model.model_fields
-    out: list[Sequence[Any]] = []
-    for name, values in columns.items():
-        default = None if fields[name].is_required() else fields[name].get_default()
-        out.append(values if default is None else [default if v is None else v for v in values])
+def _defaulted(
+    model: type[Any], columns: Mapping[str, Sequence[Any]], count: int
+) -> dict[str, list[Any]]:
+    """A list per field of ``model`` for ``count`` rows: ``columns``' values, each absent
+    one (None, or a column not given) the field's default, as the schema fills it in."""
+    out: dict[str, list[Any]] = {}
+    for name, info in model.model_fields.items():
+        values = columns.get(name)
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if values is None:
+            out[name] = [default] * count
+        elif default is None:
+            out[name] = list(values)
+        else:
+            out[name] = [default if v is None else v for v in values]
     return out
 
 
-_INSTRUMENT_COLUMNS = InstrumentRow._fields[:8]
-_POSITION_COLUMNS = PositionRow._fields
-
-
-def _present(model: type[Any], columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
-    """Each column's values the schema sees: an optional field's absent values (None) left
-    out, as a dict without the key."""
-    fields = model.model_fields
-    return {
-        name: [v for v in values if v is not None]
-        if not fields[name].is_required()
-        else list(values)
-        for name, values in columns.items()
-    }
+def _rows(row: Any, columns: Mapping[str, list[Any]]) -> list[Any]:
+    """The rows (``row``: :class:`InstrumentRow`, :class:`PositionRow`) of validated columns."""
+    return [row(*values) for values in zip(*(columns[n] for n in row._fields), strict=True)]
 
 
 def parse_columns(
@@ -686,18 +698,21 @@ def parse_columns(
     :class:`InstrumentRow` / :class:`PositionRow` field (None: absent, the schema's default
     then taken), the values a case's instrument and position dicts would hold; ``vectors``:
     the risk vectors by instrument index. The same schema judges them
-    (:func:`xmargin.schema.columns_pass`: each column against its field's own type, with no
-    model built per row) and the same rules follow."""
+    (:func:`xmargin.schema.validated_columns`: each column against its field's own type,
+    with no model built per row) and the same rules follow."""
     scenarios = _trusted(head)
     if scenarios is None or head.get("instruments") != [] or head.get("positions") != []:
         return None
-    count = len(instruments["id"])
-    if max(count, len(positions["instrument"])) > BOUNDS["max_positions"]:
+    count, held = len(instruments["id"]), len(positions["instrument"])
+    if max(count, held) > BOUNDS["max_positions"]:
         return None
-    if not (
-        columns_pass(SchemaInstrument, _present(SchemaInstrument, instruments))
-        and columns_pass(SchemaPosition, _present(SchemaPosition, positions))
-    ):
+    instrument_columns = validated_columns(
+        SchemaInstrument, _defaulted(SchemaInstrument, instruments, count)
+    )
+    position_columns = validated_columns(
+        SchemaPosition, _defaulted(SchemaPosition, positions, held)
+    )
+    if instrument_columns is None or position_columns is None:
         return None
     if vectors and not (vectors_checked or vectors_in_bounds(vectors)):
         return None
@@ -705,21 +720,15 @@ def parse_columns(
         doc = validate_body({k: v for k, v in head.items() if k not in ("factors", "scenarios")})
     except (SchemaError, RecursionError):
         return None
-    instrument_rows = [
-        InstrumentRow(*values)
-        for values in zip(
-            *_defaulted(SchemaInstrument, {n: instruments[n] for n in _INSTRUMENT_COLUMNS}),
-            strict=True,
-        )
-    ]
-    position_rows = [
-        PositionRow(*values)
-        for values in zip(
-            *_defaulted(SchemaPosition, {n: positions[n] for n in _POSITION_COLUMNS}),
-            strict=True,
-        )
-    ]
-    return _book(doc, instrument_rows, position_rows, scenarios, vectors, bool(vectors), rulebook)
+    return _book(
+        doc,
+        _rows(InstrumentRow, instrument_columns),
+        _rows(PositionRow, position_columns),
+        scenarios,
+        vectors,
+        bool(vectors),
+        rulebook,
+    )
 
 
 def _model_to_dict(model: MarginModel) -> dict[str, Any]:
