@@ -15,6 +15,7 @@ Schema; msgspec is faster but stops at the first error (numbers in the commit th
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import types
 import typing
@@ -29,6 +30,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
 )
 from pydantic_core import core_schema
@@ -44,12 +46,15 @@ __all__ = [
     "ScenarioSetDoc",
     "SchemaError",
     "Violation",
+    "body_in_columns",
     "check",
     "clip",
     "json_schema",
+    "rows_as_columns",
     "schema_path",
     "validate_body",
     "validate_case",
+    "validated_columns",
     "violations_of",
 ]
 
@@ -545,7 +550,11 @@ def validate_body(data: Any) -> CaseBody:
 
 
 def check(model: type[BaseModel], data: Any) -> list[Violation]:
-    """Every violation of ``data`` against ``model`` (empty when it is valid)."""
+    """Every violation of ``data`` against ``model`` (empty when it is valid). A case
+    (:class:`CaseBody`, :class:`CaseV1`) that passes is checked in columns
+    (:func:`body_in_columns`): the same rules without a model per instrument and position."""
+    if model in (CaseBody, CaseV1) and body_in_columns(model, data) is not None:
+        return []
     try:
         model.model_validate(data)
     except ValidationError as error:
@@ -553,6 +562,98 @@ def check(model: type[BaseModel], data: Any) -> list[Violation]:
     except RecursionError:
         return [Violation("<case>", None, "nested too deeply")]
     return []
+
+
+@functools.cache
+def _column_adapter(model: type[BaseModel], name: str) -> TypeAdapter[list[Any]]:
+    """A list of values of the field ``name`` of ``model``: the field's own annotated type
+    (constraints included) under the model's strictness, so a column is judged as the model
+    judges each of its values."""
+    config = model.model_config
+    column: Any = list.__class_getitem__(model.model_fields[name].rebuild_annotation())
+    return TypeAdapter(
+        column,
+        config=ConfigDict(
+            strict=bool(config.get("strict", False)),
+            allow_inf_nan=bool(config.get("allow_inf_nan", True)),
+        ),
+    )
+
+
+def validated_columns(
+    model: type[BaseModel], columns: Mapping[str, list[Any]]
+) -> dict[str, list[Any]] | None:
+    """``columns`` (field name -> one value per row, an absent one already the field's
+    default) as ``model`` reads them, each column checked against its field's own type (a
+    whole column at a time in pydantic-core, no model built per row); None when any value
+    fails. Says only yes or no: a document with a value that fails is validated whole
+    (:func:`validate_body`, :func:`check`) for its violations."""
+    try:
+        return {
+            name: _column_adapter(model, name).validate_python(values)
+            for name, values in columns.items()
+        }
+    except (ValidationError, RecursionError):
+        return None
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        name: info.get_default(call_default_factory=True)
+        for name, info in model.model_fields.items()
+        if not info.is_required()
+    }
+
+
+_MISSING = object()
+
+
+def rows_as_columns(model: type[BaseModel], rows: Any) -> dict[str, list[Any]] | None:
+    """``rows`` (a list of dicts, each a ``model``) as :func:`validated_columns` of every
+    field, an absent value the field's default; None when ``rows`` is not a list of dicts,
+    a row has a key the model does not know or lacks a required one, or a value fails."""
+    if type(rows) is not list or not all(type(row) is dict for row in rows):
+        return None
+    fields = model.model_fields.keys()
+    required = {name for name, info in model.model_fields.items() if info.is_required()}
+    if not all(row.keys() <= fields and required <= row.keys() for row in rows):
+        return None
+    defaults = _defaults(model)
+    columns = {}
+    for name in fields:
+        default = defaults.get(name, _MISSING)
+        columns[name] = (
+            [row[name] for row in rows]
+            if default is _MISSING
+            else [row.get(name, default) for row in rows]
+        )
+    return validated_columns(model, columns)
+
+
+def body_in_columns(
+    model: type[CaseBody], data: Any
+) -> tuple[CaseBody, dict[str, list[Any]], dict[str, list[Any]]] | None:
+    """A case (``model``: :class:`CaseBody` or :class:`CaseV1`) that passes the schema, read
+    without a model per instrument and position: its other parts as the model (its
+    ``instruments`` and ``positions`` empty) and those two as validated columns
+    (:func:`rows_as_columns`). None when anything fails, or when the case is not a dict with
+    those lists: validate it whole for the violations."""
+    if not isinstance(data, dict):
+        return None
+    instruments, positions = data.get("instruments"), data.get("positions")
+    if type(instruments) is not list or type(positions) is not list:
+        return None
+    if max(len(instruments), len(positions)) > BOUNDS["max_positions"]:
+        return None  # the lists' own bound: the model names it
+    instrument_columns = rows_as_columns(Instrument, instruments)
+    position_columns = rows_as_columns(Position, positions)
+    if instrument_columns is None or position_columns is None:
+        return None
+    try:
+        head = model.model_validate({**data, "instruments": [], "positions": []})
+    except (ValidationError, RecursionError):
+        return None
+    return head, instrument_columns, position_columns
 
 
 # --- the published JSON Schema ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from xmargin.optimiser import CaseValidationError, State
 from xmargin.optimiser.case_format import (
     ScenarioData,
     Vector,
+    parse_columns,
     parse_scenarios,
     trust_scenarios,
 )
@@ -471,14 +472,20 @@ def _names(enum: Any, values: list[int], prefix: str) -> list[str]:
     return [table[value] for value in values]
 
 
-def columns_case(
+InstrumentColumns = dict[str, list[Any]]
+"""Columns by :class:`~xmargin.optimiser.case_format.InstrumentRow` field (None: absent)."""
+PositionColumns = dict[str, list[Any]]
+"""Columns by :class:`~xmargin.optimiser.case_format.PositionRow` field."""
+
+
+def read_columns(
     columns: book_pb2.AccountColumns, limits: Limits, numpy_vectors: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, Vector] | None, list[int]]:
-    """The instruments' and positions' case dicts of ``columns``: exactly the dicts that
-    :func:`instrument_case` and :func:`position_case` make of the same values sent as rows.
-    ``numpy_vectors``: the risk vectors come back apart, in numpy by instrument index (as
-    :func:`_instruments_with_vectors` gives them), else as lists in the dicts. Also where each
-    instrument's vector starts in ``risk_values`` (for :class:`FieldPaths`)."""
+) -> tuple[InstrumentColumns, PositionColumns, list[tuple[str, Any] | None], list[int]]:
+    """The instruments' and positions' values of ``columns``, one list per field, as the case
+    dicts of the same values sent as rows would hold them (None where a dict has no key):
+    every refusal of the columns' shape raised here. Also each instrument's risk vector (its
+    name and values, numpy when ``numpy_vectors``; None when unset) and where each starts in
+    ``risk_values`` (for :class:`FieldPaths`)."""
     count, held = len(columns.instrument_id), len(columns.position_instrument)
     if count > limits.max_positions:
         raise RequestError(
@@ -508,30 +515,30 @@ def columns_case(
     collateral_maturities = per_instrument(columns.collateral_maturity, "collateral_maturity")
     collateral_kinds = per_instrument(columns.collateral_kind, "collateral_kind")
     vectors, starts = _risk_vectors(columns, count, numpy_vectors)
-    instruments: list[dict[str, Any]] = []
-    numpy_out: dict[int, Vector] = {}
-    for i, instrument_id in enumerate(columns.instrument_id):
-        out: dict[str, Any] = {"id": instrument_id, "ccp": ccps[i], "kind": kinds[i]}
-        if contracts is not None and contracts[i]:
-            out["contract"] = contracts[i]
-        if maturities is not None and maturities[i]:
-            out["maturity"] = maturities[i]
-        if has_coupon is not None and has_coupon[i]:
-            assert coupons is not None
-            out["coupon"] = coupons[i]
-        if collateral_maturities is not None and collateral_maturities[i]:
-            out["collateral_maturity"] = collateral_maturities[i]
-        if collateral_kinds is not None and collateral_kinds[i]:
-            out["collateral_kind"] = _enum_name(
-                book_pb2.InstrumentKind, collateral_kinds[i], "INSTRUMENT_KIND_"
-            )
-        vector = vectors[i]
-        if vector is not None:
-            if numpy_vectors:
-                numpy_out[i] = vector  # type: ignore[assignment]
-            else:
-                out[vector[0]] = vector[1]
-        instruments.append(out)
+    absent: list[Any] = [None] * count
+    instruments: InstrumentColumns = {
+        "id": list(columns.instrument_id),
+        "ccp": ccps,
+        "kind": kinds,
+        "contract": absent if contracts is None else [c or None for c in contracts],
+        "maturity": absent if maturities is None else [m or None for m in maturities],
+        "coupon": (
+            absent
+            if has_coupon is None
+            else [c if h else None for c, h in zip(coupons or absent, has_coupon, strict=True)]
+        ),
+        "collateral_maturity": (
+            absent if collateral_maturities is None else [m or None for m in collateral_maturities]
+        ),
+        "collateral_kind": (
+            absent
+            if collateral_kinds is None
+            else [
+                _enum_name(book_pb2.InstrumentKind, k, "INSTRUMENT_KIND_") if k else None
+                for k in collateral_kinds
+            ]
+        ),
+    }
 
     def per_position(values: Sequence[Any], name: str) -> list[Any] | None:
         return _column(values, held, name, "position")
@@ -544,29 +551,82 @@ def columns_case(
     if has_lot is not None and any(has_lot) and lots is None:
         raise RequestError([("account_columns.lot", "must hold a lot per position")])
     _refuse_unread(lots, has_lot, "lot", "has_lot", (0.0, 1.0))
-    positions: list[dict[str, Any]] = []
-    for j, instrument_id in enumerate(columns.position_instrument):
-        position: dict[str, Any] = {
-            "instrument": instrument_id,
-            "quantity": quantities[j],
-            "xm_quantity": xm_quantities[j],
-            "pinned": pinned[j],
-        }
-        if has_lot is not None and has_lot[j]:
-            assert lots is not None
-            position["lot"] = lots[j]
-        positions.append(position)
-    return instruments, positions, (numpy_out if numpy_vectors else None), starts
+    positions: PositionColumns = {
+        "instrument": list(columns.position_instrument),
+        "quantity": quantities,
+        "xm_quantity": xm_quantities,
+        "lot": (
+            [None] * held
+            if has_lot is None
+            else [lot if h else None for lot, h in zip(lots or [None] * held, has_lot, strict=True)]
+        ),
+        "pinned": pinned,
+    }
+    return instruments, positions, vectors, starts
+
+
+def columns_case(
+    columns: book_pb2.AccountColumns, limits: Limits, numpy_vectors: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, Vector] | None, list[int]]:
+    """The instruments' and positions' case dicts of ``columns``: exactly the dicts that
+    :func:`instrument_case` and :func:`position_case` make of the same values sent as rows.
+    ``numpy_vectors``: the risk vectors come back apart, in numpy by instrument index (as
+    :func:`_instruments_with_vectors` gives them), else as lists in the dicts. Also where each
+    instrument's vector starts in ``risk_values`` (for :class:`FieldPaths`)."""
+    instrument_columns, position_columns, vectors, starts = read_columns(
+        columns, limits, numpy_vectors
+    )
+    instruments, positions = column_dicts(instrument_columns, position_columns)
+    if numpy_vectors:
+        return instruments, positions, _by_index(vectors), starts
+    for out, vector in zip(instruments, vectors, strict=True):
+        if vector is not None:
+            out[vector[0]] = vector[1]
+    return instruments, positions, None, starts
+
+
+def _by_index(vectors: list[tuple[str, Any] | None]) -> dict[int, Vector]:
+    """The vectors that are set, by instrument index."""
+    return {i: vector for i, vector in enumerate(vectors) if vector is not None}  # type: ignore[misc]
+
+
+def column_dicts(
+    instruments: InstrumentColumns, positions: PositionColumns
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The instruments' and positions' case dicts of :func:`read_columns`'s columns: one
+    dict per row, without the keys whose value is absent (None)."""
+    return _rows(instruments), _rows(positions)
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [
+        {name: value for name, value in zip(names, values, strict=True) if value is not None}
+        for values in zip(*columns.values(), strict=True)
+    ]
 
 
 class CaseDict(dict[str, Any]):
     """A case dict from :func:`book_case` with what ``parse_case`` takes beside it: the
     instruments' risk vectors read into numpy, by instrument index (then absent from the
-    instrument dicts)."""
+    instrument dicts); for an account sent as columns, its instruments and positions as
+    :func:`read_columns` reads them (then the dict's lists are empty: :func:`parse` hands the
+    columns to ``parse_columns``, and makes the rows only for a case that fails it)."""
 
     vectors: dict[int, Vector] | None = None
     vectors_checked: bool = False
     """Whether ``vectors_in_bounds`` was found true of ``vectors`` (not checked again)."""
+    columns: tuple[InstrumentColumns, PositionColumns] | None = None
+
+    def with_rows(self) -> CaseDict:
+        """The case with the instruments and positions of its ``columns`` as dicts (the
+        dicts :func:`columns_case` makes), its other values the same objects."""
+        if self.columns is None:
+            return self
+        instruments, positions = column_dicts(*self.columns)
+        out = CaseDict({**self, "instruments": instruments, "positions": positions})
+        out.vectors, out.vectors_checked = self.vectors, self.vectors_checked
+        return out
 
 
 def position_case(message: book_pb2.Position) -> dict[str, Any]:
@@ -632,13 +692,16 @@ def book_case(
     limits: Limits,
     numpy_vectors: bool = False,
     columns: book_pb2.AccountColumns | None = None,
+    rows_on_demand: bool = False,
 ) -> CaseDict:
     """The case-format dict of one account's request; ``columns``: its instruments and
     positions as columns (``OptimiseRequest.account_columns``; the account's rows then empty).
     ``numpy_vectors``: the instruments' risk vectors go to ``parse_case`` as numpy arrays
     (``CaseDict.vectors``; checked there against the schema's bounds) instead of as lists in
     the dict: ~10x cheaper for pnl vectors, but the dict is then not a whole case (not for the
-    batch engines or the audit)."""
+    batch engines or the audit). ``rows_on_demand`` (with ``columns`` and ``numpy_vectors``):
+    the instruments and positions stay columns (``CaseDict.columns``, the dict's lists empty)
+    for :func:`parse`, which makes the rows only for a case that fails the schema."""
     check_run(run)
     if len(account.positions) > limits.max_positions:
         raise RequestError(
@@ -649,6 +712,8 @@ def book_case(
             [(f"{paths.account}.instruments", f"at most {limits.max_positions} instruments")]
         )
     vectors = None
+    instruments: list[dict[str, Any]]
+    positions: list[dict[str, Any]]
     if columns is not None:
         if account.instruments or account.positions:
             raise RequestError(
@@ -660,9 +725,16 @@ def book_case(
                     )
                 ]
             )
-        instruments, positions, vectors, paths.risk_starts = columns_case(
-            columns, limits, numpy_vectors
-        )
+        if rows_on_demand and numpy_vectors:  # rows made only if needed: CaseDict.with_rows
+            instrument_columns, position_columns, column_vectors, paths.risk_starts = read_columns(
+                columns, limits, numpy_vectors
+            )
+            instruments, positions = [], []
+            vectors = _by_index(column_vectors)
+        else:
+            instruments, positions, vectors, paths.risk_starts = columns_case(
+                columns, limits, numpy_vectors
+            )
     else:
         if numpy_vectors:
             instruments, vectors = _instruments_with_vectors(
@@ -686,6 +758,8 @@ def book_case(
         }
     )
     case.vectors = vectors
+    if columns is not None and rows_on_demand and numpy_vectors:
+        case.columns = instrument_columns, position_columns
     paths.scenarios = scenarios.path
     paths.factor_count = len(scenarios.factors)
     if models is not None:
@@ -726,12 +800,19 @@ def check_backend(name: str | None, paths: FieldPaths | None = None) -> None:
 
 def parse(case: dict[str, Any], paths: FieldPaths, parser: Callable[..., Any]) -> Any:
     """Run ``parser`` (parse_case) on ``case``, translating its error into proto paths; a
-    :class:`CaseDict`'s numpy vectors go with it."""
+    :class:`CaseDict`'s numpy vectors go with it, and its columns (an account sent as
+    columns) go to ``parse_columns`` first: the same schema and rules without a dict or a
+    schema model per row; only a case that fails the schema is made into rows and parsed."""
     vectors = getattr(case, "vectors", None)
+    checked = getattr(case, "vectors_checked", False)
     try:
+        if isinstance(case, CaseDict) and case.columns is not None:
+            book = parse_columns(case, *case.columns, vectors or {}, vectors_checked=checked)
+            if book is not None:
+                return book
+            case = case.with_rows()  # refused as the same account sent as rows is refused
         if not vectors:
             return parser(case)
-        checked = getattr(case, "vectors_checked", False)
         return parser(case, vectors=vectors, vectors_checked=checked)
     except CaseValidationError as error:
         raise paths.error(error) from error

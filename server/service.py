@@ -260,6 +260,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         with_options: bool = True,
         numpy_vectors: bool = False,
         columns: book_pb2.AccountColumns | None = None,
+        rows_on_demand: bool = False,
     ) -> CaseDict:
         """The case-format dict of ``account`` (or of its ``columns``) under the request's
         run, models, program and (``with_options``) options; :func:`~.convert.book_case` says
@@ -275,6 +276,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
             self.limits,
             numpy_vectors=numpy_vectors,
             columns=columns,
+            rows_on_demand=rows_on_demand,
         )
 
     @staticmethod
@@ -301,7 +303,14 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         puts the vectors' violations after the others)."""
         columns = self._columns(request)  # an OptimiseRequest's account is its only one
         read = self._case(
-            request, account, paths, scenarios, with_options, numpy_vectors=True, columns=columns
+            request,
+            account,
+            paths,
+            scenarios,
+            with_options,
+            numpy_vectors=True,
+            columns=columns,
+            rows_on_demand=True,
         )
         if schema_wording and read.vectors:
             if vectors_in_bounds(read.vectors):
