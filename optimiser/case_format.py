@@ -12,7 +12,6 @@ numpy (``vectors``), so neither is checked again per account.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import threading
@@ -387,84 +386,18 @@ def _instrument(
             out.add(f"{where}.collateral_kind", collateral_kind, "is for REPO only")
         if ccp is Ccp.FICC and data.maturity is None:
             out.add(f"{where}.maturity", None, "is required for FICC securities")
-    return _new_instrument(
-        data.id,
-        ccp,
-        kind,
-        contract,
-        _date(data.maturity),
-        data.coupon,
-        _date(collateral_maturity),
-        None if collateral_kind is None else _KINDS[collateral_kind],
-        sensitivities,
-        pnl,
+    return Instrument(
+        id=data.id,
+        ccp=ccp,
+        kind=kind,
+        contract=contract,
+        maturity=_date(data.maturity),
+        coupon=data.coupon,
+        collateral_maturity=_date(collateral_maturity),
+        collateral_kind=None if collateral_kind is None else _KINDS[collateral_kind],
+        sensitivities=sensitivities,
+        pnl=pnl,
     )
-
-
-# Instruments and positions built from checked values, hundreds per case: their slots set
-# directly (~1.5 us an instrument against ~3.6 through the frozen dataclass's __init__, which
-# calls object.__setattr__ per field). The same objects: every field set, no __post_init__.
-_INSTRUMENT_FIELDS = (
-    "id",
-    "ccp",
-    "kind",
-    "contract",
-    "maturity",
-    "coupon",
-    "collateral_maturity",
-    "collateral_kind",
-    "sensitivities",
-    "pnl",
-)
-_POSITION_FIELDS = ("instrument", "quantity", "xm_quantity", "lot", "pinned")
-for _cls, _names in ((Instrument, _INSTRUMENT_FIELDS), (Position, _POSITION_FIELDS)):
-    if tuple(f.name for f in dataclasses.fields(_cls)) != _names or hasattr(
-        _cls, "__post_init__"
-    ):  # a changed model: these builders would leave a field unset
-        raise ImportError(f"case_format's {_cls.__name__} builder no longer matches the class")
-_new = object.__new__
-_si = tuple(getattr(Instrument, name).__set__ for name in _INSTRUMENT_FIELDS)
-_sp = tuple(getattr(Position, name).__set__ for name in _POSITION_FIELDS)
-
-
-def _new_instrument(
-    id: str,
-    ccp: Ccp,
-    kind: InstrumentKind,
-    contract: str | None,
-    maturity: dt.date | None,
-    coupon: float | None,
-    collateral_maturity: dt.date | None,
-    collateral_kind: InstrumentKind | None,
-    sensitivities: npt.NDArray[np.float64] | None,
-    pnl: npt.NDArray[np.float64] | None,
-) -> Instrument:
-    """``Instrument(id, ccp, ...)``, every field given, its slots set directly."""
-    out: Instrument = _new(Instrument)
-    _si[0](out, id)
-    _si[1](out, ccp)
-    _si[2](out, kind)
-    _si[3](out, contract)
-    _si[4](out, maturity)
-    _si[5](out, coupon)
-    _si[6](out, collateral_maturity)
-    _si[7](out, collateral_kind)
-    _si[8](out, sensitivities)
-    _si[9](out, pnl)
-    return out
-
-
-def _new_position(
-    instrument: str, quantity: float, xm_quantity: float, lot: float, pinned: bool
-) -> Position:
-    """``Position(instrument, quantity, xm_quantity, lot, pinned)``, its slots set directly."""
-    out: Position = _new(Position)
-    _sp[0](out, instrument)
-    _sp[1](out, quantity)
-    _sp[2](out, xm_quantity)
-    _sp[3](out, lot)
-    _sp[4](out, pinned)
-    return out
 
 
 def _options(data: Any) -> SolveOptions:
@@ -679,7 +612,7 @@ def _book(
                         xm_quantity,
                         f"position is not eligible for XM ({reasons}) so must be 0",
                     )
-        positions.append(_new_position(instrument_id, quantity, xm_quantity, lot, item.pinned))
+        positions.append(Position(instrument_id, quantity, xm_quantity, lot, item.pinned))
     out.raise_if_any()
     return Book(
         name=doc.name,

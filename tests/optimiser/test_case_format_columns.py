@@ -6,19 +6,15 @@ the whole document with a model per row gives."""
 from __future__ import annotations
 
 import copy
-import dataclasses
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.conftest import CASE_FILES
 from xmargin.optimiser import CaseValidationError, case_format
 from xmargin.optimiser.case_format import book_to_dict, parse_case
-from xmargin.optimiser.model import Ccp, Instrument, InstrumentKind, Position
 from xmargin.schema import CaseBody, CaseV1, body_in_columns, check
 
 
@@ -112,26 +108,3 @@ def test_check_finds_what_the_model_finds(
         assert bool(found) == bool(expected)
         if found:  # the violations are the whole validation's (the columns only say yes)
             assert body_in_columns(model, data) is None
-
-
-def test_the_direct_builders_make_the_dataclasses_own_objects() -> None:
-    """Instruments and positions are built with their slots set directly: the same objects as
-    the classes' constructors make, every field set."""
-    values = (
-        "912828XX1",
-        Ccp.FICC,
-        InstrumentKind.REPO,
-        None,
-        dt.date(2031, 5, 15),
-        4.25,
-        dt.date(2035, 2, 15),
-        InstrumentKind.NOTE,
-        np.array([1.5, -2.0]),
-        None,
-    )
-    built, expected = case_format._new_instrument(*values), Instrument(*values)
-    for field in dataclasses.fields(Instrument):
-        assert getattr(built, field.name) is getattr(expected, field.name)
-    position = ("912828XX1", 5e6, 2e6, 1e5, True)
-    assert case_format._new_position(*position) == Position(*position)
-    assert hash(case_format._new_position(*position)) == hash(Position(*position))
