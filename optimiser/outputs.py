@@ -52,6 +52,8 @@ def check_output_paths(
             continue
         if str(named) == "":
             raise OutputPathError(field, named, "is empty: give a file name")
+        if str(named) == "-":  # read as stdout elsewhere (sample -o -); here a file named "-"
+            raise OutputPathError(field, named, "is not stdout here (it holds the answer)")
         path = Path(named)
         if path.is_dir():
             raise OutputPathError(field, named, "is a folder: give a file name")

@@ -40,7 +40,12 @@ def test_an_output_over_the_input_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "why"),
-    [("missing/out.csv", "does not exist"), (".", "is a folder"), ("", "is empty")],
+    [
+        ("missing/out.csv", "does not exist"),
+        (".", "is a folder"),
+        ("", "is empty"),
+        ("-", "is not stdout"),  # wrote a file named "-"
+    ],
 )
 def test_an_output_in_no_folder_or_a_folder_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, why: str
