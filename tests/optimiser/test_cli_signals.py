@@ -3,7 +3,9 @@ no answer, no file and no process left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -96,12 +98,17 @@ def test_sigterm_stops_a_batch_and_its_workers(tmp_path: Path, hard_case: Path) 
 
     _until(lambda: len(workers()) >= 2, "the pool's workers never started")
     pool = _children(process.pid) + workers()
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=GUARD_SECONDS)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert "interrupted" in err and "Traceback" not in err, err
-    for pid in pool:
-        _until(lambda pid=pid: not _alive(pid), f"process {pid} outlived the batch")
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=GUARD_SECONDS)
+        assert process.returncode == 128 + signal.SIGTERM, err
+        assert "interrupted" in err and "Traceback" not in err, err
+        for pid in pool:
+            _until(lambda pid=pid: not _alive(pid), f"process {pid} outlived the batch")
+    finally:  # a failing run leaves no orphan solving for an hour
+        for pid in pool:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
