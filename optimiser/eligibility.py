@@ -8,13 +8,15 @@ contract list. A rule change is a new rulebook file, not a code change.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import enum
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from xmargin.schema import clip, parse_json
 
 from .errors import CaseValidationError
 from .model import FICC_ACCOUNT_TYPES, Book, Ccp, ClearingMember, Customer, Instrument
@@ -69,14 +71,32 @@ class Rulebook:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Rulebook:
+        """A rulebook from its JSON data, read strictly: every key of the bundled file and no
+        other (a misspelt key was a KeyError, an extra one ignored), true/false for the member
+        requirements (``"false"`` was read as true), a whole number of years, lists of
+        names. Raises :class:`CaseValidationError` at ``rulebook.KEY``."""
+        if not isinstance(data, dict):
+            raise CaseValidationError("rulebook", _shown(data), "must be an object")
+        _exact_keys(data, RULEBOOK_KEYS, "rulebook")
         member = data["clearing_member"]
-        assert isinstance(member, dict)
+        if not isinstance(member, dict):
+            raise CaseValidationError(
+                "rulebook.clearing_member", _shown(member), "must be an object"
+            )
+        _exact_keys(member, MEMBER_KEYS, "rulebook.clearing_member")
+        for key, value in member.items():
+            if not isinstance(value, bool):
+                raise CaseValidationError(
+                    f"rulebook.clearing_member.{key}", _shown(value), "must be true or false"
+                )
 
         def names(key: str) -> frozenset[str]:
             value = data[key]
-            if not isinstance(value, list):
-                raise CaseValidationError(f"rulebook.{key}", value, "must be a list of names")
-            return frozenset(str(v) for v in value)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise CaseValidationError(
+                    f"rulebook.{key}", _shown(value), "must be a list of names"
+                )
+            return frozenset(value)
 
         account_types = names("customer_ficc_account_types")
         unknown = sorted(account_types - FICC_ACCOUNT_TYPES)
@@ -86,26 +106,80 @@ class Rulebook:
                 unknown[0],
                 f"must be among {', '.join(sorted(FICC_ACCOUNT_TYPES))}",
             )
+        years = data["ficc_min_remaining_maturity_years"]
+        if isinstance(years, bool) or not isinstance(years, int) or years < 0:
+            raise CaseValidationError(
+                "rulebook.ficc_min_remaining_maturity_years",
+                _shown(years),
+                "must be a whole number of years >= 0",
+            )
+        if not isinstance(data["name"], str):
+            raise CaseValidationError("rulebook.name", _shown(data["name"]), "must be a string")
+        try:
+            effective = dt.date.fromisoformat(str(data["effective_date"]))
+        except ValueError as error:
+            raise CaseValidationError(
+                "rulebook.effective_date", _shown(data["effective_date"]), "must be YYYY-MM-DD"
+            ) from error
         return cls(
-            name=str(data["name"]),
-            effective_date=dt.date.fromisoformat(str(data["effective_date"])),
-            require_bd_fcm=bool(member["bd_fcm"]),
-            require_cme_clearing_member=bool(member["cme_clearing_member"]),
-            require_ficc_netting_member=bool(member["ficc_netting_member"]),
+            name=data["name"],
+            effective_date=effective,
+            require_bd_fcm=member["bd_fcm"],
+            require_cme_clearing_member=member["cme_clearing_member"],
+            require_ficc_netting_member=member["ficc_netting_member"],
             customer_ficc_account_types=account_types,
             ficc_eligible_kinds=names("ficc_eligible_kinds"),
             ficc_repo_kinds=names("ficc_repo_kinds"),
             ficc_excluded_kinds=names("ficc_excluded_kinds"),
-            ficc_min_remaining_maturity_years=int(str(data["ficc_min_remaining_maturity_years"])),
+            ficc_min_remaining_maturity_years=years,
             cme_eligible_contracts=names("cme_eligible_contracts"),
             cme_eligible_kinds=names("cme_eligible_kinds"),
             cme_option_kinds=names("cme_option_kinds"),
         )
 
 
+RULEBOOK_KEYS = frozenset(
+    {
+        "name",
+        "effective_date",
+        "clearing_member",
+        "customer_ficc_account_types",
+        "ficc_eligible_kinds",
+        "ficc_repo_kinds",
+        "ficc_excluded_kinds",
+        "ficc_min_remaining_maturity_years",
+        "cme_eligible_contracts",
+        "cme_eligible_kinds",
+        "cme_option_kinds",
+    }
+)
+"""Every key of a rulebook file, each required."""
+MEMBER_KEYS = frozenset({"bd_fcm", "cme_clearing_member", "ficc_netting_member"})
+
+
+def _shown(value: object) -> object:
+    return f"<{type(value).__name__} of {len(value)}>" if isinstance(value, dict | list) else value
+
+
+def _exact_keys(data: dict[str, object], known: frozenset[str], where: str) -> None:
+    for key in sorted(set(data) - known):
+        close = difflib.get_close_matches(key[:200], sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+        raise CaseValidationError(f"{where}.{key}", _shown(data[key]), f"unknown key; {hint}")
+    for key in sorted(known - set(data)):
+        raise CaseValidationError(f"{where}.{key}", None, "is required")
+
+
 def load_rulebook(path: str | Path) -> Rulebook:
-    """Read a rulebook JSON file."""
-    return Rulebook.from_dict(json.loads(Path(path).read_text()))
+    """Read a rulebook JSON file (UTF-8; a key named twice in one object is refused, as in a
+    case file: plain ``json.loads`` kept the last one)."""
+    try:
+        data = parse_json(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        raise CaseValidationError(
+            "<file>", str(path), f"not valid JSON: {clip(str(error))}"
+        ) from error
+    return Rulebook.from_dict(data)
 
 
 @functools.cache
@@ -113,7 +187,7 @@ def _bundled_rulebooks() -> tuple[Rulebook, ...]:
     """The bundled rulebooks, oldest first (read once: they ship with the package)."""
     folder = resources.files("xmargin.optimiser") / "rulebooks"
     books = [
-        Rulebook.from_dict(json.loads(entry.read_text()))
+        Rulebook.from_dict(parse_json(entry.read_text(encoding="utf-8")))
         for entry in folder.iterdir()
         if entry.name.endswith(".json")
     ]

@@ -29,6 +29,7 @@ import numpy as np
 
 from .margin import State
 from .model import Ccp
+from .outputs import check_output_paths, write_files
 from .results import Account, OptimisationResult, Transfer, exact_quantity
 
 if TYPE_CHECKING:
@@ -615,19 +616,17 @@ def write_reports(
     html_path: str | Path | None = None,
     round_lots: bool = False,
 ) -> list[Path]:
-    """Write whichever reports have a path; return the paths written. The transfer files
-    refuse fractional lots (:class:`FractionalLotsError`, before anything is written) unless
-    ``round_lots``."""
+    """Write whichever reports have a path, all or none (:func:`~.outputs.write_files`); return
+    the paths written. Refused before anything is written: a path given twice or in a missing
+    folder (:class:`~.outputs.OutputPathError`), fractional lots in the transfer files
+    (:class:`FractionalLotsError`) unless ``round_lots``."""
+    paths = {"csv": csv_path, "fixml": fixml_path, "html": html_path}
+    check_output_paths(paths)
     if csv_path is not None or fixml_path is not None:
         bookable_transfers(result, round_lots)  # refuse before writing anything
-    written = []
-    for path, render in (
-        (csv_path, lambda r: transfers_csv(r, round_lots)),
-        (fixml_path, lambda r: transfers_fixml(r, round_lots=round_lots)),
-        (html_path, savings_report_html),
-    ):
-        if path is not None:
-            target = Path(path)
-            target.write_text(render(result), encoding="utf-8")
-            written.append(target)
-    return written
+    renders = {
+        "csv": lambda: transfers_csv(result, round_lots),
+        "fixml": lambda: transfers_fixml(result, round_lots=round_lots),
+        "html": lambda: savings_report_html(result),
+    }
+    return write_files({path: renders[kind]() for kind, path in paths.items() if path is not None})

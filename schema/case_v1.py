@@ -167,7 +167,12 @@ NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 """No control character (U+0000-U+001F, U+007F) in an id or name: a NUL cannot be stored in a
 PostgreSQL audit store (the run would fail there and pass on SQLite), and a newline or escape
 would forge lines in logs and tables."""
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+"""An id: no control character, and no blank (any Unicode white space) at either end: ids are
+matched exactly (a position's instrument, an exclusion, a stored run's key), so " TYZ6" would
+be another instrument than "TYZ6", and a blank id names nothing."""
+ID_RULE = "must not hold control characters (U+0000-U+001F, U+007F) nor begin or end with a blank"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(max_length=200, pattern=NO_CONTROL_PATTERN)]
 
 
@@ -486,6 +491,8 @@ def _message(root: type[BaseModel], error: Mapping[str, Any]) -> str:
         return f"is not a calendar date (must be {_DATE_RULE})"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == NO_CONTROL_PATTERN:
         return "must not hold control characters (U+0000-U+001F, U+007F)"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
+        return ID_RULE
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     bounds = {

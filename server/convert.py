@@ -136,7 +136,7 @@ class FieldPaths:
             return base + self._instrument_tail(tail) if name == "instruments" else base + tail
         if head in ("business_date", "cycle"):
             return f"run.{case_path}"
-        if head in ("clearing_member", "customer"):
+        if head in ("clearing_member", "customer", "name"):  # the AccountBook's fields
             return self._in_account(case_path)
         if case_path.startswith("factors"):
             return f"{self.scenarios}.{case_path}"

@@ -43,7 +43,7 @@ from xmargin.optimiser.audit import (
     open_store,
     scenario_fingerprint,
 )
-from xmargin.schema.case_v1 import NO_CONTROL_PATTERN
+from xmargin.schema.case_v1 import ID_PATTERN, ID_RULE
 
 from . import admission
 from .convert import RequestError, ResolvedScenarios, validated_scenarios
@@ -320,15 +320,16 @@ def info_to_proto(info: StoredScenarioSet) -> service_pb2.ScenarioSetInfo:
 
 
 def check_set_id(set_id: str, path: str = "id") -> None:
-    """A scenario set's id is 1-64 characters, none a control character, as every id of a
-    case: it is stored, and echoed in every page of ListScenarioSets (three ids of 25 MiB each
-    made every later page exceed the message limit, for every client, across restarts)."""
+    """A scenario set's id is 1-64 characters, none a control character and no blank at either
+    end, as every id of a case (:data:`ID_PATTERN`): it is stored, and echoed in every page of
+    ListScenarioSets (three ids of 25 MiB each made every later page exceed the message limit,
+    for every client, across restarts)."""
     if not set_id:
         raise RequestError([(path, "is required")])
     if len(set_id) > MAX_SET_ID:
         raise RequestError([(path, f"must hold at most {MAX_SET_ID} characters")])
-    if re.fullmatch(NO_CONTROL_PATTERN, set_id) is None:
-        raise RequestError([(path, "must not hold control characters (U+0000-U+001F, U+007F)")])
+    if re.fullmatch(ID_PATTERN, set_id) is None:
+        raise RequestError([(path, ID_RULE)])
 
 
 def get_scenario_set(

@@ -595,8 +595,10 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
     ) -> Iterator[service_pb2.OptimiseStreamResponse]:
         """Check the header (the first message), then stream the accounts (:mod:`.batch_stream`)."""
         first = next(requests, None)
-        if first is None:
-            return
+        if first is None:  # a stream of no message is no batch (as OptimiseBatch of no account)
+            raise RequestError(
+                [("batch", "is required: the first message carries the batch; none was sent")]
+            )
         if first.WhichOneof("item") != "batch":
             raise RequestError(
                 [("batch", "the first message carries the batch: run, scenarios, models, ...")]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 from xmargin.schema import clip
 
+from .. import cancellation
 from ..errors import CaseValidationError, InfeasibleError, SolverError
 from ..extras import MissingExtraError
 from . import batch, explain, solve, what_if
@@ -15,6 +20,7 @@ from .common import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
     EXIT_INFEASIBLE,
+    EXIT_INTERRUPTED,
     EXIT_MISSING_COMPONENT,
     EXIT_OK,
     EXIT_SOLVER_FAILURE,
@@ -86,6 +92,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
     except SystemExit as exit_:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exit_.code or 0) if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    with _stopped_by_signals() as received:
+        try:
+            code = _run(args)
+        except (KeyboardInterrupt, cancellation.SolveCancelled):
+            name = signal.Signals(received[0]).name if received else "SIGINT"
+            print(f"\nxmargin: stopped by {name}", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED and received:  # batch answers that itself, for either signal
+        return 128 + received[0]
+    return code
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop a command; the signals received are listed in the value.
+
+    The handler raises ``KeyboardInterrupt`` (Python code stops where it is, as Ctrl-C does by
+    default; a batch stops its workers) and the command runs under a stop hook
+    (:func:`..cancellation.stop_when`) that a solve asks: a ``KeyboardInterrupt`` raised inside
+    one of HiGHS's callbacks is lost, and the solve ran on to its time limit and answered
+    (exit 0); SIGTERM killed the process without cleanup, leaving a batch's workers solving.
+    A signal ignored when the command started (``nohup``, a background job) stays ignored."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, stop)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+    try:
+        with cancellation.stop_when(lambda: bool(received)):
+            yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code; its errors reported on stderr."""
     try:
         return int(args.handler(args))
     except CaseValidationError as error:

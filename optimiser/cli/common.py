@@ -31,7 +31,7 @@ EXIT_BAD_INPUT = 2
 EXIT_SOLVER_FAILURE = 3
 EXIT_INFEASIBLE = 4
 EXIT_INCOMPLETE = 5  # batch: some accounts failed; audit show --reproduce: the answer differs
-EXIT_INTERRUPTED = 130  # batch: stopped by Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (128 + SIGINT); by SIGTERM: 143 (128 + SIGTERM)
 
 PROGRESS_AFTER_SECONDS = 1.0
 
@@ -286,7 +286,7 @@ EXIT_CODES = (
     "exit codes: 0 ok; 1 a component (server, benchmark, an extra such as dask or psycopg) is "
     "not installed; 2 bad input (invalid case, missing or unreadable file, bad arguments); "
     "3 solver failure; 4 infeasible; 5 some accounts of a batch failed, or audit show "
-    "--reproduce found a different answer; 130 interrupted (Ctrl-C)"
+    "--reproduce found a different answer; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)"
 )
 
 

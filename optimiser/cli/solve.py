@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..errors import InfeasibleError, SolverError
 from ..margin import evaluate
 from ..model import Book, Mode, SolveOptions
 from ..optimise import optimise
+from ..outputs import OutputPathError, check_output_paths, write_files
 from ..problem import build_problem
 from ..results import OptimisationResult, Status, all_eligible_allocation
 from ..sample import SAMPLE_SEED
@@ -178,7 +178,7 @@ def _write_reports(result: OptimisationResult, args: argparse.Namespace) -> None
 
     try:
         written = write_reports(result, args.csv, args.fixml, args.html, round_lots=args.round_lots)
-    except OSError as error:
+    except (OSError, OutputPathError) as error:  # nothing written (outputs.write_files)
         raise UsageError(f"cannot write a report: {error}") from error
     except FractionalLotsError as error:
         raise UsageError(str(error)) from error
@@ -190,7 +190,19 @@ def _write_reports(result: OptimisationResult, args: argparse.Namespace) -> None
             print(f"wrote {path}", file=sys.stderr)
 
 
+def _check_report_paths(args: argparse.Namespace, case: str | None = None) -> None:
+    """The report flags' paths, checked before the solve (a missing folder, one file for two
+    flags, the case file itself) rather than found after it."""
+    try:
+        check_output_paths(
+            {"--csv": args.csv, "--fixml": args.fixml, "--html": args.html}, {"CASE.json": case}
+        )
+    except OutputPathError as error:
+        raise UsageError(str(error)) from error
+
+
 def cmd_optimise(args: argparse.Namespace) -> int:
+    _check_report_paths(args, args.case)
     book = _load_book(args.case, args.quiet)
     result = _run_optimise(book, args)
     _write_reports(result, args)
@@ -204,6 +216,7 @@ def cmd_optimise(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..sample import load_sample_book
 
+    _check_report_paths(args)
     with progress("reading the bundled sample book", enabled=not args.quiet):
         book = load_sample_book()
     # Whole lots unless --continuous, whatever the bundled file says.
@@ -234,6 +247,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} must be 1 to {most:,.0f}, as a case file holds (got {value})")
     if args.seed < 0:
         raise UsageError(f"--seed must be a whole number >= 0 (got {args.seed})")
+    if args.output not in (None, "-"):
+        try:
+            check_output_paths({"--output": args.output})
+        except OutputPathError as error:
+            raise UsageError(str(error)) from error
     try:
         business_date = dt.date.fromisoformat(args.business_date)
     except ValueError as error:
@@ -253,7 +271,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sys.stdout.write(text + "\n")
     else:
         try:
-            Path(args.output).write_text(text + "\n", encoding="utf-8")
+            write_files({args.output: text + "\n"})
         except OSError as error:
             raise UsageError(f"cannot write {args.output!r}: {error}") from error
         if not args.quiet:

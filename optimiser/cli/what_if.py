@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import Any
 
 from xmargin.schema import clip
+from xmargin.schema.case_v1 import ID_PATTERN, ID_RULE
 
 from ..case_format import book_to_dict, parse_case
 from ..errors import CaseValidationError
@@ -187,10 +189,17 @@ def cmd_what_if(args: argparse.Namespace) -> int:
 
 
 def _ids(text: str) -> list[str]:
-    """``--exclude A,B`` (or ``--exclude A --exclude B``): instrument ids."""
-    ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids:
-        raise argparse.ArgumentTypeError("give an instrument id")
+    """``--exclude A,B`` (or ``--exclude A --exclude B``): instrument ids, each as the case
+    writes it. An empty entry or one with a blank at either end is refused, not trimmed: ids
+    match exactly, and a blank id is no id (:data:`ID_PATTERN`)."""
+    ids = text.split(",")
+    for part in ids:
+        if not part:
+            raise argparse.ArgumentTypeError(
+                f"an empty id in {clip(text)!r} (give instrument ids separated by commas)"
+            )
+        if re.fullmatch(ID_PATTERN, part) is None:
+            raise argparse.ArgumentTypeError(f"id {clip(part)!r} {ID_RULE}")
     return ids
 
 

@@ -422,3 +422,36 @@ def test_ids_and_names_holding_a_control_character_are_refused(
         parse_case(data)
     reasons = {v.path: v.message for v in raised.value.violations}
     assert "control characters" in reasons.get(_dotted(path), ""), raised.value
+
+
+@pytest.mark.parametrize("text", [" ", "  ", " A", "A ", "\u3000A", "A\u00a0"], ids=repr)
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("customer", "id"),
+        ("clearing_member", "id"),
+        ("instruments", 0, "id"),
+        ("factors", 0),
+    ],
+    ids=_dotted,
+)
+def test_an_id_blank_or_with_a_blank_end_is_refused(
+    full_case: dict[str, Any], path: tuple[Any, ...], text: str
+) -> None:
+    """Ids match exactly: a customer id of two blanks was taken as an id, and " TYZ6" is
+    another instrument than "TYZ6" (the position naming it too was accepted)."""
+    data = copy.deepcopy(full_case)
+    _set(data, path, text)
+    if path[0] == "instruments":
+        data["positions"][0]["instrument"] = text
+    with pytest.raises(CaseValidationError) as raised:
+        parse_case(data)
+    reasons = {v.path: v.message for v in raised.value.violations}
+    assert "begin or end with a blank" in reasons.get(_dotted(path), ""), raised.value
+
+
+@pytest.mark.parametrize("text", ["A", "CUST 1", "A-B_C.D/E"], ids=repr)
+def test_an_id_with_blanks_inside_is_taken(full_case: dict[str, Any], text: str) -> None:
+    data = copy.deepcopy(full_case)
+    data["customer"]["id"] = text
+    assert parse_case(data).customer.id == text

@@ -68,6 +68,30 @@ def test_what_if_exclude_does_not_swallow_the_case(capsys: pytest.CaptureFixture
     assert args.exclude == ["A", "B", "C"] and args.case == "case.json"
 
 
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        (" TYZ6,", "begin or end with a blank"),
+        ("TYZ6 ", "begin or end with a blank"),
+        ("TYZ6, FVZ6", "begin or end with a blank"),
+        (" ", "begin or end with a blank"),
+        ("TYZ6,", "an empty id"),
+        (",TYZ6", "an empty id"),
+        ("TYZ6,,FVZ6", "an empty id"),
+        ("", "an empty id"),
+    ],
+)
+def test_what_if_exclude_refuses_blank_and_empty_ids(
+    capsys: pytest.CaptureFixture[str], given: str, why: str
+) -> None:
+    """Refused naming the flag, not trimmed: an id is matched exactly (the lead's decision)."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["what-if", str(CASE_01), "--exclude", given])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --exclude" in err and why in err, err
+
+
 def test_audit_readers_refuse_a_missing_store_and_create_nothing(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

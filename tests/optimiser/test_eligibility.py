@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -537,3 +538,50 @@ def test_the_books_judge_answers_as_instrument_eligibility(
         assert judged(instrument) == instrument_eligibility(
             rulebook, member, customer, instrument, BUSINESS_DATE
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["clearing_member"].__setitem__("bd_fcm", "false"), "clearing_member.bd_fcm"),
+        (lambda d: d["clearing_member"].__setitem__("bd_fcm", 0), "clearing_member.bd_fcm"),
+        (lambda d: d.__setitem__("ficc_min_remaining_maturity_years", 1.5), "ficc_min_remaining"),
+        (lambda d: d.__setitem__("ficc_min_remaining_maturity_years", True), "ficc_min_remaining"),
+        (lambda d: d.__setitem__("cme_eligible_contracts", ["TY", 5]), "cme_eligible_contracts"),
+        (lambda d: d.__setitem__("cme_eligble_kinds", ["FUTURE"]), "cme_eligble_kinds"),
+        (lambda d: d.pop("cme_option_kinds"), "cme_option_kinds"),
+        (lambda d: d["clearing_member"].__setitem__("bd_fmc", True), "clearing_member.bd_fmc"),
+        (lambda d: d.__setitem__("effective_date", "2026-02-30"), "effective_date"),
+    ],
+    ids=[
+        "bool as text",
+        "bool as 0",
+        "fractional years",
+        "years as bool",
+        "a number as a name",
+        "misspelt key",
+        "missing key",
+        "misspelt member key",
+        "no such date",
+    ],
+)
+def test_a_rulebook_is_read_strictly(
+    change: Callable[[dict[str, Any]], object], field: str
+) -> None:
+    """ "false" for bd_fcm was read as true, a misspelt key ignored or a KeyError, a number
+    taken as a contract name: each now refused naming the key."""
+    data = rulebook_data()
+    change(data)
+    with pytest.raises(CaseValidationError) as refused:
+        Rulebook.from_dict(data)
+    assert refused.value.field.startswith(f"rulebook.{field}"), refused.value
+
+
+def test_a_rulebook_file_naming_a_key_twice_is_refused(tmp_path: Path) -> None:
+    text = json.dumps(rulebook_data())
+    path = tmp_path / "rulebook.json"
+    path.write_text(text.replace('"bd_fcm": true', '"bd_fcm": true, "bd_fcm": false', 1))
+    with pytest.raises(CaseValidationError, match="duplicate key 'bd_fcm'"):
+        load_rulebook(path)
+    path.write_text(text)
+    assert load_rulebook(path) == Rulebook.from_dict(rulebook_data())

@@ -43,6 +43,7 @@ TRANSLATIONS = [
     ("models.FICC.addon_rate[0]", "models.ficc.addon_rate[0]"),
     ("program.savings_cap", "program.savings_cap"),
     ("options.max_transfers", "options.max_transfers"),
+    ("name", "account.name"),  # was "name", a field the request does not have
 ]
 
 
@@ -55,6 +56,7 @@ def test_batch_and_assembled_paths() -> None:
     paths = FieldPaths(account="accounts[3]", scenarios="scenario_set_ref")
     assert paths.translate("positions[1].quantity") == "accounts[3].positions[1].quantity"
     assert paths.translate("customer.id") == "accounts[3].customer.id"
+    assert paths.translate("name") == "accounts[3].name"
     assert paths.translate("scenarios.ids") == "scenario_set_ref.ids"
     assembled = FieldPaths(
         positions=["account.positions[0]", "add_trades[0]"],

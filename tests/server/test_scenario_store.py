@@ -207,8 +207,11 @@ def test_two_servers_share_sets_through_one_sqlite_file(
         ("x" * 65, "at most 64 characters"),
         ("set\x00a", "control characters"),
         ("set\nb", "control characters"),
+        (" set", "begin or end with a blank"),
+        ("set\u3000", "begin or end with a blank"),
+        (" ", "begin or end with a blank"),
     ],
-    ids=["empty", "65 characters", "NUL", "newline"],
+    ids=["empty", "65 characters", "NUL", "newline", "leading blank", "trailing blank", "blank"],
 )
 def test_a_set_id_is_an_id_of_1_to_64_characters(
     stub: XmarginServiceStub, cases: dict[str, dict[str, Any]], set_id: str, why: str

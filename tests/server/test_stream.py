@@ -135,7 +135,11 @@ def test_the_stream_is_refused_without_a_batch_first_or_with_accounts_in_it(
     with pytest.raises(grpc.RpcError) as twice:
         list(stub.OptimiseStream(again, timeout=30))
     assert twice.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert list(stub.OptimiseStream(iter([]), timeout=30)) == []
+
+    with pytest.raises(grpc.RpcError) as nothing:  # no message: no batch (the lead's decision)
+        list(stub.OptimiseStream(iter([]), timeout=30))
+    assert nothing.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "batch: is required" in (nothing.value.details() or "")
 
 
 def test_a_bad_account_fails_alone(
