@@ -42,8 +42,7 @@ def random_book(
     shocks = rng.standard_t(4, (n_scenarios, n_factors)) * rng.uniform(2, 8, n_factors)
     # Scenario ids are dates, oldest first (the case format's rule), ending the day before.
     ids = tuple(
-        (BUSINESS_DATE - dt.timedelta(days=n_scenarios - i)).isoformat()
-        for i in range(n_scenarios)
+        (BUSINESS_DATE - dt.timedelta(days=n_scenarios - i)).isoformat() for i in range(n_scenarios)
     )
     instruments: dict[str, Instrument] = {}
     positions: list[Position] = []
