@@ -288,9 +288,10 @@ whose default deadline is 300 s, took 48 s where this bound gives 2 s.)"""
 
 
 PATHS_SHARE = 0.5
-"""The share of the exact-VaR phase's time its paths may take where the window MILP follows
-(:mod:`.solvers.var_window_mip`; on a 2-core machine at load 5 the paths alone took the whole
-2 s budget and left the MILP none)."""
+"""The share of the exact-VaR phase's time its paths may take at first where the window MILP
+follows (:mod:`.solvers.var_window_mip`; on a 2-core machine at load 5 the paths alone took the
+whole 2 s budget and left the MILP none); paths it cuts run in the time the MILP and the escapes
+leave."""
 
 WINDOW_MIP_SHARE = 0.6
 """The share of the exact-VaR phase's time left after its paths that the window MILP may take;
@@ -453,9 +454,10 @@ def _objective(problem: Problem, state: State) -> float:
 STOP_WINDOW = "the window MILP proved its window at the best end"
 """A stop reason of the exact-VaR phase (:attr:`VarPhase.stop`): every path run, and the window
 MILP's bound at the best end within MIP_GAP of it (nothing lower in its window, see
-:meth:`.solvers.var_window_mip.WindowSearch.exhausted`; not a proof of the exact optimum: on
-the 72 solves of ``bench/var_gap.py``'s seeds 100-123 and 200-211 no exchange or pair move
-after such a window lowered the end)."""
+:meth:`.solvers.var_window_mip.WindowSearch.exhausted`). Not a proof of the exact optimum: on
+the 72 solves of ``bench/var_gap.py``'s seeds 100-123 and 200-211, in the 49 where the MILP
+ended at its optimum no exchange or pair move after it lowered the end (they took 0.15-1.5 s;
+bench/results/2026-12-02-var-s26)."""
 STOP_ESCAPES = "no exclusion exchange or pair move lowers the best end"
 """A stop reason: every path run and no escape from the best end's basin found."""
 STOP_BUDGET = "the budget was spent"
