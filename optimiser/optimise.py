@@ -288,9 +288,10 @@ whose default deadline is 300 s, took 48 s where this bound gives 2 s.)"""
 
 
 PATHS_SHARE = 0.5
-"""The share of the exact-VaR phase's time its paths may take where the window MILP follows
-(:mod:`.solvers.var_window_mip`; on a 2-core machine at load 5 the paths alone took the whole
-2 s budget and left the MILP none)."""
+"""The share of the exact-VaR phase's time its paths may take at first where the window MILP
+follows (:mod:`.solvers.var_window_mip`; on a 2-core machine at load 5 the paths alone took the
+whole 2 s budget and left the MILP none); paths it cuts run in the time the MILP and the escapes
+leave."""
 
 WINDOW_MIP_SHARE = 0.6
 """The share of the exact-VaR phase's time left after its paths that the window MILP may take;
@@ -450,45 +451,81 @@ def _objective(problem: Problem, state: State) -> float:
     return state.total + problem.transfer_cost(state.xm_quantity)
 
 
-def _improve_var(
-    problem: Problem,
-    allocation: PositionVector,
-    objective: float,
-    source: AnswerSource,
-    started: float,
-    deadline: float | None,
-    notes: list[str],
-) -> tuple[PositionVector, float, AnswerSource]:
-    """The exact-VaR improvement phase, for at most max(``VAR_SEARCH_SECONDS``, the solve's own
-    time) and within the deadline (:func:`_var_phase_deadline`): from each of the ES stand-in's
-    answer and the allowed references (current, all eligible in XM, empty XM), best first, two
-    paths: local search on the exact objective (:mod:`.solvers.local_search`), majorise-minimise
-    from its end
-    (:mod:`.solvers.var_majorant`) and local search again; and majorise-minimise, then local
-    search (under a transfer limit: from the stand-in's answer only, its majorant rounds
-    moving only the positions already moved, :func:`.solvers.var_majorant.within_the_limit`;
-    on generated 12 x 150 books with a limit of 2 or 3 this closed 4 of 9 gaps to the
-    independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5 and 9.7e-6 to 7e-16). Then, while the
-    budget lasts, moves out of the best end's basin, each followed by majorise-minimise and
-    local search: an exclusion-set exchange (:func:`.solvers.var_majorant.exchange`: a
-    majorant with one of a figure's f largest losses swapped for one of the next, still above
-    VaR everywhere, no longer touching it at the end, but lower than the end's majorant where
-    the optimum's set of f largest differs) or, when none lowers the end, a pair move
-    (:func:`.solvers.local_search.pair_move`: two positions at once, where no single move
-    lowers). Between the two, on books of at most :data:`.solvers.var_window_mip.MAX_POSITIONS`
+STOP_WINDOW = "the window MILP proved its window at the best end"
+"""A stop reason of the exact-VaR phase (:attr:`VarPhase.stop`): every path run, and the window
+MILP's bound at the best end within MIP_GAP of it (nothing lower in its window, see
+:meth:`.solvers.var_window_mip.WindowSearch.exhausted`). Not a proof of the exact optimum: on
+the 72 solves of ``bench/var_gap.py``'s seeds 100-123 and 200-211, in the 49 where the MILP
+ended at its optimum no exchange or pair move after it lowered the end (they took 0.15-1.5 s;
+bench/results/2026-12-02-var-s26)."""
+STOP_ESCAPES = "no exclusion exchange or pair move lowers the best end"
+"""A stop reason: every path run and no escape from the best end's basin found."""
+STOP_BUDGET = "the budget was spent"
+"""A stop reason: the phase's deadline came first."""
+
+
+@dataclass(slots=True)
+class VarPhase:
+    """What the exact-VaR phase found and did: its best end and exact objective, each step that
+    lowered it, the paths run (of ``paths_total``), the window MILP searches, the escapes, and
+    why it stopped (``STOP_WINDOW``, ``STOP_ESCAPES`` or ``STOP_BUDGET``)."""
+
+    xm_quantity: PositionVector
+    objective: float
+    starts: int
+    paths_total: int
+    found_by: list[str] = field(default_factory=list)
+    paths: int = 0
+    windows: int = 0
+    escapes: dict[str, int] = field(
+        default_factory=lambda: {"exclusion exchanges": 0, "pair moves": 0}
+    )
+    stop: str = STOP_BUDGET
+
+    def offer(self, x: PositionVector, value: float, how: str) -> bool:
+        """Take ``x`` if its exact objective ``value`` is lower than the best's (beyond
+        round-off); whether it was."""
+        if value >= self.objective - 1e-9 * max(1.0, abs(self.objective)):
+            return False
+        self.xm_quantity, self.objective = x, value
+        self.found_by.append(how)
+        return True
+
+
+def var_phase(
+    problem: Problem, allocation: PositionVector, objective: float, deadline: float
+) -> VarPhase:
+    """The exact-VaR improvement phase from the allowed ``allocation`` (exact objective
+    ``objective``) until ``deadline`` (a ``time.perf_counter()`` value). From each of the ES
+    stand-in's answer and the allowed references (current, all eligible in XM, empty XM), best
+    first, two paths: local search on the exact objective (:mod:`.solvers.local_search`),
+    majorise-minimise from its end (:mod:`.solvers.var_majorant`) and local search again; and
+    majorise-minimise, then local search (under a transfer limit: from the stand-in's answer
+    only, its majorant rounds moving only the positions already moved,
+    :func:`.solvers.var_majorant.within_the_limit`; on generated 12 x 150 books with a limit of
+    2 or 3 this closed 4 of 9 gaps to the independent MILP's optimum, e.g. 2.3e-4 to 3.1e-5
+    and 9.7e-6 to 7e-16). Then, on books of at most :data:`.solvers.var_window_mip.MAX_POSITIONS`
     positions, the window MILP (:mod:`.solvers.var_window_mip`: VaR exact over every exclusion
     set among each figure's f + 6 largest losses at the best end, HiGHS's branch and bound from
-    that end) for :data:`WINDOW_MIP_SHARE` of the time left, its answer judged exactly and
-    taken, after local search, only when lower; there the paths get :data:`PATHS_SHARE` of the
-    budget. The best exact objective found. (Each path ends at
-    a stationary point; on generated VaR books each path and start found the best end on some
-    book and a worse one on others.)"""
-    from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
-    from .solvers.var_window_mip import MAX_POSITIONS, improve_by_window_mip
+    that end) for :data:`WINDOW_MIP_SHARE` of the time left, its answer judged exactly and taken,
+    after local search, only when lower; there the paths get :data:`PATHS_SHARE` of the budget
+    at first. Then, while the budget lasts, moves out of the best end's basin, each followed by
+    majorise-minimise and local search: an exclusion-set exchange
+    (:func:`.solvers.var_majorant.exchange`) or, when none lowers the end, a pair move
+    (:func:`.solvers.local_search.pair_move`).
 
-    deadline = _var_phase_deadline(started, deadline)
+    It stops before its deadline when it can no longer improve: where the window MILP, solved
+    to its optimum, bounds its window at the best end (:data:`STOP_WINDOW`; a window MILP that
+    was proven and lowered the end is solved again at the new end, and after an escape that
+    lowered it), or where no escape lowers the best end (:data:`STOP_ESCAPES`); either only
+    once every path has run (paths cut by their share run in the time the MILP and the escapes
+    leave). The answer is the best exact objective found, never above ``objective``."""
+    from .solvers.var_majorant import exchange  # the highs backend: loaded when first asked
+    from .solvers.var_window_mip import MAX_POSITIONS, search_window
+
+    windowed = problem.n_positions <= MAX_POSITIONS and bool(problem.movable.any())
     paths_deadline = deadline
-    if problem.n_positions <= MAX_POSITIONS:  # the window MILP follows: time kept for it
+    if windowed:  # the window MILP follows: time kept for it
         now = time.perf_counter()
         paths_deadline = now + PATHS_SHARE * (deadline - now)
     starts = [(allocation, objective)]
@@ -498,53 +535,109 @@ def _improve_var(
             np.where(problem.movable, 0.0, problem.current_xm),
         ):
             starts.append((reference, exact_objective(problem, reference)))
-    best, best_objective, found_by = allocation, objective, ""
-    paths = [("search", "majorant", "search"), ("majorant", "search")]
-    for start, _ in sorted(starts, key=lambda item: item[1]):
-        for path in paths:
-            if time.perf_counter() >= paths_deadline:
-                break
-            x, value, steps = _var_search_path(problem, start, path, paths_deadline)
-            if value < best_objective - 1e-9 * max(1.0, abs(best_objective)):
-                best, best_objective, found_by = x, value, steps
-    window_deadline = time.perf_counter() + WINDOW_MIP_SHARE * (deadline - time.perf_counter())
-    window = improve_by_window_mip(
-        problem, best, best_objective, window_deadline, needs_no_reduction_branch(problem)
-    )
-    if window is not None:
-        search = improve(problem, window.xm_quantity, deadline)
-        best, best_objective = search.xm_quantity, search.objective
-        found_by += f"{', ' if found_by else ''}the window MILP ({window.status})"
-    escapes = {"exclusion exchanges": 0, "pair moves": 0}
+    routes: tuple[tuple[str, ...], ...] = (("search", "majorant", "search"), ("majorant", "search"))
+    queue = [
+        (start, route) for start, _ in sorted(starts, key=lambda item: item[1]) for route in routes
+    ]
+    phase = VarPhase(allocation, objective, len(starts), len(queue))
+
+    def run_paths(until: float) -> bool:
+        """The queued paths until ``until``; whether one lowered the best end."""
+        lowered = False
+        while queue and time.perf_counter() < until:
+            start, route = queue.pop(0)
+            x, value, steps = _var_search_path(problem, start, route, until)
+            phase.paths += 1
+            if phase.offer(x, value, steps):
+                lowered = True
+                if phase.windows == 0 and sum(phase.escapes.values()) == 0:
+                    phase.found_by = [steps]  # the best path's steps alone
+        return lowered
+
+    both_branches = needs_no_reduction_branch(problem)
+    run_paths(paths_deadline)
+    window_due, window_proven = windowed, False
     while time.perf_counter() < deadline:
-        escaped = exchange(problem, best, best_objective, deadline)
+        if window_due:
+            window_due = False
+            now = time.perf_counter()
+            search = search_window(
+                problem,
+                phase.xm_quantity,
+                phase.objective,
+                now + WINDOW_MIP_SHARE * (deadline - now),
+                both_branches,
+            )
+            phase.windows += 1
+            window_proven = search.proven
+            if search.answer is not None:
+                found = improve(problem, search.answer.xm_quantity, deadline)
+                phase.offer(
+                    found.xm_quantity, found.objective, f"the window MILP ({search.answer.status})"
+                )
+                window_due = window_proven  # a small model: again at the new end
+                continue
+            if search.exhausted(phase.objective):
+                if run_paths(deadline):  # time back to the paths cut by their share
+                    window_due = True
+                    continue
+                if not queue:
+                    phase.stop = STOP_WINDOW
+                    break
+        escaped = exchange(problem, phase.xm_quantity, phase.objective, deadline)
         kind = "exclusion exchanges"
         if escaped is None:
-            pair = pair_move(problem, best, deadline)
+            pair = pair_move(problem, phase.xm_quantity, deadline)
             escaped = (pair.xm_quantity, pair.objective) if pair.moves else None
             kind = "pair moves"
         if escaped is None:
+            if time.perf_counter() >= deadline:
+                break
+            if run_paths(deadline):
+                window_due = windowed and window_proven
+                continue
+            if not queue:
+                phase.stop = STOP_ESCAPES
             break
-        best, best_objective, _ = min(
+        x, value, _ = min(
             (*escaped, ""),
             _var_search_path(problem, escaped[0], ("majorant", "search"), deadline),
             key=lambda item: item[1],
         )
-        escapes[kind] += 1
-    for kind, count in escapes.items():
-        if count:
-            found_by += f"{', ' if found_by else ''}{count} {kind}"
-    if best is allocation:
+        phase.xm_quantity, phase.objective = x, value  # lower than the end by construction
+        phase.escapes[kind] += 1
+        window_due = windowed and window_proven
+    return phase
+
+
+def _improve_var(
+    problem: Problem,
+    allocation: PositionVector,
+    objective: float,
+    source: AnswerSource,
+    started: float,
+    deadline: float | None,
+    notes: list[str],
+) -> tuple[PositionVector, float, AnswerSource]:
+    """:func:`var_phase` for at most max(``VAR_SEARCH_SECONDS``, the solve's own time) and within
+    the deadline (:func:`_var_phase_deadline`); its best end, said in ``notes`` where it moved
+    the stand-in's answer. (Each path ends at a stationary point; on generated VaR books each
+    path and start found the best end on some book and a worse one on others.)"""
+    phase = var_phase(problem, allocation, objective, _var_phase_deadline(started, deadline))
+    if phase.xm_quantity is allocation:
         return (
             allocation,
             objective,
             (AnswerSource.STAND_IN if source is AnswerSource.OPTIMUM else source),
         )
+    escapes = [f"{count} {kind}" for kind, count in phase.escapes.items() if count]
+    found_by = phase.found_by + escapes
     notes.append(
         f"exact-VaR search: {objective:,.2f} USD at the ES stand-in's answer, "
-        f"{best_objective:,.2f} USD after {found_by} (from {len(starts)} starts)"
+        f"{phase.objective:,.2f} USD after {', '.join(found_by)} (from {phase.starts} starts; "
+        f"stopped: {phase.stop})"
     )
-    return best, best_objective, AnswerSource.LOCAL_SEARCH
+    return phase.xm_quantity, phase.objective, AnswerSource.LOCAL_SEARCH
 
 
 def _var_search_path(

@@ -52,11 +52,17 @@ from ..margin import (
 from ..model import Ccp, Measure
 from ..problem import PositionVector, Problem
 from ..results import moved_positions
-from .base import allocation_bounds, lot_grid, on_allowed_set, problem_scale, snap_to_allowed
+from .base import (
+    MIP_GAP,
+    allocation_bounds,
+    lot_grid,
+    on_allowed_set,
+    problem_scale,
+    snap_to_allowed,
+)
 from .highs_backend import (
     FEASIBILITY_TOLERANCE,
     MIP_ABSOLUTE_GAP,
-    MIP_GAP,
     _interrupt_when_stopped,
     quiet_highs_banner,
     set_option,
@@ -68,8 +74,10 @@ __all__ = [
     "KEPT",
     "MAX_POSITIONS",
     "WindowAnswer",
+    "WindowSearch",
     "candidate_scenarios",
     "improve_by_window_mip",
+    "search_window",
     "solve_window_mip",
 ]
 
@@ -185,6 +193,26 @@ class WindowAnswer:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class WindowSearch:
+    """The window MILP's lowest answer below the start's objective (None if none is lower) and
+    ``bound``, the least over the XM branches solved of HiGHS's proven lower bound (USD; -inf
+    where a branch was not solved): every allocation whose f largest losses of each VaR figure
+    lie among the candidates has an exact objective at least ``bound`` (each solve's rows are
+    some of the window's, a relaxation: its bound holds for the whole window); ``proven``:
+    every branch was solved and HiGHS ended each at its optimum (the model was small enough)."""
+
+    answer: WindowAnswer | None
+    bound: float
+    proven: bool
+
+    def exhausted(self, value: float) -> bool:
+        """Whether nothing in the window is below ``value`` by more than MIP_GAP (relative):
+        the window MILP cannot improve an end of objective ``value``. Says nothing about the
+        exact optimum outside the window."""
+        return self.answer is None and self.bound >= value - MIP_GAP * max(1.0, abs(value))
+
+
 def candidate_scenarios(
     problem: Problem, allocations: list[PositionVector], extra: int = CANDIDATES
 ) -> dict[str, npt.NDArray[np.bool_]]:
@@ -203,27 +231,38 @@ def candidate_scenarios(
 def improve_by_window_mip(
     problem: Problem, x: PositionVector, value: float, deadline: float, both_branches: bool
 ) -> WindowAnswer | None:
+    """:func:`search_window`'s answer: the lowest below ``value``, else None."""
+    return search_window(problem, x, value, deadline, both_branches).answer
+
+
+def search_window(
+    problem: Problem, x: PositionVector, value: float, deadline: float, both_branches: bool
+) -> WindowSearch:
     """The window MILP from the allowed allocation ``x`` (exact objective ``value``), the
     candidates its largest losses (:func:`candidate_scenarios`), on the XM rule's branch active
     at ``x`` first, then (``both_branches``) on the other, all within ``deadline``: the lowest
-    answer if lower than ``value``, else None. Not tried on books of more than
-    :data:`MAX_POSITIONS` positions or with nothing movable."""
+    answer if lower than ``value`` and the proven bound (:class:`WindowSearch`). Not tried (no
+    answer, bound -inf) on books of more than :data:`MAX_POSITIONS` positions or with nothing
+    movable."""
     if problem.n_positions > MAX_POSITIONS or not problem.movable.any():
-        return None
+        return WindowSearch(None, -math.inf, False)
     candidates = candidate_scenarios(problem, [x])
     state = evaluate(problem, x)
     active = state.xm.margin < state.xm.S_F + state.xm.S_C  # the reduction applies at x
     branches = [active] + ([not active] if both_branches else [])
     best: WindowAnswer | None = None
+    bound, proven = math.inf, True
     for reduction in branches:
         if time.perf_counter() >= deadline:
+            bound, proven = -math.inf, False
             break
-        answer = solve_window_mip(problem, x, candidates, reduction, deadline)
+        answer, below, optimal = _solve_window(problem, x, candidates, reduction, deadline)
+        bound, proven = min(bound, below), proven and optimal
         if answer is not None and answer.objective < (value if best is None else best.objective):
             best = answer
     if best is None or best.objective >= value - 1e-9 * max(1.0, abs(value)):
-        return None
-    return best
+        best = None
+    return WindowSearch(best, bound, proven)
 
 
 def solve_window_mip(
@@ -241,13 +280,28 @@ def solve_window_mip(
     Each figure's rows are those of its :data:`KEPT` largest window losses at ``start`` (and
     the candidates); at each answer the figures' largest losses not yet kept join, and the MILP
     is solved again from the best answer so far, until none joins or the deadline."""
+    return _solve_window(problem, start, candidates, reduction, deadline)[0]
+
+
+def _solve_window(
+    problem: Problem,
+    start: PositionVector,
+    candidates: dict[str, npt.NDArray[np.bool_]],
+    reduction: bool,
+    deadline: float,
+) -> tuple[WindowAnswer | None, float, bool]:
+    """:func:`solve_window_mip`'s answer, the highest of its solves' proven lower bounds (USD;
+    -inf when none was solved) and whether its last solve ended at the model's optimum with no
+    row left to join."""
+    bound, optimal = -math.inf, False
     kept = _largest_losses(problem, start)
     for name, mask in candidates.items():
         kept[name] |= mask
     best: WindowAnswer | None = None
     x, value = start, exact_objective(problem, start)
     while time.perf_counter() < deadline:
-        answer = _solve_once(problem, candidates, kept, reduction, x, deadline)
+        answer, proven = _solve_once(problem, candidates, kept, reduction, x, deadline)
+        bound, optimal = max(bound, proven), False
         if answer is None:
             break
         if best is None or answer.objective < best.objective:
@@ -259,8 +313,9 @@ def solve_window_mip(
             joined += int((mask & ~kept[name]).sum())
             kept[name] |= mask
         if not joined:
+            optimal = answer.status == "Optimal"
             break
-    return best
+    return best, bound, optimal
 
 
 def _largest_losses(problem: Problem, x: PositionVector) -> dict[str, npt.NDArray[np.bool_]]:
@@ -284,10 +339,13 @@ def _solve_once(
     reduction: bool,
     start: PositionVector,
     deadline: float,
-) -> WindowAnswer | None:
+) -> tuple[WindowAnswer | None, float]:
+    """One solve: its answer on the allowed set (None when HiGHS found none or it is not
+    allowed) and HiGHS's proven lower bound on the model's objective, in USD (-inf without
+    one)."""
     remaining = deadline - time.perf_counter()
     if remaining <= 0:
-        return None
+        return None, -math.inf
     built = _build(problem, candidates, kept, reduction, start)
     highs = built.model.highs()
     set_option(highs, "time_limit", max(remaining, 1e-3))
@@ -297,16 +355,19 @@ def _solve_once(
     highs.run()
     cancellation.check()  # stopped by the hook: the interrupt ended the run
     status = highs.getModelStatus()
-    if highs.getInfo().primal_solution_status != 2:  # no feasible solution
-        return None
+    info = highs.getInfo()
+    bound = info.mip_dual_bound * built.unit if math.isfinite(info.mip_dual_bound) else -math.inf
+    if info.primal_solution_status != 2:  # no feasible solution
+        return None, bound
     solution = np.asarray(highs.getSolution().col_value)
     x = solution[built.u] * built.size
     if problem.options.max_transfers is not None:  # a position not counted moved is not moved
         x = np.where(built.moves(solution), x, problem.current_xm)
     x = snap_to_allowed(problem, x)
     if not _allowed(problem, x):
-        return None
-    return WindowAnswer(x, exact_objective(problem, x), highs.modelStatusToString(status))
+        return None, bound
+    answer = WindowAnswer(x, exact_objective(problem, x), highs.modelStatusToString(status))
+    return answer, bound
 
 
 def _allowed(problem: Problem, x: PositionVector) -> bool:
@@ -322,6 +383,7 @@ class _Built:
     size: PositionVector
     start: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
     transfer: dict[int, int]  # position -> its "moved" binary
+    unit: float  # USD per unit of the model's objective
 
     def moves(self, solution: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         moved = np.ones(self.u.size, dtype=bool)
@@ -437,7 +499,8 @@ def _build(
     else:
         m.cost[margin["S_F"]] += 1.0
         m.cost[margin["S_C"]] += 1.0
-    return _Built(m, u, size, (np.array(start_cols), np.array(start_vals, dtype=float)), transfer)
+    start_at = (np.array(start_cols), np.array(start_vals, dtype=float))
+    return _Built(m, u, size, start_at, transfer, unit)
 
 
 def _figure(

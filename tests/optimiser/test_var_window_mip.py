@@ -18,11 +18,13 @@ from xmargin.optimiser.model import Book, Ccp, Measure
 from xmargin.optimiser.problem import PositionVector, Problem, build_problem
 from xmargin.optimiser.results import transfers_between
 from xmargin.optimiser.solvers import var_window_mip
-from xmargin.optimiser.solvers.base import on_allowed_set
-from xmargin.optimiser.solvers.local_search import exact_objective
+from xmargin.optimiser.solvers.base import MIP_GAP, on_allowed_set
+from xmargin.optimiser.solvers.local_search import exact_objective, improve, pair_move
+from xmargin.optimiser.solvers.var_majorant import exchange
 from xmargin.optimiser.solvers.var_window_mip import (
     candidate_scenarios,
     improve_by_window_mip,
+    search_window,
     solve_window_mip,
 )
 
@@ -90,8 +92,9 @@ def test_the_window_milp_leaves_the_basin_the_phases_paths_end_in() -> None:
 def test_the_phase_gives_the_window_milp_its_share_of_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In ``optimise`` the MILP runs once, from the paths' best end, with a deadline inside
-    the phase's (max(2 s, the solve's time)); what it answers is taken only when lower."""
+    """In ``optimise`` the MILP runs from the best end (again at a new end while it solves to
+    its optimum), each time with a deadline inside the phase's (max(2 s, the solve's time));
+    what it answers is taken only when lower."""
     phase = importlib.import_module("xmargin.optimiser.optimise")
     deadlines: list[float] = []
     calls: list[tuple[float, float]] = []
@@ -101,18 +104,83 @@ def test_the_phase_gives_the_window_milp_its_share_of_the_budget(
         "_var_phase_deadline",
         lambda started, deadline: deadlines.append(unbounded(started, deadline)) or deadlines[-1],
     )
-    real = var_window_mip.improve_by_window_mip
+    real = var_window_mip.search_window
 
     def spy(problem, x, value, deadline, both):  # type: ignore[no-untyped-def]
         calls.append((deadline, value))
         return real(problem, x, value, deadline, both)
 
-    monkeypatch.setattr(var_window_mip, "improve_by_window_mip", spy)
+    monkeypatch.setattr(var_window_mip, "search_window", spy)
     book = dataclasses.replace(var_book(102), options=SolveOptions(integral=False))
     result = optimise(book)
-    assert len(calls) == 1 and len(deadlines) == 1
-    assert calls[0][0] <= deadlines[0]
-    assert exact_objective(result.problem, result.allocation) <= calls[0][1]
+    assert calls and len(deadlines) == 1
+    assert all(deadline <= deadlines[0] for deadline, _ in calls)
+    assert exact_objective(result.problem, result.allocation) <= min(v for _, v in calls)
+
+
+def test_the_window_milps_bound_holds_at_its_start_and_proves_the_end_it_reaches() -> None:
+    """Book 102 (continuous) from the first path's end: the MILP's proven bound lies at or below
+    the start's exact objective (the start's largest losses are its candidates) and its answer
+    is lower, so the window is not exhausted; from that answer after local search, the MILP is
+    proven at its optimum with nothing lower: exhausted, its bound within MIP_GAP."""
+    book = dataclasses.replace(var_book(102), options=SolveOptions(integral=False))
+    problem, end, value = _first_path_end(book)
+    first = search_window(problem, end, value, time.perf_counter() + 60, True)
+    assert first.answer is not None and first.answer.objective < value
+    assert first.bound <= value * (1 + 1e-12)
+    assert not first.exhausted(value)
+    found = improve(problem, first.answer.xm_quantity, math.inf)
+    second = search_window(problem, found.xm_quantity, found.objective, math.inf, True)
+    assert second.proven and second.answer is None
+    assert second.exhausted(found.objective)
+    assert second.bound <= found.objective * (1 + 1e-12)
+    assert second.bound >= found.objective * (1 - MIP_GAP) - 1e-9
+    past = search_window(problem, end, value, time.perf_counter() - 1.0, True)
+    assert not past.proven and past.bound == -math.inf and not past.exhausted(value)
+
+
+def _stand_in_answer(book: Book) -> tuple[Problem, PositionVector, float]:
+    """The problem, and the ES stand-in's answer (the same book with every model measuring ES)
+    with its exact objective."""
+    stand_in = dataclasses.replace(
+        book,
+        models={
+            ccp: dataclasses.replace(model, measure=Measure.ES)
+            for ccp, model in book.models.items()
+        },
+    )
+    problem = build_problem(book)
+    answer = optimise(stand_in).allocation
+    return problem, answer, exact_objective(problem, answer)
+
+
+def test_the_phase_stops_where_the_window_milp_bounds_its_best_end() -> None:
+    """Book 103 (18 positions, continuous), the phase with a minute (its paths all run): it
+    stops on the window MILP's bound at its best end, before any exchange or pair move (it ran
+    them until they found none, 0.8 s measured); at that end neither finds a lower one (the
+    same answer as going on)."""
+    book = dataclasses.replace(var_book(103), options=SolveOptions(integral=False))
+    problem, answer, value = _stand_in_answer(book)
+    phase = importlib.import_module("xmargin.optimiser.optimise")
+    found = phase.var_phase(problem, answer, value, time.perf_counter() + 60)
+    assert found.stop == phase.STOP_WINDOW
+    assert found.paths == found.paths_total == 6 and found.windows >= 1
+    assert sum(found.escapes.values()) == 0
+    assert found.objective <= value
+    assert found.objective == pytest.approx(exact_objective(problem, found.xm_quantity), rel=1e-12)
+    assert exchange(problem, found.xm_quantity, found.objective, None) is None
+    assert pair_move(problem, found.xm_quantity, None).moves == 0
+
+
+def test_a_phase_without_time_stops_on_its_budget_at_its_start() -> None:
+    """A deadline already passed: no path, no MILP, the start kept, the budget the reason."""
+    book = dataclasses.replace(var_book(103), options=SolveOptions(integral=False))
+    problem, answer, value = _stand_in_answer(book)
+    phase = importlib.import_module("xmargin.optimiser.optimise")
+    found = phase.var_phase(problem, answer, value, time.perf_counter() - 1.0)
+    assert found.stop == phase.STOP_BUDGET
+    assert (found.paths, found.windows) == (0, 0)
+    assert found.xm_quantity is answer and found.objective == value
 
 
 @pytest.mark.parametrize("integral", [False, True])
