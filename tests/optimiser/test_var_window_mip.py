@@ -57,19 +57,12 @@ def test_over_the_whole_window_the_milp_is_the_exact_var_problem() -> None:
 
 def _first_path_end(book: Book) -> tuple[Problem, PositionVector, float]:
     """The problem, and the end of the exact-VaR phase's first path (local search, majorant
-    rounds, local search; no deadline: deterministic) from the ES stand-in's answer (the same
-    book with every model measuring ES)."""
-    stand_in = dataclasses.replace(
-        book,
-        models={
-            ccp: dataclasses.replace(model, measure=Measure.ES)
-            for ccp, model in book.models.items()
-        },
-    )
-    problem = build_problem(book)
+    rounds, local search; no deadline: deterministic) from the ES stand-in's answer
+    (:func:`_stand_in_answer`)."""
+    problem, answer, _ = _stand_in_answer(book)
     phase = importlib.import_module("xmargin.optimiser.optimise")
     end, value, _ = phase._var_search_path(
-        problem, optimise(stand_in).allocation, ("search", "majorant", "search"), math.inf
+        problem, answer, ("search", "majorant", "search"), math.inf
     )
     return problem, end, value
 
