@@ -43,12 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from .batch.accounts import solve_account, xmargin_version
+from .batch.accounts import prepare_shared, solve_account, xmargin_version
 from .batch.data import AccountOutcome, BatchAccount, SharedInputs
 from .batch.format import merge_case
+from .case_format import parse_case
 from .eligibility import default_rulebook
 from .extras import require_extra
 from .jsonvalues import canonical_json, compact_json, jsonable, sha256_of, strip_volatile
+from .margin import evaluate
+from .problem import build_problem
 
 __all__ = [
     "SCENARIO_SCHEMA",
@@ -839,7 +842,10 @@ def _redact(dsn: str) -> str:
 
 
 def compare_results(
-    stored: Mapping[str, Any], fresh: Mapping[str, Any], rel_tol: float = 1e-9
+    stored: Mapping[str, Any],
+    fresh: Mapping[str, Any],
+    rel_tol: float = 1e-9,
+    path: str = "result",
 ) -> list[str]:
     """Where two results differ (timings ignored): a list of ``path: stored != fresh``."""
     differences: list[str] = []
@@ -865,19 +871,53 @@ def compare_results(
         elif a != b:
             differences.append(f"{path}: {a!r} != {b!r}")
 
-    walk(strip_volatile(stored), strip_volatile(fresh), "result")
+    walk(strip_volatile(stored), strip_volatile(fresh), path)
     return differences
+
+
+def _proven(result: Mapping[str, Any]) -> bool:
+    """Whether a stored result is a proven optimum (the same request solves to it again)."""
+    return bool(result.get("solver", {}).get("source") == "OPTIMUM")
+
+
+def stored_figures_differences(
+    shared: SharedInputs, account: BatchAccount, result: Mapping[str, Any]
+) -> list[str]:
+    """Where a stored result's optimised figures differ (relative 1e-9) from those of its own
+    allocation evaluated exactly again under the stored request: the margin states (the case
+    format's ``expected`` names) and the transfer cost; none when the answer holds."""
+    problem = build_problem(parse_case(merge_case(prepare_shared(shared.data), account.data)))
+    stored = result.get("optimised", {})
+    allocation = stored.get("allocation", {})
+    if set(allocation) != set(problem.position_ids):
+        return ["result.optimised.allocation: not the request's positions"]
+    x = np.array([allocation[pid] for pid in problem.position_ids], dtype=np.float64)
+    fresh = {**evaluate(problem, x).summary(), "transfer_cost": problem.transfer_cost(x)}
+    return compare_results(
+        {k: v for k, v in stored.items() if k in fresh}, fresh, path="result.optimised"
+    )
 
 
 def reproduce(store: AuditStore, record: AuditRecord) -> dict[str, Any]:
     """Solve the stored request again; say whether it matches the stored outcome (the result
-    to a relative 1e-9, timings aside; or the same error for a stored failure)."""
+    to a relative 1e-9, timings aside; or the same error for a stored failure).
+
+    A stored answer that is not a proven optimum (``solver.source`` other than OPTIMUM: the
+    best found when a time budget ran out, an exact-VaR search, the current allocation kept)
+    depends on how far its solve got in its budget, so a new solve may end elsewhere. It
+    matches when its own figures hold: its allocation, evaluated exactly again, gives the stored
+    figures (:func:`stored_figures_differences`); how the new solve differs is reported beside
+    (``solve_differences``)."""
     shared = SharedInputs.of(store.shared(record.request_shared))
     account = BatchAccount(record.account, record.request_account, record.label)
     outcome = solve_account(0, account, shared.data)
     fresh_error = outcome.error.to_dict() if outcome.error is not None else None
+    solve_differences: list[str] = []
     if record.result is not None and outcome.result is not None:
         differences = compare_results(record.result, outcome.result)
+        if differences and not _proven(record.result):
+            solve_differences = differences
+            differences = stored_figures_differences(shared, account, record.result)
     elif record.result is None and outcome.result is None:
         differences = (
             [] if record.error == fresh_error else [f"error: {record.error} != {fresh_error}"]
@@ -890,6 +930,8 @@ def reproduce(store: AuditStore, record: AuditRecord) -> dict[str, Any]:
     return {
         "matches": not differences,
         "differences": differences[:50],
+        "stored_answer_proven": record.result is None or _proven(record.result),
+        "solve_differences": solve_differences[:50],
         "stored_versions": then.to_dict(),
         "current_versions": now.to_dict(),
         "versions_changed": [

@@ -210,6 +210,13 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
                     + "; ".join(check["differences"][:5]),
                     file=sys.stderr,
                 )
+            elif check["solve_differences"]:
+                print(
+                    "xmargin: the stored answer is not a proven optimum (it depends on how far "
+                    "its solve got in its time budget) and its figures hold; solved again it "
+                    "ends elsewhere: " + "; ".join(check["solve_differences"][:3]),
+                    file=sys.stderr,
+                )
     if args.table:
         print(audit_record_table(answer))
     else:
@@ -234,6 +241,8 @@ def audit_record_table(answer: dict[str, Any]) -> str:
     if "reproduce" in answer:
         check = answer["reproduce"]
         parts.append(f"reproduced: {'matches' if check['matches'] else 'DIFFERS'}")
+        if check["matches"] and check["solve_differences"]:
+            parts[-1] += " (its figures; not a proven optimum, a new solve ends elsewhere)"
     return "\n".join(parts)
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import assert_tree_close
 from tests.optimiser.batches import batch_file_data, batch_group, books, by_account
-from xmargin.optimiser import cli, default_rulebook
+from xmargin.optimiser import cli, default_rulebook, optimise, parse_case
 from xmargin.optimiser.audit import (
     SQLITE_PAGE_SIZE,
     AuditStore,
@@ -40,6 +40,8 @@ from xmargin.optimiser.batch import (
     run_batch,
     strip_volatile,
 )
+from xmargin.optimiser.batch.accounts import prepare_shared
+from xmargin.optimiser.jsonvalues import json_and_text
 
 PG_DSN = os.environ.get("XMARGIN_TEST_PG_DSN")
 DATE, CYCLE = "2026-11-24", "EOD"
@@ -194,6 +196,40 @@ def test_reproduce_matches_and_catches_a_tampered_answer(store: AuditStore) -> N
     check = reproduce(store, changed)
     assert check["matches"] is False
     assert any(d.startswith("result.optimised.total") for d in check["differences"])
+
+
+def test_an_unproven_answer_reproduces_by_its_own_figures(store: AuditStore) -> None:
+    """A stored answer that stopped at its time budget (here the limit came before any answer:
+    the current allocation kept, TIME_LIMIT) is not what a new solve finds, yet it holds: its
+    allocation evaluated again gives its figures, so it matches and the new solve's differences
+    are listed beside; the same answer with one figure changed does not match."""
+    selected = batch_group(1)
+    run_batch(selected.accounts, selected.shared, InlineEngine(), audit=store)
+    proven = store.get(DATE, CYCLE, 1, "CUST-0")
+    assert proven is not None and proven.result is not None
+    assert proven.result["solver"]["source"] == "OPTIMUM"
+    shared = SharedInputs.of(store.shared(proven.request_shared))
+    book = parse_case(merge_case(prepare_shared(shared.data), proven.request_account))
+    stopped = optimise(
+        dataclasses.replace(book, options=dataclasses.replace(book.options, time_limit=1e-9))
+    )
+    assert stopped.stats.source.value == "CURRENT"
+    assert stopped.optimised.total > proven.result["optimised"]["total"] * 1.01
+    unproven = json.loads(json_and_text(stopped.to_dict())[1])
+
+    check = reproduce(store, dataclasses.replace(proven, result=unproven))
+    assert check["matches"] is True and check["differences"] == []
+    assert check["stored_answer_proven"] is False
+    assert any(d.startswith("result.optimised.total") for d in check["solve_differences"])
+
+    unproven["optimised"]["S_F"] *= 1.001
+    check = reproduce(store, dataclasses.replace(proven, result=unproven))
+    assert check["matches"] is False
+    assert [d.split(":")[0] for d in check["differences"]] == ["result.optimised.S_F"]
+
+    proven_check = reproduce(store, proven)
+    assert proven_check["stored_answer_proven"] is True
+    assert proven_check["solve_differences"] == []
 
 
 def test_compare_results_ignores_timings_only() -> None:
