@@ -90,10 +90,10 @@ def load_case(path: str | Path, rulebook: Rulebook | None = None) -> Book:
         data = parse_json(Path(path).read_text())
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
         raise CaseValidationError(
-            "<file>", str(path), f"not valid JSON: {clip(str(error))}"
+            "<file>", None, f"{path}: not valid JSON: {clip(str(error))}"
         ) from error
     except RecursionError as error:
-        raise CaseValidationError("<file>", str(path), "nested too deeply") from error
+        raise CaseValidationError("<file>", None, f"{path}: nested too deeply") from error
     return parse_case(data, rulebook)
 
 

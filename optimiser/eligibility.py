@@ -177,7 +177,7 @@ def load_rulebook(path: str | Path) -> Rulebook:
         data = parse_json(Path(path).read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
         raise CaseValidationError(
-            "<file>", str(path), f"not valid JSON: {clip(str(error))}"
+            "<file>", None, f"{path}: not valid JSON: {clip(str(error))}"
         ) from error
     return Rulebook.from_dict(data)
 

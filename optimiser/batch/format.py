@@ -198,7 +198,7 @@ def _read(file: Path) -> Any:
         return parse_json(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, huge numbers
         raise CaseValidationError(
-            "<file>", str(file), f"cannot be read as JSON: {clip(str(error))}"
+            "<file>", None, f"{file}: cannot be read as JSON: {clip(str(error))}"
         ) from error
 
 

@@ -592,7 +592,11 @@ def test_case_must_be_an_object() -> None:
 
 
 def test_file_that_is_not_json(tmp_path: Path) -> None:
-    path = tmp_path / "broken.json"
+    """The error names the whole path, however long (a value echoed from the input is cut to
+    80 characters; the path is the user's own)."""
+    folder = tmp_path / ("a-long-folder-name-" * 6)
+    folder.mkdir()
+    path = folder / "broken.json"
     path.write_text('{"format": "xmargin-case/1", ')
     with pytest.raises(CaseValidationError) as raised:
         load_case(path)
