@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .batch.accounts import prepare_shared, solve_account, xmargin_version
-from .batch.data import AccountOutcome, BatchAccount, SharedInputs
+from .batch.data import AccountOutcome, BatchAccount, SharedInputs, result_totals
 from .batch.format import merge_case
 from .case_format import parse_case
 from .eligibility import default_rulebook
@@ -768,11 +768,7 @@ def _run_row(
     result = outcome.result
     totals: tuple[float | None, ...] = (None, None, None)
     if result is not None:
-        totals = (
-            result["baseline"]["total"],
-            result["current"]["total"],
-            result["optimised"]["total"],
-        )
+        totals = result_totals(result)
     error = outcome.error
     return (
         shared.business_date,

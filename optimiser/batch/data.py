@@ -17,6 +17,7 @@ __all__ = [
     "BatchAccount",
     "BatchGroup",
     "SharedInputs",
+    "result_totals",
 ]
 
 
@@ -158,6 +159,15 @@ class AccountOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def result_totals(result: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(baseline, current, optimised) total margin of a result's ``to_dict()``."""
+    return (
+        float(result["baseline"]["total"]),
+        float(result["current"]["total"]),
+        float(result["optimised"]["total"]),
+    )
 
 
 AccountSolver = Callable[[int, BatchAccount, Mapping[str, Any], "str | None"], AccountOutcome]

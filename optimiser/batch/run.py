@@ -6,12 +6,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import Book
-from .data import AccountOutcome, BatchAccount, BatchGroup, SharedInputs
+from .data import AccountOutcome, BatchAccount, BatchGroup, SharedInputs, result_totals
 from .engines import Engine, make_engine
 from .format import batch_from_books
 
@@ -77,14 +77,6 @@ class BatchSummary:
             "accounts_per_second": self.computed / self.seconds if self.seconds > 0 else None,
             "failures": self.failures,
         }
-
-
-def _totals(result: Mapping[str, Any]) -> tuple[float, float, float]:
-    return (
-        float(result["baseline"]["total"]),
-        float(result["current"]["total"]),
-        float(result["optimised"]["total"]),
-    )
 
 
 COMMIT_SECONDS = 0.25
@@ -252,7 +244,7 @@ def run_groups(
                 if commits is not None:
                     commits.add(group.shared, todo[outcome.index], outcome)
                 if outcome.result is not None:
-                    summary.add_totals(*_totals(outcome.result))
+                    summary.add_totals(*result_totals(outcome.result))
                 else:
                     assert outcome.error is not None
                     summary.failed += 1
