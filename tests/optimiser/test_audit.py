@@ -317,22 +317,38 @@ def test_cli_batch_into_the_store_and_audit_show(
         assert record is not None and shown["result"] == record.result
 
 
-def test_stores_opened_together_create_the_schema_once(store_url: str) -> None:
-    """Several servers starting at once against one empty database."""
+def _opened_together(url: str, count: int = 4) -> tuple[list[AuditStore], list[BaseException]]:
+    """``count`` stores of ``url`` opened at once (one thread each), and the errors raised."""
     opened: list[AuditStore] = []
     errors: list[BaseException] = []
 
     def start() -> None:
         try:
-            opened.append(open_store(store_url))
-        except BaseException as error:  # reported below
+            opened.append(open_store(url))
+        except BaseException as error:  # reported by the caller
             errors.append(error)
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    threads = [threading.Thread(target=start) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return opened, errors
+
+
+def test_sqlite_stores_opened_together_on_a_new_file_all_open(tmp_path: Path) -> None:
+    """Four stores opened at once on a new SQLite file, 80 times: switching the file to WAL
+    answered "database is locked" at once (no busy wait) in 17 of 300 such tries."""
+    for attempt in range(80):
+        opened, errors = _opened_together(f"sqlite:///{tmp_path / f'audit-{attempt}.db'}")
+        for store in opened:
+            store.close()
+        assert errors == [] and len(opened) == 4, (attempt, errors)
+
+
+def test_stores_opened_together_create_the_schema_once(store_url: str) -> None:
+    """Several servers starting at once against one empty database."""
+    opened, errors = _opened_together(store_url)
     try:
         assert errors == [] and len(opened) == 4
         with opened[0]._transaction() as cursor:
