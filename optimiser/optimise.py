@@ -572,10 +572,11 @@ def var_phase(
             window_proven = search.proven
             if search.answer is not None:
                 found = improve(problem, search.answer.xm_quantity, deadline)
-                phase.offer(
+                lowered = phase.offer(
                     found.xm_quantity, found.objective, f"the window MILP ({search.answer.status})"
                 )
-                window_due = window_proven  # a small model: again at the new end
+                # a small model: again at the new end (not at the same end: the same answer)
+                window_due = window_proven and lowered
                 continue
             if search.exhausted(phase.objective):
                 if run_paths(deadline):  # time back to the paths cut by their share
