@@ -8,7 +8,6 @@ contract list. A rule change is a new rulebook file, not a code change.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import enum
 import functools
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from xmargin.schema import clip, parse_json
 
-from .errors import CaseValidationError
+from .errors import CaseValidationError, unknown_key_reason
 from .model import FICC_ACCOUNT_TYPES, Book, Ccp, ClearingMember, Customer, Instrument
 
 __all__ = [
@@ -163,9 +162,8 @@ def _shown(value: object) -> object:
 
 def _exact_keys(data: dict[str, object], known: frozenset[str], where: str) -> None:
     for key in sorted(set(data) - known):
-        close = difflib.get_close_matches(key[:200], sorted(known), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
-        raise CaseValidationError(f"{where}.{key}", _shown(data[key]), f"unknown key; {hint}")
+        reason = unknown_key_reason(key, known)
+        raise CaseValidationError(f"{where}.{key}", _shown(data[key]), reason)
     for key in sorted(known - set(data)):
         raise CaseValidationError(f"{where}.{key}", None, "is required")
 

@@ -10,11 +10,19 @@ The hierarchy is small on purpose::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 from xmargin.schema import Violation, clip
 
-__all__ = ["CaseValidationError", "InfeasibleError", "SolverError", "Violation", "XmarginError"]
+__all__ = [
+    "CaseValidationError",
+    "InfeasibleError",
+    "SolverError",
+    "Violation",
+    "XmarginError",
+    "unknown_key_reason",
+]
 
 
 class XmarginError(Exception):
@@ -73,3 +81,13 @@ class SolverError(XmarginError, RuntimeError):
 
 class InfeasibleError(SolverError):
     """The allocation constraints (pins, transfer limit, integrality) admit no allocation."""
+
+
+def unknown_key_reason(key: object, known: Iterable[str], where: str = "") -> str:
+    """Why ``key`` is refused where only ``known`` keys may stand: the closest known key
+    (named after ``where``, e.g. ``"accounts[0]."``), else the known keys."""
+    names = sorted(known)
+    close = difflib.get_close_matches(str(key)[:200], names, n=1)
+    if close:
+        return f"unknown key; did you mean {where}{close[0]}?"
+    return f"unknown key; known: {', '.join(names)}"

@@ -15,7 +15,6 @@ A folder of case files is a batch too: its cases are grouped by identical shared
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from xmargin.schema import clip, parse_json
 
 from ..case_format import CASE_FORMAT, book_to_dict, parse_case
-from ..errors import CaseValidationError
+from ..errors import CaseValidationError, unknown_key_reason
 from ..jsonvalues import jsonable
 from ..model import Book, ScenarioSet
 from .data import AccountError, AccountOutcome, BatchAccount, BatchGroup, SharedInputs
@@ -114,9 +113,8 @@ def _account_of(data: Any, where: str) -> BatchAccount:
         raise CaseValidationError(where, data, "must be an object")
     unknown = sorted(set(data) - ACCOUNT_KEYS)
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(ACCOUNT_KEYS), n=1)
-        hint = f"did you mean {where}.{close[0]}?" if close else f"known: {sorted(ACCOUNT_KEYS)}"
-        raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; {hint}")
+        reason = unknown_key_reason(unknown[0], ACCOUNT_KEYS, f"{where}.")
+        raise CaseValidationError(f"{where}.{unknown[0]}", data[unknown[0]], reason)
     customer = _customer_id(data)
     if customer is None:
         raise CaseValidationError(f"{where}.customer.id", None, "is required (the audit key)")
@@ -143,9 +141,8 @@ def parse_batch(data: Any) -> BatchGroup:
         raise CaseValidationError("format", data.get("format"), f"must be {BATCH_FORMAT!r}")
     unknown = sorted(set(data) - BATCH_KEYS, key=str)
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0])[:200], sorted(BATCH_KEYS), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"known: {sorted(BATCH_KEYS)}"
-        raise CaseValidationError(str(unknown[0]), data[unknown[0]], f"unknown key; {hint}")
+        reason = unknown_key_reason(unknown[0], BATCH_KEYS)
+        raise CaseValidationError(str(unknown[0]), data[unknown[0]], reason)
     accounts_data = data.get("accounts")
     if not isinstance(accounts_data, list) or not accounts_data:
         raise CaseValidationError("accounts", accounts_data, "must be a non-empty list")
