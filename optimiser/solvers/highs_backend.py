@@ -232,12 +232,11 @@ class _Rows:
     ) -> None:
         """Rows r of ``indices[r], values[r]`` (shape (rows, entries)) between ``lower[r]`` and
         ``upper[r]``, zeros left out."""
-        keep = values != 0.0
-        counts = keep.sum(axis=1)
-        self.starts.extend((self.nnz + np.cumsum(counts) - counts).tolist())
-        self.indices.append(indices[keep].astype(np.int64))
-        self.values.append(values[keep].astype(float))
-        self.nnz += int(counts.sum())
+        starts, kept_indices, kept_values = _nonzero_rows(indices, values)
+        self.starts.extend((self.nnz + starts).tolist())
+        self.indices.append(kept_indices.astype(np.int64))
+        self.values.append(kept_values.astype(float))
+        self.nnz += kept_values.size
         self.lower.extend(np.asarray(lower, dtype=float).tolist())
         self.upper.extend(np.asarray(upper, dtype=float).tolist())
 
@@ -253,6 +252,16 @@ class _Rows:
             np.concatenate(self.indices).astype(np.int32),
             np.concatenate(self.values),
         )
+
+
+def _nonzero_rows(
+    indices: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Rows r of ``indices[r], values[r]`` (shape (rows, entries)) in compressed form, zeros
+    left out: each row's start in the kept entries, their indices and their values."""
+    keep = values != 0.0
+    counts = keep.sum(axis=1)
+    return np.cumsum(counts) - counts, indices[keep], values[keep]
 
 
 def _bound_list(bound: float | PositionVector, count: int) -> list[float]:
@@ -979,17 +988,15 @@ class _CuttingPlaneModel:
             value.append(pnl * self.term_pnl_scale[term_of])
             lower = -np.einsum("sm,sm->s", pnl, self.term_pnl_held[term_of]) / self.margin_unit
         # One addRows of the block, its zeros left out (as _Rows.add_block, without its lists).
-        block_index, block_value = np.hstack(index), np.hstack(value)
-        keep = block_value != 0.0
-        counts = keep.sum(axis=1)
+        starts, kept_indices, kept_values = _nonzero_rows(np.hstack(index), np.hstack(value))
         highs.addRows(
             count,
             lower,
             np.full(count, INF),
-            int(counts.sum()),
-            (np.cumsum(counts) - counts).astype(np.int32),
-            block_index[keep].astype(np.int32),
-            block_value[keep],
+            kept_values.size,
+            starts.astype(np.int32),
+            kept_indices.astype(np.int32),
+            kept_values,
         )
         return count
 
