@@ -44,10 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from .batch.accounts import prepare_shared, solve_account, xmargin_version
+from .batch.accounts import account_book, solve_account, xmargin_version
 from .batch.data import AccountOutcome, BatchAccount, SharedInputs, result_totals
 from .batch.format import merge_case
-from .case_format import parse_case
 from .eligibility import default_rulebook
 from .extras import require_extra
 from .jsonvalues import canonical_json, compact_json, jsonable, sha256_of, strip_volatile
@@ -903,7 +902,7 @@ def stored_figures_differences(
     """Where a stored result's optimised figures differ (relative 1e-9) from those of its own
     allocation evaluated exactly again under the stored request: the margin states (the case
     format's ``expected`` names) and the transfer cost; none when the answer holds."""
-    problem = build_problem(parse_case(merge_case(prepare_shared(shared.data), account.data)))
+    problem = build_problem(account_book(account, shared.data))
     stored = result.get("optimised", {})
     allocation = stored.get("allocation", {})
     if set(allocation) != set(problem.position_ids):

@@ -24,12 +24,19 @@ from xmargin.schema import clip
 from ..case_format import ScenarioData, parse_case, trust_scenarios
 from ..errors import CaseValidationError, SolverError
 from ..jsonvalues import json_and_text
+from ..model import Book
 from ..optimise import optimise
 from ..results import Status
 from .data import AccountError, AccountOutcome, BatchAccount
 from .format import check_shared, field_in_batch, merge_case
 
-__all__ = ["prepare_shared", "solve_account", "validate_shared", "xmargin_version"]
+__all__ = [
+    "account_book",
+    "prepare_shared",
+    "solve_account",
+    "validate_shared",
+    "xmargin_version",
+]
 
 _PREPARED: OrderedDict[int, Mapping[str, Any]] = OrderedDict()
 """Shared dicts already prepared in this process, by id (each kept alive while listed)."""
@@ -87,6 +94,12 @@ def prepare_shared(
     return shared
 
 
+def account_book(account: BatchAccount, shared: Mapping[str, Any]) -> Book:
+    """The validated book of one account under the batch's shared inputs (its case: the shared
+    parts with the account's merged in, :func:`merge_case`)."""
+    return parse_case(merge_case(prepare_shared(shared), account.data))
+
+
 def solve_account(
     index: int, account: BatchAccount, shared: Mapping[str, Any], backend: str | None = None
 ) -> AccountOutcome:
@@ -100,7 +113,7 @@ def solve_account(
         )
 
     try:
-        book = parse_case(merge_case(prepare_shared(shared), account.data))
+        book = account_book(account, shared)
         result = optimise(book, backend=backend)
         if result.status in (Status.INFEASIBLE, Status.ERROR):
             return failed(AccountError("SolverError", f"solver status {result.status.value}"))

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import assert_tree_close
 from tests.optimiser.batches import batch_file_data, batch_group, books, by_account
-from xmargin.optimiser import cli, default_rulebook, optimise, parse_case
+from xmargin.optimiser import cli, default_rulebook, optimise
 from xmargin.optimiser.audit import (
     SQLITE_PAGE_SIZE,
     AuditStore,
@@ -40,7 +40,7 @@ from xmargin.optimiser.batch import (
     run_batch,
     strip_volatile,
 )
-from xmargin.optimiser.batch.accounts import prepare_shared
+from xmargin.optimiser.batch.accounts import account_book
 from xmargin.optimiser.jsonvalues import json_and_text
 
 PG_DSN = os.environ.get("XMARGIN_TEST_PG_DSN")
@@ -209,7 +209,9 @@ def test_an_unproven_answer_reproduces_by_its_own_figures(store: AuditStore) -> 
     assert proven is not None and proven.result is not None
     assert proven.result["solver"]["source"] == "OPTIMUM"
     shared = SharedInputs.of(store.shared(proven.request_shared))
-    book = parse_case(merge_case(prepare_shared(shared.data), proven.request_account))
+    book = account_book(
+        BatchAccount(proven.account, proven.request_account, proven.label), shared.data
+    )
     stopped = optimise(
         dataclasses.replace(book, options=dataclasses.replace(book.options, time_limit=1e-9))
     )
