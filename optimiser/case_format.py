@@ -39,7 +39,7 @@ from xmargin.schema import (
     validate_case,
     validated_columns,
 )
-from xmargin.schema.case_v1 import Id, IsoDate, violations_of
+from xmargin.schema.case_v1 import Id, IsoDate, field_defaults, violations_of
 from xmargin.schema.case_v1 import Instrument as SchemaInstrument
 from xmargin.schema.case_v1 import Position as SchemaPosition
 
@@ -662,9 +662,10 @@ def _defaulted(
     """A list per field of ``model`` for ``count`` rows: ``columns``' values, each absent
     one (None, or a column not given) the field's default, as the schema fills it in."""
     out: dict[str, list[Any]] = {}
-    for name, info in model.model_fields.items():
+    defaults = field_defaults(model)
+    for name in model.model_fields:
         values = columns.get(name)
-        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        default = defaults.get(name)  # None: required (or None by default)
         if values is None:
             out[name] = [default] * count
         elif default is None:

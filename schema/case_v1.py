@@ -604,7 +604,8 @@ def validated_columns(
         return None
 
 
-def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+def field_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The default of each optional field of ``model`` (a required one has none)."""
     return {
         name: info.get_default(call_default_factory=True)
         for name, info in model.model_fields.items()
@@ -625,7 +626,7 @@ def rows_as_columns(model: type[BaseModel], rows: Any) -> dict[str, list[Any]] |
     required = {name for name, info in model.model_fields.items() if info.is_required()}
     if not all(row.keys() <= fields and required <= row.keys() for row in rows):
         return None
-    defaults = _defaults(model)
+    defaults = field_defaults(model)
     columns = {}
     for name in fields:
         default = defaults.get(name, _MISSING)
