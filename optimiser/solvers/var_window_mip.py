@@ -76,7 +76,6 @@ __all__ = [
     "WindowAnswer",
     "WindowSearch",
     "candidate_scenarios",
-    "improve_by_window_mip",
     "search_window",
     "solve_window_mip",
 ]
@@ -226,13 +225,6 @@ def candidate_scenarios(
             mask = masks.setdefault(name, np.zeros(losses.size, dtype=bool))
             mask[np.argsort(-losses, kind="stable")[:count]] = True
     return masks
-
-
-def improve_by_window_mip(
-    problem: Problem, x: PositionVector, value: float, deadline: float, both_branches: bool
-) -> WindowAnswer | None:
-    """:func:`search_window`'s answer: the lowest below ``value``, else None."""
-    return search_window(problem, x, value, deadline, both_branches).answer
 
 
 def search_window(

@@ -23,7 +23,6 @@ from xmargin.optimiser.solvers.local_search import exact_objective, improve, pai
 from xmargin.optimiser.solvers.var_majorant import exchange
 from xmargin.optimiser.solvers.var_window_mip import (
     candidate_scenarios,
-    improve_by_window_mip,
     search_window,
     solve_window_mip,
 )
@@ -77,7 +76,7 @@ def test_the_window_milp_leaves_the_basin_the_phases_paths_end_in() -> None:
     problem, end, value = _first_path_end(book)
     optimum = _optimum(book, problem, False)
     assert value > optimum * (1 + 1e-4)
-    answer = improve_by_window_mip(problem, end, value, time.perf_counter() + 60, True)
+    answer = search_window(problem, end, value, time.perf_counter() + 60, True).answer
     assert answer is not None
     assert optimum * (1 - 1e-6) <= answer.objective <= optimum * (1 + 1e-6)
 
@@ -186,7 +185,7 @@ def test_the_window_milps_answer_is_allowed_lower_and_judged_exactly(integral: b
     problem = build_problem(book, options=options)
     start = problem.current_xm
     value = exact_objective(problem, start)
-    answer = improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True)
+    answer = search_window(problem, start, value, time.perf_counter() + 60, True).answer
     assert answer is not None
     assert answer.objective < value
     assert answer.objective == pytest.approx(
@@ -212,10 +211,10 @@ def test_the_window_milp_keeps_to_its_deadline_and_skips_large_books(
     problem = build_problem(var_book(102), options=SolveOptions(integral=False))
     start = problem.current_xm
     value = exact_objective(problem, start)
-    assert improve_by_window_mip(problem, start, value, time.perf_counter() - 1.0, True) is None
-    assert improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True) is not None
+    assert search_window(problem, start, value, time.perf_counter() - 1.0, True).answer is None
+    assert search_window(problem, start, value, time.perf_counter() + 60, True).answer is not None
     monkeypatch.setattr(var_window_mip, "MAX_POSITIONS", problem.n_positions - 1)
-    assert improve_by_window_mip(problem, start, value, time.perf_counter() + 60, True) is None
+    assert search_window(problem, start, value, time.perf_counter() + 60, True).answer is None
 
 
 def test_under_a_transfer_limit_in_whole_lots_the_window_milp_narrows_a_5_percent_gap() -> None:
@@ -238,7 +237,7 @@ def test_under_a_transfer_limit_in_whole_lots_the_window_milp_narrows_a_5_percen
     problem, end, value = _first_path_end(book)
     optimum = _optimum(book, problem, True)
     assert value > optimum * (1 + 1e-2)
-    answer = improve_by_window_mip(problem, end, value, time.perf_counter() + 60, True)
+    answer = search_window(problem, end, value, time.perf_counter() + 60, True).answer
     assert answer is not None
     assert optimum * (1 - 1e-6) <= answer.objective
     assert answer.objective - optimum <= 0.1 * (value - optimum)
