@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.optimiser.independent_milp import solve_independent
-from xmargin.optimiser import SolveOptions, cancellation, optimise
+from xmargin.optimiser import AnswerSource, SolveOptions, cancellation, optimise
 from xmargin.optimiser.margin import (
     FIGURES,
     account_figures,
@@ -273,3 +273,28 @@ def test_the_exact_var_phase_is_bounded_by_its_own_budget_under_a_long_time_limi
     assert optimise_module._var_phase_deadline(now, now + 0.1) == now + 0.1
     unlimited = optimise_module._var_phase_deadline(now, None)
     assert unlimited - now == pytest.approx(budget, abs=0.5)
+
+
+def test_a_time_limit_keeps_a_share_for_the_exact_var_phase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a VaR model the ES stand-in's solve must end by (1 - VAR_PHASE_RESERVE) of the time
+    limit, so that a slow whole-lot stand-in cannot leave the exact-VaR phase no time; a book
+    without a VaR model gives its solve the whole limit."""
+    optimise_module = importlib.import_module("xmargin.optimiser.optimise")
+    solve = optimise_module._solve
+    given: list[float] = []
+
+    def recording(problem, backend_name, deadline, warm_start=None):  # type: ignore[no-untyped-def]
+        given.append(deadline - time.perf_counter())
+        return solve(problem, backend_name, deadline, warm_start)
+
+    monkeypatch.setattr(optimise_module, "_solve", recording)
+    options = SolveOptions(integral=False, time_limit=40.0)
+    var_answer = optimise(_var_book(12, 150, 3), options)
+    optimise(generate_book(12, 150, 3), options)
+    reserve = optimise_module.VAR_PHASE_RESERVE
+    assert 0.0 < reserve < 1.0
+    assert given[0] == pytest.approx((1.0 - reserve) * 40.0, abs=1.0)
+    assert given[1] == pytest.approx(40.0, abs=1.0)
+    assert var_answer.stats.source in (AnswerSource.STAND_IN, AnswerSource.LOCAL_SEARCH)
