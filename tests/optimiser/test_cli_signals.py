@@ -25,12 +25,16 @@ GUARD_SECONDS = 120  # far below the solves' own limit (3600 s): a guard, not a 
 
 
 def _start(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
+    """The command as a terminal's foreground job: SIGINT at its default disposition. (A suite
+    started in the background of a non-interactive shell, or under ``nohup``, ignores SIGINT;
+    a child inherits that, and the command rightly keeps an ignored signal ignored.)"""
     return subprocess.Popen(
         [sys.executable, "-m", "xmargin.optimiser.cli", *argv],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
