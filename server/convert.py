@@ -676,6 +676,10 @@ def model_case(message: book_pb2.MarginModel) -> dict[str, Any]:
 
 
 def options_case(message: book_pb2.SolveOptions) -> dict[str, Any]:
+    if message.integral and message.continuous:  # whole lots and the relaxation at once
+        raise RequestError(
+            [("options.continuous", "contradicts options.integral (whole lots): send one")]
+        )
     out: dict[str, Any] = {
         "integral": not message.continuous,
         "transfer_cost": message.transfer_cost,
