@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .errors import CaseValidationError
+from .errors import CaseValidationError, expect_type
 from .model import Ccp, Measure
 from .problem import ModelWindow, PositionVector, Problem
 
@@ -435,6 +435,7 @@ def checked_allocation(problem: Problem, xm_quantity: PositionVector) -> Positio
     """``xm_quantity`` as the (n,) float vector of an allocation margin-model.md allows, else
     CaseValidationError at ``xm_quantity[i]``: each a finite number (not a string or a bool),
     0 <= y/q <= 1 (to a relative 1e-9 of the holding), 0 where the position is not eligible."""
+    expect_type(problem, Problem, "problem")
     given = np.asarray(xm_quantity)
     n = problem.n_positions
     if given.shape != (n,) or given.dtype.kind not in "iuf":
@@ -468,6 +469,7 @@ def evaluate(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = F
     With ``es_for_var`` every VaR model is evaluated with ES instead: the convex stand-in the
     solvers optimise, used only to report the gap it leaves.
     """
+    expect_type(es_for_var, bool, "es_for_var")
     return state_at(problem, checked_allocation(problem, xm_quantity), es_for_var)
 
 
