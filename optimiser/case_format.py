@@ -44,7 +44,7 @@ from xmargin.schema.case_v1 import Instrument as SchemaInstrument
 from xmargin.schema.case_v1 import Position as SchemaPosition
 
 from .eligibility import EligibilityJudge, Rulebook, default_rulebook
-from .errors import CaseValidationError
+from .errors import CaseValidationError, expect_type
 from .model import (
     CME_KINDS,
     FICC_KINDS,
@@ -86,6 +86,7 @@ Vector = tuple[Literal["sensitivities", "pnl"], npt.NDArray[np.float64]]
 
 def load_case(path: str | Path, rulebook: Rulebook | None = None) -> Book:
     """Read and validate a case file."""
+    expect_type(rulebook, (Rulebook, type(None)), "rulebook")
     try:
         data = parse_json(Path(path).read_text())
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
@@ -484,6 +485,7 @@ def parse_case(
     ``vectors_checked``: the caller found :func:`vectors_in_bounds` true of ``vectors``, so
     that bulk check is not run again.
     """
+    expect_type(rulebook, (Rulebook, type(None)), "rulebook")
     if scenarios is None and (scenarios := _trusted(data)) is not None:
         data = {k: v for k, v in data.items() if k not in ("factors", "scenarios")}
     given = vectors
@@ -770,6 +772,7 @@ def _instrument_to_dict(instrument: Instrument) -> dict[str, Any]:
 
 def book_to_dict(book: Book) -> dict[str, Any]:
     """The case-file form of ``book`` (the inverse of :func:`parse_case`)."""
+    expect_type(book, Book, "book")
     options = book.options
     option_data: dict[str, Any] = {
         "integral": options.integral,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from xmargin.schema import clip, parse_json
 
-from .errors import CaseValidationError, unknown_key_reason
+from .errors import CaseValidationError, expect_type, unknown_key_reason
 from .model import FICC_ACCOUNT_TYPES, Book, Ccp, ClearingMember, Customer, Instrument
 
 __all__ = [
@@ -194,6 +194,9 @@ def _bundled_rulebooks() -> tuple[Rulebook, ...]:
 
 def default_rulebook(business_date: dt.date | None = None) -> Rulebook:
     """The latest bundled rulebook in effect on ``business_date`` (the latest one if None)."""
+    if isinstance(business_date, dt.datetime):  # a date's subclass: compares with no date
+        raise TypeError("business_date: must be date or None, got datetime")
+    expect_type(business_date, (dt.date, type(None)), "business_date")
     books = _bundled_rulebooks()
     if business_date is None:
         return books[-1]
@@ -321,6 +324,8 @@ class EligibilityJudge:
 
 def evaluate_eligibility(book: Book, rulebook: Rulebook | None = None) -> list[Eligibility]:
     """Eligibility of each of ``book.positions``, in order."""
+    expect_type(book, Book, "book")
+    expect_type(rulebook, (Rulebook, type(None)), "rulebook")
     rulebook = rulebook or default_rulebook(book.business_date)
     judge = EligibilityJudge(rulebook, book.clearing_member, book.customer, book.business_date)
     instruments = book.instruments

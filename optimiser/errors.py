@@ -21,6 +21,7 @@ __all__ = [
     "SolverError",
     "Violation",
     "XmarginError",
+    "expect_type",
     "unknown_key_reason",
 ]
 
@@ -91,3 +92,13 @@ def unknown_key_reason(key: object, known: Iterable[str], where: str = "") -> st
     if close:
         return f"unknown key; did you mean {where}{close[0]}?"
     return f"unknown key; known: {', '.join(names)}"
+
+
+def expect_type(value: object, kind: type | tuple[type, ...], name: str) -> None:
+    """TypeError naming the argument ``name`` unless ``value`` is a ``kind`` (a public
+    function's argument: a dict for a Book, a string for a date, was an AttributeError from
+    inside, or an empty dict taken as "none given")."""
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+        raise TypeError(f"{name}: must be {wanted}, got {type(value).__name__}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .errors import CaseValidationError, expect_type
 from .model import Ccp, Measure
 from .problem import ModelWindow, PositionVector, Problem
 
@@ -40,12 +41,14 @@ __all__ = [
     "State",
     "account_figures",
     "attribute",
+    "checked_allocation",
     "convex_xm_margin",
     "evaluate",
     "evaluations_reused",
     "expected_shortfall",
     "model_margin",
     "model_margins",
+    "state_at",
     "tail_order",
     "tail_weights",
     "value_at_risk",
@@ -428,12 +431,51 @@ def _account_figures(
     return {name: figures[name] for name, _, _ in FIGURES}
 
 
+def checked_allocation(problem: Problem, xm_quantity: PositionVector) -> PositionVector:
+    """``xm_quantity`` as the (n,) float vector of an allocation margin-model.md allows, else
+    CaseValidationError at ``xm_quantity[i]``: each a finite number (not a string or a bool),
+    0 <= y/q <= 1 (to a relative 1e-9 of the holding), 0 where the position is not eligible."""
+    expect_type(problem, Problem, "problem")
+    given = np.asarray(xm_quantity)
+    n = problem.n_positions
+    if given.shape != (n,) or given.dtype.kind not in "iuf":
+        shown = f"shape {given.shape}, {given.dtype}"
+        raise CaseValidationError("xm_quantity", shown, f"must be {n} numbers, one per position")
+    y = given.astype(float)
+    q = problem.quantity
+    slack = 1e-9 * np.maximum(1.0, np.abs(q))
+    low, high = np.minimum(0.0, q) - slack, np.maximum(0.0, q) + slack
+    finite = np.isfinite(y)
+    inside = finite & (y >= low) & (y <= high)
+    allowed = inside & (problem.eligible | (y == 0.0))
+    if not allowed.all():
+        i = int(np.flatnonzero(~allowed)[0])
+        name = problem.position_ids[i]
+        reason = (
+            "must be finite"
+            if not finite[i]
+            else f"must be 0 ({name} is not eligible for XM)"
+            if inside[i]
+            else f"must have the sign of {name}'s holding {q[i]:g} and be at most it"
+        )
+        raise CaseValidationError(f"xm_quantity[{i}]", float(y[i]), reason)
+    return y
+
+
 def evaluate(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False) -> State:
-    """Exact margin of the allocation ``xm_quantity`` (n,), per margin-model.md.
+    """Exact margin of the allocation ``xm_quantity`` (n,), per margin-model.md (refused by
+    :func:`checked_allocation` unless the contract allows it).
 
     With ``es_for_var`` every VaR model is evaluated with ES instead: the convex stand-in the
     solvers optimise, used only to report the gap it leaves.
     """
+    expect_type(es_for_var, bool, "es_for_var")
+    return state_at(problem, checked_allocation(problem, xm_quantity), es_for_var)
+
+
+def state_at(problem: Problem, xm_quantity: PositionVector, es_for_var: bool = False) -> State:
+    """:func:`evaluate` without its check: the figures of any finite quantities, allowed or
+    not (a finite-difference probe just beyond a holding)."""
     xm_quantity = np.asarray(xm_quantity, dtype=float)
     figures = account_figures(problem, xm_quantity, es_for_var)
     xm = xm_margin(
@@ -475,7 +517,7 @@ def attribute(
     Losses are linear in the quantities, so the shares add up to sqrt(h) * ES exactly.
     ``figures``: the allocation's :func:`account_figures` when the caller has them (their tail
     weights and ES are the ones attributed), else they are evaluated here."""
-    held = account_quantities(problem, np.asarray(xm_quantity, dtype=float))
+    held = account_quantities(problem, checked_allocation(problem, xm_quantity))
     if figures is None:
         figures = account_figures(problem, held["xm"])
     figure_of = {  # each attributed account: the figure (FIGURES) measuring it

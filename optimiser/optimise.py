@@ -17,7 +17,7 @@ import numpy as np
 
 from . import cancellation
 from .blas import configure_blas_threads
-from .errors import InfeasibleError, SolverError
+from .errors import InfeasibleError, SolverError, expect_type
 from .margin import State, attribute, evaluate, evaluations_reused, marginal_margins
 from .model import Book, Measure, SolveOptions
 from .problem import PositionVector, Problem, build_problem
@@ -345,6 +345,12 @@ def optimise(
         :class:`~.warm_start.WarmStart` of its allocation by position id): the solve starts from
         it. Positions may have changed; the answer is the same as without it, only sooner.
     """
+    expect_type(book_or_problem, (Book, Problem), "book_or_problem")
+    expect_type(options, (SolveOptions, type(None)), "options")
+    expect_type(backend, (str, type(None)), "backend")
+    expect_type(warm_start, (WarmStart, OptimisationResult, type(None)), "warm_start")
+    if should_stop is not None and not callable(should_stop):
+        raise TypeError(f"should_stop: must be callable, got {type(should_stop).__name__}")
     if should_stop is not None:
         with cancellation.stop_when(should_stop):
             return optimise(book_or_problem, options, backend, warm_start=warm_start)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .eligibility import Eligibility, Rulebook, evaluate_eligibility
-from .errors import CaseValidationError
+from .errors import CaseValidationError, expect_type
 from .model import Book, Ccp, MarginModel, Measure, Mode, ScenarioMatrix, SolveOptions
 
 __all__ = ["ModelWindow", "Problem", "build_problem", "tail_count"]
@@ -145,6 +145,9 @@ def build_problem(
     eligibility: tuple[Eligibility, ...] | None = None,
 ) -> Problem:
     """Turn a validated :class:`Book` into arrays."""
+    expect_type(book, Book, "book")
+    expect_type(options, (SolveOptions, type(None)), "options")
+    expect_type(eligibility, (tuple, type(None)), "eligibility")
     options = options or book.options
     eligibility = eligibility or tuple(evaluate_eligibility(book, rulebook))
     positions = book.positions

@@ -134,6 +134,8 @@ class FieldPaths:
                 return self._column_path(name, index, tail)
             base = table[index] if index < len(table) else self._in_account(f"{name}[{index}]")
             return base + self._instrument_tail(tail) if name == "instruments" else base + tail
+        if case_path in ("positions", "instruments"):  # the list as a whole (too long)
+            return self._list_path(case_path)
         if head in ("business_date", "cycle"):
             return f"run.{case_path}"
         if head in ("clearing_member", "customer", "name"):  # the AccountBook's fields
@@ -146,6 +148,18 @@ class FieldPaths:
             model, _, tail = rest.partition(".")
             return f"models.{model.lower()}" + (f".{tail}" if tail else "")
         return case_path.strip("<>")
+
+    def _list_path(self, name: str) -> str:
+        """The request's field holding the case's ``positions`` or ``instruments``: its last
+        entry's list where the case was assembled from several (WhatIf: the one that took it
+        over a limit), the account's rows or columns otherwise."""
+        table = self.positions if name == "positions" else self.instruments
+        if table:
+            return table[-1].rpartition("[")[0]
+        if self.risk_starts is not None:
+            column = "position_instrument" if name == "positions" else "instrument_id"
+            return f"account_columns.{column}"
+        return self._in_account(name)
 
     def _column_path(self, name: str, index: int, tail: str) -> str:
         """``instruments[3].coupon`` -> ``account_columns.coupon[3]``; a vector's element
@@ -662,6 +676,10 @@ def model_case(message: book_pb2.MarginModel) -> dict[str, Any]:
 
 
 def options_case(message: book_pb2.SolveOptions) -> dict[str, Any]:
+    if message.integral and message.continuous:  # whole lots and the relaxation at once
+        raise RequestError(
+            [("options.continuous", "contradicts options.integral (whole lots): send one")]
+        )
     out: dict[str, Any] = {
         "integral": not message.continuous,
         "transfer_cost": message.transfer_cost,

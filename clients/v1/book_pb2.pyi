@@ -846,7 +846,8 @@ class SolveOptions(_message.Message):
     CONTINUOUS_FIELD_NUMBER: _builtins.int
     integral: _builtins.bool
     """Move whole lots only (a MIP). Whole lots are the default now, so this field changes
-    nothing; it stays for old clients. Ask for the continuous relaxation with continuous.
+    nothing; it stays for old clients. Ask for the continuous relaxation with continuous
+    (both set: INVALID_ARGUMENT at options.continuous).
     """
     transfer_cost: _builtins.float
     """Cost charged per lot moved, in USD per lot, in [0, 1e6]. Default 0."""

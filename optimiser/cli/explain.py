@@ -8,6 +8,7 @@ from typing import Any
 from ..problem import build_problem
 from .common import (
     EXIT_OK,
+    UsageError,
     _command,
     _load_book,
     _output_flags,
@@ -22,17 +23,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain, explain_result
     from ..explain_render import explanation_table
 
+    unused = _unused_flags(args)
+    if unused:
+        raise UsageError(unused)
     book = _load_book(args.case, args.quiet)
     states = (args.state,) if args.state else ("current", "optimised")
     if states == ("current",):
         explanation = explain(build_problem(book), states=states)
     else:
-        explanation = explain_result(_run_optimise(book, args), states, args.transfers)
+        explanation = explain_result(_run_optimise(book, args), states, args.transfers or "path")
     if args.json:
         _print_json(explanation.to_dict(losses=args.losses))
     else:
         print(explanation_table(explanation, args.account))
     return EXIT_OK
+
+
+def _unused_flags(args: argparse.Namespace) -> str:
+    """Why a flag given would change nothing (refused, not ignored), or ''."""
+    if args.state == "current":
+        solve = {
+            "--backend": args.backend is not None,
+            "--integral": args.integral,
+            "--continuous": args.continuous,
+            "--mode": args.mode is not None,
+            "--time-limit": args.time_limit is not None,
+            "--transfers": args.transfers is not None,
+        }
+        given = [flag for flag, on in solve.items() if on]
+        if given:
+            return f"{', '.join(given)}: nothing is solved with --state current"
+    if args.losses and not args.json:
+        return "--losses: the losses are written in JSON only (add --json)"
+    if args.account and args.json:
+        return "--account: the JSON has every account (it selects the table's)"
+    return ""
 
 
 def add_parsers(commands: Any) -> None:
@@ -59,8 +84,7 @@ def add_parsers(commands: Any) -> None:
     explain_parser.add_argument(
         "--transfers",
         choices=["path", "sequential"],
-        default="path",
-        help="how each transfer's saving is credited",
+        help="how each transfer's saving is credited (default: path)",
     )
     _solver_flags(explain_parser)
     _output_flags(explain_parser, "table")

@@ -200,6 +200,27 @@ def test_time_limit_flag_outside_a_case_files_range_is_refused(
     assert out == ""
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--state", "current", "--backend", "cvxpy:NOPE"], "--backend"),
+        (["--state", "current", "--time-limit", "nan"], "--time-limit"),
+        (["--state", "current", "--mode", "FICC_FIXED"], "--mode"),
+        (["--state", "current", "--continuous"], "--continuous"),
+        (["--state", "current", "--transfers", "sequential"], "--transfers"),
+        (["--losses"], "--losses"),  # a table
+        (["--json", "--account", "xm"], "--account"),
+    ],
+)
+def test_explain_refuses_a_flag_that_would_change_nothing(
+    capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    """Each was ignored (exit 0), a bad backend name and a NaN time limit unchecked."""
+    code, out, err = run(capsys, "explain", str(CASE_01), *flags)
+    assert code == cli.EXIT_BAD_INPUT, (code, out, err)
+    assert named in err and out == "", err
+
+
 AUDIT_KEY = ["--business-date", "2026-11-24", "--cycle", "EOD", "--run-number", "1"]
 
 

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import CASES_DIR
 from tests.optimiser.books import random_book
 from xmargin.optimiser import (
     Book,
+    CaseValidationError,
     Ccp,
     ClearingMember,
     Customer,
@@ -34,6 +36,7 @@ from xmargin.optimiser import (
     ScenarioSet,
     build_problem,
     evaluate,
+    load_case,
 )
 from xmargin.optimiser.margin import (
     FIGURES,
@@ -43,6 +46,7 @@ from xmargin.optimiser.margin import (
     marginal_margins,
     model_margin,
     model_slopes,
+    state_at,
     tail_weights,
     value_at_risk,
     xm_margin,
@@ -218,10 +222,11 @@ def random_portfolio(problem: Problem, rng: np.random.Generator) -> Vector:
 
 
 def random_allocation(problem: Problem, rng: np.random.Generator) -> Vector:
-    """An XM allocation with 0 <= y/q <= 1, often at the ends."""
+    """An XM allocation with 0 <= y/q <= 1, often at the ends (0 where not eligible, which
+    evaluate refuses)."""
     fraction = rng.choice([0.0, 1.0, rng.uniform()], size=problem.n_positions)
     fraction = np.where(rng.uniform(size=problem.n_positions) < 0.5, fraction, rng.uniform())
-    return fraction * problem.quantity
+    return np.where(problem.eligible, fraction * problem.quantity, 0.0)
 
 
 def rockafellar_uryasev(losses: Vector, n_tail: float) -> float:
@@ -586,7 +591,7 @@ def test_marginal_margins_of_a_portfolio_neutral_to_the_stress_scenarios() -> No
             quantity, *_ = np.linalg.lstsq(problem.exposure.T, direction * scale, rcond=None)
             quantity[problem.pnl_columns] = 0.0
             quantity += rng.normal(size=quantity.size) * 1e-3
-            state = evaluate(problem, quantity)
+            state = state_at(problem, quantity)  # quantities built for the test, not held
             for slopes in marginal_margins(problem, state):  # NaN: ineligible in XM
                 assert np.all(np.isfinite(slopes[~np.isnan(slopes)]))
             held = account_quantities(problem, quantity)
@@ -597,3 +602,47 @@ def test_marginal_margins_of_a_portfolio_neutral_to_the_stress_scenarios() -> No
                     np.testing.assert_allclose(given, fresh, rtol=1e-9, atol=1e-9)
             checked += 1
     assert checked >= 10
+
+
+def _case_03() -> Problem:
+    return build_problem(load_case(CASES_DIR / "03-mixed-ineligible-hedges.json"))
+
+
+@pytest.mark.parametrize(
+    "allocation, field",
+    [
+        (lambda q, e: np.full(q.size, np.nan), "xm_quantity[0]"),
+        (lambda q, e: np.where(np.arange(q.size) == 0, np.inf, 0.0), "xm_quantity[0]"),
+        (lambda q, e: 2.0 * q, "xm_quantity[0]"),  # beyond the holding
+        (lambda q, e: -q, "xm_quantity[0]"),  # the other sign
+        (lambda q, e: np.where(e, 0.0, q), "xm_quantity[1]"),  # not eligible, in XM
+        (lambda q, e: q[:-1], "xm_quantity"),  # one short
+        (lambda q, e: [str(x) for x in q], "xm_quantity"),  # strings were read as numbers
+        (lambda q, e: np.ones(q.size, dtype=bool), "xm_quantity"),  # booleans as 1.0
+        (lambda q, e: None, "xm_quantity"),
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "twice the holding",
+        "other sign",
+        "ineligible",
+        "short",
+        "strings",
+        "booleans",
+        "None",
+    ],
+)
+def test_evaluate_and_attribute_refuse_an_allocation_the_contract_does_not_allow(
+    allocation: object, field: str
+) -> None:
+    """Each was answered with a figure (nan, or a margin of a state no customer can hold)."""
+    problem = _case_03()
+    assert not problem.eligible[1]  # the TIPS
+    given_ = allocation(problem.quantity, problem.eligible)  # type: ignore[operator]
+    for function in (evaluate, attribute):
+        with pytest.raises(CaseValidationError) as caught:
+            function(problem, given_)
+        assert caught.value.field == field, caught.value
+    within = np.where(problem.eligible, problem.quantity * (1 + 1e-12), 0.0)  # round-off: taken
+    assert math.isfinite(evaluate(problem, within).total)

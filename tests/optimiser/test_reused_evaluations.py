@@ -92,7 +92,9 @@ def test_the_es_stand_in_of_a_var_model_is_its_own_evaluation() -> None:
 
 def test_two_problems_of_the_same_size_keep_their_own_figures() -> None:
     first, second = (build_problem(random_book(seed, n_positions=12)) for seed in (5, 6))
-    x = np.where(first.movable & second.movable, first.quantity, 0.0)
+    same_sign = np.sign(first.quantity) == np.sign(second.quantity)
+    held = np.sign(first.quantity) * np.minimum(abs(first.quantity), abs(second.quantity))
+    x = np.where(first.movable & second.movable & same_sign, held, 0.0)  # allowed in both
     expected = [_figures(first, x), _figures(second, x)]
     assert expected[0]["summary"] != expected[1]["summary"]
     with evaluations_reused():

@@ -44,6 +44,8 @@ TRANSLATIONS = [
     ("program.savings_cap", "program.savings_cap"),
     ("options.max_transfers", "options.max_transfers"),
     ("name", "account.name"),  # was "name", a field the request does not have
+    ("positions", "account.positions"),  # the list as a whole (too long): was "positions"
+    ("instruments", "account.instruments"),
 ]
 
 
@@ -64,6 +66,11 @@ def test_batch_and_assembled_paths() -> None:
     )
     assert assembled.translate("positions[1].quantity") == "add_trades[0].quantity"
     assert assembled.translate("instruments[1].pnl[2]") == "add_instruments[0].pnl.values[2]"
+    assert assembled.translate("positions") == "add_trades"  # was "positions"
+    assert assembled.translate("instruments") == "add_instruments"
+    columns = FieldPaths(risk_starts=[0])
+    assert columns.translate("positions") == "account_columns.position_instrument"
+    assert columns.translate("instruments") == "account_columns.instrument_id"
     bare = FieldPaths(account="")
     assert bare.translate("clearing_member.bd_fcm") == "clearing_member.bd_fcm"
 

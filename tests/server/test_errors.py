@@ -95,6 +95,11 @@ def _no_scenarios(request: service_pb2.OptimiseRequest) -> None:
     request.ClearField("scenario_set")
 
 
+def _whole_lots_and_relaxation(request: service_pb2.OptimiseRequest) -> None:
+    request.options.integral = True  # an old client's "whole lots" ...
+    request.options.continuous = True  # ... and the relaxation: was answered as a relaxation
+
+
 BAD_INPUTS = {
     "nan": (_nan_sensitivity, "account.instruments[0].sensitivities.values[3]"),
     "dimensions": (_short_shocks, "scenario_set.shocks"),
@@ -107,6 +112,7 @@ BAD_INPUTS = {
     "date": (_bad_date, "run.business_date"),
     "enum value": (_unknown_kind, "account.instruments[0].kind"),
     "missing oneof": (_no_scenarios, "scenario_set"),
+    "integral and continuous": (_whole_lots_and_relaxation, "options.continuous"),
 }
 
 

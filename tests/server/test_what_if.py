@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.harness import what_if_request
+from tests.server.harness import optimise_request, what_if_request
 from tests.server.test_errors import call_error, violations
 from xmargin.clients.v1 import book_pb2, service_pb2
 from xmargin.clients.v1.service_pb2_grpc import XmarginServiceStub
@@ -152,3 +152,18 @@ def test_cli_and_grpc_refuse_the_same_trades(
         exclude_positions=exclude,
     )
     assert violations(call_error(lambda: stub.WhatIf(request, timeout=30))) == [grpc_field]
+
+
+def test_too_many_trades_or_positions_name_the_request_list(
+    stub: XmarginServiceStub, cases: dict[str, dict[str, Any]]
+) -> None:
+    """A list over the 20,000 limit is refused at the request's own field (it was reported at
+    ``positions``, a field neither request has)."""
+    case = cases["01-basis-trade-10y"]
+    trades = [book_pb2.Position(instrument=FUTURE, quantity=1.0)] * 20_001
+    request = what_if_request(case, add_trades=trades)
+    assert violations(call_error(lambda: stub.WhatIf(request, timeout=30))) == ["add_trades"]
+    optimise = optimise_request(case)
+    optimise.account.positions.extend([optimise.account.positions[0]] * 20_000)
+    fields = violations(call_error(lambda: stub.Optimise(optimise, timeout=30)))
+    assert fields[0] == "account.positions", fields
