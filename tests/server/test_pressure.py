@@ -107,7 +107,9 @@ def test_a_cancelled_hard_solve_frees_its_slot_and_the_cpu(one_slot: ServerProce
         assert busy_share(pid, 1.0) < IDLE
     assert hard.cancelled() and queued.cancelled()
     statuses = {e.get("status") for e in one_slot.events() if e.get("method") == "Optimise"}
-    assert statuses == {"OK", "CANCELLED"}
+    # admitted_within's small calls may be refused (RESOURCE_EXHAUSTED) while the slot frees:
+    # on a loaded machine it can take longer than its first try, still within the 1 s above
+    assert statuses - {"RESOURCE_EXHAUSTED"} == {"OK", "CANCELLED"}
 
 
 def wait_idle(pid: int, limit: float = 30.0) -> float:
