@@ -299,7 +299,8 @@ def account_columns(
         found = numbers.get(name) if isinstance(name, str) else None
         return found if found is not None else int(_enum(enum, prefix, name, field))
 
-    ids, ccps, kinds, risk, counts, values = [], [], [], [], [], []
+    ids, ccps, kinds, risk, counts = [], [], [], [], []
+    add_values = message.risk_values.extend  # each vector in turn: no list of all the values
     contracts, maturities, has_coupon, coupons, collateral_maturities, collateral_kinds = (
         [],
         [],
@@ -335,7 +336,7 @@ def account_columns(
             vector = ()
             risk.append(book_pb2.RISK_VECTOR_UNSPECIFIED)
         counts.append(len(vector))
-        values += vector
+        add_values(vector)
     message.instrument_id.extend(ids)
     for column, entries in (
         (message.ccp, ccps),
@@ -351,7 +352,6 @@ def account_columns(
         _filled(column, entries)
     if any(has_coupon):
         message.coupon.extend(coupons)
-    message.risk_values.extend(values)
     held, quantities, xm_quantities, has_lot, lots, pinned = [], [], [], [], [], []
     for data in positions:
         get = data.get
