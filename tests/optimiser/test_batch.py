@@ -59,6 +59,7 @@ from xmargin.optimiser.batch import (
     split_case,
     strip_volatile,
 )
+from xmargin.optimiser.batch import engines as batch_engines
 from xmargin.optimiser.batch import run as batch_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -431,6 +432,57 @@ def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
     engine = DaskEngine(client=client, accounts_per_task=3)
     outcomes = _outcomes(engine, 8, bad_lot_at=5)
     assert tasks == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
+
+
+def test_dask_tasks_shrink_towards_the_end_of_a_batch() -> None:
+    """By default a task holds up to DASK_ACCOUNTS_PER_TASK accounts, at most a quarter (two
+    worker threads) of those not yet given out: every account once, in order, the tasks never
+    growing, the last ones of one account; an explicit size is kept as it is."""
+    per_task = batch_engines.DASK_ACCOUNTS_PER_TASK
+    chunks = batch_engines._task_chunks(1000, per_task, 2, taper=True)
+    assert [i for chunk in chunks for i in chunk] == list(range(1000))
+    sizes = [len(chunk) for chunk in chunks]
+    assert sizes[0] == per_task and sizes == sorted(sizes, reverse=True)
+    assert sizes[-4:] == [1, 1, 1, 1]
+    given = 0
+    for size in sizes:
+        assert size == max(1, min(per_task, -(-(1000 - given) // 4)))
+        given += size
+    assert batch_engines._task_chunks(8, 3, 2, taper=False) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert batch_engines._task_chunks(0, 16, 2, taper=True) == []
+
+
+def test_dask_tasks_carry_their_accounts_as_one_byte_array() -> None:
+    """The client packs a task's accounts as a uint8 array (Dask sends it as a frame of its
+    own, not copied into its pickles); the worker reads back the same accounts."""
+    selected = group(2)
+    packed = batch_engines._packed(selected.accounts)
+    assert isinstance(packed, np.ndarray) and packed.dtype == np.uint8 and packed.ndim == 1
+    shared = (selected.shared.data, None)
+    outcomes = batch_engines._dask_solve([0, 1], packed, shared, None)
+    assert by_account(outcomes) == by_account(
+        InlineEngine().run(selected.accounts, selected.shared)
+    )
+
+
+@pytest.mark.slow
+def test_a_dask_run_in_shrinking_tasks_brings_every_account_back_once(
+    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = dask_engine.client
+    tasks: list[list[int]] = []
+    submit = client.submit
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(list(args[1]))
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", counted)
+    engine = DaskEngine(client=client)
+    outcomes = _outcomes(engine, 8, bad_lot_at=5)
+    assert tasks == [[0, 1], [2, 3], [4], [5], [6], [7]]  # 8 accounts, 2 worker threads
     assert sorted(o.index for o in outcomes) == list(range(8))
     assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
 
