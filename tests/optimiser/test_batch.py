@@ -417,8 +417,18 @@ def test_dask_keeps_at_most_max_in_flight_accounts_submitted(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("per_task", "expected"),
+    [
+        (3, [[0, 1, 2], [3, 4, 5], [6, 7]]),  # an explicit size, kept
+        (0, [[0, 1], [2, 3], [4], [5], [6], [7]]),  # the default, shrinking (2 worker threads)
+    ],
+)
 def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
-    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+    dask_engine: DaskEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    per_task: int,
+    expected: list[list[int]],
 ) -> None:
     client = dask_engine.client
     tasks: list[list[int]] = []
@@ -429,9 +439,9 @@ def test_dask_tasks_of_several_accounts_bring_every_account_back_once(
         return submit(*args, **kwargs)
 
     monkeypatch.setattr(client, "submit", counted)
-    engine = DaskEngine(client=client, accounts_per_task=3)
+    engine = DaskEngine(client=client, accounts_per_task=per_task)
     outcomes = _outcomes(engine, 8, bad_lot_at=5)
-    assert tasks == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert tasks == expected
     assert sorted(o.index for o in outcomes) == list(range(8))
     assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
 
@@ -465,26 +475,6 @@ def test_dask_tasks_carry_their_accounts_as_one_byte_array() -> None:
     assert by_account(outcomes) == by_account(
         InlineEngine().run(selected.accounts, selected.shared)
     )
-
-
-@pytest.mark.slow
-def test_a_dask_run_in_shrinking_tasks_brings_every_account_back_once(
-    dask_engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client = dask_engine.client
-    tasks: list[list[int]] = []
-    submit = client.submit
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        tasks.append(list(args[1]))
-        return submit(*args, **kwargs)
-
-    monkeypatch.setattr(client, "submit", counted)
-    engine = DaskEngine(client=client)
-    outcomes = _outcomes(engine, 8, bad_lot_at=5)
-    assert tasks == [[0, 1], [2, 3], [4], [5], [6], [7]]  # 8 accounts, 2 worker threads
-    assert sorted(o.index for o in outcomes) == list(range(8))
-    assert by_account(outcomes) == by_account(_outcomes(InlineEngine(), 8, bad_lot_at=5))
 
 
 @pytest.mark.slow
