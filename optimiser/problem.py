@@ -149,8 +149,16 @@ def build_problem(
     expect_type(options, (SolveOptions, type(None)), "options")
     expect_type(eligibility, (tuple, type(None)), "eligibility")
     options = options or book.options
-    eligibility = eligibility or tuple(evaluate_eligibility(book, rulebook))
     positions = book.positions
+    if eligibility is None:
+        eligibility = tuple(evaluate_eligibility(book, rulebook))
+    elif len(eligibility) != len(positions) or not all(
+        isinstance(e, Eligibility) for e in eligibility
+    ):
+        raise ValueError(
+            f"eligibility: must hold one Eligibility per position ({len(positions)}), "
+            f"got {len(eligibility)} items"
+        )
     instruments = [book.instruments[p.instrument] for p in positions]
     n_scenarios, n_factors = book.scenarios.shocks.shape
     exposure = np.zeros((len(positions), n_factors))

@@ -60,3 +60,17 @@ def test_a_wrong_type_is_refused_naming_the_argument(
 ) -> None:
     with pytest.raises(TypeError, match=f"^{argument}: must be"):
         call()
+
+
+@pytest.mark.parametrize(
+    "eligibility",
+    [PROBLEM.eligibility[:-1], (*PROBLEM.eligibility, PROBLEM.eligibility[0]), ("x",) * 5],
+    ids=["one short", "one over", "not Eligibility"],
+)
+def test_build_problem_refuses_an_eligibility_that_does_not_fit_the_book(
+    eligibility: tuple[Any, ...],
+) -> None:
+    """One Eligibility per position, or a ValueError naming the argument (a wrong length was
+    a numpy broadcast error from inside)."""
+    with pytest.raises(ValueError, match=r"^eligibility: must hold one Eligibility per position"):
+        build_problem(BOOK, eligibility=eligibility)
