@@ -133,11 +133,19 @@ def _check(book: Book, trades: Sequence[Position], exclude: Sequence[str]) -> No
             raise CaseValidationError(
                 f"trades[{m}].quantity", trade.quantity, "must be a non-zero number"
             )
+        for field, value in (("xm_quantity", trade.xm_quantity), ("pinned", trade.pinned)):
+            if value:  # a trade's placement is the what-if's answer, not an input
+                raise CaseValidationError(
+                    f"trades[{m}].{field}",
+                    value,
+                    "must be left out: the what-if places each trade itself (XM or "
+                    "standalone, whichever margins less)",
+                )
 
 
 def what_if(book: Book, trades: Sequence[Position], exclude: Sequence[str] = ()) -> WhatIfResult:
     """The margin change of leaving out the positions in ``exclude`` and adding ``trades``
-    (instrument and quantity; their ``xm_quantity`` and ``pinned`` are ignored), each trade's
+    (instrument and quantity; an ``xm_quantity`` or ``pinned`` set is refused), each trade's
     best placement, at the current allocation. ``book.instruments`` must list every traded
     instrument. Raises :class:`CaseValidationError` naming ``exclude[i]`` or ``trades[m]``."""
     _check(book, trades, exclude)

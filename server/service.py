@@ -488,10 +488,7 @@ class XmarginServicer(service_pb2_grpc.XmarginServiceServicer):
         book: Book = parse(case, paths, parse_case)
         if not request.add_trades:
             return book, []
-        case["positions"] = [
-            position_case(trade) | {"xm_quantity": 0.0, "pinned": False}
-            for trade in request.add_trades
-        ]
+        case["positions"] = [position_case(trade) for trade in request.add_trades]
         paths.positions = [f"add_trades[{m}]" for m in range(len(request.add_trades))]
         return book, list(parse(case, paths, parse_case).positions)
 

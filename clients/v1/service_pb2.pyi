@@ -576,8 +576,9 @@ class WhatIfRequest(_message.Message):
     @_builtins.property
     def add_trades(self) -> _containers.RepeatedCompositeFieldContainer[_book_pb2.Position]:
         """Trades to add: instrument and a non-zero quantity (signed, in the instrument's quantity
-        unit and range); lot as in Position, xm_quantity and pinned are ignored. At most one trade
-        per instrument; a trade in an instrument already held adds to that position.
+        unit and range); lot as in Position; xm_quantity and pinned must be left unset (the
+        what-if places each trade itself: INVALID_ARGUMENT otherwise). At most one trade per
+        instrument; a trade in an instrument already held adds to that position.
         """
 
     @_builtins.property

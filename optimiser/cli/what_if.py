@@ -29,7 +29,8 @@ from .common import (
 
 def _parse_trades(data: Any, book: Book) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split a trades file ``{"instruments": [...], "positions": [...]}`` into new instruments
-    and the trades (positions in the case format; ``xm_quantity`` is ignored)."""
+    and the trades (positions in the case format; an ``xm_quantity`` or ``pinned`` is refused by
+    :func:`..what_if.what_if`: the what-if places each trade)."""
     if isinstance(data, list):
         data = {"positions": data}
     if not isinstance(data, dict) or not isinstance(data.get("positions"), list):
@@ -62,12 +63,7 @@ def _validated_trade_book(
     n_instruments = len(case["instruments"])
     case["instruments"] = case["instruments"] + instruments
     # Validate the trades as positions of a book that holds nothing else.
-    case["positions"] = [
-        {k: v for k, v in dict(trade).items() if k != "xm_quantity"}
-        if isinstance(trade, dict)
-        else trade
-        for trade in trades
-    ]
+    case["positions"] = list(trades)
     try:
         trade_book = parse_case(case)
     except CaseValidationError as error:

@@ -31,9 +31,13 @@ def _cli(
     return code, captured.out, captured.err
 
 
-def _trades_file(tmp_path: Path, trades: list[tuple[str, float]]) -> str:
+def _trades_file(
+    tmp_path: Path, trades: list[tuple[str, float]], extra: dict[str, Any] | None = None
+) -> str:
+    """A trades file; ``extra``: more fields of every trade."""
     path = tmp_path / "trades.json"
-    path.write_text(json.dumps([{"instrument": i, "quantity": q} for i, q in trades]))
+    rows = [{"instrument": i, "quantity": q, **(extra or {})} for i, q in trades]
+    path.write_text(json.dumps(rows))
     return str(path)
 
 
@@ -121,14 +125,29 @@ def test_cli_and_grpc_give_the_same_figures(
 
 
 @pytest.mark.parametrize(
-    ("trades", "exclude", "cli_field", "grpc_field"),
+    ("trades", "extra", "exclude", "cli_field", "grpc_field"),
     [
-        ([(FUTURE, 0.0)], [], "add.positions[0].quantity", "add_trades[0].quantity"),
-        ([("NOPE", 5.0)], [], "add.positions[0].instrument", "add_trades[0].instrument"),
-        ([], ["NOPE"], "--exclude", "exclude_positions[0]"),
-        ([], [FUTURE, FUTURE], "--exclude", "exclude_positions[1]"),
+        ([(FUTURE, 0.0)], {}, [], "add.positions[0].quantity", "add_trades[0].quantity"),
+        ([("NOPE", 5.0)], {}, [], "add.positions[0].instrument", "add_trades[0].instrument"),
+        ([], {}, ["NOPE"], "--exclude", "exclude_positions[0]"),
+        ([], {}, [FUTURE, FUTURE], "--exclude", "exclude_positions[1]"),
+        (
+            [(FUTURE, 5.0)],
+            {"xm_quantity": 5.0},
+            [],
+            "add.positions[0].xm_quantity",
+            "add_trades[0].xm_quantity",
+        ),
+        ([(FUTURE, 5.0)], {"pinned": True}, [], "add.positions[0].pinned", "add_trades[0].pinned"),
     ],
-    ids=["zero quantity", "unknown instrument", "unknown exclusion", "exclusion given twice"],
+    ids=[
+        "zero quantity",
+        "unknown instrument",
+        "unknown exclusion",
+        "exclusion given twice",
+        "a trade's xm_quantity (was ignored)",
+        "a trade pinned (was ignored)",
+    ],
 )
 def test_cli_and_grpc_refuse_the_same_trades(
     stub: XmarginServiceStub,
@@ -136,19 +155,20 @@ def test_cli_and_grpc_refuse_the_same_trades(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     trades: list[tuple[str, float]],
+    extra: dict[str, Any],
     exclude: list[str],
     cli_field: str,
     grpc_field: str,
 ) -> None:
     case = cases["01-basis-trade-10y"]
-    argv = ["--add", _trades_file(tmp_path, trades)] if trades else []
+    argv = ["--add", _trades_file(tmp_path, trades, extra)] if trades else []
     for instrument in exclude:
         argv += ["--exclude", instrument]
     code, _, err = _cli(capsys, tmp_path, case, *argv)
     assert code == cli.EXIT_BAD_INPUT and cli_field in err, err
     request = what_if_request(
         case,
-        add_trades=[book_pb2.Position(instrument=i, quantity=q) for i, q in trades],
+        add_trades=[book_pb2.Position(instrument=i, quantity=q, **extra) for i, q in trades],
         exclude_positions=exclude,
     )
     assert violations(call_error(lambda: stub.WhatIf(request, timeout=30))) == [grpc_field]
