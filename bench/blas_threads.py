@@ -35,6 +35,8 @@ SEED = 20261124
 
 def measure_child(positions: int, scenarios: int, repeats: int) -> dict[str, Any]:
     """In this process: ``repeats`` timed continuous solves of a generated book."""
+    from threadpoolctl import threadpool_info
+
     from xmargin.bench.books import make_book
     from xmargin.optimiser import SolveOptions, build_problem, optimise
     from xmargin.optimiser.blas import blas_threads
@@ -43,8 +45,6 @@ def measure_child(positions: int, scenarios: int, repeats: int) -> dict[str, Any
     book = make_book(positions, scenarios, SEED)
     problem = build_problem(book, options=options)
     optimise(problem)  # untimed: imports, HiGHS's first instance, the BLAS pool
-    from threadpoolctl import threadpool_info
-
     walls, cpus, total = [], [], 0.0
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -63,12 +63,14 @@ def measure_child(positions: int, scenarios: int, repeats: int) -> dict[str, Any
 
 
 def _run(setting: str, positions: int, scenarios: int, repeats: int) -> dict[str, Any]:
+    from xmargin.optimiser.blas import ENV
+
     env = dict(os.environ)
-    env.pop("XMARGIN_BLAS_THREADS", None)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in (ENV, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name, None)  # the library's own setting: nothing in the environment
-    if SETTINGS[setting] is not None:
-        env["XMARGIN_BLAS_THREADS"] = str(SETTINGS[setting])
+    threads = SETTINGS[setting]
+    if threads is not None:
+        env[ENV] = threads
     command = [sys.executable, "-m", "xmargin.bench.blas_threads", "--child"]
     command += [str(positions), str(scenarios), str(repeats)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
