@@ -96,7 +96,11 @@ class Builder:
     def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
         self.rows.append((coefs, lo, hi))
 
-    def solve(self, time_limit: float, gap: float) -> OptimizeResult:
+    def solve(self, time_limit: float, gap: float, solver: str = "highs") -> OptimizeResult:
+        """scipy's HiGHS, or SCIP (``solver="scip"``, pyscipopt: not a dependency of the
+        project, for a second solver's view only)."""
+        if solver == "scip":
+            return self._solve_scip(time_limit, gap)
         nv = len(self.lb)
         data, ri, ci, lo, hi = [], [], [], [], []
         for r, (coefs, a, b) in enumerate(self.rows):
@@ -116,6 +120,40 @@ class Builder:
             options={"time_limit": time_limit, "mip_rel_gap": gap, "disp": False},
         )
         return res
+
+    def _solve_scip(self, time_limit: float, gap: float) -> OptimizeResult:
+        from pyscipopt import Model, quicksum
+
+        model = Model()
+        model.hideOutput()
+
+        def finite(value: float) -> float | None:
+            return None if math.isinf(value) else value
+
+        x = [
+            model.addVar(lb=finite(lb), ub=finite(ub), vtype="I" if integ else "C", obj=cost)
+            for lb, ub, integ, cost in zip(self.lb, self.ub, self.integ, self.cost, strict=True)
+        ]
+        for coefs, lo, hi in self.rows:
+            expr = quicksum(v * x[j] for j, v in coefs.items() if v != 0.0)
+            if lo == hi:
+                model.addCons(expr == lo)
+            else:
+                if not math.isinf(lo):
+                    model.addCons(expr >= lo)
+                if not math.isinf(hi):
+                    model.addCons(expr <= hi)
+        model.setParam("limits/time", time_limit)
+        model.setParam("limits/gap", gap)
+        model.optimize()
+        found = model.getNSols() > 0
+        return OptimizeResult(
+            x=np.array([model.getVal(v) for v in x]) if found else None,
+            fun=model.getObjVal() if found else math.nan,
+            status=0 if model.getStatus() == "optimal" else 1,
+            message=f"SCIP: {model.getStatus()}",
+            mip_dual_bound=model.getDualbound(),
+        )
 
 
 def add(c1: dict[int, float], c2: dict[int, float], f: float = 1.0) -> dict[int, float]:
@@ -137,6 +175,32 @@ def solve_independent(
     the XM margin max(C_F, C_C, (1 - cap)(S_F + S_C)), else S_F + S_C), its allocation (None
     when the MILP found none) and "optimal" or the solver's message. The exact optimum is the
     better of the two branches."""
+    found = independent_optimum(book, eligible, integral, reduction, time_limit, gap)
+    return found.total, found.allocation, found.status
+
+
+@dataclass
+class Optimum:
+    """The MILP's best total (inf when it found none), its dual bound (a lower bound of the
+    branch's optimum, USD), the allocation and "optimal" or the solver's message."""
+
+    total: float
+    bound: float
+    allocation: np.ndarray | None
+    status: str
+
+
+def independent_optimum(
+    book: Book,
+    eligible: np.ndarray,
+    integral: bool,
+    reduction: bool,
+    time_limit: float = 60.0,
+    gap: float = 1e-9,
+    solver: str = "highs",
+) -> Optimum:
+    """:func:`solve_independent` with the MILP's dual bound (``solver``: "highs", scipy's, or
+    "scip")."""
     opts = book.options
     d = book_data(book, eligible, opts.mode)
     n = len(d.q)
@@ -288,9 +352,12 @@ def solve_independent(
         B.row({z: 1.0, mSF: -(1 - cap), mSC: -(1 - cap)}, 0.0, np.inf)
     else:
         B.row({z: 1.0, mSF: -1.0, mSC: -1.0}, 0.0, np.inf)
-    res = B.solve(time_limit, gap)
+    res = B.solve(time_limit, gap, solver)
+    # HiGHS's dual bound (none for a problem without integers: its optimum is the bound)
+    dual = res.get("mip_dual_bound")
+    bound = unit * (float(dual) if dual is not None else (res.fun if res.status == 0 else math.nan))
     if res.x is None:
-        return math.inf, None, str(res.message)
+        return Optimum(math.inf, bound, None, str(res.message))
     uv = res.x[u]
     y = uv * d.q
     y = np.where(d.movable, y, d.x0)
@@ -302,4 +369,4 @@ def solve_independent(
             cands = np.append(np.arange(kmax + 1) * d.lot[i], a)
             y[i] = np.sign(d.q[i]) * cands[np.argmin(np.abs(cands - abs(y[i])))]
     status = "optimal" if res.status == 0 else f"status{res.status}:{res.message}"
-    return float(res.fun) * unit, y, status
+    return Optimum(float(res.fun) * unit, bound, y, status)
