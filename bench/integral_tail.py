@@ -22,22 +22,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["POSITIONS", "SCENARIOS", "main", "measure", "summary"]
+__all__ = ["POSITIONS", "SCENARIOS", "book_of", "main", "measure", "summary"]
 
 POSITIONS = (30, 60, 100, 300, 1000, 3000)
 SCENARIOS = (500, 1260, 2520, 5000)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
-def measure(seed: int) -> dict[str, Any]:
-    """One book: its size from ``seed``, continuous and whole-lot solves."""
-    from xmargin.optimiser import SolveOptions, optimise
+def book_of(seed: int) -> tuple[int, int, Any]:
+    """The bench's book of ``seed``: its positions and scenarios (drawn from ``POSITIONS`` and
+    ``SCENARIOS`` by the seed) and the generated book."""
     from xmargin.optimiser.sample import generate_book
 
     rng = np.random.default_rng(seed)
     positions = int(rng.choice(POSITIONS))
     scenarios = int(rng.choice(SCENARIOS))
-    book = generate_book(positions, scenarios, seed)
+    return positions, scenarios, generate_book(positions, scenarios, seed)
+
+
+def measure(seed: int) -> dict[str, Any]:
+    """One book: its size from ``seed``, continuous and whole-lot solves."""
+    from xmargin.optimiser import SolveOptions, optimise
+
+    positions, scenarios, book = book_of(seed)
     started = time.perf_counter()
     continuous = optimise(book, options=SolveOptions(integral=False))
     middle = time.perf_counter()

@@ -2,7 +2,7 @@
 
 ``python -m xmargin.bench.tail_bound [SEED ...] [--tail FILE] [--time-limit S] [--out DIR]``,
 run from the repository root. The books are those of the integral-tail benchmark
-(``integral_tail.measure``: size and generator from the seed): the seeds given, or those that
+(``integral_tail.book_of``: size and generator from the seed): the seeds given, or those that
 stopped at the whole-lot budget in ``--tail`` (an ``integral-tail.json``). Per book:
 
 - b, the continuous optimum (``integral=False``): a lower bound of every whole-lot total;
@@ -37,18 +37,12 @@ GAP = 1e-6
 
 def measure(seed: int, time_limit: float, solver: str = "highs") -> dict[str, Any]:
     """One book: the relaxation, the default whole-lot solve and the independent MILP."""
-    import numpy as np
-
     from tests.optimiser.independent_milp import independent_optimum
-    from xmargin.bench.integral_tail import POSITIONS, SCENARIOS
+    from xmargin.bench.integral_tail import book_of
     from xmargin.optimiser import SolveOptions, optimise
     from xmargin.optimiser.optimise import needs_no_reduction_branch
-    from xmargin.optimiser.sample import generate_book
 
-    rng = np.random.default_rng(seed)  # as integral_tail.measure draws the size
-    positions = int(rng.choice(POSITIONS))
-    scenarios = int(rng.choice(SCENARIOS))
-    book = generate_book(positions, scenarios, seed)
+    positions, scenarios, book = book_of(seed)
     relaxed = optimise(book, options=SolveOptions(integral=False)).optimised.total
     started = time.perf_counter()
     whole = optimise(book, options=SolveOptions(integral=True))
