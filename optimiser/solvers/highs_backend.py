@@ -1198,7 +1198,8 @@ class _CuttingPlaneModel:
         holding), each started from the best so far; optimal outright once the best total
         meets the continuous bound (a lower bound of every integral answer). The first box,
         where it holds at most :data:`MAX_ROUNDINGS` allocations, by exact evaluation of each
-        (:meth:`_every_rounding`), or not at all when ``first_box_searched``."""
+        (:meth:`_every_rounding`), or not at all when ``first_box_searched``; before the
+        second, the fractional positions over their whole ranges (:meth:`_fractional_box`)."""
         highs, problem, movable = self.highs, self.problem, self.movable
         lots = self.lots[movable]
         index = lots.astype(np.int32)
