@@ -52,7 +52,7 @@ def measure(
 ) -> dict[str, Any]:
     """One book in one mode (``time_limit``: the solve's, None for the default budget);
     ``oracle`` caches the MILP's result by book and mode."""
-    from tests.optimiser.independent_milp import solve_independent
+    from tests.optimiser.independent_milp import independent_optimum
     from xmargin.optimiser import SolveOptions, optimise
     from xmargin.optimiser.model import Measure
     from xmargin.optimiser.solvers.local_search import exact_objective
@@ -66,12 +66,12 @@ def measure(
     key = f"{seed}:{'whole' if integral else 'continuous'}"
     if key not in oracle:
         found = [
-            solve_independent(book, problem.eligible, integral, reduction, ORACLE_SECONDS)
+            independent_optimum(book, problem.eligible, integral, reduction, ORACLE_SECONDS)
             for reduction in (True, False)
         ]
         oracle[key] = {
-            "value": min(value for value, _, _ in found),
-            "optimal": all(status == "optimal" for _, _, status in found),
+            "value": min(branch.total for branch in found),
+            "optimal": all(branch.status == "optimal" for branch in found),
         }
     best = float(oracle[key]["value"])
     answer = exact_objective(problem, result.allocation)

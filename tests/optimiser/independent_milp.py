@@ -163,22 +163,6 @@ def add(c1: dict[int, float], c2: dict[int, float], f: float = 1.0) -> dict[int,
     return out
 
 
-def solve_independent(
-    book: Book,
-    eligible: np.ndarray,
-    integral: bool,
-    reduction: bool,
-    time_limit: float = 60.0,
-    gap: float = 1e-9,
-) -> tuple[float, np.ndarray | None, str]:
-    """Minimum total (+ transfer cost) over the allowed set for one XM branch (``reduction``:
-    the XM margin max(C_F, C_C, (1 - cap)(S_F + S_C)), else S_F + S_C), its allocation (None
-    when the MILP found none) and "optimal" or the solver's message. The exact optimum is the
-    better of the two branches."""
-    found = independent_optimum(book, eligible, integral, reduction, time_limit, gap)
-    return found.total, found.allocation, found.status
-
-
 @dataclass
 class Optimum:
     """The MILP's best total (inf when it found none), its dual bound (a lower bound of the
@@ -199,8 +183,10 @@ def independent_optimum(
     gap: float = 1e-9,
     solver: str = "highs",
 ) -> Optimum:
-    """:func:`solve_independent` with the MILP's dual bound (``solver``: "highs", scipy's, or
-    "scip")."""
+    """Minimum total (+ transfer cost) over the allowed set for one XM branch (``reduction``:
+    the XM margin max(C_F, C_C, (1 - cap)(S_F + S_C)), else S_F + S_C), with the MILP's dual
+    bound, in scipy's HiGHS or (``solver="scip"``) SCIP. The exact optimum is the better of the
+    two branches."""
     opts = book.options
     d = book_data(book, eligible, opts.mode)
     n = len(d.q)
@@ -353,7 +339,7 @@ def independent_optimum(
     else:
         B.row({z: 1.0, mSF: -1.0, mSC: -1.0}, 0.0, np.inf)
     res = B.solve(time_limit, gap, solver)
-    # HiGHS's dual bound (none for a problem without integers: its optimum is the bound)
+    # The solver's dual bound (none from scipy without integers: the optimum is the bound)
     dual = res.get("mip_dual_bound")
     bound = unit * (float(dual) if dual is not None else (res.fun if res.status == 0 else math.nan))
     if res.x is None:

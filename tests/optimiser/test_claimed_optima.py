@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.optimiser.independent_milp import solve_independent
+from tests.optimiser.independent_milp import independent_optimum
 from xmargin.bench.books import with_pnl_vectors
 from xmargin.optimiser import (
     AnswerSource,
@@ -167,11 +167,12 @@ def test_an_optimum_agrees_with_the_independent_milp(seed: int, integral: bool) 
     result = optimise(book)
     problem = result.problem
     found = [
-        solve_independent(book, problem.eligible, integral, reduction, time_limit=120.0)
+        independent_optimum(book, problem.eligible, integral, reduction, time_limit=120.0)
         for reduction in (True, False)
     ]
-    assert all(status == "optimal" for _, _, status in found)
-    value, allocation, _ = min(found, key=lambda item: item[0])
+    assert all(branch.status == "optimal" for branch in found)
+    best = min(found, key=lambda branch: branch.total)
+    value, allocation = best.total, best.allocation
     assert allocation is not None
     assert on_allowed_set(problem, allocation).all()
     # HiGHS's integrality tolerance lets the MILP's value sit slightly off its snapped answer.

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.optimiser.independent_milp import solve_independent
+from tests.optimiser.independent_milp import independent_optimum
 from xmargin.optimiser import AnswerSource, SolveOptions, cancellation, optimise
 from xmargin.optimiser.margin import (
     FIGURES,
@@ -116,7 +116,7 @@ def test_the_exact_var_phase_reaches_the_independent_milps_optimum() -> None:
     result = optimise(book)
     problem = result.problem
     optimum = min(
-        solve_independent(book, problem.eligible, False, reduction, time_limit=120.0)[0]
+        independent_optimum(book, problem.eligible, False, reduction, time_limit=120.0).total
         for reduction in (True, False)
     )
     found = exact_objective(problem, result.allocation)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.optimiser.independent_milp import solve_independent
+from tests.optimiser.independent_milp import independent_optimum
 from xmargin.bench.var_gap import var_book
 from xmargin.optimiser import SolveOptions, cancellation, optimise
 from xmargin.optimiser.margin import var_window_losses
@@ -30,7 +30,7 @@ from xmargin.optimiser.solvers.var_window_mip import (
 
 def _optimum(book, problem, integral: bool) -> float:  # type: ignore[no-untyped-def]
     return min(
-        solve_independent(book, problem.eligible, integral, reduction, time_limit=120.0)[0]
+        independent_optimum(book, problem.eligible, integral, reduction, time_limit=120.0).total
         for reduction in (True, False)
     )
 
