@@ -403,6 +403,17 @@ class HighsBackend:
         return raw, None
 
 
+def _lots_either_side(
+    held: PositionVector, lot: PositionVector, holding: PositionVector, width: int = 0
+) -> tuple[PositionVector, PositionVector]:
+    """The lot multiples ``width`` lots beyond those either side of the quantities ``held``:
+    below at least 0, above at most the ``holding`` (the whole holding when it is off the lot
+    grid). Equal where ``held`` is on the grid and ``width`` is 0."""
+    below = np.maximum(np.floor(held / lot + 1e-9) - width, 0.0) * lot
+    above = np.minimum((np.ceil(held / lot - 1e-9) + width) * lot, holding)
+    return below, above
+
+
 def _roundings(problem: Problem, xm_quantity: PositionVector) -> list[PositionVector]:
     """The allocations of the whole-lot local phase's first box around ``xm_quantity``: each
     of the m movable positions off the allowed set at the allowed quantity below or above it
@@ -411,9 +422,7 @@ def _roundings(problem: Problem, xm_quantity: PositionVector) -> list[PositionVe
     rounding first, then by how many positions go the other way. Empty when 2^m exceeds
     :data:`MAX_ROUNDINGS`."""
     nearest = snap_to_allowed(problem, xm_quantity)
-    held, lot = np.abs(xm_quantity), problem.lot
-    below = np.floor(held / lot + 1e-9) * lot
-    above = np.minimum(np.ceil(held / lot - 1e-9) * lot, np.abs(problem.quantity))
+    below, above = _lots_either_side(np.abs(xm_quantity), problem.lot, np.abs(problem.quantity))
     fine = lot_grid(problem).fine  # at their nearest allowed quantity only
     fractional = np.flatnonzero(problem.movable & ~fine & (above > below))
     if 2**fractional.size > MAX_ROUNDINGS:
@@ -429,6 +438,21 @@ def _roundings(problem: Problem, xm_quantity: PositionVector) -> list[PositionVe
         x[fractional] = np.where((flip >> np.arange(fractional.size)) & 1 == 1, other, near)
         roundings.append(x)
     return roundings
+
+
+def _fractional_box(
+    below: PositionVector, above: PositionVector, holding: PositionVector
+) -> list[tuple[PositionVector, PositionVector, float]]:
+    """The box of :data:`FRACTIONAL_SHARE`, from the lot multiples either side of the continuous
+    optimum (:func:`_lots_either_side`, width 0): each position between two of them over its
+    whole range [0, holding], the others where they are (below = above). None when no
+    position, or every one, lies between two (the full range follows)."""
+    fractional = above > below
+    if fractional.all() or not fractional.any():
+        return []
+    return [
+        (np.where(fractional, 0.0, below), np.where(fractional, holding, above), FRACTIONAL_SHARE)
+    ]
 
 
 def _within_gap(upper: float, bound: float) -> bool:
@@ -1201,7 +1225,7 @@ class _CuttingPlaneModel:
         meets the continuous bound (a lower bound of every integral answer). The first box,
         where it holds at most :data:`MAX_ROUNDINGS` allocations, by exact evaluation of each
         (:meth:`_every_rounding`), or not at all when ``first_box_searched``; before the
-        second, the fractional positions over their whole ranges (:meth:`_fractional_box`)."""
+        second, the fractional positions over their whole ranges (:func:`_fractional_box`)."""
         highs, problem, movable = self.highs, self.problem, self.movable
         lots = self.lots[movable]
         index = lots.astype(np.int32)
@@ -1226,10 +1250,8 @@ class _CuttingPlaneModel:
         first_wide = next((width for width in widths if width > 0), None)
         for width in widths:
             if width == first_wide and FRACTIONAL_SHARE > 0:
-                nearest = np.abs(snap_to_allowed(problem, continuous_x)[movable])
-                boxes += self._fractional_box(held, nearest, holding, lot)
-            below = np.maximum(np.floor(held / lot + 1e-9) - width, 0.0) * lot
-            above = np.minimum((np.ceil(held / lot - 1e-9) + width) * lot, holding)
+                boxes += _fractional_box(*_lots_either_side(held, lot, holding), holding)
+            below, above = _lots_either_side(held, lot, holding, width)
             boxes.append((below, above, LOCAL_SHARE))
         for below, above, share in boxes:
             ends = np.stack((sign * below, sign * np.maximum(above, below))) / size
@@ -1253,23 +1275,6 @@ class _CuttingPlaneModel:
                     loop.proven = True
                     return
                 self._start_from(loop.best_x)
-
-    @staticmethod
-    def _fractional_box(
-        held: PositionVector, nearest: PositionVector, holding: PositionVector, lot: PositionVector
-    ) -> list[tuple[PositionVector, PositionVector, float]]:
-        """The box of :data:`FRACTIONAL_SHARE`: each position the continuous optimum holds off
-        the allowed set over its whole range [0, holding], the others at their allowed quantity
-        there (``nearest``). None when no position, or every one, is off the set (the full
-        range follows)."""
-        fractional = np.minimum(np.ceil(held / lot - 1e-9) * lot, holding) > np.maximum(
-            np.floor(held / lot + 1e-9) * lot, 0.0
-        )
-        if fractional.all() or not fractional.any():
-            return []
-        below = np.where(fractional, 0.0, nearest)
-        above = np.where(fractional, holding, nearest)
-        return [(below, above, FRACTIONAL_SHARE)]
 
     def _every_rounding(self, loop: _Loop, continuous_x: PositionVector) -> bool:
         """The local phase's first box by exact evaluation: every allocation of
